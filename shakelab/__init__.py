@@ -1,0 +1,55 @@
+"""shakelab: notebook toolkit for the AudioShake legacy Jobs API.
+
+``import shakelab`` stays light: pandas, matplotlib, ipywidgets, librosa and the local
+server are imported only when the functions that need them are used.
+
+Examples
+--------
+>>> import shakelab
+>>> client = shakelab.connect()                      # doctest: +SKIP
+>>> segments = client.music_detection("data/demo.flac")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from shakelab.errors import (  # noqa: F401  (re-exported)
+    APIError, AuthenticationError, JobFailedError, JobTimeoutError, NotFoundError,
+    RateLimitError, ServerError, ShakelabError, TransportError, ValidationError,
+)
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; resolved on first access (PEP 562).
+_LAZY = {
+    "Client": "shakelab.client",
+    "connect": "shakelab.client",
+    "Asset": "shakelab.models",
+    "Job": "shakelab.models",
+    "OutputAsset": "shakelab.models",
+    "JobStatus": "shakelab.models",
+    "jobs_frame": "shakelab.frames",
+    "segments_frame": "shakelab.frames",
+    "usage_frame": "shakelab.frames",
+    "plot_detection": "shakelab.plot",
+    "plot_spectrogram": "shakelab.plot",
+    "plot_timeline": "shakelab.plot",
+    "plot_confidence": "shakelab.plot",
+    "plot_usage": "shakelab.plot",
+    "Ledger": "shakelab.ledger",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shakelab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

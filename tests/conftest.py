@@ -1,0 +1,65 @@
+"""Shared fixtures: a real local Jobs API server on loopback, and a client for it.
+
+No test talks to the internet; no test mocks shakelab's own code.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No test may see a real token, the user's ledger or the user's cache."""
+    monkeypatch.delenv("AUDIOSHAKE_API_TOKEN", raising=False)
+    monkeypatch.delenv("AUDIOSHAKE_BASE_URL", raising=False)
+    monkeypatch.setenv("SHAKELAB_LEDGER", str(tmp_path / "ledger.sqlite"))
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One local server for the session (ephemeral port, temp data dir, private links allowed)."""
+    from shakelab.server import LocalServer
+
+    srv = LocalServer(data_dir=tmp_path_factory.mktemp("server"), token="test-token-0123456789",
+                      port=0, workers=2, allow_private_links=True)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def fresh_server(tmp_path):
+    """A server of the test's own, for tests that count jobs, inject faults or restart."""
+    from shakelab.server import LocalServer
+
+    srv = LocalServer(data_dir=tmp_path / "server", token="fresh-token-0123456789",
+                      port=0, workers=2, allow_private_links=True)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server):
+    """A :class:`shakelab.Client` for the session server."""
+    from shakelab.client import Client
+
+    return Client(token=server.token, base_url=server.base_url)
+
+
+@pytest.fixture(scope="session")
+def demo_path():
+    """The demo recording shipped in data/."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[1] / "data" / "demo.flac"
