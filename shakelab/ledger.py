@@ -1,0 +1,515 @@
+"""A local SQLite record of every upload and every job: no duplicate jobs, resume after a crash.
+
+The real service bills every job. A notebook kernel that restarts, a wait that times out or a
+batch that is killed loses track of jobs already paid for; the ledger remembers them. The
+client consults it when given one (``Client(..., ledger=...)``; ``connect()`` uses the default
+ledger): the same file is not uploaded twice to the same service, and ``submit`` for a
+(file, model, format, metadata) already completed or still in flight returns the recorded job
+instead of creating a new one. :mod:`shakelab.batch` uses it to resume a killed batch.
+
+One file, safe when several threads and processes use it at once: SQLite in WAL mode with a
+busy timeout; every write is one short ``BEGIN IMMEDIATE`` transaction.
+
+Where the file lives: the ``path`` argument, else the ``SHAKELAB_LEDGER`` environment
+variable, else ``<user cache dir>/shakelab/ledger.sqlite`` (platformdirs).
+
+Examples
+--------
+>>> from shakelab.ledger import Ledger
+>>> ledger = Ledger("/tmp/example-ledger.sqlite")                         # doctest: +SKIP
+>>> ledger.lookup_asset(sha256="ab12...", base_url="http://127.0.0.1:8077")  # doctest: +SKIP
+>>> ledger.jobs_frame()[["job_id", "model", "status"]]                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable
+
+__all__ = ["Ledger", "default_path", "file_sha256", "FAILED_STATUSES", "TERMINAL_STATUSES"]
+
+#: Job statuses that mean the job is over and did not produce outputs.
+FAILED_STATUSES = frozenset({"failed", "error"})
+#: Job statuses after which the service never changes the job again.
+TERMINAL_STATUSES = frozenset({"completed"}) | FAILED_STATUSES
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS assets (
+    base_url    TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    size        INTEGER,
+    path        TEXT,
+    name        TEXT,
+    asset_id    TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    recorded_at REAL NOT NULL,
+    PRIMARY KEY (base_url, sha256)
+);
+CREATE INDEX IF NOT EXISTS assets_by_id ON assets (base_url, asset_id);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id       TEXT PRIMARY KEY,
+    base_url     TEXT NOT NULL,
+    asset_id     TEXT,
+    model        TEXT,
+    format       TEXT,
+    metadata_key TEXT NOT NULL,
+    status       TEXT,
+    error        TEXT,
+    source_path  TEXT,
+    payload      TEXT NOT NULL,
+    outputs      TEXT NOT NULL DEFAULT '[]',
+    result       TEXT,
+    first_seen   REAL NOT NULL,
+    last_seen    REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (base_url, asset_id, model, format, metadata_key);
+"""
+
+_BUSY_TIMEOUT_MS = 60_000
+
+
+def default_path() -> Path:
+    """The ledger file used when no path is given.
+
+    ``SHAKELAB_LEDGER`` when set, else ``<user cache dir>/shakelab/ledger.sqlite``.
+
+    Examples
+    --------
+    >>> default_path().name      # doctest: +SKIP
+    'ledger.sqlite'
+    """
+    env = os.environ.get("SHAKELAB_LEDGER")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("shakelab", appauthor=False)) / "ledger.sqlite"
+
+
+def file_sha256(source: str | os.PathLike | BinaryIO, *, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 of a file's content, streamed in chunks (flat memory whatever the size).
+
+    Parameters
+    ----------
+    source : str, PathLike or binary file object
+        A file object is read from its current position and rewound there afterwards.
+
+    Examples
+    --------
+    >>> import io
+    >>> file_sha256(io.BytesIO(b"abc"))[:16]
+    'ba7816bf8f01cfea'
+    """
+    digest = hashlib.sha256()
+    if hasattr(source, "read"):
+        start = source.tell() if hasattr(source, "tell") else None
+        for block in iter(lambda: source.read(chunk_size), b""):
+            digest.update(block)
+        if start is not None:
+            source.seek(start)
+        return digest.hexdigest()
+    with open(os.fspath(source), "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _norm_url(base_url: str) -> str:
+    if not isinstance(base_url, str) or not base_url:
+        raise ValueError(f"`base_url` must be a non-empty string, not {base_url!r}")
+    return base_url.rstrip("/")
+
+
+def _metadata_key(metadata: dict | None) -> str:
+    """Canonical form of a job's extra metadata: no name/format, no None values, sorted keys."""
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise ValueError(f"`metadata` must be a dict, not {metadata!r}")
+    extra = {k: v for k, v in metadata.items() if k not in ("name", "format") and v is not None}
+    return json.dumps(extra, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _unwrap_job(payload: Any) -> dict:
+    if not isinstance(payload, dict):
+        raise ValueError(f"`payload` must be a job's API JSON (a dict), not {type(payload).__name__}")
+    if "id" not in payload and isinstance(payload.get("job"), dict):
+        payload = payload["job"]
+    if not payload.get("id"):
+        raise ValueError(f"`payload` must carry the job's 'id'; got keys {sorted(payload)}")
+    return payload
+
+
+def _job_fields(payload: dict) -> dict:
+    meta = payload.get("metadata")
+    if not isinstance(meta, dict):
+        meta = payload.get("stemMetadata") if isinstance(payload.get("stemMetadata"), dict) else {}
+    asset_id = payload.get("assetId")
+    if not asset_id and isinstance(payload.get("sourceAsset"), dict):
+        asset_id = payload["sourceAsset"].get("id")
+    status = payload.get("status")
+    status = str(status).lower() if status is not None else None
+    error = None
+    if status in FAILED_STATUSES:
+        info = payload.get("statusInfo") if isinstance(payload.get("statusInfo"), dict) else {}
+        error = info.get("message") or payload.get("error") or payload.get("message") or status
+        error = str(error)
+    return {
+        "asset_id": str(asset_id) if asset_id else None,
+        "model": meta.get("name"),
+        "format": meta.get("format"),
+        "metadata_key": _metadata_key(meta),
+        "status": status,
+        "error": error,
+    }
+
+
+class Ledger:
+    """The local record of uploads and jobs, one SQLite file shared by threads and processes.
+
+    Parameters
+    ----------
+    path : str or PathLike, optional
+        The SQLite file (created with its folder when missing). Default: ``SHAKELAB_LEDGER``,
+        else ``<user cache dir>/shakelab/ledger.sqlite``.
+
+    Notes
+    -----
+    Tables: ``assets`` (one row per (base URL, content SHA-256): size, path, name, asset id, the
+    upload payload) and ``jobs`` (one row per job id: base URL, asset id, model, format, extra
+    metadata, status, error, source path, the job payload as last seen, output paths, cached
+    result, first/last seen). Each thread and each process gets its own connection; the
+    object pickles as its path, so it can travel to executor workers.
+
+    Examples
+    --------
+    >>> ledger = Ledger(tmp_path / "ledger.sqlite")      # doctest: +SKIP
+    >>> ledger.record_asset(sha256="ab12", size=10, path="a.wav", base_url="http://x",
+    ...                     payload={"id": "as1", "name": "a"})   # doctest: +SKIP
+    >>> ledger.lookup_asset(sha256="ab12", base_url="http://x")["id"]   # doctest: +SKIP
+    'as1'
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise ValueError(f"`path` must be a str or os.PathLike, not {path!r}")
+        self.path = Path(path).expanduser() if path is not None else default_path()
+        if self.path.exists() and self.path.is_dir():
+            raise ValueError(f"`path` must be a file, not the directory {os.fspath(self.path)!r}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._init_schema()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"Ledger({os.fspath(self.path)!r})"
+
+    def __getstate__(self) -> dict:
+        return {"path": os.fspath(self.path)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path = Path(state["path"])
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = sqlite3.connect(os.fspath(self.path), timeout=_BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            self._local.pid = os.getpid()
+        return conn
+
+    @staticmethod
+    def _retry(fn, attempts: int = 50):
+        # The busy handler covers ordinary lock waits; switching to WAL and a few schema
+        # operations can still answer "database is locked" at once, so retry those briefly.
+        for i in range(attempts):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or i == attempts - 1:
+                    raise
+                time.sleep(0.02 * (i + 1))
+
+    def _write(self, fn):
+        """Run ``fn(conn)`` inside one ``BEGIN IMMEDIATE`` transaction."""
+        conn = self._conn()
+
+        def attempt():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                out = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return out
+
+        return self._retry(attempt)
+
+    def _init_schema(self) -> None:
+        def create(conn):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < _SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+
+        self._write(create)
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- assets -----------------------------------------------------------------------------
+    def lookup_asset(self, *, sha256: str, base_url: str) -> dict | None:
+        """The upload payload recorded for this content on this service, or None.
+
+        Returns
+        -------
+        dict or None
+            The asset's API payload as uploaded: ``{name, id, fileType, format, link}``.
+
+        Examples
+        --------
+        >>> ledger.lookup_asset(sha256=file_sha256("a.wav"), base_url=client.base_url)  # doctest: +SKIP
+        """
+        row = self._conn().execute(
+            "SELECT payload FROM assets WHERE base_url=? AND sha256=?",
+            (_norm_url(base_url), str(sha256)),
+        ).fetchone()
+        return json.loads(row["payload"]) if row else None
+
+    def record_asset(self, *, sha256: str, size: int, path: str | None, base_url: str,
+                     payload: dict) -> None:
+        """Record an upload (replacing an older record of the same content on the same service).
+
+        Examples
+        --------
+        >>> ledger.record_asset(sha256="ab12", size=10, path="a.wav", base_url="http://x",
+        ...                     payload={"id": "as1", "name": "a"})   # doctest: +SKIP
+        """
+        if not isinstance(payload, dict) or not payload.get("id"):
+            raise ValueError(f"`payload` must be an upload's API JSON with an 'id', not {payload!r}")
+        if not isinstance(sha256, str) or not sha256:
+            raise ValueError(f"`sha256` must be a hex digest string, not {sha256!r}")
+        row = (_norm_url(base_url), sha256, int(size) if size is not None else None,
+               os.fspath(path) if path is not None else None, payload.get("name"),
+               str(payload["id"]), json.dumps(payload, default=str), time.time())
+        self._write(lambda c: c.execute(
+            "INSERT INTO assets (base_url, sha256, size, path, name, asset_id, payload, recorded_at)"
+            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(base_url, sha256) DO UPDATE SET"
+            " size=excluded.size, path=COALESCE(excluded.path, assets.path), name=excluded.name,"
+            " asset_id=excluded.asset_id, payload=excluded.payload, recorded_at=excluded.recorded_at",
+            row))
+
+    # -- jobs -------------------------------------------------------------------------------
+    def lookup_job(self, *, asset_id: str, model: str, format: str, metadata: dict | None,
+                   base_url: str) -> dict | None:
+        """The newest recorded job for this key that has not failed, or None.
+
+        ``metadata`` may be the job's whole ``metadata`` (``name`` and ``format`` are ignored
+        there) or only its extra keys; keys whose value is None are ignored.
+
+        Returns
+        -------
+        dict or None
+            ``{"job_id", "status", "payload", "outputs", "error", "source_path"}``; ``payload``
+            is the job's API JSON as last seen, ``outputs`` the recorded local output paths.
+
+        Examples
+        --------
+        >>> ledger.lookup_job(asset_id="as1", model="music_detection", format="json",
+        ...                   metadata={}, base_url="http://x")    # doctest: +SKIP
+        """
+        rows = self._conn().execute(
+            "SELECT * FROM jobs WHERE base_url=? AND asset_id=? AND model=? AND format=?"
+            " AND metadata_key=? ORDER BY first_seen DESC, rowid DESC",
+            (_norm_url(base_url), str(asset_id), model, format, _metadata_key(metadata)),
+        ).fetchall()
+        for row in rows:
+            if row["status"] not in FAILED_STATUSES:
+                return self._job_dict(row)
+        return None
+
+    def get_job(self, job_id: str) -> dict | None:
+        """The record of one job by id (same keys as :meth:`lookup_job`), or None."""
+        row = self._conn().execute("SELECT * FROM jobs WHERE job_id=?", (str(job_id),)).fetchone()
+        return self._job_dict(row) if row else None
+
+    @staticmethod
+    def _job_dict(row: sqlite3.Row) -> dict:
+        return {
+            "job_id": row["job_id"],
+            "status": row["status"],
+            "payload": json.loads(row["payload"]),
+            "outputs": json.loads(row["outputs"]),
+            "error": row["error"],
+            "source_path": row["source_path"],
+        }
+
+    def record_job(self, payload: dict, *, base_url: str, source_path: str | None = None) -> None:
+        """Upsert a job by id from its API JSON as last seen.
+
+        A finished job (completed, failed, error) is never turned back into a pending one by
+        an older payload arriving late from another thread or process.
+
+        Examples
+        --------
+        >>> ledger.record_job(job.raw, base_url=client.base_url, source_path="a.wav")  # doctest: +SKIP
+        """
+        payload = _unwrap_job(payload)
+        fields = _job_fields(payload)
+        now = time.time()
+        job_id = str(payload["id"])
+        base = _norm_url(base_url)
+        src = os.fspath(source_path) if source_path is not None else None
+        text = json.dumps(payload, default=str)
+
+        def upsert(conn):
+            old = conn.execute("SELECT status FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if old is None:
+                conn.execute(
+                    "INSERT INTO jobs (job_id, base_url, asset_id, model, format, metadata_key, status,"
+                    " error, source_path, payload, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (job_id, base, fields["asset_id"], fields["model"], fields["format"],
+                     fields["metadata_key"], fields["status"], fields["error"], src, text, now, now))
+                return
+            if old["status"] in TERMINAL_STATUSES and fields["status"] not in TERMINAL_STATUSES:
+                conn.execute("UPDATE jobs SET last_seen=?, source_path=COALESCE(?, source_path)"
+                             " WHERE job_id=?", (now, src, job_id))
+                return
+            conn.execute(
+                "UPDATE jobs SET asset_id=COALESCE(?, asset_id), model=COALESCE(?, model),"
+                " format=COALESCE(?, format), metadata_key=?, status=?, error=?,"
+                " source_path=COALESCE(?, source_path), payload=?, last_seen=? WHERE job_id=?",
+                (fields["asset_id"], fields["model"], fields["format"], fields["metadata_key"],
+                 fields["status"], fields["error"], src, text, now, job_id))
+
+        self._write(upsert)
+
+    def record_outputs(self, job_id: str, paths: Iterable[str | os.PathLike]) -> None:
+        """Add local output paths to a recorded job (kept in order, without duplicates).
+
+        Raises ``KeyError`` naming the job when it was never recorded.
+
+        Examples
+        --------
+        >>> ledger.record_outputs(job.id, ["out/a/vocals.wav"])   # doctest: +SKIP
+        """
+        if isinstance(paths, (str, os.PathLike)):
+            raise ValueError(f"`paths` must be a list of paths, not the single path {paths!r}")
+        new = [os.fspath(p) for p in paths]
+
+        def update(conn):
+            row = conn.execute("SELECT outputs FROM jobs WHERE job_id=?", (str(job_id),)).fetchone()
+            if row is None:
+                raise KeyError(f"`job_id` {job_id!r} is not in the ledger {os.fspath(self.path)!r}")
+            merged = list(dict.fromkeys(json.loads(row["outputs"]) + new))
+            conn.execute("UPDATE jobs SET outputs=? WHERE job_id=?", (json.dumps(merged), str(job_id)))
+
+        self._write(update)
+
+    def record_result(self, job_id: str, result: Any) -> None:
+        """Keep a small JSON-able result of a job (e.g. its music-detection windows).
+
+        Lets a rerun of a batch rebuild its segments without a single request.
+
+        Examples
+        --------
+        >>> ledger.record_result(job.id, [{"start_time": 0.0, "end_time": 10.0, "confidence": 0.9}])  # doctest: +SKIP
+        """
+        text = json.dumps(result, default=str)
+
+        def update(conn):
+            cur = conn.execute("UPDATE jobs SET result=? WHERE job_id=?", (text, str(job_id)))
+            if cur.rowcount == 0:
+                raise KeyError(f"`job_id` {job_id!r} is not in the ledger {os.fspath(self.path)!r}")
+
+        self._write(update)
+
+    def lookup_result(self, job_id: str) -> Any | None:
+        """The result kept by :meth:`record_result`, or None."""
+        row = self._conn().execute("SELECT result FROM jobs WHERE job_id=?", (str(job_id),)).fetchone()
+        return json.loads(row["result"]) if row and row["result"] is not None else None
+
+    # -- frames -----------------------------------------------------------------------------
+    def assets_frame(self):
+        """Every recorded upload, oldest first.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``asset_id`` (string), ``name`` (string), ``sha256`` (string), ``size`` (Int64
+            bytes), ``path`` (string, the local file uploaded), ``base_url`` (string),
+            ``format`` (string), ``recorded_at`` (datetime64[ns, UTC]). Built here with plain
+            pandas: :mod:`shakelab.frames` has no asset frame.
+
+        Examples
+        --------
+        >>> ledger.assets_frame()[["name", "asset_id"]]   # doctest: +SKIP
+        """
+        import pandas as pd
+
+        rows = self._conn().execute("SELECT * FROM assets ORDER BY recorded_at, rowid").fetchall()
+        formats = [json.loads(r["payload"]).get("format") for r in rows]
+        frame = pd.DataFrame({
+            "asset_id": pd.array([r["asset_id"] for r in rows], dtype="string"),
+            "name": pd.array([r["name"] for r in rows], dtype="string"),
+            "sha256": pd.array([r["sha256"] for r in rows], dtype="string"),
+            "size": pd.array([r["size"] for r in rows], dtype="Int64"),
+            "path": pd.array([r["path"] for r in rows], dtype="string"),
+            "base_url": pd.array([r["base_url"] for r in rows], dtype="string"),
+            "format": pd.array(formats, dtype="string"),
+            "recorded_at": pd.to_datetime([r["recorded_at"] for r in rows], unit="s", utc=True),
+        })
+        return frame.astype({"recorded_at": "datetime64[ns, UTC]"})
+
+    def jobs_frame(self):
+        """Every recorded job, oldest first.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The columns of :func:`shakelab.frames.jobs_frame` (job_id, model, format, status,
+            asset_id, source_name, created_at, started_at, updated_at, duration_s, outputs,
+            error), built by that function from the payloads as last seen, followed by the
+            ledger's own: ``source_path`` (string, the local file), ``output_paths`` (object,
+            list of local paths downloaded), ``base_url`` (string), ``first_seen`` and
+            ``last_seen`` (datetime64[ns, UTC], when this machine first/last saw the job).
+
+        Examples
+        --------
+        >>> ledger.jobs_frame()[["job_id", "model", "status", "source_path"]]   # doctest: +SKIP
+        """
+        import pandas as pd
+
+        from shakelab.frames import jobs_frame
+        from shakelab.models import Job
+
+        rows = self._conn().execute("SELECT * FROM jobs ORDER BY first_seen, rowid").fetchall()
+        frame = jobs_frame([Job.from_payload(json.loads(r["payload"])) for r in rows])
+        frame["source_path"] = pd.array([r["source_path"] for r in rows], dtype="string")
+        frame["output_paths"] = pd.Series([json.loads(r["outputs"]) for r in rows], dtype=object,
+                                          index=frame.index)
+        frame["base_url"] = pd.array([r["base_url"] for r in rows], dtype="string")
+        for col in ("first_seen", "last_seen"):
+            frame[col] = pd.to_datetime([r[col] for r in rows], unit="s", utc=True).astype(
+                "datetime64[ns, UTC]")
+        return frame

@@ -1,0 +1,261 @@
+"""The ledger: SQLite record of uploads and jobs, shared by threads and processes."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pandas as pd
+import pytest
+
+from shakelab.ledger import Ledger, default_path, file_sha256
+
+BASE = "http://127.0.0.1:9999"
+
+
+def _job(job_id, *, asset="as1", model="music_detection", fmt="json", status="queued", **extra):
+    payload = {"id": job_id, "assetId": asset, "status": status,
+               "metadata": {"name": model, "format": fmt, **extra}}
+    if status == "completed":
+        payload["outputAssets"] = [{"name": f"{model}.{fmt}", "format": fmt, "link": "http://x/o"}]
+    if status == "failed":
+        payload["statusInfo"] = {"code": 400, "message": "input is not audio"}
+    return payload
+
+
+def test_default_path_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("SHAKELAB_LEDGER", str(tmp_path / "x" / "l.sqlite"))
+    assert default_path() == tmp_path / "x" / "l.sqlite"
+    ledger = Ledger()
+    assert ledger.path == tmp_path / "x" / "l.sqlite" and ledger.path.exists()
+    monkeypatch.delenv("SHAKELAB_LEDGER")
+    import platformdirs
+
+    assert default_path() == (
+        __import__("pathlib").Path(platformdirs.user_cache_dir("shakelab", appauthor=False)) / "ledger.sqlite")
+
+
+def test_wal_and_busy_timeout(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    conn = ledger._conn()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 10_000
+
+
+def test_bad_path_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="`path` must be a file"):
+        Ledger(tmp_path)
+    with pytest.raises(ValueError, match="`path` must be a str"):
+        Ledger(42)
+
+
+def test_file_sha256_streams_paths_and_file_objects(tmp_path):
+    p = tmp_path / "a.bin"
+    p.write_bytes(b"abc" * 1000)
+    import hashlib
+
+    want = hashlib.sha256(b"abc" * 1000).hexdigest()
+    assert file_sha256(p, chunk_size=7) == want
+    fh = io.BytesIO(b"zz" + b"abc" * 1000)
+    fh.seek(2)
+    assert file_sha256(fh) == want
+    assert fh.tell() == 2
+
+
+def test_asset_roundtrip_is_per_service(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    payload = {"name": "a", "id": "as1", "fileType": "audio/wav", "format": "wav", "link": "http://l"}
+    assert ledger.lookup_asset(sha256="h1", base_url=BASE) is None
+    ledger.record_asset(sha256="h1", size=12, path="/d/a.wav", base_url=BASE + "/", payload=payload)
+    assert ledger.lookup_asset(sha256="h1", base_url=BASE) == payload
+    assert ledger.lookup_asset(sha256="h1", base_url="https://groovy.audioshake.ai") is None
+    assert ledger.lookup_asset(sha256="h2", base_url=BASE) is None
+    # re-recording the same content replaces, never duplicates
+    ledger.record_asset(sha256="h1", size=12, path=None, base_url=BASE, payload={**payload, "id": "as2"})
+    frame = ledger.assets_frame()
+    assert list(frame["asset_id"]) == ["as2"]
+    assert frame.loc[0, "path"] == "/d/a.wav"
+    assert frame.loc[0, "size"] == 12
+    assert str(frame["recorded_at"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_record_asset_rejects_payload_without_id(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    with pytest.raises(ValueError, match="`payload`"):
+        ledger.record_asset(sha256="h", size=1, path=None, base_url=BASE, payload={"name": "a"})
+
+
+def test_assets_frame_empty_has_columns(tmp_path):
+    frame = Ledger(tmp_path / "l.sqlite").assets_frame()
+    assert len(frame) == 0
+    assert list(frame.columns) == ["asset_id", "name", "sha256", "size", "path", "base_url", "format",
+                                   "recorded_at"]
+
+
+def test_lookup_job_key_and_failed_jobs(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    key = dict(asset_id="as1", model="music_detection", format="json", base_url=BASE)
+    assert ledger.lookup_job(metadata={}, **key) is None
+    ledger.record_job(_job("j1", status="failed"), base_url=BASE)
+    assert ledger.lookup_job(metadata={}, **key) is None          # failed jobs are not reused
+    ledger.record_job({"job": _job("j2")}, base_url=BASE, source_path="/d/a.wav")  # wrapped form
+    found = ledger.lookup_job(metadata={}, **key)
+    assert found["job_id"] == "j2" and found["status"] == "queued"
+    assert found["payload"]["id"] == "j2" and found["source_path"] == "/d/a.wav"
+    # whole metadata (name/format) or only extras, None values ignored: same key
+    assert ledger.lookup_job(metadata={"name": "music_detection", "format": "json", "variant": None},
+                             **key)["job_id"] == "j2"
+    # another format, model, asset, service or extra metadata is another key
+    assert ledger.lookup_job(metadata={}, **{**key, "format": "txt"}) is None
+    assert ledger.lookup_job(metadata={}, **{**key, "asset_id": "as9"}) is None
+    assert ledger.lookup_job(metadata={}, **{**key, "base_url": "http://other"}) is None
+    assert ledger.lookup_job(metadata={"window": 5}, **key) is None
+    ledger.record_job(_job("j3", window=5), base_url=BASE)
+    assert ledger.lookup_job(metadata={"window": 5}, **key)["job_id"] == "j3"
+    assert ledger.lookup_job(metadata={}, **key)["job_id"] == "j2"
+    assert ledger.get_job("j1")["error"] == "input is not audio"
+
+
+def test_newest_job_wins_and_status_never_regresses(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    key = dict(asset_id="as1", model="vocals", format="wav", metadata={}, base_url=BASE)
+    ledger.record_job(_job("old", model="vocals", fmt="wav", status="completed"), base_url=BASE)
+    ledger.record_job(_job("new", model="vocals", fmt="wav", status="processing"), base_url=BASE)
+    assert ledger.lookup_job(**key)["job_id"] == "new"
+    ledger.record_job(_job("new", model="vocals", fmt="wav", status="completed"), base_url=BASE)
+    # a stale payload seen late must not turn a completed job back into a pending one
+    ledger.record_job(_job("new", model="vocals", fmt="wav", status="processing"), base_url=BASE,
+                      source_path="/d/b.wav")
+    rec = ledger.lookup_job(**key)
+    assert rec["status"] == "completed" and rec["source_path"] == "/d/b.wav"
+    assert rec["payload"]["outputAssets"][0]["name"] == "vocals.wav"
+
+
+def test_stem_variant_payload_is_understood(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    payload = {"id": "j9", "status": "COMPLETED", "sourceAsset": {"id": "as7"},
+               "stemMetadata": {"name": "drums", "format": "flac"}}
+    ledger.record_job(payload, base_url=BASE)
+    rec = ledger.lookup_job(asset_id="as7", model="drums", format="flac", metadata={}, base_url=BASE)
+    assert rec["job_id"] == "j9" and rec["status"] == "completed"
+
+
+def test_record_job_rejects_payload_without_id(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    with pytest.raises(ValueError, match="'id'"):
+        ledger.record_job({"status": "queued"}, base_url=BASE)
+    with pytest.raises(ValueError, match="`payload`"):
+        ledger.record_job(["nope"], base_url=BASE)
+
+
+def test_outputs_and_results(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.record_job(_job("j1", status="completed"), base_url=BASE)
+    ledger.record_outputs("j1", ["/o/a.json"])
+    ledger.record_outputs("j1", ["/o/a.json", "/o/b.json"])
+    assert ledger.get_job("j1")["outputs"] == ["/o/a.json", "/o/b.json"]
+    with pytest.raises(KeyError, match="nope"):
+        ledger.record_outputs("nope", ["/o/c"])
+    with pytest.raises(ValueError, match="`paths`"):
+        ledger.record_outputs("j1", "/o/a.json")
+    assert ledger.lookup_result("j1") is None
+    ledger.record_result("j1", [{"start_time": 0.0, "end_time": 10.0, "confidence": 0.5}])
+    assert ledger.lookup_result("j1")[0]["confidence"] == 0.5
+
+
+def test_pickles_as_its_path_and_reconnects(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.record_job(_job("j1"), base_url=BASE)
+    copy = pickle.loads(pickle.dumps(ledger))
+    assert copy.path == ledger.path and copy.get_job("j1")["status"] == "queued"
+
+
+def test_threads_write_at_once(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.record_job(_job("shared"), base_url=BASE)
+    errors = []
+
+    def work(t):
+        try:
+            for i in range(40):
+                ledger.record_job(_job(f"t{t}-{i}", asset=f"as{i}"), base_url=BASE)
+                ledger.record_outputs("shared", [f"/o/{t}-{i}"])
+        except Exception as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert len(ledger.get_job("shared")["outputs"]) == 160
+    n = ledger._conn().execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    assert n == 161
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from shakelab.ledger import Ledger
+    tag, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    ledger = Ledger(path)
+    sys.stdout.write("ready\\n"); sys.stdout.flush()
+    sys.stdin.readline()                     # start together
+    for i in range(n):
+        ledger.record_asset(sha256=f"{tag}-{i}", size=i, path=None, base_url="http://s",
+                            payload={"id": f"as-{tag}-{i}", "name": str(i)})
+        ledger.record_job({"id": f"{tag}-{i}", "assetId": f"as-{tag}-{i}", "status": "queued",
+                           "metadata": {"name": "vocals", "format": "wav"}}, base_url="http://s")
+        ledger.record_outputs("shared", [f"/o/{tag}/{i}"])
+    print("done")
+""")
+
+
+def test_two_processes_write_at_once(tmp_path):
+    path = tmp_path / "l.sqlite"
+    ledger = Ledger(path)
+    ledger.record_job(_job("shared"), base_url="http://s")
+    n = 150
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, tag, str(path), str(n)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for tag in ("a", "b")]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        assert out.strip() == "done"
+    assets = ledger.assets_frame()
+    assert len(assets) == 2 * n
+    conn = ledger._conn()
+    assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 2 * n + 1
+    outputs = ledger.get_job("shared")["outputs"]
+    # every read-modify-write of the shared row survived the other process's writes
+    assert len(outputs) == 2 * n
+    assert set(outputs) == {f"/o/{t}/{i}" for t in "ab" for i in range(n)}
+
+
+def test_jobs_frame_columns_and_values(tmp_path):
+    pytest.importorskip("shakelab.frames")
+    ledger = Ledger(tmp_path / "l.sqlite")
+    assert len(ledger.jobs_frame()) == 0
+    ledger.record_job(_job("j1", status="completed"), base_url=BASE, source_path="/d/a.wav")
+    ledger.record_job(_job("j2", model="vocals", fmt="wav", status="failed"), base_url=BASE)
+    ledger.record_outputs("j1", ["/o/a.json"])
+    frame = ledger.jobs_frame()
+    assert list(frame["job_id"]) == ["j1", "j2"]
+    assert list(frame["status"].astype(str)) == ["completed", "failed"]
+    assert frame.loc[0, "source_path"] == "/d/a.wav" and pd.isna(frame.loc[1, "source_path"])
+    assert frame.loc[0, "output_paths"] == ["/o/a.json"] and frame.loc[1, "output_paths"] == []
+    assert "input is not audio" in str(frame.loc[1, "error"])
+    for col in ("first_seen", "last_seen"):
+        assert str(frame[col].dtype) == "datetime64[ns, UTC]"
+    assert list(frame.columns[-5:]) == ["source_path", "output_paths", "base_url", "first_seen", "last_seen"]
