@@ -1,0 +1,366 @@
+"""The local AudioShake Jobs API: a faithful offline implementation of the legacy API page.
+
+FastAPI + uvicorn in a background thread of the current process (:class:`LocalServer`,
+:func:`start`), or in the foreground for the command line (:func:`serve`). State is SQLite
+plus files in a data directory, so assets and jobs survive a restart.
+
+Examples
+--------
+>>> from shakelab.server import LocalServer
+>>> with LocalServer("/tmp/shakelab-doc", token="secret-token") as srv:   # doctest: +SKIP
+...     print(srv.base_url)
+http://127.0.0.1:40123
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from shakelab.server.faults import Faults
+
+__all__ = ["LocalServer", "start", "serve", "default_data_dir"]
+
+log = logging.getLogger("shakelab.server")
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory of the embedded server (platformdirs), e.g. ``~/.local/share/shakelab/server``."""
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("shakelab", appauthor=False)) / "server"
+
+
+class LocalServer:
+    """The local Jobs API server, run in a background thread.
+
+    Parameters
+    ----------
+    data_dir : str or PathLike
+        State directory (SQLite database, stored files, secrets); created if missing.
+    token : str, optional
+        The bearer token clients must send. ``None`` uses the token stored in ``data_dir/token``,
+        generating one (file mode 0600) the first time.
+    host : str
+        Interface to bind; loopback by default.
+    port : int
+        TCP port; 0 picks a free one (read it back from :attr:`base_url`).
+    workers : int
+        Jobs processed at once.
+    allow_private_links : bool
+        Let ``/upload/link`` and callbacks reach private, loopback and link-local hosts.
+    max_upload_bytes : int
+        Largest accepted file; larger uploads answer 413 while streaming.
+    link_ttl : float
+        Seconds a download link stays valid.
+
+    Attributes
+    ----------
+    base_url : str
+        ``"http://127.0.0.1:PORT"`` once started.
+    token : str
+    data_dir : pathlib.Path
+    faults : shakelab.server.faults.Faults
+        Fault injection switches (429s, drops, payload variants, delays).
+    token_generated : bool
+        True when this instance created the stored token.
+
+    Examples
+    --------
+    >>> srv = LocalServer(tmp_dir, token="t0k3n").start()   # doctest: +SKIP
+    >>> srv.stats()["jobs"]                                   # doctest: +SKIP
+    0
+    >>> srv.stop()                                            # doctest: +SKIP
+    """
+
+    link_timeout = 120.0  #: seconds allowed for one ``/upload/link`` download
+
+    def __init__(self, data_dir: str | os.PathLike, token: str | None = None, *, host: str = "127.0.0.1",
+                 port: int = 0, workers: int = 2, allow_private_links: bool = False,
+                 max_upload_bytes: int = 2 * 1024**3, link_ttl: float = 3600.0):
+        if not isinstance(data_dir, (str, os.PathLike)):
+            raise ValueError(f"`data_dir` must be a path, not {type(data_dir).__name__}")
+        if token is not None and (not isinstance(token, str) or not token.strip() or len(token) > 4096
+                                  or any(c in token for c in "\r\n ")):
+            raise ValueError("`token` must be a non-empty string without spaces or line breaks")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"`port` must be an integer 0-65535, not {port!r}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"`workers` must be a positive integer, not {workers!r}")
+        if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
+            raise ValueError(f"`max_upload_bytes` must be a positive integer, not {max_upload_bytes!r}")
+        if isinstance(link_ttl, bool) or not isinstance(link_ttl, (int, float)) or link_ttl <= 0:
+            raise ValueError(f"`link_ttl` must be a positive number of seconds, not {link_ttl!r}")
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.host, self.port = host, port
+        self.workers = workers
+        self.allow_private_links = bool(allow_private_links)
+        self.max_upload_bytes = max_upload_bytes
+        self.link_ttl = float(link_ttl)
+        self.faults = Faults()
+        self.token_generated = False
+        if token is None:
+            from shakelab.server.store import read_or_create_secret
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            token, self.token_generated = read_or_create_secret(self.data_dir / "token")
+        self.token = token
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._uv = None
+        self.store = self.worker = self.signer = self.callbacks = None
+        self._reset_stats()
+
+    def __repr__(self) -> str:  # never shows the token
+        state = self.base_url if self.running else "stopped"
+        return f"LocalServer({str(self.data_dir)!r}, {state}, workers={self.workers})"
+
+    # -- stats ------------------------------------------------------------------------------
+    def _reset_stats(self) -> None:
+        self._stats_lock = threading.Lock()
+        self._requests: dict[str, int] = {}
+        self._uploads = 0
+        self._jobs = 0
+
+    def count_request(self, key: str) -> None:
+        with self._stats_lock:
+            self._requests[key] = self._requests.get(key, 0) + 1
+
+    def count_upload(self) -> None:
+        with self._stats_lock:
+            self._uploads += 1
+
+    def count_job(self) -> None:
+        with self._stats_lock:
+            self._jobs += 1
+
+    def stats(self) -> dict[str, Any]:
+        """Counts since :meth:`start`: ``{"uploads": n, "jobs": n, "requests": {"POST /job": n, ...}}``.
+
+        Requests are keyed by method and route template (``"GET /job/{id}"``, ``"GET /files/{id}"``);
+        every request that reached the server counts, including 401s and injected faults.
+
+        Examples
+        --------
+        >>> srv.stats()["requests"].get("POST /upload", 0)   # doctest: +SKIP
+        1
+        """
+        with self._stats_lock:
+            return {"uploads": self._uploads, "jobs": self._jobs, "requests": dict(self._requests)}
+
+    # -- payloads ---------------------------------------------------------------------------
+    def asset_payload(self, asset: dict, base_url: str) -> dict[str, Any]:
+        """``{name, id, fileType, format, link}`` with a freshly signed link."""
+        return {"name": asset["name"], "id": asset["id"], "fileType": asset["file_type"],
+                "format": asset["format"], "link": self.signer.make(base_url, asset["id"], asset["name"])}
+
+    def job_payload(self, job: dict, base_url: str | None = None, *, variant: str | None = None) -> dict[str, Any]:
+        """The job's API object (fresh links); ``variant`` reshapes it like older service responses."""
+        from shakelab.server.store import iso
+
+        base_url = base_url or self.base_url
+        source = self.store.get_asset(job["asset_id"])
+        outputs = [a for a in (self.store.get_asset(i) for i in job["outputs"]) if a is not None]
+        payload: dict[str, Any] = {
+            "id": job["id"], "clientId": job["client_id"], "requestId": job["request_id"],
+            "metadata": job["metadata"], "assetId": job["asset_id"], "status": job["status"],
+            "createdAt": iso(job["created_at"]), "startedAt": iso(job["started_at"]),
+            "updatedAt": iso(job["updated_at"]),
+            "sourceAsset": self.asset_payload(source, base_url) if source else None,
+            "statusInfo": {"code": job["status_code"], "message": job["status_message"]},
+            "callbackUrl": job["callback_url"],
+            "outputAssets": [self.asset_payload(a, base_url) for a in outputs],
+        }
+        if variant == "stemAssets":
+            payload["stemAssets"] = payload.pop("outputAssets")
+            payload["stemMetadata"] = payload.pop("metadata")
+        elif variant == "nested":
+            outs = payload.pop("outputAssets")
+            if payload["sourceAsset"] is not None:
+                payload["sourceAsset"]["outputAssets"] = outs
+        return payload
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def base_url(self) -> str:
+        """``http://HOST:PORT`` of the running server."""
+        host = self.host if ":" not in self.host else f"[{self.host}]"
+        if host in ("0.0.0.0", "[::]"):
+            host = "127.0.0.1" if host == "0.0.0.0" else "[::1]"
+        return f"http://{host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "LocalServer":
+        """Open the store, resume unfinished jobs and serve in a background thread; returns self."""
+        with self._lock:
+            if self.running:
+                return self
+            import uvicorn
+
+            from shakelab.server.app import Gate, create_app
+            from shakelab.server.links import LinkSigner
+            from shakelab.server.store import Store, read_or_create_secret
+            from shakelab.server.worker import CallbackSender, Worker
+
+            self._reset_stats()
+            self.store = Store(self.data_dir)
+            secret, _ = read_or_create_secret(self.data_dir / "link-secret")
+            self.signer = LinkSigner(secret, ttl=self.link_ttl)
+            self.callbacks = CallbackSender(allow_private=self.allow_private_links)
+            self.worker = Worker(self.store, workers=self.workers, faults=self.faults,
+                                 payload=lambda job: {"job": self.job_payload(job)}, callbacks=self.callbacks)
+            sock = _bind(self.host, self.port)
+            self.port = sock.getsockname()[1]
+            config = uvicorn.Config(Gate(create_app(self), self), log_level="warning", access_log=False,
+                                    lifespan="off", timeout_graceful_shutdown=1, server_header=False,
+                                    timeout_keep_alive=5)
+            self._uv = uvicorn.Server(config)
+            self._thread = threading.Thread(target=self._uv.run, kwargs={"sockets": [sock]},
+                                            name=f"shakelab-server-{self.port}", daemon=True)
+            self._thread.start()
+            end = time.monotonic() + timeout
+            while not self._uv.started:
+                if not self._thread.is_alive() or time.monotonic() > end:
+                    self._uv.should_exit = True
+                    sock.close()
+                    self._shutdown_parts()
+                    raise RuntimeError(f"the local server did not start on {self.host}:{self.port}")
+                time.sleep(0.01)
+            self._sock = sock
+            self.worker.start()
+            return self
+
+    def stop(self) -> None:
+        """Stop serving and stop the workers; unfinished jobs are resumed by the next start on this data dir."""
+        with self._lock:
+            if self._uv is not None:
+                self._uv.should_exit = True
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+            self._thread = None
+            self._shutdown_parts()
+
+    def _shutdown_parts(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        if self.callbacks is not None:
+            self.callbacks.stop()
+        if self.store is not None:
+            self.store.close()
+        self.worker = self.callbacks = self.store = None
+
+    def __enter__(self) -> "LocalServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+_embedded: LocalServer | None = None
+_embedded_lock = threading.Lock()
+
+
+def start(data_dir: str | os.PathLike | None = None, token: str | None = None, port: int = 0,
+          workers: int = 2) -> LocalServer:
+    """The process-wide embedded server, started in a background thread (reused by later calls).
+
+    Parameters
+    ----------
+    data_dir : str or PathLike, optional
+        Defaults to :func:`default_data_dir` (platformdirs user data dir).
+    token : str, optional
+        Defaults to the token stored in the data dir (generated once).
+    port : int
+        0 picks a free port.
+    workers : int
+        Jobs processed at once.
+
+    Returns
+    -------
+    LocalServer
+        Running; ``base_url`` and ``token`` are what a client needs. Stopped at interpreter exit.
+
+    Examples
+    --------
+    >>> srv = start()                          # doctest: +SKIP
+    >>> srv is start()                         # doctest: +SKIP
+    True
+    """
+    global _embedded
+    with _embedded_lock:
+        if _embedded is not None and _embedded.running:
+            return _embedded
+        srv = LocalServer(data_dir if data_dir is not None else default_data_dir(), token, port=port,
+                          workers=workers)
+        srv.start()
+        if _embedded is None:
+            atexit.register(_stop_embedded)
+        _embedded = srv
+        return srv
+
+
+def _stop_embedded() -> None:
+    if _embedded is not None:
+        _embedded.stop()
+
+
+def serve(host: str = "127.0.0.1", port: int = 8077, data_dir: str | os.PathLike | None = None,
+          token: str | None = None, workers: int = 2, allow_private_links: bool = False,
+          max_upload_bytes: int = 2 * 1024**3, link_ttl: float = 3600.0) -> None:
+    """Run the server in the foreground until Ctrl-C or SIGTERM (the ``shakelab serve`` command).
+
+    With no ``token`` the one stored in the data dir is used; when it is generated here it is
+    printed once, never again (later runs say where it is stored).
+
+    Examples
+    --------
+    >>> serve(port=8077)    # doctest: +SKIP
+    """
+    srv = LocalServer(data_dir if data_dir is not None else default_data_dir(), token, host=host, port=port,
+                      workers=workers, allow_private_links=allow_private_links,
+                      max_upload_bytes=max_upload_bytes, link_ttl=link_ttl)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    srv.start()
+    print(f"shakelab local Jobs API listening on {srv.base_url} (data dir {srv.data_dir})", flush=True)
+    if srv.token_generated:
+        print(f"generated API token (stored in {srv.data_dir / 'token'}, shown only this once): {srv.token}",
+              flush=True)
+    elif token is None:
+        print(f"using the API token stored in {srv.data_dir / 'token'}", flush=True)
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5) and srv.running:
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        srv.stop()
+        print("shakelab server stopped", flush=True)

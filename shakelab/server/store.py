@@ -1,0 +1,283 @@
+"""Durable state of the local Jobs API server: one SQLite database plus files.
+
+Layout of ``data_dir``::
+
+    state.sqlite        assets, jobs and settings (WAL journal, survives restarts)
+    files/<asset-id>/   one stored file per asset; its name is chosen here, never by a client
+    tmp/                partial uploads, renamed into files/ once complete
+    token, link-secret  0600 secrets (the API token when generated, the link signing key)
+
+Every method is thread-safe (one connection guarded by a lock; statements are short).
+
+Examples
+--------
+>>> store = Store("/tmp/shakelab-doc")                        # doctest: +SKIP
+>>> asset = store.add_asset(name="song.wav", fmt="wav", file_type="audio/wav",
+...                         path=Path("/tmp/x.wav"), size=44, source="upload")  # doctest: +SKIP
+>>> store.get_asset(asset["id"])["name"]                      # doctest: +SKIP
+'song.wav'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS assets (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    file_type TEXT NOT NULL,
+    format TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    job_id TEXT,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    asset_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    updated_at REAL NOT NULL,
+    status_code TEXT NOT NULL,
+    status_message TEXT NOT NULL,
+    callback_url TEXT,
+    outputs TEXT NOT NULL DEFAULT '[]',
+    input_seconds REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
+"""
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def new_id() -> str:
+    """A fresh unguessable id shaped like the service's (25 lowercase letters and digits, starting with 'c').
+
+    Examples
+    --------
+    >>> len(new_id()), new_id()[0]
+    (25, 'c')
+    """
+    return "c" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds -> ISO 8601 UTC with milliseconds and a 'Z' (None stays None).
+
+    Examples
+    --------
+    >>> iso(0.0)
+    '1970-01-01T00:00:00.000Z'
+    """
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+
+
+def write_secret(path: Path, value: str) -> None:
+    """Write ``value`` to ``path`` readable by the owner only (0600), atomically."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def read_or_create_secret(path: Path, nbytes: int = 32) -> tuple[str, bool]:
+    """The secret stored in ``path``, creating it (0600) when absent; returns (value, created)."""
+    if path.is_file():
+        value = path.read_text().strip()
+        if value:
+            return value, False
+    value = secrets.token_urlsafe(nbytes)
+    write_secret(path, value)
+    return value, True
+
+
+class Store:
+    """Assets and jobs of one data directory.
+
+    Parameters
+    ----------
+    data_dir : str or PathLike
+        Created if missing. Everything the server keeps lives under it.
+
+    Examples
+    --------
+    >>> s = Store(tmp_dir)                                        # doctest: +SKIP
+    >>> s.client_id.startswith("local-")                          # doctest: +SKIP
+    True
+    """
+
+    def __init__(self, data_dir: str | os.PathLike):
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self.files_dir = self.data_dir / "files"
+        self.tmp_dir = self.data_dir / "tmp"
+        for d in (self.data_dir, self.files_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.data_dir / "state.sqlite", check_same_thread=False,
+                                   isolation_level=None, timeout=30.0)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)
+        self.client_id = self._setting("client_id", lambda: "local-" + secrets.token_hex(6))
+        self._clean_tmp()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _setting(self, key: str, default_factory) -> str:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()
+            if row:
+                return row["value"]
+            value = default_factory()
+            self._db.execute("INSERT OR IGNORE INTO settings(key, value) VALUES (?, ?)", (key, value))
+            return self._db.execute("SELECT value FROM settings WHERE key=?", (key,)).fetchone()["value"]
+
+    def _clean_tmp(self) -> None:
+        """Partial uploads left by a crash are garbage: remove them."""
+        for p in self.tmp_dir.iterdir():
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Close the database (further calls raise ``sqlite3.ProgrammingError``)."""
+        with self._lock:
+            self._db.close()
+
+    def temp_path(self) -> Path:
+        """A fresh path under ``tmp/`` for a partial upload (same file system as ``files/``)."""
+        return self.tmp_dir / (secrets.token_hex(16) + ".part")
+
+    def asset_dir(self, asset_id: str) -> Path:
+        """The folder that holds the file of ``asset_id`` (created)."""
+        d = self.files_dir / asset_id
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # -- assets -----------------------------------------------------------------------------
+    def add_asset(self, *, name: str, fmt: str, file_type: str, path: Path, size: int, source: str,
+                  asset_id: str | None = None, job_id: str | None = None) -> dict[str, Any]:
+        """Record an asset whose file is already at ``path``; returns its row as a dict."""
+        asset_id = asset_id or new_id()
+        row = dict(id=asset_id, name=name, file_type=file_type, format=fmt, path=str(path), size=int(size),
+                   source=source, job_id=job_id, created_at=time.time())
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO assets(id, name, file_type, format, path, size, source, job_id, created_at) "
+                "VALUES (:id, :name, :file_type, :format, :path, :size, :source, :job_id, :created_at)", row)
+        return row
+
+    def get_asset(self, asset_id: str) -> dict[str, Any] | None:
+        """The asset row, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM assets WHERE id=?", (asset_id,)).fetchone()
+        return dict(row) if row else None
+
+    def count(self, table: str) -> int:
+        """Number of rows in ``assets`` or ``jobs``."""
+        if table not in ("assets", "jobs"):
+            raise ValueError(f"`table` must be 'assets' or 'jobs', not {table!r}")
+        with self._lock:
+            return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    # -- jobs -------------------------------------------------------------------------------
+    def add_job(self, *, metadata: dict, asset_id: str, callback_url: str | None) -> dict[str, Any]:
+        """Record a new queued job; returns its row as a dict."""
+        now = time.time()
+        row = dict(id=new_id(), client_id=self.client_id, request_id=new_id(), metadata=json.dumps(metadata),
+                   asset_id=asset_id, status="queued", created_at=now, started_at=None, updated_at=now,
+                   status_code="queued", status_message="waiting for a worker", callback_url=callback_url,
+                   outputs="[]", input_seconds=None)
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO jobs(id, client_id, request_id, metadata, asset_id, status, created_at, started_at,"
+                " updated_at, status_code, status_message, callback_url, outputs, input_seconds) VALUES"
+                " (:id, :client_id, :request_id, :metadata, :asset_id, :status, :created_at, :started_at,"
+                " :updated_at, :status_code, :status_message, :callback_url, :outputs, :input_seconds)", row)
+        return self._decode_job(row)
+
+    @staticmethod
+    def _decode_job(row) -> dict[str, Any]:
+        job = dict(row)
+        job["metadata"] = json.loads(job["metadata"])
+        job["outputs"] = json.loads(job["outputs"])
+        return job
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        """The job row (metadata and outputs decoded), or None."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return self._decode_job(row) if row else None
+
+    def update_job(self, job_id: str, *, status: str, code: str, message: str, started: bool = False,
+                   outputs: list[str] | None = None, input_seconds: float | None = None) -> dict[str, Any]:
+        """Move a job to ``status`` with ``statusInfo`` (code, message); returns the updated job."""
+        now = time.time()
+        sets = ["status=?", "status_code=?", "status_message=?", "updated_at=?"]
+        args: list[Any] = [status, code, message, now]
+        if started:
+            sets.append("started_at=?")
+            args.append(now)
+        if outputs is not None:
+            sets.append("outputs=?")
+            args.append(json.dumps(outputs))
+        if input_seconds is not None:
+            sets.append("input_seconds=?")
+            args.append(float(input_seconds))
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*args, job_id))
+            return self.get_job(job_id)
+
+    def jobs_with_status(self, *statuses: str) -> list[dict[str, Any]]:
+        """Jobs in any of ``statuses``, oldest first."""
+        marks = ",".join("?" * len(statuses))
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created_at",
+                                    statuses).fetchall()
+        return [self._decode_job(r) for r in rows]
+
+    def usage(self, months: int = 3, *, now: float | None = None) -> list[dict[str, Any]]:
+        """``[{month: 'YYYY-MM', totalJobs, totalMinutes}]`` for the last ``months`` months (current included).
+
+        Counts the jobs that actually ran to completion, by the month they finished, and the
+        minutes of input audio they processed. Months without jobs are listed with zeros.
+        """
+        t = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+        keys = []
+        y, m = t.year, t.month
+        for _ in range(months):
+            keys.append(f"{y:04d}-{m:02d}")
+            y, m = (y, m - 1) if m > 1 else (y - 1, 12)
+        keys.reverse()
+        start = datetime(int(keys[0][:4]), int(keys[0][5:]), 1, tzinfo=timezone.utc).timestamp()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT strftime('%Y-%m', updated_at, 'unixepoch') AS month, COUNT(*) AS n,"
+                " COALESCE(SUM(input_seconds), 0) AS secs FROM jobs"
+                " WHERE status='completed' AND updated_at >= ? GROUP BY month", (start,)).fetchall()
+        found = {r["month"]: (int(r["n"]), float(r["secs"])) for r in rows}
+        return [{"month": k, "totalJobs": found.get(k, (0, 0.0))[0],
+                 "totalMinutes": round(found.get(k, (0, 0.0))[1] / 60.0, 3)} for k in keys]
