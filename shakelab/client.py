@@ -1,0 +1,1178 @@
+"""The client of the AudioShake legacy Jobs API (and of shakelab's local server, which speaks the same API).
+
+One :class:`Client` holds one ``requests.Session``; every API call goes through one method,
+``Client._request``, which applies the retry rule below. One public method per endpoint of the
+page (``upload``, ``upload_link``, ``create_job``, ``get_job``, ``usage``) plus what a notebook
+needs (``wait``, ``submit``, ``download``, ``music_detection``, ``segments``, ``jobs_frame``).
+
+Retry rule
+----------
+- **Idempotent requests** (every ``GET``, ``/usage``) and **uploads** (``POST /upload``,
+  ``POST /upload/link``) are retried, up to ``max_retries`` times, on:
+
+  * connection errors and timeouts (refused, reset, dropped, read timeout);
+  * ``429 Too Many Requests``: after the ``Retry-After`` the service gives (seconds or an
+    HTTP-date); with none, after an exponential backoff. A ``Retry-After`` longer than
+    ``max_retry_after`` (or a 429 still answered after the last retry) raises
+    :class:`~shakelab.errors.RateLimitError` carrying ``retry_after``;
+  * ``502``, ``503``, ``504``: exponential backoff (``backoff * 2**attempt``, capped at
+    ``max_backoff``) with full jitter (a uniform random fraction 0.5-1 of it);
+  * a 2xx answer whose body is not the JSON expected (a garbled proxy answer).
+
+  An upload re-opens/rewinds its file before every attempt; a file object that cannot seek
+  is sent once only.
+- **``POST /job`` is never sent twice once it may have reached the service**, so no job is
+  billed twice: it is retried only when the connection failed *before* the request was sent
+  (connection refused, DNS failure, connect timeout). A read timeout, a reset, a dropped
+  connection, a 429 or a 5xx after sending raises at once (``TransportError`` /
+  ``RateLimitError`` / ``ServerError``); the job may exist: look at ``client.jobs_frame()``
+  or the ledger before resubmitting.
+- Other 4xx answers are never retried: 401/403 raise ``AuthenticationError``, 404
+  ``NotFoundError``, the rest ``APIError`` with the service's message.
+
+The token lives in a private holder whose ``repr`` is ``<hidden>``; it is added to each API
+request by an auth hook, never stored in headers, messages or log records, and never sent
+to download links (those are signed URLs on other hosts).
+
+Examples
+--------
+>>> import shakelab
+>>> client = shakelab.connect()                                # doctest: +SKIP
+>>> segments = client.music_detection("data/demo.flac")        # doctest: +SKIP
+>>> jobs = client.submit("data/demo.flac", ["vocals", "drums"])  # doctest: +SKIP
+>>> client.download(jobs[0], "out/")                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import io
+import json as _json
+import logging
+import os
+import random
+import re
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterable
+from urllib.parse import quote, urljoin, urlsplit
+
+import requests
+import urllib3
+
+from shakelab import catalog
+from shakelab.errors import (
+    APIError, AuthenticationError, JobFailedError, JobTimeoutError, NotFoundError, RateLimitError,
+    ServerError, ShakelabError, TransportError, ValidationError,
+)
+from shakelab.models import Asset, Job, OutputAsset
+
+__all__ = ["Client", "connect", "DEFAULT_BASE_URL"]
+
+log = logging.getLogger("shakelab.client")
+
+DEFAULT_BASE_URL = "https://groovy.audioshake.ai"
+TOKEN_ENV = "AUDIOSHAKE_API_TOKEN"
+BASE_URL_ENV = "AUDIOSHAKE_BASE_URL"
+_RETRY_STATUSES = frozenset({502, 503, 504})
+_CHUNK = 1024 * 1024
+
+
+# --------------------------------------------------------------------------- secrets
+class _Secret:
+    """Holds the token; its repr/str never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+    __str__ = __repr__
+
+    def __reduce__(self):  # never pickled along with a client
+        raise TypeError("the API token cannot be pickled")
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    """Adds ``Authorization: Bearer <token>`` to an API request at send time."""
+
+    def __init__(self, secret: _Secret):
+        self._secret = secret
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._secret.reveal()}"
+        return request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(<hidden>)"
+
+
+class _RetryLater(Exception):
+    """Internal: this attempt failed in a retryable way."""
+
+    def __init__(self, error: ShakelabError, delay: float | None = None):
+        self.error = error
+        self.delay = delay
+
+
+def _sent_nothing(exc: requests.RequestException) -> bool:
+    """True when the request certainly never left this machine (connection not established)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        reason = getattr(reason, "reason", reason)  # MaxRetryError -> its reason
+        return isinstance(reason, (urllib3.exceptions.NewConnectionError,
+                                   urllib3.exceptions.ConnectTimeoutError,
+                                   urllib3.exceptions.NameResolutionError))
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    """A short, token-free description of a transport exception."""
+    reason = exc.args[0] if exc.args else exc
+    reason = getattr(reason, "reason", reason)
+    text = str(reason) or type(reason).__name__
+    text = re.sub(r"<urllib3\.[^>]*>:?\s*", "", text)
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), else None.
+
+    Examples
+    --------
+    >>> parse_retry_after("3")
+    3.0
+    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
+    10.0
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _looks_like_asset_id(source: Any) -> bool:
+    """A string that names no file and looks like an id (no suffix, no separator) is an asset id."""
+    return (isinstance(source, str) and re.fullmatch(r"[A-Za-z0-9_-]{6,64}", source) is not None
+            and not os.path.exists(source))
+
+
+# --------------------------------------------------------------------------- sources
+class _Source:
+    """A validated upload source: a file path or a binary file object."""
+
+    def __init__(self, source: Any, name: str | None):
+        self.path: Path | None = None
+        self.fileobj: Any = None
+        if isinstance(source, (str, os.PathLike)) and not isinstance(source, bytes):
+            path = Path(os.fspath(source)).expanduser()
+            if not path.exists():
+                raise ValidationError(f"`source` file does not exist: {os.fspath(source)!r}")
+            if path.is_dir():
+                raise ValidationError(f"`source` must be a file, not a directory: {os.fspath(source)!r}")
+            size = path.stat().st_size
+            if size == 0:
+                raise ValidationError(f"`source` file is empty (0 bytes): {os.fspath(source)!r}")
+            self.path, self.size, self.start = path, size, 0
+            self.name = name or path.name
+        elif hasattr(source, "read") and callable(source.read):
+            if isinstance(source, io.TextIOBase) or "b" not in getattr(source, "mode", "b"):
+                raise ValidationError("`source` file object must be opened in binary mode ('rb'), "
+                                      f"not text mode: {source!r}")
+            self.fileobj = source
+            self.seekable = bool(getattr(source, "seekable", lambda: False)())
+            self.start = source.tell() if self.seekable else 0
+            if self.seekable:
+                end = source.seek(0, io.SEEK_END)
+                source.seek(self.start)
+                self.size = end - self.start
+                if self.size <= 0:
+                    raise ValidationError(f"`source` file object is empty (0 bytes left to read): {source!r}")
+            else:
+                self.size = None
+            raw_name = getattr(source, "name", None)
+            self.name = name or (Path(raw_name).name if isinstance(raw_name, str) and raw_name else "upload")
+        else:
+            raise ValidationError("`source` must be a path (str or pathlib.Path) or a binary file object "
+                                  f"(open(..., 'rb'), io.BytesIO), not {type(source).__name__} {source!r:.80}")
+        if not isinstance(self.name, str) or not self.name:
+            raise ValidationError(f"`name` must be a non-empty string, not {name!r}")
+
+    @property
+    def rewindable(self) -> bool:
+        return self.path is not None or self.seekable
+
+    def open(self):
+        """A binary stream at the start of the content (a new handle for paths)."""
+        if self.path is not None:
+            return open(self.path, "rb")
+        if self.seekable:
+            self.fileobj.seek(self.start)
+        return _NoClose(self.fileobj)
+
+    def sha256(self) -> str | None:
+        if not self.rewindable:
+            return None
+        digest = hashlib.sha256()
+        f = self.open()
+        try:
+            for chunk in iter(lambda: f.read(_CHUNK), b""):
+                digest.update(chunk)
+        finally:
+            f.close()
+        return digest.hexdigest()
+
+    @property
+    def content_type(self) -> str:
+        ext = Path(self.name).suffix.lower().lstrip(".")
+        ext = {"aif": "aiff", "m4a": "mp4"}.get(ext, ext)
+        return catalog.MIME_TYPES.get(ext, {"mp4": "audio/mp4", "aac": "audio/aac", "mov": "video/quicktime"}
+                                      .get(ext, "application/octet-stream"))
+
+
+class _NoClose:
+    """Wraps a caller's file object so that we never close it."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+    def close(self) -> None:
+        pass
+
+
+class _ProgressReader:
+    """A file-like view of a MultipartEncoder that ticks a progress bar as requests reads it."""
+
+    def __init__(self, encoder, bar):
+        self._encoder = encoder
+        self._bar = bar
+        self.len = encoder.len
+
+    def __len__(self) -> int:
+        return self.len
+
+    def read(self, size: int = -1) -> bytes:
+        # Larger reads than asked are fine for urllib3 and far cheaper than its 16 KiB blocks.
+        chunk = self._encoder.read(max(size or 0, 256 * 1024))
+        if chunk:
+            self._bar.update(len(chunk))
+        return chunk
+
+
+# --------------------------------------------------------------------------- client
+class Client:
+    """A client for the AudioShake legacy Jobs API (or shakelab's local server).
+
+    Parameters
+    ----------
+    token : str, optional
+        API token; default: the ``AUDIOSHAKE_API_TOKEN`` environment variable. Never shown in
+        any repr, message or log record.
+    base_url : str, optional
+        Default: ``AUDIOSHAKE_BASE_URL``, else ``https://groovy.audioshake.ai``.
+    timeout : float, default 30
+        Seconds to wait for the service to connect and to answer each read (uploads and
+        downloads stream, so this is not a limit on their total time).
+    max_retries : int, default 4
+        Retries of one request under the retry rule of this module's docstring.
+    max_retry_after : float, default 60
+        Longest ``Retry-After`` honoured; a longer one raises ``RateLimitError`` at once.
+    backoff, max_backoff : float, default 0.5 and 8
+        First delay and cap of the exponential backoff between retries (before jitter).
+    ledger : shakelab.ledger.Ledger, optional
+        With a ledger, uploads of an identical file (same SHA-256) and ``submit`` of a job
+        already recorded (same asset, model, format, metadata; not failed) are reused, and
+        every job payload and downloaded path is recorded.
+
+    Raises
+    ------
+    ValidationError
+        No token (names ``AUDIOSHAKE_API_TOKEN``) or a malformed ``base_url``/``timeout``.
+
+    Examples
+    --------
+    >>> client = Client(token="t0k3n", base_url="http://127.0.0.1:8077")
+    >>> client
+    Client(base_url='http://127.0.0.1:8077', token=<hidden>)
+    """
+
+    def __init__(self, token: str | None = None, *, base_url: str | None = None, timeout: float = 30.0,
+                 max_retries: int = 4, max_retry_after: float = 60.0, backoff: float = 0.5,
+                 max_backoff: float = 8.0, ledger: Any = None):
+        if token is None:
+            token = os.environ.get(TOKEN_ENV) or None
+        if token is None:
+            raise ValidationError(f"no API token: pass `token=` or set the {TOKEN_ENV} environment variable "
+                                  "(or use shakelab.connect(), which starts the local server without one)")
+        if not isinstance(token, str) or not token.strip():
+            raise ValidationError(f"`token` must be a non-empty string, not {type(token).__name__}")
+        if base_url is None:
+            base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+        if not isinstance(base_url, str) or urlsplit(base_url).scheme not in ("http", "https") \
+                or not urlsplit(base_url).netloc:
+            raise ValidationError(f"`base_url` must be an http(s) URL such as {DEFAULT_BASE_URL!r}, not {base_url!r}")
+        for pname, value in (("timeout", timeout), ("max_retry_after", max_retry_after),
+                             ("backoff", backoff), ("max_backoff", max_backoff)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+                    or (pname == "timeout" and value == 0):
+                raise ValidationError(f"`{pname}` must be a positive number of seconds, not {value!r}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValidationError(f"`max_retries` must be a whole number >= 0, not {max_retries!r}")
+        self._token = _Secret(token.strip())
+        self._auth = _BearerAuth(self._token)
+        self.base_url = base_url.rstrip("/")
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.max_retry_after = float(max_retry_after)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.ledger = ledger
+        self.session = requests.Session()
+        self.session.headers.update({"Accept": "application/json", "User-Agent": "shakelab/0.1"})
+        self.session.trust_env = False if urlsplit(self.base_url).hostname in ("127.0.0.1", "localhost") else True
+        self._jobs: dict[str, Job] = {}
+        self._assets: dict[str, Asset] = {}
+        self._asset_paths: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Client(base_url={self.base_url!r}, token=<hidden>)"
+
+    __str__ = __repr__
+
+    def __getstate__(self):
+        raise TypeError("a Client cannot be pickled (it holds the API token); pass base_url and build a new one")
+
+    def close(self) -> None:
+        """Close the HTTP session (connections are pooled until then)."""
+        self.session.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transport
+    def _url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return urljoin(self.base_url + "/", path.lstrip("/"))
+
+    def _backoff_delay(self, attempt: int) -> float:
+        return min(self.max_backoff, self.backoff * (2 ** attempt)) * random.uniform(0.5, 1.0)
+
+    def _error_for(self, resp: requests.Response, method: str, path: str) -> APIError:
+        body: Any = None
+        message = ""
+        try:
+            body = resp.json()
+        except ValueError:
+            body = resp.text[:2000] if resp.content else None
+        if isinstance(body, dict):
+            msg = body.get("message") or body.get("detail") or body.get("error")
+            if isinstance(msg, (dict, list)):
+                msg = _json.dumps(msg)[:500]
+            message = str(msg) if msg else ""
+            code = body.get("error")
+            if isinstance(code, str) and code and message and code != message:
+                message = f"{message} [{code}]"
+        elif isinstance(body, str):
+            message = body.strip()[:300]
+        if not message:
+            message = resp.reason or "no message"
+        secret = self._token.reveal()
+        if secret and secret in message:
+            message = message.replace(secret, "<hidden>")
+        if isinstance(body, str) and secret and secret in body:
+            body = body.replace(secret, "<hidden>")
+        message = f"{method} {path}: {message}"
+        request_id = resp.headers.get("X-Request-Id") or resp.headers.get("x-amzn-requestid")
+        if request_id is None and isinstance(body, dict) and isinstance(body.get("requestId"), str):
+            request_id = body["requestId"]
+        status = resp.status_code
+        if status in (401, 403):
+            return AuthenticationError(status, message, body, request_id)
+        if status == 404:
+            return NotFoundError(status, message, body, request_id)
+        if status == 429:
+            return RateLimitError(status, message, body, request_id,
+                                  retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+        if status >= 500:
+            return ServerError(status, message, body, request_id)
+        return APIError(status, message, body, request_id)
+
+    def _request(self, method: str, path: str, *, retry: str = "idempotent", json: Any = None,
+                 body: Callable[[], tuple[Any, dict]] | None = None, params: dict | None = None,
+                 auth: bool = True, stream: bool = False, parse: bool = True) -> Any:
+        """Send one API request under the retry rule; return the decoded JSON (or the Response).
+
+        Parameters
+        ----------
+        retry : {"idempotent", "before-send", "never"}
+            ``"idempotent"``: retry on connection errors, 429, 502/503/504 and undecodable 2xx
+            bodies; ``"before-send"`` (``POST /job``): retry only when the connection failed
+            before anything was sent; ``"never"``.
+        body : callable, optional
+            Returns ``(data, headers)`` fresh for each attempt (uploads rewind their file).
+        auth : bool
+            Add the token (False for signed download links).
+        stream, parse
+            ``stream=True`` returns the open streamed ``Response``; ``parse=False`` returns the
+            ``Response`` without decoding JSON.
+        """
+        url = self._url(path)
+        shown = urlsplit(url).path if url.startswith(self.base_url) else urlsplit(url).path.rsplit("/", 1)[-1]
+        attempt = 0
+        while True:
+            try:
+                result = self._attempt(method, url, shown, retry=retry, json=json, body=body, params=params,
+                                       auth=auth, stream=stream, parse=parse, attempt=attempt)
+                return result
+            except _RetryLater as later:
+                if attempt >= self.max_retries:
+                    raise later.error from None
+                delay = later.delay if later.delay is not None else self._backoff_delay(attempt)
+                log.warning("%s %s: %s; retry %d/%d in %.2f s", method, shown, later.error, attempt + 1,
+                            self.max_retries, delay)
+                time.sleep(delay)
+                attempt += 1
+
+    def _attempt(self, method: str, url: str, shown: str, *, retry: str, json: Any, body: Any,
+                 params: Any, auth: bool, stream: bool, parse: bool, attempt: int) -> Any:
+        data, headers = (None, None) if body is None else body()
+        try:
+            resp = self.session.request(method, url, json=json, data=data, headers=headers, params=params,
+                                        auth=self._auth if auth else None, stream=stream,
+                                        timeout=(self.timeout, self.timeout), allow_redirects=True)
+        except requests.RequestException as exc:
+            error = TransportError(f"{method} {shown} failed: {_describe(exc)}")
+            if retry == "idempotent" or (retry == "before-send" and _sent_nothing(exc)):
+                raise _RetryLater(error) from None
+            raise error from None
+        finally:
+            if data is not None and hasattr(data, "close"):
+                data.close()
+        log.debug("%s %s -> %s", method, shown, resp.status_code)
+        if resp.status_code >= 400:
+            error = self._error_for(resp, method, shown)
+            resp.close()
+            if retry == "idempotent" and resp.status_code == 429:
+                wait = error.retry_after
+                if wait is not None and wait > self.max_retry_after:
+                    raise RateLimitError(429, f"{error.message} (Retry-After {wait:g} s is longer than "
+                                              f"max_retry_after={self.max_retry_after:g} s)", error.body,
+                                         error.request_id, retry_after=wait) from None
+                raise _RetryLater(error, wait)
+            if retry == "idempotent" and resp.status_code in _RETRY_STATUSES:
+                raise _RetryLater(error)
+            raise error
+        if stream or not parse:
+            return resp
+        try:
+            return resp.json()
+        except ValueError:
+            snippet = resp.text[:80]
+            error = APIError(resp.status_code, f"{method} {shown}: the service answered a body that is not "
+                                               f"JSON: {snippet!r}", resp.text[:2000],
+                             resp.headers.get("X-Request-Id"))
+            if retry == "idempotent":
+                raise _RetryLater(error) from None
+            raise error from None
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _ledger_call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self.ledger is None:
+            return None
+        try:
+            return getattr(self.ledger, name)(*args, **kwargs)
+        except Exception as exc:  # the ledger is a convenience: never let it break an API call
+            log.warning("ledger.%s failed: %s: %s", name, type(exc).__name__, exc)
+            return None
+
+    def _remember(self, job: Job) -> Job:
+        with self._lock:
+            previous = self._jobs.get(job.id)
+            if previous is not None:
+                job = job.with_source_name(previous.source_name)
+            if job.source_name is None and job.asset_id in self._assets:
+                job = job.with_source_name(self._assets[job.asset_id].name)
+            self._jobs.pop(job.id, None)
+            self._jobs[job.id] = job
+        self._ledger_call("record_job", job.raw, base_url=self.base_url,
+                          source_path=self._asset_paths.get(job.asset_id or ""))
+        return job
+
+    def jobs_frame(self):
+        """The jobs this client created or fetched, newest state of each, as a DataFrame.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The columns of :func:`shakelab.frames.jobs_frame`, in the order the jobs were last seen.
+
+        Examples
+        --------
+        >>> client.jobs_frame()[["job_id", "model", "status"]]   # doctest: +SKIP
+        """
+        from shakelab.frames import jobs_frame
+
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return jobs_frame(jobs)
+
+    # ------------------------------------------------------------------ endpoints
+    def upload(self, source: Any, *, name: str | None = None, progress: bool = True) -> Asset:
+        """Upload a file (``POST /upload``, streamed multipart) and return its :class:`Asset`.
+
+        Memory stays flat whatever the file size: the multipart body is streamed from disk
+        by ``requests_toolbelt.MultipartEncoder``.
+
+        Parameters
+        ----------
+        source : str, pathlib.Path or binary file object
+            The audio file.
+        name : str, optional
+            File name announced to the service (default: the file's name).
+        progress : bool, default True
+            Show a ``tqdm.auto`` progress bar (notebook or terminal).
+
+        Returns
+        -------
+        Asset
+
+        Raises
+        ------
+        ValidationError
+            Missing file, directory, empty file, text-mode file object, other types.
+
+        Examples
+        --------
+        >>> asset = client.upload("data/demo.flac", progress=False)   # doctest: +SKIP
+        >>> asset.id                                                   # doctest: +SKIP
+        'a1b2c3'
+        """
+        from requests_toolbelt import MultipartEncoder
+        from tqdm.auto import tqdm
+
+        if not isinstance(progress, bool):
+            raise ValidationError(f"`progress` must be True or False, not {progress!r}")
+        src = _Source(source, name)
+        sha256 = None
+        if self.ledger is not None:
+            sha256 = src.sha256()
+            if sha256 is not None:
+                payload = self._ledger_call("lookup_asset", sha256=sha256, base_url=self.base_url)
+                if payload:
+                    asset = Asset.from_payload(payload)
+                    log.info("upload of %s reused asset %s (same content, from the ledger)", src.name, asset.id)
+                    self._assets[asset.id] = asset
+                    if src.path is not None:
+                        self._asset_paths[asset.id] = str(src.path.resolve())
+                    return asset
+        bar = tqdm(total=src.size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"upload {src.name}",
+                   disable=not progress, leave=False)
+
+        def make_body():
+            bar.reset(total=src.size)
+            stream = src.open()
+            encoder = MultipartEncoder(fields={"file": (src.name, stream, src.content_type)})
+            reader = _ProgressReader(encoder, bar)
+            reader.close = stream.close  # type: ignore[attr-defined]
+            return reader, {"Content-Type": encoder.content_type}
+
+        try:
+            payload = self._request("POST", "/upload", body=make_body,
+                                    retry="idempotent" if src.rewindable else "never")
+        finally:
+            bar.close()
+        asset = Asset.from_payload(payload)
+        self._assets[asset.id] = asset
+        if src.path is not None:
+            self._asset_paths[asset.id] = str(src.path.resolve())
+        if self.ledger is not None and sha256 is not None:
+            self._ledger_call("record_asset", sha256=sha256, size=int(src.size or 0),
+                              path=str(src.path.resolve()) if src.path is not None else None,
+                              base_url=self.base_url, payload=asset.raw)
+        return asset
+
+    def upload_link(self, url: str, *, name: str | None = None) -> Asset:
+        """Have the service fetch a file from a URL (``POST /upload/link``).
+
+        Parameters
+        ----------
+        url : str
+            An ``http(s)://`` URL the service can reach.
+        name : str, optional
+            Asset name (default: the last path segment of the URL).
+
+        Returns
+        -------
+        Asset
+
+        Examples
+        --------
+        >>> client.upload_link("https://example.com/audio.mp3", name="song")   # doctest: +SKIP
+        """
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            raise ValidationError(f"`url` must be an http(s):// URL, not {url!r}")
+        if name is None:
+            name = Path(urlsplit(url).path).name or urlsplit(url).netloc
+        if not isinstance(name, str) or not name:
+            raise ValidationError(f"`name` must be a non-empty string, not {name!r}")
+        payload = self._request("POST", "/upload/link", json={"link": url, "name": name})
+        asset = Asset.from_payload(payload)
+        self._assets[asset.id] = asset
+        return asset
+
+    @staticmethod
+    def _asset_id(asset: Any) -> str:
+        if isinstance(asset, Asset):
+            return asset.id
+        if isinstance(asset, str) and asset.strip():
+            return asset.strip()
+        raise ValidationError(f"`asset` must be an Asset or an asset id string, not {type(asset).__name__} {asset!r:.80}")
+
+    @staticmethod
+    def _job_id(job: Any) -> str:
+        if isinstance(job, Job):
+            return job.id
+        if isinstance(job, str) and job.strip():
+            return job.strip()
+        raise ValidationError(f"`job` must be a Job or a job id string, not {type(job).__name__} {job!r:.80}")
+
+    @staticmethod
+    def _check_metadata(metadata: dict) -> dict:
+        for key in ("name", "format"):
+            if key in metadata:
+                raise ValidationError(f"`{key}` is not an extra metadata key: it is set from "
+                                      f"`{'model' if key == 'name' else 'format'}`")
+        try:
+            _json.dumps(metadata)
+        except (TypeError, ValueError):
+            raise ValidationError(f"extra metadata must be JSON values, not {metadata!r:.200}") from None
+        return dict(metadata)
+
+    def create_job(self, asset: Asset | str, model: str, *, format: str | None = None,
+                   callback_url: str | None = None, **metadata: Any) -> Job:
+        """Create one job: ``model`` run on ``asset`` (``POST /job``). Never sent twice.
+
+        Parameters
+        ----------
+        asset : Asset or str
+            The uploaded asset or its id.
+        model : str
+            One of :data:`shakelab.catalog.SERVICE_MODELS` (``"vocals"``, ``"music_detection"``, ...).
+        format : str, optional
+            Output format; default: the model's natural one (``"wav"`` for stems, ``"json"`` for
+            music_detection / transcription / alignment).
+        callback_url : str, optional
+            Webhook the service calls on status changes.
+        **metadata
+            Extra metadata passed through (``variant``, ``residual``, ``language``; the local
+            server also reads ``window``).
+
+        Returns
+        -------
+        Job
+            The job as created (status ``queued`` or ``created``).
+
+        Raises
+        ------
+        ValidationError
+            Unknown model, format not allowed for the model, bad asset or callback URL.
+        TransportError, RateLimitError, ServerError
+            When the request may have reached the service; it is not resent (see the retry rule).
+
+        Examples
+        --------
+        >>> job = client.create_job(asset, "vocals", format="flac")   # doctest: +SKIP
+        """
+        asset_id = self._asset_id(asset)
+        catalog.check_model(model)
+        fmt = catalog.default_format(model) if format is None else catalog.check_format(model, format)
+        if callback_url is not None and (not isinstance(callback_url, str)
+                                         or urlsplit(callback_url).scheme not in ("http", "https")):
+            raise ValidationError(f"`callback_url` must be an http(s):// URL or None, not {callback_url!r}")
+        extra = self._check_metadata(metadata)
+        body: dict[str, Any] = {"metadata": {"name": model, "format": fmt, **extra}, "assetId": asset_id}
+        if callback_url is not None:
+            body["callbackUrl"] = callback_url
+        payload = self._request("POST", "/job", json=body, retry="before-send")
+        job = Job.from_payload(payload)
+        if isinstance(asset, Asset):
+            job = job.with_source_name(asset.name)
+        return self._remember(job)
+
+    def get_job(self, job_id: Job | str) -> Job:
+        """The job's current state (``GET /job/{id}``).
+
+        Examples
+        --------
+        >>> client.get_job("j1").status   # doctest: +SKIP
+        <JobStatus.COMPLETED: 'completed'>
+        """
+        jid = self._job_id(job_id)
+        payload = self._request("GET", f"/job/{quote(jid, safe='')}")
+        job = Job.from_payload(payload)
+        if isinstance(job_id, Job):
+            job = job.with_source_name(job_id.source_name)
+        return self._remember(job)
+
+    #: Seconds ``wait`` tolerates 404 for a job it has not seen yet (the real service answers 404
+    #: for a few seconds after ``POST /job``).
+    not_found_grace = 60.0
+
+    def wait(self, job: Job | str, *, timeout: float | None = None, poll_interval: float | None = None,
+             progress: bool = True) -> Job:
+        """Poll a job until it completes.
+
+        Polls back off from about 1 s to about 15 s (``poll_interval`` fixes the interval). The
+        ``404`` the service answers for a few seconds after creation is tolerated until the
+        job has been seen once (at most ``Client.not_found_grace`` = 60 s), and transient errors (connection, 429, 5xx) are survived until
+        the deadline, which is measured on a monotonic clock.
+
+        Parameters
+        ----------
+        job : Job or str
+        timeout : float, optional
+            Seconds to wait in all (default: no limit).
+        poll_interval : float, optional
+            Fixed seconds between polls instead of the backoff.
+        progress : bool, default True
+            Show the status in a ``tqdm.auto`` line.
+
+        Returns
+        -------
+        Job
+            The completed job.
+
+        Raises
+        ------
+        JobFailedError
+            The job ended ``failed``/``error``; ``.job`` and the service's ``.message``.
+        JobTimeoutError
+            ``timeout`` passed; the job keeps running: ``client.wait("<id>")`` picks it up again.
+
+        Examples
+        --------
+        >>> done = client.wait(job, timeout=600)   # doctest: +SKIP
+        """
+        jid = self._job_id(job)
+        for pname, value in (("timeout", timeout), ("poll_interval", poll_interval)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+                raise ValidationError(f"`{pname}` must be a positive number of seconds or None, not {value!r}")
+        from tqdm.auto import tqdm
+
+        last: Job | str = job if isinstance(job, Job) else jid
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        seen = isinstance(job, Job) and job.is_done
+        interval = 1.0
+        bar = tqdm(total=None, desc=f"job {jid}", bar_format="{desc} [{elapsed}]{postfix}", disable=not progress,
+                   leave=False)
+        try:
+            while True:
+                try:
+                    current = self.get_job(last if isinstance(last, Job) else jid)
+                    seen = True
+                    last = current
+                    bar.set_postfix_str(current.status_text, refresh=True)
+                    if current.failed:
+                        raise JobFailedError(current, current.error or "no message")
+                    if current.is_done:
+                        return current
+                except NotFoundError:
+                    if seen or time.monotonic() - started > self.not_found_grace:
+                        raise
+                    log.info("job %s not found yet (the service answers 404 just after creation); polling", jid)
+                except (TransportError, ServerError, RateLimitError) as exc:
+                    log.warning("polling job %s: %s; still waiting", jid, exc)
+                except APIError as exc:
+                    if exc.status < 300:  # garbled body after the retries
+                        log.warning("polling job %s: %s; still waiting", jid, exc)
+                    else:
+                        raise
+                pause = poll_interval if poll_interval is not None else interval
+                interval = min(15.0, interval * 1.5)
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise JobTimeoutError(last, timeout)
+                    pause = min(pause, remaining)
+                time.sleep(pause)
+        finally:
+            bar.close()
+
+    def submit(self, source: Any, models: str | Iterable[str], *, format: str | None = None, wait: bool = True,
+               callback_url: str | None = None, force: bool = False, timeout: float | None = None,
+               progress: bool = True, **metadata: Any) -> list[Job]:
+        """Upload once, then one job per model (submitted concurrently), optionally waiting.
+
+        Parameters
+        ----------
+        source : str, pathlib.Path, binary file object, Asset or asset id
+            What to process (an Asset or asset id skips the upload).
+        models : str or list of str
+            Model names; one job each.
+        format : str, optional
+            One format for every model; default: each model's natural format (json for
+            music_detection, wav for stems).
+        wait : bool, default True
+            Wait for every job (``timeout`` applies to each).
+        callback_url : str, optional
+        force : bool, default False
+            With a ledger, create new jobs even when a matching one is recorded.
+        **metadata
+            Extra metadata for every job.
+
+        Returns
+        -------
+        list of Job
+            In the order of ``models``.
+
+        Raises
+        ------
+        ValidationError
+            Before anything is sent, for any bad model/format/source.
+        JobFailedError
+            With ``wait=True``, for the first failed job (after all have finished).
+
+        Examples
+        --------
+        >>> jobs = client.submit("song.wav", ["vocals", "drums"], format="flac")   # doctest: +SKIP
+        """
+        names = [models] if isinstance(models, str) else list(models) if isinstance(models, Iterable) else None
+        if not names:
+            raise ValidationError(f"`models` must be a model name or a non-empty list of them, not {models!r}")
+        if len(set(names)) != len(names):
+            raise ValidationError(f"`models` lists a model twice: {names!r}")
+        formats = [catalog.check_format(m, format) if format is not None else catalog.default_format(m)
+                   for m in names]  # check_format checks the model too
+        extra = self._check_metadata(metadata)
+        if callback_url is not None and (not isinstance(callback_url, str)
+                                         or urlsplit(callback_url).scheme not in ("http", "https")):
+            raise ValidationError(f"`callback_url` must be an http(s):// URL or None, not {callback_url!r}")
+        if isinstance(source, Asset) or _looks_like_asset_id(source):
+            asset = source
+        else:
+            asset = self.upload(source, progress=progress)
+        asset_id = self._asset_id(asset)
+
+        def one(model: str, fmt: str) -> Job:
+            if self.ledger is not None and not force:
+                record = self._ledger_call("lookup_job", asset_id=asset_id, model=model, format=fmt,
+                                           metadata=extra, base_url=self.base_url)
+                if record and record.get("status") not in ("failed", "error"):
+                    try:
+                        previous = self.get_job(record["job_id"])
+                    except NotFoundError:
+                        previous = None
+                    if previous is not None and not previous.failed:
+                        log.info("reusing job %s (%s on asset %s, from the ledger)", previous.id, model, asset_id)
+                        return previous
+            return self.create_job(asset, model, format=fmt, callback_url=callback_url, **extra)
+
+        with ThreadPoolExecutor(max_workers=min(8, len(names)), thread_name_prefix="shakelab-submit") as pool:
+            jobs = list(pool.map(one, names, formats))
+        if not wait:
+            return jobs
+        with ThreadPoolExecutor(max_workers=min(8, len(jobs)), thread_name_prefix="shakelab-wait") as pool:
+            futures = [pool.submit(self.wait, j, timeout=timeout, progress=progress) for j in jobs]
+        done: list[Job] = []
+        first_error: BaseException | None = None
+        for job, future in zip(jobs, futures):
+            try:
+                done.append(future.result())
+            except JobFailedError as exc:
+                done.append(exc.job)
+                first_error = first_error or exc
+            except BaseException as exc:
+                done.append(job)
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+        return done
+
+    # ------------------------------------------------------------------ outputs
+    def _completed(self, job: Any) -> Job:
+        current = job if isinstance(job, Job) and job.is_done else self.get_job(job)
+        if current.failed:
+            raise JobFailedError(current, current.error or "no message")
+        if not current.is_done:
+            raise ValidationError(f"`job` {current.id!r} is still {current.status_text}; call "
+                                  f"client.wait({current.id!r}) before fetching its outputs")
+        if not current.outputs:
+            raise APIError(200, f"job {current.id} is completed but lists no output assets", current.raw)
+        return current
+
+    def _fetch_output(self, job: Job, index: int, consume: Callable[[requests.Response], Any]) -> tuple[Job, Any]:
+        """GET output ``index`` of ``job`` (no token); on 403/404 re-fetch the job once for fresh links."""
+        refreshed = False
+        while True:
+            output = job.outputs[index]
+            if not output.link:
+                raise APIError(200, f"output {output.name!r} of job {job.id} has no link", output.raw)
+            try:
+                resp = self._request("GET", urljoin(self.base_url + "/", output.link), auth=False, stream=True)
+            except (AuthenticationError, NotFoundError) as exc:
+                if refreshed:
+                    raise
+                log.info("link of %s (job %s) answered %s; fetching the job for fresh links",
+                         output.name, job.id, exc.status)
+                refreshed = True
+                fresh = self.get_job(job)
+                if len(fresh.outputs) <= index:
+                    raise
+                job = fresh
+                continue
+            try:
+                return job, consume(resp)
+            finally:
+                resp.close()
+
+    @staticmethod
+    def _safe_name(output: OutputAsset, job: Job, index: int) -> str:
+        name = output.name or Path(urlsplit(output.link or "").path).name
+        name = Path(name.replace("\\", "/")).name if name else ""
+        if not name or name in (".", ".."):
+            name = f"{job.model or 'output'}-{index}.{output.format or job.format or 'bin'}"
+        if not Path(name).suffix and (output.format or job.format):
+            name = f"{name}.{output.format or job.format}"
+        return name
+
+    def download(self, job: Job | str, dest: str | os.PathLike = ".", *, progress: bool = True) -> list[Path]:
+        """Download every output of a completed job into ``dest``.
+
+        Each file is streamed to a temporary file in ``dest`` and renamed when complete, so no
+        half-written file is ever left under the final name. An expired link (403/404)
+        re-fetches the job once for fresh links. Links are fetched without the token.
+
+        Parameters
+        ----------
+        job : Job or str
+        dest : str or pathlib.Path, default "."
+            Directory (created if missing).
+        progress : bool, default True
+
+        Returns
+        -------
+        list of pathlib.Path
+            The files written, in the order of the job's outputs.
+
+        Examples
+        --------
+        >>> paths = client.download(job, "out/")   # doctest: +SKIP
+        """
+        from tqdm.auto import tqdm
+
+        if not isinstance(dest, (str, os.PathLike)):
+            raise ValidationError(f"`dest` must be a directory path, not {type(dest).__name__} {dest!r:.80}")
+        dest_dir = Path(dest).expanduser()
+        if dest_dir.exists() and not dest_dir.is_dir():
+            raise ValidationError(f"`dest` must be a directory, not a file: {os.fspath(dest)!r}")
+        current = self._completed(job)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        paths: list[Path] = []
+        for index in range(len(current.outputs)):
+            name = self._safe_name(current.outputs[index], current, index)
+            target = dest_dir / name
+
+            def consume(resp: requests.Response, target: Path = target, name: str = name) -> Path:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.", suffix=".part")
+                try:
+                    with os.fdopen(fd, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                                        desc=f"download {name}", disable=not progress,
+                                                        leave=False) as bar:
+                        for chunk in resp.iter_content(_CHUNK):
+                            f.write(chunk)
+                            bar.update(len(chunk))
+                    if total is not None and os.path.getsize(tmp) != total:
+                        raise TransportError(f"download of {name} stopped after {os.path.getsize(tmp)} of "
+                                             f"{total} bytes")
+                    os.replace(tmp, target)
+                except requests.RequestException as exc:
+                    os.unlink(tmp)
+                    raise TransportError(f"download of {name} failed: {_describe(exc)}") from None
+                except BaseException:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+                    raise
+                return target
+
+            attempt = 0
+            while True:
+                try:
+                    current, path = self._fetch_output(current, index, consume)
+                    break
+                except TransportError as exc:
+                    if attempt >= self.max_retries:
+                        raise
+                    delay = self._backoff_delay(attempt)
+                    log.warning("%s; retry %d/%d in %.2f s", exc, attempt + 1, self.max_retries, delay)
+                    time.sleep(delay)
+                    attempt += 1
+            paths.append(path)
+        self._ledger_call("record_outputs", current.id, [str(p.resolve()) for p in paths])
+        return paths
+
+    def segments(self, job: Job | str):
+        """The segments DataFrame of a completed ``music_detection`` job (its json or txt output).
+
+        Returns
+        -------
+        pandas.DataFrame
+            See :func:`shakelab.frames.segments_frame`.
+
+        Examples
+        --------
+        >>> client.segments("j1").head()   # doctest: +SKIP
+        """
+        from shakelab.frames import segments_frame
+
+        current = self._completed(job)
+        index = next((i for i, o in enumerate(current.outputs)
+                      if (o.format or Path(o.name or "").suffix.lstrip(".")) in ("json", "txt")), 0)
+        current, content = self._fetch_output(current, index, lambda resp: resp.content)
+        try:
+            return segments_frame(content, job=current)
+        except ValueError as exc:
+            raise APIError(200, f"music_detection output of job {current.id} is malformed: {exc}",
+                           content[:2000]) from None
+
+    def music_detection(self, source: Any, *, wait: bool = True, timeout: float | None = None,
+                        progress: bool = True, **metadata: Any):
+        """Music detection of a file as a segments DataFrame: upload + job + wait + fetch.
+
+        Parameters
+        ----------
+        source : str, pathlib.Path, binary file object, Asset or asset id
+            An Asset or asset id reuses an earlier upload.
+        wait : bool, default True
+            ``False`` returns the :class:`Job` at once instead of a frame (pass it to
+            ``client.wait`` then ``client.segments``).
+        timeout : float, optional
+            Seconds to wait for the job.
+        **metadata
+            Extra metadata (the local server reads ``window``, in seconds).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``source``, ``job_id``, ``start_time``, ``end_time``, ``duration``,
+            ``confidence`` (see :func:`shakelab.frames.segments_frame`).
+
+        Examples
+        --------
+        >>> client.music_detection("data/demo.flac").head()   # doctest: +SKIP
+        """
+        (job,) = self.submit(source, ["music_detection"], format="json", wait=wait, timeout=timeout,
+                             progress=progress, **metadata)
+        if not wait:
+            return job
+        return self.segments(job)
+
+    def usage(self):
+        """Usage of the last three months (``GET /usage``; ``POST`` if the service answers 405).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``month`` (period[M]), ``total_jobs`` (int64), ``total_minutes`` (float64).
+
+        Examples
+        --------
+        >>> client.usage()   # doctest: +SKIP
+        """
+        from shakelab.frames import usage_frame
+
+        try:
+            payload = self._request("GET", "/usage")
+        except APIError as exc:
+            if exc.status != 405:
+                raise
+            payload = self._request("POST", "/usage")
+        try:
+            return usage_frame(payload)
+        except ValueError as exc:
+            raise APIError(200, f"/usage answered a malformed payload: {exc}", payload) from None
+
+
+# --------------------------------------------------------------------------- connect
+_ANNOUNCED: set[str] = set()
+
+
+def connect(**kwargs: Any) -> Client:
+    """A ready :class:`Client`: the AudioShake service if ``AUDIOSHAKE_API_TOKEN`` is set, else
+    the embedded local server (started in the background, or reused).
+
+    It says which one it chose once per process and target, as a single line on stderr
+    (visible in notebooks and terminals, kept out of stdout) and an INFO log record on
+    ``shakelab.client``.
+
+    Parameters
+    ----------
+    **kwargs
+        Passed to :class:`Client` (``timeout``, ``max_retries``, ...). ``token=`` selects the
+        service like the variable does. ``ledger`` defaults to True: a
+        :class:`shakelab.ledger.Ledger` (``SHAKELAB_LEDGER`` or the user cache), so uploads and
+        jobs are not repeated across kernel restarts; ``ledger=None`` disables it.
+
+    Examples
+    --------
+    >>> client = connect()   # doctest: +SKIP
+    shakelab: no AUDIOSHAKE_API_TOKEN set; using the embedded local server at http://127.0.0.1:40123
+    """
+    ledger = kwargs.pop("ledger", True)
+    if ledger is True:
+        try:
+            from shakelab.ledger import Ledger
+        except ImportError:
+            ledger = None
+        else:
+            ledger = Ledger()
+    elif ledger is False:
+        ledger = None
+    token = kwargs.pop("token", None) or os.environ.get(TOKEN_ENV) or None
+    if token is not None:
+        client = Client(token, ledger=ledger, **kwargs)
+        message = f"shakelab: using the AudioShake service at {client.base_url} ({TOKEN_ENV} is set)"
+    else:
+        from shakelab.server import start
+
+        kwargs.pop("base_url", None)
+        server = start()
+        client = Client(server.token, base_url=server.base_url, ledger=ledger, **kwargs)
+        message = (f"shakelab: no {TOKEN_ENV} set; using the embedded local server at {client.base_url}")
+    if client.base_url not in _ANNOUNCED:
+        _ANNOUNCED.add(client.base_url)
+        log.info("%s", message)
+        print(message, file=sys.stderr)
+    return client
