@@ -1,0 +1,541 @@
+"""The speech/music/noise CNN of inaSpeechSegmenter, run with numpy only.
+
+Same features the network was trained on (inaSpeechSegmenter 0.6.8 / SIDEKIT front end):
+16 kHz mono float signal, 25 ms frames (400 samples) every 10 ms (160), per-frame
+pre-emphasis 0.97, Hann window, 512-point power spectrum, 24 triangular HTK-mel filters on
+100-8000 Hz, natural log; the network reads the first 21 bands in patches of 68 frames
+(0.68 s) every 2 frames (20 ms), each patch standardised by its own mean and standard deviation.
+Same layers: Conv(7x4,64)-BN-ReLU-MaxPool(4x2, same) - Conv(3x3,128)-BN-ReLU -
+Conv(3x3,128)-BN-ReLU-MaxPool(2x2, same) - Conv(3x3,256)-BN-ReLU-MaxPool(4x1) - 4 x
+[Dense(256)-BN-ReLU] - Dense(3, softmax) -> (speech, music, noise) per 20 ms.
+
+Speed: the first convolution is linear in the patch, and its batch norm, ReLU and max-pool
+are monotone per channel, so they are computed once over the whole spectrogram and each
+patch only rescales and gathers the pooled maps (exact, not an approximation). The other
+layers are im2col + one float32 GEMM each, batch norms folded into the weights.
+
+:func:`detect_music_cnn` is what the server calls: it adds the background-music cue of
+:mod:`shakelab.server.bgm` (speech over music) and aggregates 10 ms decisions into windows.
+
+Examples
+--------
+>>> import numpy as np
+>>> from shakelab.server import cnn
+>>> y = np.zeros(16000 * 3, dtype=np.float32)
+>>> cnn.detect_music_cnn(y, 16000)       # doctest: +SKIP
+[{'start_time': 0.0, 'end_time': 3.0, 'confidence': 0.0}]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("shakelab.server.cnn")
+
+SR = 16000
+WIN = 400           # 25 ms
+HOP = 160           # 10 ms
+NFFT = 512
+NMEL = 24
+NMEL_USED = 21
+PATCH = 68          # frames per patch
+STEP = 2            # frames between patches
+FRAME_S = HOP / SR  # 0.01
+PRED_S = STEP * FRAME_S  # 0.02
+LABELS = ("speech", "music", "noise")
+
+__all__ = ["SR", "LABELS", "melspec", "resample_16k", "CNN", "load_model", "FrameOutput",
+           "frame_outputs", "energy_activity", "detect_music_cnn", "music_frames", "windows"]
+
+
+# ----------------------------------------------------------------------------- features
+def _hz2mel(f):
+    return 2595 * np.log10(1 + f / 700.)
+
+
+def _mel2hz(z):
+    return 700. * (10 ** (z / 2595.) - 1)
+
+
+def _filterbank(fs=SR, nfft=NFFT, lowfreq=100, maxfreq=8000, nfilt=NMEL) -> np.ndarray:
+    # SIDEKIT's trfbank with nlinfilt=0, nlogfilt=24 (mel-spaced triangles, area-normalised)
+    low_mel, max_mel = _hz2mel(lowfreq), _hz2mel(maxfreq)
+    melsc = (max_mel - low_mel) / (nfilt + 1)
+    freqs = _mel2hz(low_mel + np.arange(nfilt + 2) * melsc)
+    heights = 2. / (freqs[2:] - freqs[0:-2])
+    fbank = np.zeros((nfilt, nfft // 2 + 1), dtype=np.float32)
+    nfreqs = np.arange(nfft) / (1. * nfft) * fs
+    for i in range(nfilt):
+        low, cen, hi = freqs[i], freqs[i + 1], freqs[i + 2]
+        lid = np.arange(np.floor(low * nfft / fs) + 1, np.floor(cen * nfft / fs) + 1, dtype=int)
+        rid = np.arange(np.floor(cen * nfft / fs) + 1, min(np.floor(hi * nfft / fs) + 1, nfft), dtype=int)
+        fbank[i][lid] = heights[i] / (cen - low) * (nfreqs[lid] - low)
+        fbank[i][rid[:-1]] = heights[i] / (hi - cen) * (hi - nfreqs[rid[:-1]])
+    return fbank
+
+
+_FBANK = _filterbank()
+_HANN = np.hanning(WIN)
+
+
+def resample_16k(y: np.ndarray, sr: int) -> np.ndarray:
+    """Mono float32 signal at 16 kHz (soxr, high quality), from any rate and channel layout.
+
+    A 2-D input is averaged over its channel axis (the shorter one).
+
+    Examples
+    --------
+    >>> resample_16k(np.zeros(44100, dtype=np.float32), 44100).shape
+    (16000,)
+    """
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 2:
+        y = y.mean(axis=0 if y.shape[0] < y.shape[1] else 1)
+    if y.ndim != 1:
+        raise ValueError(f"`y` must be a 1-D (mono) or 2-D (multichannel) signal, not shape {y.shape}")
+    if int(sr) <= 0:
+        raise ValueError(f"`sr` must be a positive sample rate, not {sr!r}")
+    if int(sr) == SR:
+        return np.ascontiguousarray(y)
+    try:
+        import soxr
+
+        return soxr.resample(y, int(sr), SR, quality="HQ").astype(np.float32, copy=False)
+    except ImportError:  # pragma: no cover - soxr comes with librosa
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(int(sr), SR)
+        return resample_poly(y, SR // g, int(sr) // g).astype(np.float32)
+
+
+def melspec(y16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mel spectrogram (24 bands, float32) and log energy per 10 ms frame of a 16 kHz signal.
+
+    Frames are 25 ms without padding: ``(len(y) - 400) // 160 + 1`` of them (0 when shorter).
+    Digital silence gives ``-inf`` values, as in the reference.
+
+    Examples
+    --------
+    >>> m, e = melspec(np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1)
+    >>> m.shape, e.shape
+    ((98, 24), (98,))
+    """
+    y = np.ascontiguousarray(y16k, dtype=np.float32)
+    n = (len(y) - WIN) // HOP + 1 if len(y) >= WIN else 0
+    mspec = np.empty((n, NMEL), dtype=np.float32)
+    loge = np.empty(n, dtype=np.float32)
+    if n == 0:
+        return mspec, loge
+    frames = np.lib.stride_tricks.as_strided(y, shape=(n, WIN), strides=(HOP * 4, 4))
+    chunk = 20000
+    with np.errstate(divide="ignore"):
+        for s in range(0, n, chunk):
+            fr = frames[s:s + chunk]
+            pre = fr - np.concatenate([fr[:, :1], fr[:, :-1]], axis=1) * np.float32(0.97)
+            loge[s:s + chunk] = np.log((pre ** 2).sum(axis=1))
+            mag = np.fft.rfft(pre * _HANN, NFFT, axis=-1)
+            spec = (mag.real ** 2 + mag.imag ** 2).astype(np.float32)
+            mspec[s:s + chunk] = np.log(spec @ _FBANK.T)
+    return mspec, loge
+
+
+# ----------------------------------------------------------------------------- network
+def _bn(w: dict, name: str, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    a = w[f"{name}/gamma"] / np.sqrt(w[f"{name}/moving_variance"].astype(np.float64) + eps)
+    b = w[f"{name}/beta"] - a * w[f"{name}/moving_mean"]
+    return a.astype(np.float64), b.astype(np.float64)
+
+
+def _expected_layers() -> list[str]:
+    return (["Reshape", "Conv2D", "BatchNormalization", "Activation", "MaxPooling2D"]
+            + ["Conv2D", "BatchNormalization", "Activation"] * 2 + ["MaxPooling2D"]
+            + ["Conv2D", "BatchNormalization", "Activation", "MaxPooling2D", "Flatten"]
+            + ["Dense", "BatchNormalization", "Activation", "Dropout"] * 4 + ["Dense"])
+
+
+class CNN:
+    """The network with batch norms folded, ready for :meth:`predict`.
+
+    Build it with :func:`load_model` (cached per process) or ``CNN(dict_of_arrays)`` where the
+    arrays are those of the ``.npz`` written by :func:`shakelab.weights.convert`.
+
+    Examples
+    --------
+    >>> model = load_model()                               # doctest: +SKIP
+    >>> probs = model.predict(melspec(y)[0])               # doctest: +SKIP
+    """
+
+    def __init__(self, arrays: dict):
+        config = json.loads(str(arrays["model_config"]))
+        layers = config["config"]["layers"] if isinstance(config["config"], dict) else config["config"]
+        kinds = [layer["class_name"] for layer in layers]
+        if kinds != _expected_layers():
+            raise ValueError(f"weights hold an unexpected architecture: {kinds}")
+        names = [layer["config"]["name"] for layer in layers]
+        conv = [n for n, k in zip(names, kinds) if k == "Conv2D"]
+        bns = [n for n, k in zip(names, kinds) if k == "BatchNormalization"]
+        dense = [n for n, k in zip(names, kinds) if k == "Dense"]
+        w = {k: np.asarray(v) for k, v in arrays.items() if k != "model_config"}
+        eps = [layer["config"].get("epsilon", 1e-3) for layer in layers if layer["class_name"] == "BatchNormalization"]
+
+        # conv1 stays unfolded: applied to the raw spectrogram, then per-patch affine (see predict)
+        k1 = w[f"{conv[0]}/kernel"].astype(np.float64)           # (7, 4, 1, 64)
+        self.k1 = k1[:, :, 0, :].reshape(28, 64).astype(np.float32)
+        self.k1_sum = k1.sum(axis=(0, 1, 2))                      # (64,)
+        self.b1 = w[f"{conv[0]}/bias"].astype(np.float64)
+        self.a1, self.c1 = _bn(w, bns[0], eps[0])
+        sign = np.where(self.a1 >= 0, 1.0, -1.0)
+        self.k1s = (self.k1 * sign).astype(np.float32)
+        self.abs_a1 = np.abs(self.a1)
+
+        def fold(kname, bn_i, reshape=None):
+            k = w[f"{kname}/kernel"].astype(np.float64)
+            a, c = _bn(w, bns[bn_i], eps[bn_i])
+            kf = k * a
+            if reshape:
+                kf = kf.reshape(-1, k.shape[-1])
+            return kf.astype(np.float32), (w[f"{kname}/bias"] * a + c).astype(np.float32)
+
+        self.k2, self.b2 = fold(conv[1], 1, reshape=True)   # (576, 128), rows (dy, dx, cin)
+        self.k3, self.b3 = fold(conv[2], 2, reshape=True)   # (1152, 128)
+        self.k4, self.b4 = fold(conv[3], 3, reshape=True)   # (1152, 256)
+        self.dense = [fold(dense[i], 4 + i) for i in range(4)]
+        self.out_w = w[f"{dense[4]}/kernel"].astype(np.float32)
+        self.out_b = w[f"{dense[4]}/bias"].astype(np.float32)
+
+    # -- helpers
+    @staticmethod
+    def _im2col3(x: np.ndarray) -> np.ndarray:
+        b, h, wd, c = x.shape
+        cols = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))   # (b, h-2, w-2, c, 3, 3)
+        return np.ascontiguousarray(cols.transpose(0, 1, 2, 4, 5, 3)).reshape(b * (h - 2) * (wd - 2), 9 * c)
+
+    def _stage1(self, m: np.ndarray) -> np.ndarray:
+        """Raw conv1 over the whole spectrogram, sign-flipped per channel so that BN+ReLU are
+        increasing in it, max-pooled over frequency (2): shape (frames - 6, 9, 64)."""
+        n = m.shape[0]
+        cols = np.lib.stride_tricks.sliding_window_view(m, (7, 4))       # (n-6, 18, 7, 4)
+        r = (cols.reshape(-1, 28) @ self.k1s).reshape(n - 6, 18, 64)     # sign(a) * conv, no bias
+        return np.maximum(r[:, 0::2], r[:, 1::2])
+
+    def predict(self, mspec: np.ndarray, *, hop: int = 1, embed: bool = False, batch: int = 128):
+        """Per-patch (speech, music, noise) probabilities for the reference's patch grid.
+
+        Returns ``probs`` of shape ``(P, 3)`` float32, one row per 20 ms: ``P = ceil(N / 2)``
+        for ``N >= 68`` frames (edge rows repeat the first/last patch, as in the reference),
+        and ``finite`` (P,) bool (False where the patch touches digital silence; probabilities
+        are NaN there). ``hop`` > 1 evaluates every ``hop``-th patch and holds the value in
+        between (hop=2: 40 ms resolution, twice as fast). With ``embed``, also the last hidden
+        layer (P, 256) used by the background-music cue.
+
+        Examples
+        --------
+        >>> probs, finite = load_model().predict(melspec(y)[0])   # doctest: +SKIP
+        """
+        if hop < 1:
+            raise ValueError(f"`hop` must be >= 1, not {hop!r}")
+        full = np.asarray(mspec, dtype=np.float32)
+        m = full[:, :NMEL_USED]
+        n_orig = m.shape[0]
+        if n_orig == 0:
+            raise ValueError("`mspec` holds no frames (audio shorter than 25 ms)")
+        difflen = 0
+        if n_orig < PATCH:   # as the reference: pad with the minimum of all 24 bands
+            difflen = PATCH - n_orig
+            m = np.concatenate([m, np.full((difflen, m.shape[1]), np.min(full), dtype=np.float32)])
+        n = m.shape[0]
+        bad_row = ~np.all(np.isfinite(m), axis=1)
+        m = np.where(np.isfinite(m), m, np.float32(0))
+        nwin = (n - PATCH) // STEP + 1
+        starts = np.arange(nwin) * STEP
+
+        # per-patch mean/std (population) from running sums, float64
+        rs = m.astype(np.float64).sum(axis=1)
+        rq = (m.astype(np.float64) ** 2).sum(axis=1)
+        cs = np.concatenate([[0.0], np.cumsum(rs)])
+        cq = np.concatenate([[0.0], np.cumsum(rq)])
+        cb = np.concatenate([[0], np.cumsum(bad_row)])
+        cnt = PATCH * m.shape[1]
+        mean = (cs[starts + PATCH] - cs[starts]) / cnt
+        var = np.maximum((cq[starts + PATCH] - cq[starts]) / cnt - mean ** 2, 0.0)
+        std = np.sqrt(var)
+        finite_win = ((cb[starts + PATCH] - cb[starts]) == 0) & (std > 0)
+        std = np.where(std > 0, std, 1.0)
+
+        # reference grid: 17 copies of patch 0 before, 16 + n%2 copies of the last after
+        lfill = PATCH // (2 * STEP)
+        rfill = PATCH // (2 * STEP) - 1 + n % 2
+        idx = np.concatenate([np.zeros(lfill, int), np.arange(nwin), np.full(rfill, nwin - 1)])
+        if difflen > 0:
+            idx = idx[:len(idx) - difflen // 2]
+        needed = np.unique(idx[::hop]) if hop > 1 else np.arange(nwin)
+        if hop > 1:
+            needed = np.unique(np.concatenate([needed, idx[-1:]]))
+
+        # conv1 + BN + ReLU + max-pool: per patch, BN(conv(x - mean) / std) = |a|/std * sign(a) conv(x)
+        # + offset, increasing in sign(a) conv(x); so pool that once (4x2 'same': 62 rows -> windows
+        # of 3 rows at both edges, 4 inside) and rescale per patch.
+        r = self._stage1(m)
+        m3 = np.maximum(np.maximum(r[:-2], r[1:-1]), r[2:])
+        m4 = np.maximum(m3[:-1], r[3:])
+
+        out_p = np.empty((len(needed), 3), dtype=np.float32)
+        out_e = np.empty((len(needed), 256), dtype=np.float32) if embed else None
+        inner = np.arange(1, 15) * 4 - 1   # patch rows starting the 14 full pooling windows
+        for s in range(0, len(needed), batch):
+            pidx = needed[s:s + batch]
+            st = starts[pidx]
+            pooled = np.concatenate([m3[st][:, None], m4[st[:, None] + inner], m3[st + 59][:, None]], axis=1)
+            sc = (self.abs_a1[None, :] / std[pidx, None])                # (B, 64)
+            off = self.a1[None, :] * (self.b1[None, :] - mean[pidx, None] * self.k1_sum[None, :] / std[pidx, None]) + self.c1[None, :]
+            x = pooled * sc[:, None, None, :].astype(np.float32) + off[:, None, None, :].astype(np.float32)
+            np.maximum(x, 0, out=x)
+            bsz = x.shape[0]
+            x = self._im2col3(x) @ self.k2 + self.b2                    # (B*14*7, 128)
+            np.maximum(x, 0, out=x)
+            x = self._im2col3(x.reshape(bsz, 14, 7, 128)) @ self.k3 + self.b3   # (B*12*5, 128)
+            np.maximum(x, 0, out=x)
+            x = x.reshape(bsz, 12, 5, 128)
+            x = np.concatenate([x, np.full((bsz, 12, 1, 128), -np.inf, np.float32)], axis=2)  # same pad
+            x = x.reshape(bsz, 6, 2, 3, 2, 128).max(axis=(2, 4))        # (B, 6, 3, 128)
+            x = self._im2col3(x) @ self.k4 + self.b4                    # (B*4*1, 256)
+            np.maximum(x, 0, out=x)
+            x = x.reshape(bsz, 4, 256).max(axis=1)                      # (B, 256)
+            for k, b in self.dense:
+                x = x @ k + b
+                np.maximum(x, 0, out=x)
+            if embed:
+                out_e[s:s + batch] = x
+            z = x @ self.out_w + self.out_b
+            z -= z.max(axis=1, keepdims=True)
+            ez = np.exp(z)
+            out_p[s:s + batch] = ez / ez.sum(axis=1, keepdims=True)
+
+        # scatter computed patches back to the reference grid (hold between hops)
+        where = np.searchsorted(needed, idx, side="right") - 1
+        where = np.clip(where, 0, len(needed) - 1)
+        probs = out_p[where]
+        finite = finite_win[needed][where]
+        probs[~finite] = np.nan
+        if embed:
+            return probs, finite, out_e[where]
+        return probs, finite
+
+
+_MODEL: CNN | None = None
+_MODEL_PATH: Path | None = None
+_LOCK = threading.Lock()
+_WARNED = False
+
+
+def load_model(path: str | os.PathLike | None = None) -> CNN | None:
+    """The CNN from the fetched ``.npz`` (cached per process), or None when it is not there.
+
+    Examples
+    --------
+    >>> model = load_model()      # doctest: +SKIP
+    """
+    global _MODEL, _MODEL_PATH
+    from shakelab import weights
+
+    p = Path(path) if path is not None else weights.path()
+    with _LOCK:
+        if _MODEL is not None and _MODEL_PATH == p:
+            return _MODEL
+        if not p.is_file():
+            return None
+        with np.load(p, allow_pickle=False) as z:
+            model = CNN({k: z[k] for k in z.files})
+        _MODEL, _MODEL_PATH = model, p
+        return model
+
+
+def _warn_missing() -> None:
+    global _WARNED
+    if not _WARNED:
+        _WARNED = True
+        from shakelab import weights
+
+        log.warning("music detection: CNN weights not found at %s; falling back to the feature-based "
+                    "detector (run `shakelab models fetch` once to install them)", weights.path())
+
+
+# ----------------------------------------------------------------------------- decisions
+def energy_activity(loge: np.ndarray, ratio: float = 0.03, *, floor: float = -9.0) -> np.ndarray:
+    """Energy activity per 10 ms frame, as the reference: threshold ``mean(loge) + log(ratio)``,
+    then a 2-state Viterbi (switch cost 10**-150, staying inactive costs e**-5 per frame).
+
+    Beyond the reference, frames whose log energy (pre-emphasised, 400 samples) is below
+    ``floor`` (about -70 dBFS) are inactive whatever the file mean, so near-silent files are
+    not sent to the network.
+
+    Examples
+    --------
+    >>> energy_activity(np.r_[np.full(50, -20.0), np.full(50, 2.0)]).sum()
+    50
+    """
+    loge = np.asarray(loge, dtype=np.float64)
+    fin = np.isfinite(loge)
+    if not fin.any():
+        return np.zeros(len(loge), dtype=bool)
+    raw = (loge > np.mean(loge[fin]) + np.log(ratio)) & (loge > floor)
+    # Viterbi with hard emissions: log(1-1e-10) vs log(1e-10)
+    e_hit, e_miss = np.log1p(-1e-10), np.log(1e-10)
+    stay0, stay1, switch = -5.0, 0.0, -150 * np.log(10)
+    n = len(raw)
+    back = np.zeros((n, 2), dtype=np.int8)
+    s0 = e_hit if not raw[0] else e_miss
+    s1 = e_hit if raw[0] else e_miss
+    rl = raw.tolist()
+    bl = [None] * n
+    for t in range(1, n):
+        a0, b0 = s0 + stay0, s1 + switch
+        a1, b1 = s0 + switch, s1 + stay1
+        r = rl[t]
+        e0, e1 = (e_miss, e_hit) if r else (e_hit, e_miss)
+        if a0 >= b0:
+            n0, p0 = a0 + e0, 0
+        else:
+            n0, p0 = b0 + e0, 1
+        if a1 >= b1:
+            n1, p1 = a1 + e1, 0
+        else:
+            n1, p1 = b1 + e1, 1
+        bl[t] = (p0, p1)
+        s0, s1 = n0, n1
+    out = np.zeros(n, dtype=bool)
+    state = 1 if s1 >= s0 else 0
+    for t in range(n - 1, -1, -1):
+        out[t] = bool(state)
+        if t > 0:
+            state = bl[t][state]
+    del back
+    return out
+
+
+@dataclass
+class FrameOutput:
+    """Per-20 ms outputs of the detector on one signal.
+
+    Attributes: ``probs`` (P, 3) speech/music/noise (NaN where not finite), ``active`` (P,)
+    energy activity, ``embedding`` (P, 256) last hidden layer, ``duration`` (s).
+    """
+
+    probs: np.ndarray
+    active: np.ndarray
+    embedding: np.ndarray
+    duration: float
+
+    @property
+    def times(self) -> np.ndarray:
+        """Start time (s) of each 20 ms step."""
+        return np.arange(len(self.probs)) * PRED_S
+
+
+def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int = 2) -> FrameOutput | None:
+    """Run features, energy activity and the CNN on a signal; None when weights are missing.
+
+    Examples
+    --------
+    >>> out = frame_outputs(y, 44100)        # doctest: +SKIP
+    >>> out.probs.shape[1]                   # doctest: +SKIP
+    3
+    """
+    model = model if model is not None else load_model()
+    if model is None:
+        return None
+    y16 = resample_16k(y, sr)
+    duration = len(y16) / SR
+    mspec, loge = melspec(y16)
+    if len(loge) == 0:
+        return FrameOutput(np.zeros((0, 3), np.float32), np.zeros(0, bool), np.zeros((0, 256), np.float32), duration)
+    active = energy_activity(loge)[::2]
+    probs, finite, emb = model.predict(mspec, hop=hop, embed=True)
+    k = min(len(active), len(probs))
+    active = np.concatenate([active[:k], np.zeros(len(probs) - k, bool)])
+    active &= finite
+    return FrameOutput(probs, active, emb, duration)
+
+
+def music_frames(out: FrameOutput, *, cue: bool = True, smooth: float = 1.0) -> np.ndarray:
+    """Music present per 10 ms frame (bool), from CNN music probability and the background cue.
+
+    Per 20 ms step: p = max(P_cnn(music), P_bgm) where the energy is active, 0 elsewhere;
+    p is averaged over ``smooth`` seconds and thresholded at 0.5.
+
+    Examples
+    --------
+    >>> music_frames(frame_outputs(y, sr)).mean()     # doctest: +SKIP
+    0.42
+    """
+    p = np.nan_to_num(out.probs[:, 1], nan=0.0).astype(np.float64)
+    if cue and len(p):
+        from shakelab.server import bgm
+
+        pb = bgm.probability(out.embedding, out.probs)
+        if pb is not None:
+            p = np.maximum(p, pb)
+    p = np.where(out.active, p, 0.0)
+    k = max(1, int(round(smooth / PRED_S)))
+    if k > 1 and len(p) > 1:
+        from scipy.ndimage import uniform_filter1d
+
+        p = uniform_filter1d(p, size=k, mode="nearest")
+    dec = p >= 0.5
+    n10 = int(round(out.duration / FRAME_S))
+    return np.repeat(dec, 2)[:n10] if len(dec) * 2 >= n10 else np.r_[np.repeat(dec, 2), np.zeros(n10 - 2 * len(dec), bool)]
+
+
+def windows(frames: np.ndarray, duration: float, window: float = 10.0) -> list[dict]:
+    """Aggregate 10 ms music decisions into windows: confidence = share of music frames.
+
+    Examples
+    --------
+    >>> windows(np.r_[np.ones(500, bool), np.zeros(700, bool)], 12.0)
+    [{'start_time': 0.0, 'end_time': 10.0, 'confidence': 0.5}, {'start_time': 10.0, 'end_time': 12.0, 'confidence': 0.0}]
+    """
+    if not window or window <= 0:
+        raise ValueError(f"`window` must be a positive number of seconds, not {window!r}")
+    out = []
+    f = np.asarray(frames, dtype=bool)
+    start = 0.0
+    while start < duration - 1e-9:
+        end = min(start + window, duration)
+        a, b = int(round(start / FRAME_S)), int(round(end / FRAME_S))
+        seg = f[a:max(b, a + 1)]
+        conf = float(seg.mean()) if len(seg) else 0.0
+        out.append({"start_time": round(start, 6), "end_time": round(end, 6), "confidence": round(conf, 4)})
+        start = end
+    return out
+
+
+def detect_music_cnn(y: np.ndarray, sr: int, *, window: float = 10.0, hop: int = 2,
+                     cue: bool = True) -> list[dict] | None:
+    """Music detection with the CNN and the background-music cue, in windows of ``window`` s.
+
+    Returns ``[{"start_time", "end_time", "confidence"}]`` where confidence is the share of
+    10 ms frames in the window judged music (0-1), or None when the CNN weights are not
+    installed (one warning per process; the caller falls back to the feature-based detector).
+
+    Examples
+    --------
+    >>> detect_music_cnn(y, 44100)[0]      # doctest: +SKIP
+    {'start_time': 0.0, 'end_time': 10.0, 'confidence': 0.93}
+    """
+    if not window or window <= 0:
+        raise ValueError(f"`window` must be a positive number of seconds, not {window!r}")
+    model = load_model()
+    if model is None:
+        _warn_missing()
+        return None
+    out = frame_outputs(y, sr, model=model, hop=hop)
+    return windows(music_frames(out, cue=cue), out.duration, window)
