@@ -489,7 +489,7 @@ async def _receive_multipart(request: Request, boundary: bytes, tmp: Path, limit
     parser = MultipartParser(boundary, {
         "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-        "on_part_data": on_part_data, "on_part_end": on_part_end})
+        "on_part_data": on_part_data, "on_part_end": on_part_end}, max_header_size=64 * 1024)
     try:
         async for chunk in request.stream():
             if chunk:
