@@ -1,0 +1,769 @@
+"""Many recordings x many models: bounded concurrency, one shared 429 backoff, resumable.
+
+:func:`run` uploads each file once, runs one job per (file, model), downloads the outputs
+or fetches the music-detection JSON, and returns a :class:`BatchResult` with a jobs frame
+and a segments frame. Everything goes through the ledger (:mod:`shakelab.ledger`), so a rerun
+of the same call after a crash, a kernel restart or a kill polls the jobs still in flight
+and skips the finished ones without a single request.
+
+Examples
+--------
+>>> from shakelab import batch
+>>> result = batch.run("data/", ["music_detection"])        # doctest: +SKIP
+>>> result.jobs[["source", "model", "status", "job_id"]]   # doctest: +SKIP
+>>> result.segments.groupby("source")["confidence"].mean()  # doctest: +SKIP
+
+From a shell::
+
+    shakelab batch recordings/ --models music_detection,vocals --out out/batch
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import email.utils
+import glob as _glob
+import os
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from shakelab import catalog
+from shakelab.errors import JobFailedError, JobTimeoutError, RateLimitError, ShakelabError, ValidationError
+
+__all__ = ["run", "main", "BatchResult", "AUDIO_EXTENSIONS", "JOBS_COLUMNS"]
+
+#: File extensions a folder source is searched for (case-insensitive), recursively.
+AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".aiff", ".aif", ".aifc", ".mp3", ".ogg", ".oga",
+                              ".opus", ".m4a", ".aac", ".mp4", ".mov"})
+
+#: Columns of :attr:`BatchResult.jobs`, in order.
+JOBS_COLUMNS = ("source", "model", "format", "status", "job_id", "asset_id", "action", "error",
+                "started_at", "finished_at", "elapsed_s", "duration_s", "outputs", "n_segments")
+
+_WAIT_SLICE = 30.0          # seconds per client.wait call, so a cancelled batch stops promptly
+_MAX_RATE_LIMIT_ROUNDS = 8  # whole-file retries after the client itself gave up on 429s
+_MAX_BACKOFF = 60.0
+
+
+# --------------------------------------------------------------------------- shared backoff
+class RateGate:
+    """One backoff shared by every worker of a batch.
+
+    When any request of the batch is answered 429, no worker sends another request until the
+    wait the service asked for (``Retry-After``, seconds or HTTP-date; doubling from 1 s when
+    absent; capped at 60 s) is over. The client's own retry of the request that got the 429 is
+    left as it is: the gate only keeps the *other* workers from piling on meanwhile.
+
+    Attributes
+    ----------
+    hits : int
+        429 answers seen.
+    waited_s : float
+        Total seconds workers spent held at the gate.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0
+        self._streak = 0
+        self.hits = 0
+        self.waited_s = 0.0
+        self.pauses: list[tuple[float, float]] = []   # (monotonic start, end) of each pause
+
+    def __getstate__(self) -> dict:   # travels to executor workers as a fresh gate
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def wait_turn(self) -> None:
+        """Block while the batch is backing off."""
+        while True:
+            with self._lock:
+                delay = self._until - time.monotonic()
+            if delay <= 0:
+                return
+            time.sleep(min(delay, 0.25))
+            with self._lock:
+                self.waited_s += min(delay, 0.25)
+
+    def note(self, status: int, retry_after: str | None) -> None:
+        """Record an answer: a 429 pushes the shared pause forward, anything else ends a 429 streak."""
+        with self._lock:
+            if status != 429:
+                self._streak = 0
+                return
+            self.hits += 1
+            self._streak += 1
+            wait = _parse_retry_after(retry_after)
+            if wait is None:
+                wait = min(2.0 ** (self._streak - 1), _MAX_BACKOFF)
+            now = time.monotonic()
+            until = now + min(max(wait, 0.0), _MAX_BACKOFF)
+            if until > self._until:
+                self._until = until
+                self.pauses.append((now, until))
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _gate_adapter_class():
+    from requests.adapters import BaseAdapter
+
+    class GateAdapter(BaseAdapter):
+        """A requests transport adapter that holds each request at a :class:`RateGate`."""
+
+        def __init__(self, inner, gate: RateGate):
+            super().__init__()
+            self.inner = inner
+            self.gate = gate
+
+        def send(self, request, **kwargs):
+            self.gate.wait_turn()
+            response = self.inner.send(request, **kwargs)
+            self.gate.note(response.status_code, response.headers.get("Retry-After"))
+            return response
+
+        def close(self):
+            self.inner.close()
+
+    return GateAdapter
+
+
+def _client_session(client):
+    for name in ("session", "_session"):
+        session = getattr(client, name, None)
+        if session is not None and hasattr(session, "mount"):
+            return session
+    return None
+
+
+class _GateInstalled:
+    """Context manager: route the client's requests to its service through a RateGate."""
+
+    def __init__(self, client, gate: RateGate):
+        self.client, self.gate = client, gate
+        self.session = _client_session(client)
+        self.prefix = str(getattr(client, "base_url", "")).rstrip("/") + "/"
+        self.previous = None
+
+    def __enter__(self):
+        if self.session is None or self.prefix == "/":
+            return self
+        GateAdapter = _gate_adapter_class()
+        inner = self.session.get_adapter(self.prefix)
+        if isinstance(inner, GateAdapter):      # a batch already running on this client
+            self.gate = inner.gate
+            self.session = None
+            return self
+        self.previous = self.session.adapters.get(self.prefix)
+        self.session.mount(self.prefix, GateAdapter(inner, self.gate))
+        return self
+
+    def __exit__(self, *exc):
+        if self.session is None:
+            return False
+        if self.previous is not None:
+            self.session.mount(self.prefix, self.previous)
+        else:
+            self.session.adapters.pop(self.prefix, None)
+        return False
+
+
+# --------------------------------------------------------------------------- sources
+def _collect_sources(sources: Any) -> tuple[list[Path], list[str], Path | None]:
+    """Files to process (deduplicated, in order), their display names, and the folder root if any."""
+    import pandas as pd
+
+    root = None
+    if isinstance(sources, pd.DataFrame):
+        if "path" not in sources.columns:
+            raise ValidationError(f"`sources` DataFrame must have a 'path' column; it has {list(sources.columns)!r}")
+        items = list(sources["path"])
+    elif isinstance(sources, (str, os.PathLike)):
+        text = os.fspath(sources)
+        p = Path(text).expanduser()
+        if p.is_dir():
+            root = p
+            items = sorted((f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS),
+                           key=lambda f: f.relative_to(p).as_posix())
+        elif p.is_file():
+            items = [p]
+        elif any(ch in text for ch in "*?["):
+            items = sorted(Path(m) for m in _glob.glob(os.path.expanduser(text), recursive=True)
+                           if Path(m).is_file())
+        else:
+            raise ValidationError(f"`sources` must be a folder, a glob, a file, a list of paths or a DataFrame "
+                                  f"with a 'path' column; {text!r} does not exist")
+    elif isinstance(sources, Iterable) and not isinstance(sources, (bytes, Mapping)):
+        items = list(sources)
+    else:
+        raise ValidationError(f"`sources` must be a folder, a glob, a list of paths or a DataFrame with a "
+                              f"'path' column, not {type(sources).__name__}")
+    paths, seen = [], set()
+    for i, item in enumerate(items):
+        if not isinstance(item, (str, os.PathLike)):
+            raise ValidationError(f"`sources` item {i} must be a path (str or os.PathLike), not {item!r}")
+        path = Path(item).expanduser()
+        key = os.path.abspath(path)
+        if key not in seen:
+            seen.add(key)
+            paths.append(path)
+    return paths, [os.fspath(p) for p in paths], root
+
+
+def _check_models(models: Any, fmt: Any) -> list[tuple[str, str]]:
+    if isinstance(models, str):
+        models = [m.strip() for m in models.split(",") if m.strip()]
+    if not isinstance(models, (list, tuple)) or not models:
+        raise ValidationError(f"`models` must be a model name or a non-empty list of model names, not {models!r}")
+    specs = []
+    for model in dict.fromkeys(models):
+        catalog.check_model(model)
+        if fmt is None:
+            chosen = catalog.default_format(model)
+        elif isinstance(fmt, str):
+            chosen = fmt
+        elif isinstance(fmt, Mapping):
+            chosen = fmt.get(model) or catalog.default_format(model)
+        else:
+            raise ValidationError(f"`format` must be None, a format name or a dict model -> format, not {fmt!r}")
+        specs.append((model, catalog.check_format(model, chosen)))
+    return specs
+
+
+def _output_dirs(paths: list[Path], root: Path | None, download_to: Path) -> list[Path]:
+    dirs, used = [], set()
+    for p in paths:
+        if root is not None:
+            rel = p.relative_to(root).with_suffix("")
+        else:
+            rel = Path(p.stem)
+        candidate, n = rel, 1
+        while candidate.as_posix() in used:
+            n += 1
+            candidate = rel.with_name(f"{rel.name}-{n}")
+        used.add(candidate.as_posix())
+        dirs.append(download_to / candidate)
+    return dirs
+
+
+# --------------------------------------------------------------------------- one file
+@dataclass
+class _Task:
+    index: int
+    path: Path
+    source: str
+    specs: list[tuple[str, str]]
+    out_dir: Path | None
+    force: bool
+
+
+def _now():
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _row(task: _Task, model: str, fmt: str, **values) -> dict:
+    row = {"source": task.source, "model": model, "format": fmt, "status": "failed", "job_id": None,
+           "asset_id": None, "action": None, "error": None, "started_at": None, "finished_at": None,
+           "elapsed_s": float("nan"), "duration_s": float("nan"), "outputs": [], "n_segments": None}
+    row.update(values)
+    return row
+
+
+def _is_detection(model: str) -> bool:
+    return model == "music_detection"
+
+
+def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
+    """Outputs of a completed job: downloads (when asked) and detection windows; returns row values."""
+    from shakelab.frames import segments_frame
+
+    values: dict[str, Any] = {"duration_s": job.duration_s if job.duration_s is not None else float("nan")}
+    paths: list[str] = []
+    if task.out_dir is not None:
+        rec = ledger.get_job(job.id) if ledger is not None else None
+        out_dir = task.out_dir.resolve()
+        recorded = [p for p in (rec or {}).get("outputs", []) if Path(p).is_file() and Path(p).parent == out_dir]
+        if recorded:
+            paths = recorded
+        else:
+            paths = [os.fspath(p) for p in client.download(job, task.out_dir, progress=False)]
+    values["outputs"] = paths
+    segments = None
+    if _is_detection(model):
+        windows = ledger.lookup_result(job.id) if ledger is not None else None
+        if windows is not None:
+            segments = segments_frame(windows, job=job.id, source=task.source)
+        else:
+            mine = [p for p in paths if p.endswith("." + fmt)]
+            if mine:
+                segments = segments_frame(Path(mine[0]), job=job.id, source=task.source)
+            else:
+                segments = client.segments(job)
+                segments = segments_frame(segments[["start_time", "end_time", "confidence"]],
+                                          job=job.id, source=task.source)
+            if ledger is not None:
+                ledger.record_result(job.id, segments[["start_time", "end_time", "confidence"]].to_dict("records"))
+        values["n_segments"] = len(segments)
+        values["_windows"] = segments[["start_time", "end_time", "confidence"]].to_dict("records")
+    return {"values": values, "segments": segments}
+
+
+def _wait(client, job, cancel: threading.Event | None):
+    while True:
+        try:
+            return client.wait(job, timeout=_WAIT_SLICE, progress=False)
+        except JobTimeoutError as exc:
+            if cancel is not None and cancel.is_set():
+                raise
+            job = exc.job if getattr(exc.job, "id", None) else job
+
+
+@dataclass(frozen=True)
+class _ClientSpec:
+    """What a worker in another process needs to build its own client (a Client never pickles:
+    it holds the token, which the worker reads from its own ``AUDIOSHAKE_API_TOKEN``)."""
+
+    base_url: str
+    ledger_path: str | None
+    timeout: float
+    max_retries: int
+
+
+_WORKER_CLIENTS: dict[_ClientSpec, Any] = {}
+_WORKER_LOCK = threading.Lock()
+
+
+def _worker_client(spec: _ClientSpec):
+    with _WORKER_LOCK:
+        client = _WORKER_CLIENTS.get(spec)
+        if client is None:
+            from shakelab.client import Client
+            from shakelab.ledger import Ledger
+
+            client = Client(base_url=spec.base_url, timeout=spec.timeout, max_retries=spec.max_retries,
+                            ledger=Ledger(spec.ledger_path) if spec.ledger_path else None)
+            _GateInstalled(client, RateGate()).__enter__()   # one backoff per worker process
+            _WORKER_CLIENTS[spec] = client
+        return client
+
+
+def _process_file(client, task: _Task, cancel: threading.Event | None = None) -> dict:
+    """Run every model of one file; never raises for a failure of the file (it is recorded)."""
+    try:
+        if isinstance(client, _ClientSpec):
+            client = _worker_client(client)
+        rows, segments = _process_file_once(client, getattr(client, "ledger", None), task, cancel)
+    except Exception as exc:  # e.g. no token on a remote worker
+        rows = [_row(task, m, f, error=f"{type(exc).__name__}: {exc}") for m, f in task.specs]
+        segments = []
+    return {"index": task.index, "rows": rows, "segments": segments}
+
+
+def _process_file_once(client, ledger, task: _Task, cancel):
+    from shakelab.ledger import file_sha256
+    from shakelab.models import Job
+
+    rows, segments = [], []
+    base_url = str(client.base_url)
+
+    def done(model, fmt, started, t0, **values):
+        values.setdefault("started_at", started)
+        values.setdefault("finished_at", _now())
+        values.setdefault("elapsed_s", time.monotonic() - t0)
+        rows.append(_row(task, model, fmt, **values))
+
+    if not task.path.is_file():
+        for model, fmt in task.specs:
+            done(model, fmt, _now(), time.monotonic(), error=f"file not found: {task.source!r}")
+        return rows, segments
+    try:
+        sha = file_sha256(task.path) if ledger is not None else None
+    except OSError as exc:
+        for model, fmt in task.specs:
+            done(model, fmt, _now(), time.monotonic(), error=f"cannot read {task.source!r}: {exc}")
+        return rows, segments
+
+    for model, fmt in task.specs:
+        started, t0 = _now(), time.monotonic()
+        job, action = None, "submitted"
+        for round_ in range(_MAX_RATE_LIMIT_ROUNDS + 1):
+            if cancel is not None and cancel.is_set():
+                done(model, fmt, started, t0, status="cancelled",
+                     error="batch cancelled before this job; rerun to resume")
+                break
+            try:
+                job, action = None, "submitted"
+                rec = None
+                asset = ledger.lookup_asset(sha256=sha, base_url=base_url) if ledger is not None else None
+                if asset is not None and not task.force:
+                    rec = ledger.lookup_job(asset_id=asset["id"], model=model, format=fmt, metadata={},
+                                            base_url=base_url)
+                if rec is not None:
+                    job = Job.from_payload(rec["payload"])
+                    action = "skipped" if job.completed else "resumed"
+                else:
+                    (job,) = client.submit(task.path, [model], format=fmt, wait=False, force=task.force,
+                                           progress=False)
+                if not job.is_done:
+                    job = _wait(client, job, cancel)
+                if job.failed:
+                    raise JobFailedError(job, job.error or "failed")
+                finished = _finish_job(client, ledger, task, model, fmt, job)
+                done(model, fmt, started, t0, status="completed", job_id=job.id, asset_id=job.asset_id,
+                     action=action, _payload=job.raw, **finished["values"])
+                if finished["segments"] is not None:
+                    segments.append(finished["segments"])
+                break
+            except RateLimitError as exc:
+                # The client retried and gave up (or, for POST /job, never retries a 429). The
+                # service refused those requests, so nothing was created: hold at the shared gate
+                # and go again; whatever was done so far is in the ledger and is resumed.
+                if round_ == _MAX_RATE_LIMIT_ROUNDS:
+                    done(model, fmt, started, t0, job_id=getattr(job, "id", None), action=action,
+                         error=f"rate limited: {exc}; rerun to resume")
+                    break
+                time.sleep(min(exc.retry_after or 2.0 ** round_, _MAX_BACKOFF))
+            except JobFailedError as exc:
+                failed = exc.job if getattr(exc.job, "id", None) else job
+                done(model, fmt, started, t0, job_id=getattr(failed, "id", None),
+                     asset_id=getattr(failed, "asset_id", None), action=action, error=exc.message,
+                     duration_s=getattr(failed, "duration_s", None) or float("nan"))
+                break
+            except JobTimeoutError as exc:  # only when cancelled: the job keeps running, a rerun resumes it
+                done(model, fmt, started, t0, status=str(getattr(exc.job, "status", "pending")),
+                     job_id=getattr(exc.job, "id", None), action=action,
+                     error="batch cancelled while the job was running; rerun to resume")
+                break
+            except (ShakelabError, ValueError, OSError) as exc:
+                done(model, fmt, started, t0, job_id=getattr(job, "id", None), action=action,
+                     error=f"{type(exc).__name__}: {exc}")
+                break
+    return rows, segments
+
+
+# --------------------------------------------------------------------------- the result
+@dataclass
+class BatchResult:
+    """What a batch did.
+
+    Attributes
+    ----------
+    jobs : pandas.DataFrame
+        One row per (file, model), in input order. Columns: ``source`` (string, the path as
+        given or found), ``model`` (category), ``format`` (string), ``status`` (category:
+        completed, failed, or the job's status when the batch was cancelled), ``job_id``
+        (string), ``asset_id`` (string), ``action`` (category: ``submitted`` through the client,
+        ``resumed`` an in-flight job from the ledger, ``skipped`` finished in the ledger, no
+        request), ``error`` (string), ``started_at``/``finished_at`` (datetime64[ns, UTC], this
+        run's handling), ``elapsed_s`` (float64, seconds this run spent on the file),
+        ``duration_s`` (float64, the service's processing time), ``outputs`` (object: list of
+        downloaded paths), ``n_segments`` (Int64, detection windows; <NA> for other models).
+    segments : pandas.DataFrame
+        Music-detection windows of every file, concatenated: the columns of
+        :func:`shakelab.frames.segments_frame` with ``source`` = the file's path.
+    stats : dict
+        ``files``, ``jobs``, ``completed``, ``failed``, ``submitted``, ``resumed``, ``skipped``,
+        ``rate_limited`` (429 answers seen), ``throttled_s`` (worker-seconds held by the shared
+        backoff), ``wall_s``.
+
+    Examples
+    --------
+    >>> result = run("data/", ["music_detection"])   # doctest: +SKIP
+    >>> result.failed[["source", "error"]]           # doctest: +SKIP
+    """
+
+    jobs: Any
+    segments: Any
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def failed(self):
+        """The rows of :attr:`jobs` that did not complete."""
+        return self.jobs[self.jobs["status"] != "completed"]
+
+    @property
+    def ok(self) -> bool:
+        """True when every (file, model) completed."""
+        return bool((self.jobs["status"] == "completed").all())
+
+    def __repr__(self) -> str:
+        s = self.stats
+        return (f"BatchResult({s.get('jobs', len(self.jobs))} jobs over {s.get('files', '?')} files: "
+                f"{s.get('completed', 0)} completed, {s.get('failed', 0)} failed; "
+                f"{len(self.segments)} segments)")
+
+
+def _jobs_frame(rows: list[dict]):
+    import pandas as pd
+
+    def col(name):
+        return [r[name] for r in rows]
+
+    def ts(name):
+        return pd.Series(pd.to_datetime(pd.Series(col(name), dtype=object), utc=True)).astype("datetime64[ns, UTC]")
+
+    statuses = col("status")
+    frame = pd.DataFrame({
+        "source": pd.array(col("source"), dtype="string"),
+        "model": pd.Categorical(col("model")),
+        "format": pd.array(col("format"), dtype="string"),
+        "status": pd.Categorical(statuses, categories=sorted({"completed", "failed", *statuses})),
+        "job_id": pd.array(col("job_id"), dtype="string"),
+        "asset_id": pd.array(col("asset_id"), dtype="string"),
+        "action": pd.Categorical(col("action"), categories=["submitted", "resumed", "skipped"]),
+        "error": pd.array(col("error"), dtype="string"),
+        "started_at": ts("started_at"),
+        "finished_at": ts("finished_at"),
+        "elapsed_s": pd.array(col("elapsed_s"), dtype="float64"),
+        "duration_s": pd.array([float("nan") if v is None else v for v in col("duration_s")], dtype="float64"),
+        "outputs": pd.Series(col("outputs"), dtype=object),
+        "n_segments": pd.array(col("n_segments"), dtype="Int64"),
+    }, columns=list(JOBS_COLUMNS))
+    return frame
+
+
+# --------------------------------------------------------------------------- run
+def run(sources: Any, models: str | Sequence[str], *, client=None, format: str | Mapping[str, str] | None = None,
+        concurrency: int = 4, download_to: str | os.PathLike | None = None, progress: bool = True,
+        executor: cf.Executor | None = None, force: bool = False) -> BatchResult:
+    """Run ``models`` over many recordings, resumably.
+
+    Each file is uploaded once and gets one job per model. Files are processed ``concurrency``
+    at a time; a failure in one (missing, unreadable, rejected by the service, failed job) is
+    recorded in its rows and never stops the others. When the service answers 429, every
+    worker holds back for the wait it asked for (one shared backoff on top of the client's
+    own retry of that request). Every upload and job is recorded in the client's ledger, so
+    calling ``run`` again with the same arguments after a crash, a kernel restart or a kill
+    polls the jobs still in flight instead of resubmitting them and skips the finished ones
+    (music-detection windows are kept in the ledger too: a finished batch reruns with no
+    request at all).
+
+    Parameters
+    ----------
+    sources : str, PathLike, list of paths or pandas.DataFrame
+        A folder (searched recursively for :data:`AUDIO_EXTENSIONS`), a glob
+        (``"recordings/**/*.wav"``), one file, a list of paths, or a DataFrame with a ``path``
+        column. Duplicates are processed once.
+    models : str or list of str
+        Model names (``"music_detection"``, ``"vocals"``, ...); a comma-separated string works.
+    client : shakelab.Client, optional
+        Default: :func:`shakelab.connect` (the real service when ``AUDIOSHAKE_API_TOKEN`` is set,
+        else the embedded local server). Resume needs the client's ledger (``Client(...,
+        ledger=...)``; ``connect()`` has the default one); without one, a rerun resubmits.
+    format : str or dict, optional
+        Output format for every model, or a dict model -> format; default: each model's natural
+        format (json for music_detection, wav for stems).
+    concurrency : int
+        Files in flight at once (default 4).
+    download_to : str or PathLike, optional
+        Download every output under this folder, one subfolder per file (mirroring the source
+        folder's tree). Default: download nothing; detection JSON is still fetched.
+    progress : bool
+        One ``tqdm.auto`` bar over (file, model) jobs, with queued / running / done / failed
+        counts.
+    executor : concurrent.futures.Executor, optional
+        Where the per-file work runs; default a thread pool of ``concurrency`` workers. At most
+        ``concurrency`` files are handed to it at a time. Any ``Executor`` works as long as the
+        client pickles; the ledger pickles as its path.
+    force : bool
+        Resubmit even what the ledger says is done or in flight (new, billed jobs).
+
+    Returns
+    -------
+    BatchResult
+        ``.jobs`` (one row per (file, model)), ``.segments`` (detection windows of all files),
+        ``.stats``.
+
+    Raises
+    ------
+    ValidationError
+        Bad ``sources``, ``models``, ``format``, ``concurrency`` or ``executor``, before any request.
+
+    Notes
+    -----
+    **Scaling out with Dask.** A user who outgrows one machine can pass Dask's executor::
+
+        from dask.distributed import Client as DaskClient
+        dask = DaskClient("scheduler-address:8786")
+        result = batch.run("recordings/", ["vocals"], executor=dask.get_executor(),
+                           concurrency=64)
+
+    Each file's work then runs on a Dask worker, which needs shakelab installed and the
+    recordings at the same paths (a shared filesystem). The client is pickled to the workers;
+    the shared 429 backoff then holds per worker process. The ledger travels as its path: on
+    a single machine (``LocalCluster``) every worker writes the same file; on a cluster,
+    point ``SHAKELAB_LEDGER`` at a local path on each worker (SQLite is not safe on network
+    filesystems): the driver records every finished job in its own ledger as results come
+    back, so skipping finished work on a rerun still works, while in-flight jobs of a killed
+    run are resumed only from the workers' ledgers.
+
+    Examples
+    --------
+    >>> result = run("recordings/", ["music_detection", "vocals"], concurrency=8,
+    ...              download_to="out/stems")     # doctest: +SKIP
+    >>> result.jobs.groupby("model")["status"].value_counts()   # doctest: +SKIP
+    """
+    import pandas as pd
+
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValidationError(f"`concurrency` must be a positive integer, not {concurrency!r}")
+    if executor is not None and not isinstance(executor, cf.Executor):
+        raise ValidationError(f"`executor` must be a concurrent.futures.Executor, not {type(executor).__name__}")
+    if download_to is not None and not isinstance(download_to, (str, os.PathLike)):
+        raise ValidationError(f"`download_to` must be a folder path, not {download_to!r}")
+    specs = _check_models(models, format)
+    paths, names, root = _collect_sources(sources)
+    if client is None:
+        import shakelab
+
+        client = shakelab.connect()
+    ledger = getattr(client, "ledger", None)
+    if ledger is None:
+        warnings.warn("the client has no ledger: this batch cannot be resumed and a rerun resubmits every "
+                      "job; use shakelab.connect() or Client(..., ledger=shakelab.Ledger())", stacklevel=2)
+    out_root = Path(download_to).expanduser() if download_to is not None else None
+    out_dirs = _output_dirs(paths, root, out_root) if out_root is not None else [None] * len(paths)
+    tasks = [_Task(i, p, n, specs, d, bool(force)) for i, (p, n, d) in enumerate(zip(paths, names, out_dirs))]
+
+    gate = RateGate()
+    cancel = threading.Event()
+    t0 = time.monotonic()
+    results: dict[int, dict] = {}
+    counts = {"queued": len(tasks) * len(specs), "running": 0, "done": 0, "failed": 0}
+    bar = None
+    if progress and tasks:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tasks) * len(specs), desc="batch", unit="job", dynamic_ncols=True)
+        bar.set_postfix(counts, refresh=True)
+    own_executor = executor is None
+    pool = executor or cf.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="shakelab-batch")
+    in_process = isinstance(pool, cf.ThreadPoolExecutor)
+    spec = None if in_process else _ClientSpec(
+        base_url=str(client.base_url), ledger_path=os.fspath(ledger.path) if ledger is not None else None,
+        timeout=float(getattr(client, "timeout", 30.0)), max_retries=int(getattr(client, "max_retries", 4)))
+    try:
+        with _GateInstalled(client, gate) as installed:
+            gate = installed.gate
+            pending: dict[cf.Future, _Task] = {}
+            queue = list(tasks)
+            while queue or pending:
+                while queue and len(pending) < concurrency:
+                    task = queue.pop(0)
+                    fut = pool.submit(_process_file, client if in_process else spec, task,
+                                      cancel if in_process else None)
+                    pending[fut] = task
+                    counts["queued"] -= len(specs)
+                    counts["running"] += len(specs)
+                    if bar is not None:
+                        bar.set_postfix(counts, refresh=True)
+                finished, _ = cf.wait(pending, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                for fut in finished:
+                    task = pending.pop(fut)
+                    try:
+                        out = fut.result()
+                    except Exception as exc:  # a worker that could not even start (e.g. unpicklable client)
+                        out = {"index": task.index, "segments": [],
+                               "rows": [_row(task, m, f, error=f"{type(exc).__name__}: {exc}") for m, f in task.specs]}
+                    results[task.index] = out
+                    if not in_process and ledger is not None:
+                        _record_remote(ledger, out, base_url=str(client.base_url))
+                    n_ok = sum(r["status"] == "completed" for r in out["rows"])
+                    counts["running"] -= len(specs)
+                    counts["done"] += n_ok
+                    counts["failed"] += len(out["rows"]) - n_ok
+                    if bar is not None:
+                        bar.set_postfix(counts, refresh=False)
+                        bar.update(len(out["rows"]))
+    except BaseException:
+        cancel.set()
+        if own_executor:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.set_postfix(counts, refresh=True)
+            bar.close()
+    if own_executor:
+        pool.shutdown(wait=True)
+
+    rows = [r for i in sorted(results) for r in results[i]["rows"]]
+    frames = [s for i in sorted(results) for s in results[i]["segments"] if len(s)]
+    from shakelab.frames import segments_frame
+
+    segments = pd.concat(frames, ignore_index=True) if frames else segments_frame([])
+    jobs = _jobs_frame(rows)
+    completed = int((jobs["status"] == "completed").sum())
+    actions = jobs["action"].astype(object)
+    stats = {"files": len(tasks), "jobs": len(jobs), "completed": completed, "failed": len(jobs) - completed,
+             "submitted": int((actions == "submitted").sum()), "resumed": int((actions == "resumed").sum()),
+             "skipped": int((actions == "skipped").sum()),
+             "rate_limited": gate.hits, "throttled_s": round(gate.waited_s, 3),
+             "wall_s": round(time.monotonic() - t0, 3)}
+    return BatchResult(jobs=jobs, segments=segments, stats=stats)
+
+
+def _record_remote(ledger, out: dict, *, base_url: str) -> None:
+    """Work done in another process: keep the driver's ledger complete for the next rerun."""
+    for row in out["rows"]:
+        if not row.get("_payload"):
+            continue
+        job_id = str(row["_payload"].get("id"))
+        ledger.record_job(row["_payload"], base_url=base_url, source_path=os.path.abspath(row["source"]))
+        if row.get("outputs"):
+            ledger.record_outputs(job_id, row["outputs"])
+        if row.get("_windows") is not None:
+            ledger.record_result(job_id, row["_windows"])
+
+
+# --------------------------------------------------------------------------- CLI
+def main(args) -> int:
+    """``shakelab batch SOURCE --models M1,M2 [--format F] [--out OUT] [--concurrency N]``.
+
+    Runs :func:`run` with a progress bar, downloads the outputs under ``OUT``, and writes the
+    summary ``OUT/jobs.csv`` (one row per (file, model)) and ``OUT/segments.csv`` (detection
+    windows). Returns 0 when every job completed, 1 when some failed (they are listed).
+
+    Examples
+    --------
+    $ shakelab batch recordings/ --models music_detection --out out/batch
+    """
+    out = Path(args.out)
+    result = run(args.source, args.models, format=args.format, concurrency=args.concurrency,
+                 download_to=out, progress=True)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = result.jobs.copy()
+    jobs["outputs"] = jobs["outputs"].map(lambda paths: ";".join(paths))
+    jobs.to_csv(out / "jobs.csv", index=False, quoting=csv.QUOTE_MINIMAL)
+    result.segments.to_csv(out / "segments.csv", index=False)
+    s = result.stats
+    print(f"{s['jobs']} jobs over {s['files']} files: {s['completed']} completed, {s['failed']} failed "
+          f"({s['submitted']} submitted, {s['resumed']} resumed, {s['skipped']} already done); "
+          f"summary in {out / 'jobs.csv'}")
+    for row in result.failed.itertuples():
+        print(f"  failed: {row.source} [{row.model}]: {row.error}")
+    return 0 if result.ok else 1
