@@ -11,9 +11,11 @@ Examples
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -105,3 +107,243 @@ def load(path: PathLike, *, sr: int | None = None, mono: bool = True) -> tuple[n
         y = librosa.resample(y, orig_sr=file_sr, target_sr=sr, res_type="soxr_hq").astype(np.float32)
         file_sr = sr
     return np.ascontiguousarray(y), int(file_sr)
+
+
+# --------------------------------------------------------------------------- streaming
+class Envelope(NamedTuple):
+    """Min/max envelope of a signal: ``lo[i]``/``hi[i]`` over the samples of bin ``i``.
+
+    ``times`` are bin start times in seconds; bins cover the signal evenly (their lengths
+    differ by at most one sample). ``samplerate`` and ``frames`` describe the whole signal.
+    """
+
+    times: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    samplerate: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        """Length of the signal in seconds."""
+        return self.frames / self.samplerate if self.samplerate else 0.0
+
+
+_BLOCK = 1 << 18  # frames per streamed block (1 MB of int16 mono)
+
+
+def _as_signal(source: Any, sr: int | None) -> tuple[np.ndarray, int] | None:
+    """(mono float array, sr) for array-like input, None for a path."""
+    if isinstance(source, (str, os.PathLike)):
+        return None
+    if isinstance(source, tuple) and len(source) == 2 and np.ndim(source[0]) >= 1:
+        source, sr = source
+    if isinstance(source, np.ndarray) or isinstance(source, (list, tuple)):
+        y = np.asarray(source)
+        if not np.issubdtype(y.dtype, np.number) or y.ndim not in (1, 2):
+            raise ValueError("`path_or_array` must be a path, a 1-D (samples) or 2-D (channels, "
+                             f"samples) numeric array or a (y, sr) pair, not shape {y.shape} "
+                             f"of {y.dtype}")
+        if sr is None or isinstance(sr, bool) or not float(sr) > 0:
+            raise ValueError(f"`sr` must be a positive sample rate for array input, not {sr!r}")
+        if y.ndim == 2:
+            y = y.mean(axis=0)
+        return y, int(sr)
+    raise ValueError("`path_or_array` must be a path, a numpy array or a (y, sr) pair, not "
+                     f"{type(source).__name__}")
+
+
+def _bin_edges(frames: int, bins: Any) -> np.ndarray:
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
+        raise ValueError(f"`bins` must be a positive integer, not {bins!r}")
+    bins = int(min(bins, max(frames, 1)))
+    return (np.arange(bins + 1, dtype=np.int64) * frames) // bins
+
+
+def _reduce_into(lo: np.ndarray, hi: np.ndarray, edges: np.ndarray, g0: int,
+                 block: np.ndarray) -> None:
+    """Fold one block (global sample offset ``g0``) into the per-bin min/max arrays."""
+    n = len(block)
+    if n == 0:
+        return
+    b0 = int(np.searchsorted(edges, g0, side="right")) - 1
+    b1 = int(np.searchsorted(edges, g0 + n, side="left"))
+    idx = edges[b0:b1] - g0
+    idx[0] = 0
+    np.minimum(lo[b0:b1], np.minimum.reduceat(block, idx), out=lo[b0:b1])
+    np.maximum(hi[b0:b1], np.maximum.reduceat(block, idx), out=hi[b0:b1])
+
+
+def iter_blocks(path: PathLike, *, blocksize: int = _BLOCK, mono: bool = True):
+    """Stream a file as ``(offset, block)`` pairs, never holding the whole file.
+
+    16-bit PCM mono files come as int16 blocks (scale by 1/32768), everything else as
+    float32; with ``mono`` the channels are averaged. The block buffer is reused: copy a
+    block you want to keep.
+
+    Examples
+    --------
+    >>> total = sum(len(b) for _, b in iter_blocks("data/demo.flac"))   # doctest: +SKIP
+    """
+    import soundfile as sf
+
+    meta = info(path)
+    with sf.SoundFile(str(path)) as f:
+        native = f.subtype == "PCM_16" and f.channels == 1
+        dtype = "int16" if native else "float32"
+        buf = np.empty((blocksize, f.channels), dtype=dtype)
+        offset = 0
+        while True:
+            got = f.read(blocksize, dtype=dtype, always_2d=True, out=buf)
+            n = len(got)
+            if n == 0:
+                break
+            if mono:
+                block = got[:, 0] if f.channels == 1 else got.mean(axis=1, dtype=np.float32)
+            else:
+                block = got
+            yield offset, block
+            offset += n
+            if n < blocksize or offset >= meta.frames:
+                break
+
+
+def envelope(path_or_array: Any, *, bins: int = 2000, sr: int | None = None,
+             blocksize: int = _BLOCK) -> Envelope:
+    """Min/max envelope in ``bins`` bins, streamed from disk for a path.
+
+    A path is read in blocks of ``blocksize`` frames (memory stays flat whatever the file
+    length); an array is reduced in place. Channels are averaged to mono.
+
+    Parameters
+    ----------
+    path_or_array : str, PathLike, numpy.ndarray or (y, sr)
+        An audio file (WAV, FLAC, AIFF, OGG, MP3), samples (``(samples,)`` or
+        ``(channels, samples)``), or a ``(y, sr)`` pair.
+    bins : int
+        Number of bins (capped at the number of samples).
+    sr : int, optional
+        Sample rate of an array (ignored for a path).
+    blocksize : int
+        Frames per streamed block.
+
+    Returns
+    -------
+    Envelope
+        ``times`` (bin starts, s), ``lo``/``hi`` (float32 in [-1, 1]), ``samplerate``,
+        ``frames``.
+
+    Examples
+    --------
+    >>> env = envelope(np.array([0.0, 1.0, -1.0, 0.5]), bins=2, sr=4)
+    >>> env.lo.tolist(), env.hi.tolist(), env.times.tolist()
+    ([0.0, -1.0], [1.0, 0.5], [0.0, 0.5])
+    """
+    sig = _as_signal(path_or_array, sr)
+    if sig is not None:
+        y, rate = sig
+        frames = len(y)
+        if frames == 0:
+            raise ValueError("`path_or_array` holds no samples")
+        edges = _bin_edges(frames, bins)
+        lo = np.minimum.reduceat(y, edges[:-1]).astype(np.float32)
+        hi = np.maximum.reduceat(y, edges[:-1]).astype(np.float32)
+        return Envelope(edges[:-1] / rate, lo, hi, rate, frames)
+    if isinstance(blocksize, bool) or not isinstance(blocksize, (int, np.integer)) or blocksize < 1:
+        raise ValueError(f"`blocksize` must be a positive integer, not {blocksize!r}")
+    meta = info(path_or_array)
+    edges = _bin_edges(meta.frames, bins)
+    nb = len(edges) - 1
+    lo = np.full(nb, np.inf)
+    hi = np.full(nb, -np.inf)
+    scale = 1.0
+    end = 0
+    for offset, block in iter_blocks(path_or_array, blocksize=int(blocksize)):
+        if block.dtype == np.int16:
+            scale = 1.0 / 32768.0
+        block = block[: max(0, meta.frames - offset)]
+        _reduce_into(lo, hi, edges, offset, block)
+        end = offset + len(block)
+    if end < meta.frames:  # header promised more than the decoder gave
+        lo[~np.isfinite(lo)] = 0.0
+        hi[~np.isfinite(hi)] = 0.0
+    return Envelope(edges[:-1] / meta.samplerate, (lo * scale).astype(np.float32),
+                    (hi * scale).astype(np.float32), meta.samplerate, meta.frames)
+
+
+def melspectrogram(path_or_array: Any, *, sr: int | None = None, n_mels: int = 128,
+                   n_fft: int = 2048, hop_length: int = 512, max_columns: int = 2000,
+                   fmax: float | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mel power spectrogram with at most ``max_columns`` columns, flat in memory.
+
+    Short signals get a plain STFT (``hop_length``). For long ones the hop grows so that
+    about ``4 * max_columns`` windows of ``n_fft`` samples are analysed, each read from
+    disk with a seek (an hour-long file is never decoded whole), and every 4 neighbouring
+    windows are averaged into one column.
+
+    Returns
+    -------
+    (S, edges, sr)
+        ``S``: (n_mels, columns) float32 power; ``edges``: column boundaries in seconds
+        (columns + 1); ``sr``: the sample rate.
+
+    Examples
+    --------
+    >>> S, edges, sr = melspectrogram((np.zeros(22050, np.float32), 22050), n_mels=32)
+    >>> S.shape[0], float(edges[0])
+    (32, 0.0)
+    """
+    import librosa
+
+    sig = _as_signal(path_or_array, sr)
+    if sig is not None:
+        y, rate = sig
+        frames = len(y)
+    else:
+        meta = info(path_or_array)
+        rate, frames = meta.samplerate, meta.frames
+    if frames == 0:
+        raise ValueError("`path_or_array` holds no samples")
+    target = 4 * int(max_columns)
+    n_win = max(1, 1 + (frames - n_fft) // hop_length) if frames >= n_fft else 1
+    hop = hop_length if n_win <= target else int(math.ceil(max(frames - n_fft, 1) / (target - 1)))
+    starts = np.arange(0, max(frames - n_fft, 0) + 1, hop, dtype=np.int64)
+    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
+    mel = librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels, fmax=fmax).astype(np.float32)
+    power = np.empty((n_mels, len(starts)), np.float32)
+    chunk = np.zeros((256, n_fft), np.float32)
+
+    def flush(k0: int, k1: int) -> None:
+        spec = np.abs(np.fft.rfft(chunk[: k1 - k0] * window, axis=1)) ** 2
+        power[:, k0:k1] = mel @ spec.T.astype(np.float32)
+
+    if sig is not None:
+        for k0 in range(0, len(starts), 256):
+            k1 = min(k0 + 256, len(starts))
+            for j, s in enumerate(starts[k0:k1]):
+                seg = y[s:s + n_fft]
+                chunk[j, :len(seg)] = seg
+                chunk[j, len(seg):] = 0.0
+            flush(k0, k1)
+    else:
+        import soundfile as sf
+
+        with sf.SoundFile(str(path_or_array)) as f:
+            buf = np.empty((n_fft, f.channels), np.float32)
+            for k0 in range(0, len(starts), 256):
+                k1 = min(k0 + 256, len(starts))
+                for j, s in enumerate(starts[k0:k1]):
+                    if j == 0 or s != starts[k0 + j - 1] + n_fft:
+                        f.seek(int(s))
+                    got = f.read(n_fft, dtype="float32", always_2d=True, out=buf)
+                    chunk[j, :len(got)] = got.mean(axis=1)
+                    chunk[j, len(got):] = 0.0
+                flush(k0, k1)
+    group = 1 if hop == hop_length else 4
+    cols = int(math.ceil(len(starts) / group))
+    pad = cols * group - len(starts)
+    if pad:
+        power = np.concatenate([power, power[:, -1:].repeat(pad, axis=1)], axis=1)
+    S = power.reshape(n_mels, cols, group).mean(axis=2)
+    edges = np.append(starts[::group], max(starts[-1] + hop, min(frames, starts[-1] + n_fft)))
+    return S, edges.astype(np.float64) / rate, rate
