@@ -266,9 +266,12 @@ class Worker:
                                     message=f"running {model!r} ({fmt})", started=True)
         self._notify(job)
         t0 = time.monotonic()
-        delay = self.faults.processing_delay
-        if delay and self._stop.wait(delay):
-            return
+        while True:  # faults.processing_delay, re-read so that clearing it releases waiting jobs
+            remaining = self.faults.processing_delay - (time.monotonic() - t0)
+            if remaining <= 0:
+                break
+            if self._stop.wait(min(remaining, 0.1)):
+                return
         asset = self.store.get_asset(job["asset_id"])
         if asset is None or not Path(asset["path"]).is_file():
             return self._finish(job_id, "failed", "asset_missing",
@@ -314,9 +317,6 @@ class Worker:
             outputs.append(out["id"])
         if not outputs:
             return self._finish(job_id, "failed", "processing_error", f"{model!r} produced no output")
-        remaining = delay - (time.monotonic() - t0)
-        if remaining > 0 and self._stop.wait(remaining):
-            return
         self._finish(job_id, "completed", "completed",
                      f"{model!r} finished: {len(outputs)} output file(s), {info.duration:.1f} s of audio",
                      outputs=outputs, input_seconds=info.duration)

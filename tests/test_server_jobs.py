@@ -1,0 +1,316 @@
+"""Jobs that really run on the local server: models x formats, bad audio, usage, concurrency,
+restart persistence and callbacks. Real processing (shakelab.server.processing), real HTTP.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+import requests
+import soundfile as sf
+
+from shakelab import catalog
+from shakelab.server import LocalServer
+
+TERMINAL = ("completed", "failed")
+
+
+def auth(srv) -> dict:
+    return {"Authorization": f"Bearer {srv.token}"}
+
+
+def audio_bytes(seconds: float = 2.0, sr: int = 22050, fmt: str = "WAV", channels: int = 1) -> bytes:
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.2 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 2 * t) > 0)
+    y = np.repeat(y[:, None], channels, axis=1).astype("float32")
+    buf = io.BytesIO()
+    sf.write(buf, y, sr, format=fmt)
+    return buf.getvalue()
+
+
+def upload(srv, data: bytes, filename: str = "clip.wav") -> dict:
+    r = requests.post(f"{srv.base_url}/upload", files={"file": (filename, data)}, headers=auth(srv), timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def submit(srv, asset_id: str, model: str, fmt: str, **extra) -> dict:
+    body = {"metadata": {"name": model, "format": fmt}, "assetId": asset_id, **extra}
+    r = requests.post(f"{srv.base_url}/job", json=body, headers=auth(srv), timeout=30)
+    assert r.status_code == 200, r.text
+    job = r.json()["job"]
+    assert job["status"] == "queued"
+    return job
+
+
+def get_job(srv, job_id: str) -> dict:
+    r = requests.get(f"{srv.base_url}/job/{job_id}", headers=auth(srv), timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["job"]
+
+
+def wait(srv, job_id: str, timeout: float = 300.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = get_job(srv, job_id)
+        if job["status"] in TERMINAL:
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job['status']} after {timeout} s"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def clip(server):
+    """A 2-s 22.05 kHz stereo WAV uploaded once to the session server."""
+    return upload(server, audio_bytes(2.0, 22050, channels=2), "clip.wav")
+
+
+STEM_CASES = [(m, f) for m, fmts in catalog.LOCAL_MODELS.items() if m != "music_detection" for f in fmts]
+
+
+@pytest.mark.parametrize("model,fmt", STEM_CASES)
+def test_stem_models_produce_audio_of_input_length(server, clip, model, fmt, tmp_path):
+    job = wait(server, submit(server, clip["id"], model, fmt)["id"])
+    assert job["status"] == "completed", job["statusInfo"]
+    assert job["statusInfo"]["code"] == "completed"
+    assert job["startedAt"] and job["updatedAt"] >= job["startedAt"] >= job["createdAt"]
+    assert job["sourceAsset"]["id"] == clip["id"]
+    (out,) = job["outputAssets"]
+    assert out["format"] == fmt and out["fileType"] == catalog.MIME_TYPES[fmt]
+    assert out["name"].endswith("." + fmt)
+    data = requests.get(out["link"], timeout=30)
+    assert data.status_code == 200
+    path = tmp_path / out["name"]
+    path.write_bytes(data.content)
+    info = sf.info(str(path))
+    assert info.samplerate == 22050
+    tolerance = 0.1 if fmt == "mp3" else 1e-3  # mp3 frames pad the end
+    assert abs(info.duration - 2.0) <= tolerance
+
+
+@pytest.mark.parametrize("fmt", ["json", "txt"])
+def test_music_detection_formats(server, fmt):
+    asset = upload(server, audio_bytes(25.0, 16000), "long.wav")
+    job = wait(server, submit(server, asset["id"], "music_detection", fmt)["id"])
+    assert job["status"] == "completed", job["statusInfo"]
+    (out,) = job["outputAssets"]
+    assert out["format"] == fmt
+    text = requests.get(out["link"], timeout=30).text
+    if fmt == "json":
+        windows = json.loads(text)
+        assert [(w["start_time"], w["end_time"]) for w in windows] == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
+        assert all(0.0 <= w["confidence"] <= 1.0 for w in windows)
+    else:
+        rows = [line.split("\t") for line in text.strip().splitlines()]
+        assert [float(r[0]) for r in rows] == [0.0, 10.0, 20.0]
+        assert all(len(r) == 3 and 0 <= float(r[2]) <= 1 for r in rows)
+
+
+def test_detection_window_option_reaches_the_model(server):
+    asset = upload(server, audio_bytes(6.0, 16000), "six.wav")
+    job = wait(server, submit(server, asset["id"], "music_detection", "json")["id"])
+    body = {"metadata": {"name": "music_detection", "format": "json", "window": 2}, "assetId": asset["id"]}
+    job2 = requests.post(f"{server.base_url}/job", json=body, headers=auth(server), timeout=30).json()["job"]
+    job2 = wait(server, job2["id"])
+    assert job2["metadata"]["window"] == 2
+    coarse = requests.get(job["outputAssets"][0]["link"], timeout=30).json()
+    fine = requests.get(job2["outputAssets"][0]["link"], timeout=30).json()
+    assert len(coarse) == 1 and len(fine) == 3
+
+
+@pytest.mark.parametrize("fmt,ext", [("FLAC", "flac"), ("OGG", "ogg"), ("MP3", "mp3"), ("AIFF", "aiff")])
+def test_input_formats_are_decoded(server, fmt, ext):
+    asset = upload(server, audio_bytes(1.5, 22050, fmt=fmt), f"in.{ext}")
+    assert asset["format"] == ext
+    job = wait(server, submit(server, asset["id"], "drums", "wav")["id"])
+    assert job["status"] == "completed", job["statusInfo"]
+
+
+@pytest.mark.parametrize("data,name", [(b"", "empty.wav"), (b"this is not audio at all" * 10, "fake.mp3"),
+                                       (audio_bytes(2.0, fmt="FLAC")[:30], "truncated.flac"),
+                                       (b"RIFF\xff\xff\xff\xffWAVEjunkjunk", "header-only.wav")])
+def test_bad_audio_uploads_end_failed_with_status_info(server, data, name):
+    asset = upload(server, data, name)
+    job = wait(server, submit(server, asset["id"], "vocals", "wav")["id"])
+    assert job["status"] == "failed"
+    assert job["statusInfo"]["code"] == "invalid_audio"
+    assert name in job["statusInfo"]["message"] or "audio" in job["statusInfo"]["message"]
+    assert str(server.data_dir) not in job["statusInfo"]["message"]  # no internal paths
+    assert job["outputAssets"] == []
+    assert get_job(server, job["id"])["status"] == "failed"  # and the server still answers
+
+
+def test_truncated_audio_never_hangs_or_crashes(server):
+    """A WAV cut mid-data: either the decodable part is processed or the job fails with a reason."""
+    data = audio_bytes(2.0)
+    asset = upload(server, data[: len(data) // 2], "cut.wav")
+    job = wait(server, submit(server, asset["id"], "vocals", "wav")["id"])
+    if job["status"] == "failed":
+        assert job["statusInfo"]["code"] == "invalid_audio" and job["statusInfo"]["message"]
+    else:
+        assert len(job["outputAssets"]) == 1
+
+
+def test_usage_counts_minutes_of_completed_jobs(fresh_server):
+    ok = upload(fresh_server, audio_bytes(3.0, 8000), "three.wav")
+    bad = upload(fresh_server, b"nope", "bad.wav")
+    for asset in (ok, ok, bad):
+        wait(fresh_server, submit(fresh_server, asset["id"], "music_detection", "json")["id"])
+    usage = requests.post(f"{fresh_server.base_url}/usage", headers=auth(fresh_server), timeout=10).json()["usage"]
+    assert usage[-1]["totalJobs"] == 2
+    assert usage[-1]["totalMinutes"] == pytest.approx(6.0 / 60, abs=1e-3)
+    assert sum(u["totalJobs"] for u in usage) == 2
+
+
+def test_twenty_concurrent_uploads_and_jobs_lose_nothing(fresh_server):
+    payloads = [audio_bytes(1.0 + i * 0.05, 8000) for i in range(20)]
+
+    def one(i):
+        asset = upload(fresh_server, payloads[i], f"c{i}.wav")
+        job = submit(fresh_server, asset["id"], "music_detection", "json")
+        return asset, job
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, range(20)))
+    assets = {a["id"] for a, _ in results}
+    jobs = {j["id"] for _, j in results}
+    assert len(assets) == 20 and len(jobs) == 20
+    for i, (asset, job) in enumerate(results):
+        assert requests.get(asset["link"], timeout=30).content == payloads[i]
+    done = [wait(fresh_server, j) for j in jobs]
+    assert all(j["status"] == "completed" for j in done), [j["statusInfo"] for j in done]
+    assert all(len(j["outputAssets"]) == 1 for j in done)
+    stats = fresh_server.stats()
+    assert stats["uploads"] == 20 and stats["jobs"] == 20
+    assert stats["requests"]["POST /upload"] == 20 and stats["requests"]["POST /job"] == 20
+    assert fresh_server.store.count("jobs") == 20
+    assert fresh_server.store.count("assets") == 40  # 20 uploads + 20 outputs
+    usage = requests.get(f"{fresh_server.base_url}/usage", headers=auth(fresh_server), timeout=10).json()
+    assert usage["usage"][-1]["totalJobs"] == 20
+
+
+def test_restart_keeps_assets_and_jobs_and_resumes_queued(tmp_path):
+    data_dir = tmp_path / "persist"
+    first = LocalServer(data_dir, token="persist-token", workers=1).start()
+    first.faults.processing_delay = 600
+    done_asset = upload(first, audio_bytes(1.0, 8000), "done.wav")
+    assets = [upload(first, audio_bytes(1.0, 8000), f"p{i}.wav") for i in range(3)]
+    jobs = [submit(first, a["id"], "music_detection", "json")["id"] for a in assets]
+    deadline = time.monotonic() + 30
+    while get_job(first, jobs[0])["status"] != "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert [get_job(first, j)["status"] for j in jobs] == ["processing", "queued", "queued"]
+    first.stop()
+
+    with LocalServer(data_dir, token="persist-token", workers=2) as second:
+        finished = [wait(second, j, timeout=120) for j in jobs]
+        assert [j["status"] for j in finished] == ["completed"] * 3, [j["statusInfo"] for j in finished]
+        assert [j["assetId"] for j in finished] == [a["id"] for a in assets]
+        assert second.store.get_asset(done_asset["id"])["name"] == "done.wav"
+        fresh = finished[0]["sourceAsset"]["link"]
+        assert fresh.startswith(second.base_url)
+        assert requests.get(fresh, timeout=10).content == audio_bytes(1.0, 8000)
+        assert second.stats()["jobs"] == 0  # stats count since this start only
+        usage = requests.get(f"{second.base_url}/usage", headers=auth(second), timeout=10).json()["usage"]
+        assert usage[-1]["totalJobs"] == 3
+
+    with LocalServer(data_dir, token="persist-token") as third:  # and a finished job stays finished
+        assert get_job(third, jobs[2])["status"] == "completed"
+        assert third.store.count("jobs") == 3
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list = []
+    fail_first: int = 0
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        cls = type(self)
+        if cls.fail_first > 0:
+            cls.fail_first -= 1
+            self.send_response(500)
+            self.end_headers()
+            return
+        cls.received.append(body)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    handler = type("R", (_Receiver,), {"received": [], "fail_first": 0})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd.handler = handler
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_callback_receives_processing_and_completed_job(fresh_server, receiver):
+    asset = upload(fresh_server, audio_bytes(1.0, 8000))
+    job = submit(fresh_server, asset["id"], "music_detection", "json", callbackUrl=receiver.url)
+    assert job["callbackUrl"] == receiver.url
+    done = wait(fresh_server, job["id"])
+    _wait_for(lambda: any(p["job"]["status"] == "completed" for p in receiver.handler.received))
+    statuses = [p["job"]["status"] for p in receiver.handler.received]
+    assert "processing" in statuses and statuses[-1] == "completed"
+    final = receiver.handler.received[-1]["job"]
+    assert final["id"] == job["id"] and final["outputAssets"][0]["id"] == done["outputAssets"][0]["id"]
+    assert requests.get(final["outputAssets"][0]["link"], timeout=10).status_code == 200
+
+
+def test_callback_is_retried_and_never_breaks_the_job(fresh_server, receiver):
+    receiver.handler.fail_first = 2  # the first two deliveries answer 500
+    asset = upload(fresh_server, audio_bytes(1.0, 8000))
+    job = submit(fresh_server, asset["id"], "music_detection", "json", callbackUrl=receiver.url)
+    assert wait(fresh_server, job["id"])["status"] == "completed"
+    _wait_for(lambda: any(p["job"]["status"] == "completed" for p in receiver.handler.received))
+    # unreachable callback: the job still completes
+    dead = submit(fresh_server, asset["id"], "music_detection", "json", callbackUrl="http://127.0.0.1:9/nothing")
+    assert wait(fresh_server, dead["id"])["status"] == "completed"
+
+
+def test_callbacks_to_private_hosts_are_refused_by_default(tmp_path, receiver):
+    with LocalServer(tmp_path / "strict", token="strict-cb") as srv:
+        asset = upload(srv, audio_bytes(1.0, 8000))
+        job = submit(srv, asset["id"], "music_detection", "json", callbackUrl=receiver.url)
+        assert wait(srv, job["id"])["status"] == "completed"
+        time.sleep(1.0)
+        assert receiver.handler.received == []
+
+
+def test_api_answers_while_jobs_run(fresh_server):
+    """The worker pool is bounded and the API keeps answering while it is busy."""
+    asset = upload(fresh_server, audio_bytes(20.0, 22050, channels=2), "busy.wav")
+    ids = [submit(fresh_server, asset["id"], m, "wav")["id"] for m in ("vocals", "instrumental", "drums", "bass")]
+    seen_processing = 0
+    while True:
+        states = [get_job(fresh_server, j)["status"] for j in ids]
+        seen_processing = max(seen_processing, states.count("processing"))
+        assert states.count("processing") <= fresh_server.workers
+        assert requests.get(f"{fresh_server.base_url}/usage", headers=auth(fresh_server), timeout=30).ok
+        if all(s in TERMINAL for s in states):
+            break
+        time.sleep(0.1)
+    assert seen_processing >= 1
+    assert all(get_job(fresh_server, j)["status"] == "completed" for j in ids)
