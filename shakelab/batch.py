@@ -48,6 +48,7 @@ JOBS_COLUMNS = ("source", "model", "format", "status", "job_id", "asset_id", "ac
 _WAIT_SLICE = 30.0          # seconds per client.wait call, so a cancelled batch stops promptly
 _MAX_RATE_LIMIT_ROUNDS = 8  # whole-file retries after the client itself gave up on 429s
 _MAX_BACKOFF = 60.0
+_FIRST_POLL_DELAY = 1.0     # seconds between creating a job and its first poll
 
 
 # --------------------------------------------------------------------------- shared backoff
@@ -429,6 +430,10 @@ def _process_file_once(client, ledger, task: _Task, cancel):
                     (job,) = client.submit(task.path, [model], format=fmt, wait=False, force=task.force,
                                            progress=False)
                 if not job.is_done:
+                    if action == "submitted":
+                        # A job polled right after POST /job is always still queued (and the real
+                        # service may even answer 404): the first look waits a moment.
+                        (cancel or threading.Event()).wait(_FIRST_POLL_DELAY)
                     job = _wait(client, job, cancel)
                 if job.failed:
                     raise JobFailedError(job, job.error or "failed")
@@ -459,7 +464,8 @@ def _process_file_once(client, ledger, task: _Task, cancel):
                      error="batch cancelled while the job was running; rerun to resume")
                 break
             except (ShakelabError, ValueError, OSError) as exc:
-                done(model, fmt, started, t0, job_id=getattr(job, "id", None), action=action,
+                done(model, fmt, started, t0, job_id=getattr(job, "id", None),
+                     action=action if job is not None else None,
                      error=f"{type(exc).__name__}: {exc}")
                 break
     return rows, segments
@@ -638,9 +644,9 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
     specs = _check_models(models, format)
     paths, names, root = _collect_sources(sources)
     if client is None:
-        import shakelab
+        from shakelab.client import connect
 
-        client = shakelab.connect()
+        client = connect()
     ledger = getattr(client, "ledger", None)
     if ledger is None:
         warnings.warn("the client has no ledger: this batch cannot be resumed and a rerun resubmits every "

@@ -144,7 +144,7 @@ def _ledger_jobs(path: Path) -> list[tuple[str, str]]:
 def test_killed_batch_resumes_with_exactly_one_job_per_file_and_model(fresh_server, tmp_path):
     files = make_audio(tmp_path / "rec", 50)
     ledger_path = Path(os.environ["SHAKELAB_LEDGER"])
-    fresh_server.faults.processing_delay = 0.8      # jobs pile up: the batch is mid-way for a while
+    fresh_server.faults.processing_delay = 2.0      # each job runs a while: the batch is mid-way when killed
     env = {**os.environ, "AUDIOSHAKE_API_TOKEN": fresh_server.token,
            "AUDIOSHAKE_BASE_URL": fresh_server.base_url, "SHAKELAB_LEDGER": str(ledger_path)}
     proc = subprocess.Popen([sys.executable, "-m", "shakelab.cli", "batch", str(tmp_path / "rec"),
@@ -161,6 +161,7 @@ def test_killed_batch_resumes_with_exactly_one_job_per_file_and_model(fresh_serv
         # kill: a kill between the server creating a job and the ledger recording it is the one
         # loss no client can prevent (the API has no idempotency key), and this avoids it.
         fresh_server.faults.add(method="POST", path="/job", status=503, times=None)
+        time.sleep(0.5)                             # a POST /job already past the gate finishes
         while len(_ledger_jobs(ledger_path)) < fresh_server.stats()["jobs"]:
             assert time.monotonic() < deadline
             time.sleep(0.01)
