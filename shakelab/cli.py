@@ -21,9 +21,13 @@ from pathlib import Path
 def _serve(args: argparse.Namespace) -> int:
     from shakelab.server import serve
 
-    serve(host=args.host, port=args.port, data_dir=args.data_dir, token=args.token,
-          workers=args.workers, allow_private_links=args.allow_private_links,
-          max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), link_ttl=args.link_ttl)
+    try:
+        serve(host=args.host, port=args.port, data_dir=args.data_dir, token=args.token,
+              workers=args.workers, allow_private_links=args.allow_private_links,
+              max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), link_ttl=args.link_ttl)
+    except OSError as exc:  # port in use, unwritable data dir
+        print(f"shakelab serve: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

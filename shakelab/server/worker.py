@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import queue
+import secrets
 import shutil
 import socket
 import threading
@@ -291,8 +292,11 @@ class Worker:
             return self._finish(job_id, "failed", "input_too_long",
                                 f"{asset['name']!r} lasts {info.duration / 60:.1f} min; the limit is "
                                 f"{MAX_INPUT_SECONDS / 60:.0f} min")
-        out_dir = self.store.data_dir / "outputs" / job_id
-        shutil.rmtree(out_dir, ignore_errors=True)  # a resumed job starts clean
+        # A resumed job starts clean, in a folder of its own attempt: a thread of a stopped server
+        # that is still finishing the same job can never overwrite this attempt's files.
+        job_dir = self.store.data_dir / "outputs" / job_id
+        shutil.rmtree(job_dir, ignore_errors=True)
+        out_dir = job_dir / secrets.token_hex(4)
         out_dir.mkdir(parents=True, exist_ok=True)
         options = {k: v for k, v in job["metadata"].items() if k not in ("name", "format")}
         try:
