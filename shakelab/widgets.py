@@ -1,0 +1,857 @@
+"""Interactive widgets for notebooks: submit jobs, explore detections, chart usage.
+
+The widgets only wire: every piece of logic they call lives in the client
+(:class:`shakelab.Client`), in :mod:`shakelab.segments`, :mod:`shakelab.plot`,
+:mod:`shakelab.frames` or in the small plain functions of this module, so the
+widgets can be driven from plain Python (set ``.value``, call ``.click()``) and
+tested without a browser.
+
+- :class:`JobSubmitter`: pick a file (upload or path), models, a format; submit;
+  watch a live status table; download outputs. Jobs are tracked in a background
+  thread, so the kernel never blocks while they run.
+- :class:`DetectionExplorer`: threshold and merge-gap sliders over music-detection
+  segments, redrawn with :func:`shakelab.plot.plot_detection`, coverage numbers,
+  export of Audacity labels.
+- :class:`UsageDashboard`: monthly usage chart and table with a refresh button.
+
+Each widget displays itself in a notebook (it has ``_repr_mimebundle_``) and keeps
+its top-level container in ``.widget``.
+
+Examples
+--------
+>>> from shakelab.widgets import JobSubmitter
+>>> submitter = JobSubmitter()            # doctest: +SKIP
+>>> submitter                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+import re
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+from urllib.parse import urljoin, urlparse
+
+import ipywidgets as widgets
+
+from shakelab import catalog
+from shakelab.errors import NotFoundError, ShakelabError, ValidationError
+
+__all__ = [
+    "JobSubmitter", "DetectionExplorer", "UsageDashboard",
+    "models_for", "is_local", "validate_submission", "status_table_html", "explore_segments",
+]
+
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "0:0:0:0:0:0:0:1"}
+
+
+# --------------------------------------------------------------------------------------
+# plain functions (the logic the widgets call)
+# --------------------------------------------------------------------------------------
+
+def is_local(client: Any) -> bool:
+    """True when ``client`` talks to a shakelab local server (a loopback base URL).
+
+    The embedded server started by :func:`shakelab.connect` and ``shakelab serve``
+    both listen on loopback; the real service never does.
+
+    Examples
+    --------
+    >>> class C: base_url = "http://127.0.0.1:8765"
+    >>> is_local(C())
+    True
+    >>> C.base_url = "https://groovy.audioshake.ai"
+    >>> is_local(C())
+    False
+    """
+    base_url = getattr(client, "base_url", None)
+    if not base_url:
+        return False
+    host = urlparse(str(base_url)).hostname or ""
+    return host.lower() in _LOOPBACK
+
+
+def models_for(client: Any) -> dict[str, tuple[str, ...]]:
+    """The model catalogue a client can use: ``LOCAL_MODELS`` on a local server, else ``SERVICE_MODELS``.
+
+    Examples
+    --------
+    >>> class C: base_url = "http://127.0.0.1:8765"
+    >>> sorted(models_for(C()))[:3]
+    ['bass', 'drums', 'instrumental']
+    """
+    return catalog.LOCAL_MODELS if is_local(client) else catalog.SERVICE_MODELS
+
+
+def validate_submission(*, path: str = "", uploads: Any = (), models: Iterable[str] = (),
+                        format: str | None = None, callback_url: str = "",
+                        catalogue: dict[str, tuple[str, ...]] = catalog.SERVICE_MODELS) -> dict:
+    """Check what a user entered in the :class:`JobSubmitter` before anything is sent.
+
+    Parameters
+    ----------
+    path : str
+        A file path typed by the user (``""`` when none); ``~`` is expanded.
+    uploads : sequence of dict
+        ``FileUpload.value`` (ipywidgets 8: dicts with ``name`` and ``content``).
+    models : iterable of str
+        The chosen models; at least one.
+    format : str or None
+        The chosen output format; every chosen model must accept it.
+    callback_url : str
+        Optional ``http(s)://`` URL.
+    catalogue : dict
+        Model -> formats table to validate against.
+
+    Returns
+    -------
+    dict
+        ``{"source": Path | (name, bytes), "name": str, "models": list[str], "format": str,
+        "callback_url": str | None}``.
+
+    Raises
+    ------
+    shakelab.errors.ValidationError
+        Naming the field and echoing the bad value.
+
+    Examples
+    --------
+    >>> validate_submission(path="", models=["vocals"], format="wav")
+    Traceback (most recent call last):
+    ...
+    shakelab.errors.ValidationError: choose a file: upload one or type its `path` (both are empty)
+    """
+    uploads = list(uploads or ())
+    path = (path or "").strip()
+    if uploads and path:
+        raise ValidationError(
+            f"choose either an uploaded file or a `path`, not both (uploaded {_upload_name(uploads[0])!r}, "
+            f"path {path!r})")
+    if not uploads and not path:
+        raise ValidationError("choose a file: upload one or type its `path` (both are empty)")
+    if uploads:
+        if len(uploads) > 1:
+            raise ValidationError(f"upload one file at a time, not {len(uploads)}")
+        name = _upload_name(uploads[0])
+        content = _upload_content(uploads[0])
+        if not content:
+            raise ValidationError(f"the uploaded file {name!r} is empty")
+        source: Any = (name, content)
+    else:
+        p = Path(path).expanduser()
+        if not p.exists():
+            raise ValidationError(f"`path` {path!r} does not exist (relative to {os.getcwd()!r})")
+        if p.is_dir():
+            raise ValidationError(f"`path` {path!r} is a directory; give an audio file")
+        if p.stat().st_size == 0:
+            raise ValidationError(f"`path` {path!r} is an empty file")
+        source, name = p, p.name
+    models = list(models or ())
+    if not models:
+        raise ValidationError(f"choose at least one `model` from {', '.join(map(repr, catalogue))}")
+    for m in models:
+        catalog.check_model(m, catalogue)
+    for m in models:
+        catalog.check_format(m, format, catalogue)
+    url = (callback_url or "").strip()
+    if url:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValidationError(f"`callback_url` must be an http(s):// URL, not {url!r}")
+    return {"source": source, "name": name, "models": models, "format": format,
+            "callback_url": url or None}
+
+
+def _upload_name(item: Any) -> str:
+    return str(item["name"] if isinstance(item, dict) else getattr(item, "name", "upload"))
+
+
+def _upload_content(item: Any) -> bytes:
+    content = item["content"] if isinstance(item, dict) else getattr(item, "content", b"")
+    return bytes(content) if content is not None else b""
+
+
+def job_status(job: Any) -> str:
+    """A job's status as the service wrote it, lower-case ('queued', 'completed', ...)."""
+    return str(job.status_text).lower()
+
+
+def job_outputs(job: Any, base_url: str = "") -> list[tuple[str, str]]:
+    """``[(name, absolute link), ...]`` of a job's output assets."""
+    out = []
+    for o in job.outputs:
+        link = urljoin(base_url.rstrip("/") + "/", o.link) if (o.link and base_url) else (o.link or "")
+        out.append((o.name or "", link))
+    return out
+
+
+def status_table_html(rows: list[dict]) -> str:
+    """Render the JobSubmitter's rows as an HTML table.
+
+    Each row is a dict with ``file``, ``model``, ``format``, ``status``, ``elapsed``
+    (seconds), ``job_id``, ``outputs`` (list of (name, link)), ``message``.
+
+    Examples
+    --------
+    >>> "completed" in status_table_html([{"file": "a.wav", "model": "vocals", "format": "wav",
+    ...     "status": "completed", "elapsed": 1.5, "job_id": "j1", "outputs": [], "message": ""}])
+    True
+    """
+    if not rows:
+        return '<div class="shakelab-status-empty"><i>No jobs yet.</i></div>'
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in
+                   ("file", "model", "format", "status", "elapsed", "job id", "outputs", "message"))
+    colours = {"completed": "#1a7f37", "failed": "#cf222e", "error": "#cf222e"}
+    body = []
+    for r in rows:
+        status = str(r.get("status", ""))
+        colour = colours.get(status, "#9a6700")
+        links = ", ".join(
+            f"<a href='{html.escape(link, quote=True)}' target='_blank' rel='noopener'>{html.escape(name)}</a>"
+            if link else html.escape(name) for name, link in r.get("outputs") or [])
+        elapsed = r.get("elapsed")
+        cells = [
+            _text(r.get("file", "")), _text(r.get("model", "")), _text(r.get("format", "")),
+            f"<span class='shakelab-status shakelab-status-{re.sub(r'[^A-Za-z0-9_-]', '_', status)}' "
+            f"style='color:{colour};font-weight:bold'>{html.escape(status)}</span>",
+            "" if elapsed is None else f"{elapsed:.1f} s",
+            f"<code>{html.escape(str(r.get('job_id') or ''))}</code>", links,
+            _text(r.get("message") or ""),
+        ]
+        body.append("<tr>" + "".join(f"<td style='padding:2px 8px'>{c}</td>" for c in cells) + "</tr>")
+    return ("<table class='shakelab-status-table' style='border-collapse:collapse'>"
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def _text(value: Any) -> str:
+    """Escape for HTML element text (quotes stay readable)."""
+    return html.escape(str(value), quote=False)
+
+
+def _error_html(message: str) -> str:
+    return (f"<div class='shakelab-error' style='color:#cf222e;white-space:pre-wrap'>"
+            f"{_text(message)}</div>")
+
+
+def _info_html(message: str) -> str:
+    return f"<div class='shakelab-info' style='white-space:pre-wrap'>{_text(message)}</div>"
+
+
+def _figure_png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=96, bbox_inches="tight")
+    return buf.getvalue()
+
+
+class _Displayable:
+    """Show ``self.widget`` when the object is the value of a notebook cell."""
+
+    widget: widgets.Widget
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def close(self) -> None:
+        """Close the widgets (they disappear from the notebook)."""
+        self.widget.close()
+
+
+# --------------------------------------------------------------------------------------
+# JobSubmitter
+# --------------------------------------------------------------------------------------
+
+class JobSubmitter(_Displayable):
+    """Submit jobs from a notebook and watch them run, without blocking the kernel.
+
+    Choose a file (the upload button, or a path on the kernel's machine), one or more
+    models, an output format (only formats every chosen model accepts are offered)
+    and optionally a callback URL, then press *Submit*. The file is uploaded once and
+    one job per model is created; a background thread polls the jobs and keeps the
+    status table (file, model, status, elapsed time, outputs, server message) up to
+    date. Bad input is reported before anything is sent; a failed job shows the
+    server's message.
+
+    Parameters
+    ----------
+    client : shakelab.Client, optional
+        Defaults to :func:`shakelab.connect` (the embedded local server without a token).
+    models : dict, optional
+        Model -> formats catalogue to offer. Defaults to ``catalog.LOCAL_MODELS`` when
+        the client talks to a local server, else ``catalog.SERVICE_MODELS``.
+    download_dir : str or Path
+        Where the *Download outputs* button saves finished outputs.
+    poll_interval : float
+        First pause between status polls, in seconds; it grows to ``max_poll_interval``.
+    max_poll_interval : float
+        Longest pause between polls.
+    timeout : float or None
+        Stop tracking a job after this many seconds (it keeps running on the service).
+
+    Attributes
+    ----------
+    upload, path, models, format, callback_url, submit_button, download_button,
+    download_path, messages, table : ipywidgets
+        The child widgets (set their ``.value`` / call ``.click()`` to drive it from code).
+
+    Examples
+    --------
+    >>> submitter = JobSubmitter()                        # doctest: +SKIP
+    >>> submitter.path.value = "../data/demo.flac"        # doctest: +SKIP
+    >>> submitter.models.value = ("music_detection",)     # doctest: +SKIP
+    >>> submitter.submit_button.click()                   # doctest: +SKIP
+    >>> submitter.wait(timeout=120).status.tolist()      # doctest: +SKIP
+    ['completed']
+    """
+
+    def __init__(self, client: Any = None, *, models: dict[str, tuple[str, ...]] | None = None,
+                 download_dir: str | os.PathLike = "shakelab-downloads", poll_interval: float = 0.5,
+                 max_poll_interval: float = 5.0, timeout: float | None = 3600.0):
+        if client is None:
+            import shakelab
+
+            client = shakelab.connect()
+        self.client = client
+        self.catalogue = dict(models) if models is not None else dict(models_for(client))
+        self.poll_interval = float(poll_interval)
+        self.max_poll_interval = float(max_poll_interval)
+        self.timeout = timeout
+
+        self._lock = threading.RLock()
+        self._rows: list[dict] = []
+        self._threads: list[threading.Thread] = []
+        self._callbacks: list[tuple[Callable[[Any], Any], bool]] = []
+        self._stop = threading.Event()
+
+        default_model = "music_detection" if "music_detection" in self.catalogue else next(iter(self.catalogue))
+        self.upload = widgets.FileUpload(description="Upload", multiple=False,
+                                         accept=".wav,.flac,.mp3,.aiff,.aif,.ogg,.m4a,.aac,.mp4,.mov")
+        self.path = widgets.Text(description="or path", placeholder="../data/demo.flac",
+                                 layout=widgets.Layout(width="420px"))
+        self.path.add_class("shakelab-path")
+        self.models = widgets.SelectMultiple(options=list(self.catalogue), value=(default_model,),
+                                             description="Models", rows=min(8, len(self.catalogue)))
+        self.format = widgets.Dropdown(description="Format")
+        self.format.add_class("shakelab-format")
+        self.models.add_class("shakelab-models")
+        self.callback_url = widgets.Text(description="Callback", placeholder="https://... (optional)",
+                                         layout=widgets.Layout(width="420px"))
+        self.submit_button = widgets.Button(description="Submit", button_style="primary", icon="play")
+        self.submit_button.add_class("shakelab-submit")
+        self.download_path = widgets.Text(value=str(download_dir), description="Save to")
+        self.download_button = widgets.Button(description="Download outputs", icon="download")
+        self.messages = widgets.HTML()
+        self.messages.add_class("shakelab-messages")
+        self.table = widgets.HTML(status_table_html([]))
+        self.table.add_class("shakelab-table")
+
+        self.models.observe(self._on_models_change, names="value")
+        self.submit_button.on_click(self._on_submit)
+        self.download_button.on_click(self._on_download)
+        self._on_models_change()
+
+        backend = "local server" if is_local(client) else "AudioShake service"
+        header = widgets.HTML(f"<b>Submit jobs</b> &mdash; {html.escape(backend)} "
+                              f"<code>{html.escape(str(getattr(client, 'base_url', '')))}</code>")
+        self.widget = widgets.VBox([
+            header,
+            widgets.HBox([self.upload, self.path]),
+            widgets.HBox([self.models, widgets.VBox([self.format, self.callback_url])]),
+            widgets.HBox([self.submit_button]),
+            self.messages,
+            self.table,
+            widgets.HBox([self.download_path, self.download_button]),
+        ])
+        self.widget.add_class("shakelab-job-submitter")
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def jobs(self) -> list:
+        """The jobs created so far (latest state seen), in submission order."""
+        with self._lock:
+            return [r["job"] for r in self._rows if r.get("job") is not None]
+
+    @property
+    def rows(self) -> list[dict]:
+        """A copy of the status table's rows (file, model, format, status, elapsed, job_id, outputs, message)."""
+        with self._lock:
+            return [self._row_view(r) for r in self._rows]
+
+    def frame(self):
+        """The jobs as a DataFrame (:func:`shakelab.frames.jobs_frame`)."""
+        from shakelab.frames import jobs_frame
+
+        return jobs_frame(self.jobs)
+
+    def on_complete(self, callback: Callable[[Any], Any], *, failed: bool = False) -> Callable[[Any], Any]:
+        """Call ``callback(job)`` when a job completes (and when one fails, with ``failed=True``).
+
+        The callback runs in the tracking thread; an exception it raises is shown in the
+        widget's message area. Returns ``callback``, so it can be used as a decorator.
+        """
+        if not callable(callback):
+            raise ValidationError(f"`callback` must be callable, not {callback!r}")
+        with self._lock:
+            self._callbacks.append((callback, bool(failed)))
+        return callback
+
+    @property
+    def running(self) -> bool:
+        """True while any submission is still being uploaded or tracked."""
+        with self._lock:
+            return any(t.is_alive() for t in self._threads)
+
+    def wait(self, timeout: float | None = None):
+        """Block until every submitted job is done (or ``timeout`` seconds pass); return :meth:`frame`.
+
+        Only for scripts and tests: in a notebook, the status table updates on its own.
+        Raises ``TimeoutError`` when jobs are still running at the deadline.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                alive = [t for t in self._threads if t.is_alive()]
+            if not alive:
+                return self.frame()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"{len(alive)} submission(s) still running after {timeout:g} s; "
+                                   "they keep running, call wait() again")
+            alive[0].join(timeout=None if remaining is None else min(remaining, 1.0))
+
+    def stop(self) -> None:
+        """Stop tracking (the jobs keep running on the server)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Stop tracking and close the widgets."""
+        self.stop()
+        super().close()
+
+    # -- callbacks ----------------------------------------------------------------------
+
+    def _on_models_change(self, change: Any = None) -> None:
+        chosen = list(self.models.value)
+        formats = catalog.common_formats(chosen, self.catalogue)
+        current = self.format.value
+        self.format.options = formats
+        if formats:
+            self.format.value = current if current in formats else formats[0]
+        self.format.disabled = not formats
+
+    def _on_submit(self, _button: Any = None) -> None:
+        try:
+            spec = validate_submission(path=self.path.value, uploads=self.upload.value,
+                                       models=self.models.value, format=self.format.value,
+                                       callback_url=self.callback_url.value, catalogue=self.catalogue)
+        except ShakelabError as exc:
+            self._set_messages(_error_html(str(exc)))
+            return
+        self._set_messages(_info_html(f"Submitting {spec['name']} to {', '.join(spec['models'])} "
+                                      f"({spec['format']})..."))
+        start = time.monotonic()
+        with self._lock:
+            rows = []
+            for model in spec["models"]:
+                row = {"file": spec["name"], "model": model, "format": spec["format"], "status": "uploading",
+                       "start": start, "end": None, "job": None, "job_id": None, "outputs": [],
+                       "message": "", "downloaded": []}
+                rows.append(row)
+                self._rows.append(row)
+            thread = threading.Thread(target=self._run, args=(spec, rows), daemon=True,
+                                      name=f"shakelab-submit-{spec['name']}")
+            self._threads.append(thread)
+        self._render()
+        thread.start()
+
+    def _on_download(self, _button: Any = None) -> None:
+        dest = Path(self.download_path.value or ".").expanduser()
+        with self._lock:
+            todo = [r for r in self._rows if r["status"] == "completed" and not r["downloaded"]]
+        if not todo:
+            self._set_messages(_info_html("No finished outputs to download yet."))
+            return
+        thread = threading.Thread(target=self._download, args=(todo, dest), daemon=True,
+                                  name="shakelab-download")
+        with self._lock:
+            self._threads.append(thread)
+        self._set_messages(_info_html(f"Downloading {len(todo)} job(s) to {dest} ..."))
+        thread.start()
+
+    # -- background work ----------------------------------------------------------------
+
+    def _run(self, spec: dict, rows: list[dict]) -> None:
+        """Upload once and create one job per model (``client.submit(wait=False)``), then poll
+        until every job is done. Runs in a background thread; every error ends up in the table."""
+        try:
+            jobs = self._submit(spec)
+        except Exception as exc:  # noqa: BLE001 - shown, never raised in a thread
+            for r in rows:
+                self._finish(r, "failed", f"not submitted: {exc}")
+            self._set_messages(_error_html(f"Submitting {spec['name']} failed: {exc}"))
+            return
+        for r, job in zip(rows, jobs):
+            self._update(r, job)
+        self._set_messages(_info_html(f"Submitted {spec['name']}: {len(jobs)} job(s); the table updates "
+                                      "as they run (the kernel stays free)."))
+        self._poll(rows)
+
+    def _submit(self, spec: dict) -> list:
+        kwargs = dict(format=spec["format"], wait=False, callback_url=spec["callback_url"], progress=False)
+        source = spec["source"]
+        if isinstance(source, tuple):  # (name, bytes) from the FileUpload widget
+            name, content = source
+            with tempfile.TemporaryDirectory(prefix="shakelab-upload-") as tmp:
+                path = Path(tmp) / (Path(name).name or "upload")
+                path.write_bytes(content)
+                return self.client.submit(path, spec["models"], **kwargs)
+        return self.client.submit(source, spec["models"], **kwargs)
+
+    def _poll(self, rows: list[dict]) -> None:
+        interval = self.poll_interval
+        while not self._stop.is_set():
+            pending = [r for r in rows if r["end"] is None and r["job"] is not None]
+            if not pending:
+                return
+            self._stop.wait(interval)
+            for r in pending:
+                if self._stop.is_set():
+                    return
+                try:
+                    job = self.client.get_job(r["job"])
+                except NotFoundError:
+                    # the real service answers 404 for a few seconds after creation
+                    if time.monotonic() - r["start"] > 60:
+                        self._finish(r, "failed", "the service does not know this job (404 for 60 s)")
+                    continue
+                except Exception as exc:  # noqa: BLE001 - transient; shown in the table, polling goes on
+                    self._set_row(r, message=f"still polling: {exc}")
+                    continue
+                self._update(r, job)
+                if self.timeout is not None and r["end"] is None and time.monotonic() - r["start"] > self.timeout:
+                    self._set_row(r, message=f"stopped tracking after {self.timeout:g} s; the job keeps "
+                                             f"running: client.wait({r['job_id']!r})", end=time.monotonic())
+            interval = min(self.max_poll_interval, interval * 1.5)
+
+    def _update(self, row: dict, job: Any) -> None:
+        with self._lock:
+            row["job"] = job
+            row["job_id"] = job.id
+            row["status"] = job_status(job)
+            row["outputs"] = job_outputs(job, getattr(self.client, "base_url", ""))
+            row["message"] = (job.error or "") if job.failed else ""
+            done = job.is_done and row["end"] is None
+            if done:
+                row["end"] = time.monotonic()
+        self._render()
+        if done:
+            self._fire(job, failed=job.failed)
+
+    def _finish(self, row: dict, status: str, message: str) -> None:
+        with self._lock:
+            row["status"] = status
+            row["message"] = message
+            row["end"] = time.monotonic()
+        self._render()
+
+    def _set_row(self, row: dict, **changes: Any) -> None:
+        with self._lock:
+            row.update(changes)
+        self._render()
+
+    def _fire(self, job: Any, *, failed: bool) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for callback, wants_failed in callbacks:
+            if failed and not wants_failed:
+                continue
+            try:
+                callback(job)
+            except Exception as exc:  # noqa: BLE001 - shown, never lost
+                self._set_messages(_error_html(f"on_complete callback {getattr(callback, '__name__', callback)!r} "
+                                               f"raised {type(exc).__name__}: {exc}"))
+
+    def _download(self, rows: list[dict], dest: Path) -> None:
+        saved: list[str] = []
+        errors: list[str] = []
+        dest.mkdir(parents=True, exist_ok=True)
+        for r in rows:
+            try:
+                paths = self.client.download(r["job"], dest, progress=False)
+            except Exception as exc:  # noqa: BLE001 - shown
+                errors.append(f"{r['model']} ({r['job_id']}): {exc}")
+                continue
+            with self._lock:
+                r["downloaded"] = [str(p) for p in paths]
+            saved.extend(str(p) for p in paths)
+        text = f"Saved {len(saved)} file(s) to {dest}:\n" + "\n".join(saved)
+        if errors:
+            self._set_messages(_error_html(text + "\nFailed:\n" + "\n".join(errors)))
+        else:
+            self._set_messages(_info_html(text))
+
+    # -- rendering (every widget update goes through here, under the lock) --------------
+
+    def _row_view(self, r: dict) -> dict:
+        end = r["end"] if r["end"] is not None else time.monotonic()
+        return {"file": r["file"], "model": r["model"], "format": r["format"], "status": r["status"],
+                "elapsed": end - r["start"], "job_id": r["job_id"], "outputs": list(r["outputs"]),
+                "message": r["message"], "downloaded": list(r["downloaded"])}
+
+    def _render(self) -> None:
+        with self._lock:
+            self.table.value = status_table_html([self._row_view(r) for r in self._rows])
+
+    def _set_messages(self, value: str) -> None:
+        with self._lock:
+            self.messages.value = value
+
+
+# --------------------------------------------------------------------------------------
+# DetectionExplorer
+# --------------------------------------------------------------------------------------
+
+def explore_segments(segments, *, threshold: float = 0.5, gap: float = 0.0):
+    """Keep segments with ``confidence >= threshold``, then merge those closer than ``gap`` seconds.
+
+    The computation behind :class:`DetectionExplorer` (it calls
+    :func:`shakelab.segments.threshold` and :func:`shakelab.segments.merge`).
+
+    Examples
+    --------
+    >>> explore_segments(segments, threshold=0.6, gap=5.0)   # doctest: +SKIP
+    """
+    from shakelab import segments as seg
+
+    kept = seg.threshold(segments, threshold)
+    return seg.merge(kept, gap=gap) if len(kept) else kept
+
+
+class DetectionExplorer(_Displayable):
+    """Explore music-detection output: threshold and merge-gap sliders, plot, coverage, export.
+
+    Moving a slider re-draws :func:`shakelab.plot.plot_detection` with the segments
+    that pass the threshold (merged across gaps up to the merge gap) and updates the
+    coverage figures (:func:`shakelab.segments.coverage`). *Export* writes those
+    segments as an Audacity label track.
+
+    Parameters
+    ----------
+    audio : str, Path or (numpy.ndarray, int)
+        The recording the segments describe (drawn as the waveform).
+    segments : pandas.DataFrame
+        A segments frame (:func:`shakelab.frames.segments_frame`).
+    threshold : float
+        Initial confidence threshold (0-1).
+    gap : float
+        Initial merge gap in seconds.
+    export_path : str or Path
+        Default file for the Audacity labels.
+
+    Attributes
+    ----------
+    threshold, gap : ipywidgets.FloatSlider
+    image : ipywidgets.Image
+        The rendered plot (PNG).
+    coverage : ipywidgets.HTML
+    export_path, export_button, messages : ipywidgets
+    figure, ax : matplotlib Figure and Axes of the last drawing.
+
+    Examples
+    --------
+    >>> explorer = DetectionExplorer("../data/demo.flac", segments)   # doctest: +SKIP
+    >>> explorer.threshold.value = 0.7                              # doctest: +SKIP
+    >>> explorer.segments().shape                                     # doctest: +SKIP
+    """
+
+    def __init__(self, audio: Any, segments, *, threshold: float = 0.5, gap: float = 0.0,
+                 export_path: str | os.PathLike = "music_labels.txt", figsize: tuple[float, float] = (10, 3)):
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValidationError(f"`threshold` must be between 0 and 1, not {threshold!r}")
+        if float(gap) < 0:
+            raise ValidationError(f"`gap` must be >= 0 seconds, not {gap!r}")
+        self.audio = audio
+        self.all_segments = segments
+        self.figsize = figsize
+        self.duration = self._duration(audio)
+        self.figure = None
+        self.ax = None
+
+        self.threshold = widgets.FloatSlider(value=float(threshold), min=0.0, max=1.0, step=0.05,
+                                             description="Threshold", continuous_update=False,
+                                             readout_format=".2f")
+        self.gap = widgets.FloatSlider(value=float(gap), min=0.0, max=max(60.0, float(gap)), step=1.0,
+                                       description="Merge gap (s)", continuous_update=False,
+                                       style={"description_width": "initial"})
+        self.image = widgets.Image(format="png")
+        self.coverage = widgets.HTML()
+        self.export_path = widgets.Text(value=str(export_path), description="Labels file",
+                                        style={"description_width": "initial"})
+        self.export_button = widgets.Button(description="Export Audacity labels", icon="save")
+        self.messages = widgets.HTML()
+
+        self.threshold.observe(self._redraw, names="value")
+        self.gap.observe(self._redraw, names="value")
+        self.export_button.on_click(self._on_export)
+        self.widget = widgets.VBox([
+            widgets.HBox([self.threshold, self.gap]),
+            self.image, self.coverage,
+            widgets.HBox([self.export_path, self.export_button]), self.messages,
+        ])
+        self.widget.add_class("shakelab-detection-explorer")
+        self._redraw()
+
+    @staticmethod
+    def _duration(audio: Any) -> float | None:
+        if isinstance(audio, tuple) and len(audio) == 2:
+            y, sr = audio
+            return float(len(y) / sr) if sr else None
+        try:
+            from shakelab import audio as audio_mod
+
+            return audio_mod.info(audio).duration
+        except Exception:  # noqa: BLE001 - duration only refines coverage
+            return None
+
+    def segments(self):
+        """The segments currently shown (thresholded and merged)."""
+        return explore_segments(self.all_segments, threshold=self.threshold.value, gap=self.gap.value)
+
+    def _redraw(self, change: Any = None) -> None:
+        from matplotlib.figure import Figure
+
+        from shakelab import segments as seg
+        from shakelab.plot import plot_detection
+
+        shown = self.segments()
+        fig = Figure(figsize=self.figsize)
+        ax = fig.add_subplot()
+        plot_detection(self.audio, shown, threshold=self.threshold.value, ax=ax)
+        self.figure, self.ax = fig, ax
+        self.image.value = _figure_png(fig)
+        cov = seg.coverage(shown, duration=self.duration)
+        self.coverage.value = _coverage_html(cov, n_segments=len(shown), n_all=len(self.all_segments))
+
+    def _on_export(self, _button: Any = None) -> None:
+        from shakelab import segments as seg
+
+        path = Path(self.export_path.value).expanduser()
+        try:
+            shown = self.segments()
+            seg.write_labels(shown, path)
+        except Exception as exc:  # noqa: BLE001 - shown
+            self.messages.value = _error_html(f"could not write {str(path)!r}: {exc}")
+            return
+        self.messages.value = _info_html(f"Wrote {len(shown)} label(s) to {path}")
+
+
+def _coverage_html(cov, *, n_segments: int, n_all: int) -> str:
+    parts = [f"<b>{n_segments}</b> of {n_all} segment(s) shown"]
+    try:
+        rows = cov.to_dict("records") if hasattr(cov, "to_dict") else [cov]
+    except Exception:  # noqa: BLE001
+        rows = []
+    for r in rows:
+        secs = r.get("music_seconds", r.get("seconds"))
+        share = r.get("share", r.get("music_share"))
+        src = r.get("source", "")
+        bits = []
+        if secs is not None:
+            bits.append(f"{float(secs):.1f} s of music")
+        if share is not None:
+            bits.append(f"{100 * float(share):.1f}% of the recording")
+        if bits:
+            parts.append(f"{html.escape(str(src)) + ': ' if src else ''}{', '.join(bits)}")
+    return "<div class='shakelab-coverage'>" + " &middot; ".join(parts) + "</div>"
+
+
+# --------------------------------------------------------------------------------------
+# UsageDashboard
+# --------------------------------------------------------------------------------------
+
+class UsageDashboard(_Displayable):
+    """Monthly usage (jobs and minutes) as a chart and a table, with a refresh button.
+
+    Parameters
+    ----------
+    client : shakelab.Client, optional
+        Where *Refresh* fetches usage from (:meth:`Client.usage`); defaults to
+        :func:`shakelab.connect`, created on first use.
+    usage : pandas.DataFrame or dict, optional
+        Usage to show at first (a usage frame or the API's ``{"usage": [...]}`` payload),
+        e.g. a saved history; without it the dashboard fetches from the client at once.
+
+    Attributes
+    ----------
+    refresh_button : ipywidgets.Button
+    image : ipywidgets.Image
+        The chart (PNG of :func:`shakelab.plot.plot_usage`).
+    table, messages : ipywidgets.HTML
+    usage : pandas.DataFrame
+        What is shown.
+
+    Examples
+    --------
+    >>> dashboard = UsageDashboard()          # doctest: +SKIP
+    >>> dashboard.usage.total_jobs.sum()      # doctest: +SKIP
+    """
+
+    def __init__(self, client: Any = None, *, usage: Any = None, figsize: tuple[float, float] = (9, 3.5)):
+        self._client = client
+        self.figsize = figsize
+        self.usage = None
+        self.figure = None
+        self.ax = None
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.image = widgets.Image(format="png")
+        self.table = widgets.HTML()
+        self.messages = widgets.HTML()
+        self.refresh_button.on_click(self.refresh)
+        self.widget = widgets.VBox([self.refresh_button, self.messages, self.image, self.table])
+        self.widget.add_class("shakelab-usage-dashboard")
+        if usage is not None:
+            self.show(usage)
+        else:
+            self.refresh()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import shakelab
+
+            self._client = shakelab.connect()
+        return self._client
+
+    def refresh(self, _button: Any = None) -> None:
+        """Fetch usage from the client and redraw; errors are shown in the widget."""
+        try:
+            usage = self.client.usage()
+        except Exception as exc:  # noqa: BLE001 - shown
+            self.messages.value = _error_html(f"could not fetch usage: {exc}")
+            return
+        self.show(usage)
+        self.messages.value = _info_html(f"Fetched {len(self.usage)} month(s) at {time.strftime('%H:%M:%S')}.")
+
+    def show(self, usage: Any) -> None:
+        """Show ``usage`` (a usage frame or an API usage payload)."""
+        from matplotlib.figure import Figure
+
+        from shakelab.frames import usage_frame
+        from shakelab.plot import plot_usage
+
+        import pandas as pd
+
+        frame = usage if isinstance(usage, pd.DataFrame) else usage_frame(usage)
+        self.usage = frame
+        fig = Figure(figsize=self.figsize)
+        ax = fig.add_subplot()
+        plot_usage(frame, ax=ax)
+        self.figure, self.ax = fig, ax
+        self.image.value = _figure_png(fig)
+        shown = frame.assign(month=frame["month"].astype(str))
+        self.table.value = shown.to_html(index=False, classes="shakelab-usage-table", float_format="{:.1f}".format)
