@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -52,7 +53,8 @@ PRED_S = STEP * FRAME_S  # 0.02
 LABELS = ("speech", "music", "noise")
 
 __all__ = ["SR", "LABELS", "melspec", "resample_16k", "CNN", "load_model", "FrameOutput",
-           "frame_outputs", "energy_activity", "detect_music_cnn", "music_frames", "windows"]
+           "frame_outputs", "energy_activity", "music_probability", "windows", "CNNDetector",
+           "detect_music_cnn", "available"]
 
 
 # ----------------------------------------------------------------------------- features
@@ -117,11 +119,13 @@ def resample_16k(y: np.ndarray, sr: int) -> np.ndarray:
         return resample_poly(y, SR // g, int(sr) // g).astype(np.float32)
 
 
-def melspec(y16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def melspec(y16k: np.ndarray, *, spec: bool = False):
     """Log-mel spectrogram (24 bands, float32) and log energy per 10 ms frame of a 16 kHz signal.
 
     Frames are 25 ms without padding: ``(len(y) - 400) // 160 + 1`` of them (0 when shorter).
-    Digital silence gives ``-inf`` values, as in the reference.
+    Digital silence gives ``-inf`` values, as in the reference. With ``spec``, also returns
+    the power spectrum of every other frame (20 ms steps), FFT bins 3..199, for the
+    background-music cue (:func:`shakelab.server.bgm.features`).
 
     Examples
     --------
@@ -129,22 +133,28 @@ def melspec(y16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     >>> m.shape, e.shape
     ((98, 24), (98,))
     """
+    from shakelab.server.bgm import BINS
+
     y = np.ascontiguousarray(y16k, dtype=np.float32)
     n = (len(y) - WIN) // HOP + 1 if len(y) >= WIN else 0
     mspec = np.empty((n, NMEL), dtype=np.float32)
     loge = np.empty(n, dtype=np.float32)
-    if n == 0:
-        return mspec, loge
-    frames = np.lib.stride_tricks.as_strided(y, shape=(n, WIN), strides=(HOP * 4, 4))
-    chunk = 20000
-    with np.errstate(divide="ignore"):
-        for s in range(0, n, chunk):
-            fr = frames[s:s + chunk]
-            pre = fr - np.concatenate([fr[:, :1], fr[:, :-1]], axis=1) * np.float32(0.97)
-            loge[s:s + chunk] = np.log((pre ** 2).sum(axis=1))
-            mag = np.fft.rfft(pre * _HANN, NFFT, axis=-1)
-            spec = (mag.real ** 2 + mag.imag ** 2).astype(np.float32)
-            mspec[s:s + chunk] = np.log(spec @ _FBANK.T)
+    spec20 = np.empty(((n + 1) // 2, BINS[1] - BINS[0]), dtype=np.float32) if spec else None
+    if n > 0:
+        frames = np.lib.stride_tricks.as_strided(y, shape=(n, WIN), strides=(HOP * 4, 4))
+        chunk = 20000   # even, so that chunks keep the 20 ms grid
+        with np.errstate(divide="ignore"):
+            for s in range(0, n, chunk):
+                fr = frames[s:s + chunk]
+                pre = fr - np.concatenate([fr[:, :1], fr[:, :-1]], axis=1) * np.float32(0.97)
+                loge[s:s + chunk] = np.log((pre ** 2).sum(axis=1))
+                mag = np.fft.rfft(pre * _HANN, NFFT, axis=-1)
+                pw = (mag.real ** 2 + mag.imag ** 2).astype(np.float32)
+                mspec[s:s + chunk] = np.log(pw @ _FBANK.T)
+                if spec:
+                    spec20[s // 2:s // 2 + (len(pw) + 1) // 2] = pw[0::2, BINS[0]:BINS[1]]
+    if spec:
+        return mspec, loge, spec20
     return mspec, loge
 
 
@@ -359,6 +369,19 @@ def load_model(path: str | os.PathLike | None = None) -> CNN | None:
         return model
 
 
+def available() -> bool:
+    """True when the CNN weights are installed (``shakelab models fetch``).
+
+    Examples
+    --------
+    >>> isinstance(available(), bool)
+    True
+    """
+    from shakelab import weights
+
+    return weights.available()
+
+
 def _warn_missing() -> None:
     global _WARNED
     if not _WARNED:
@@ -427,12 +450,13 @@ class FrameOutput:
     """Per-20 ms outputs of the detector on one signal.
 
     Attributes: ``probs`` (P, 3) speech/music/noise (NaN where not finite), ``active`` (P,)
-    energy activity, ``embedding`` (P, 256) last hidden layer, ``duration`` (s).
+    energy activity, ``cue`` (P, 9) background-music features (:func:`bgm.features`),
+    ``duration`` (s).
     """
 
     probs: np.ndarray
     active: np.ndarray
-    embedding: np.ndarray
+    cue: np.ndarray
     duration: float
 
     @property
@@ -453,35 +477,46 @@ def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int 
     model = model if model is not None else load_model()
     if model is None:
         return None
+    from shakelab.server import bgm
+
     y16 = resample_16k(y, sr)
     duration = len(y16) / SR
-    mspec, loge = melspec(y16)
+    mspec, loge, spec20 = melspec(y16, spec=True)
     if len(loge) == 0:
-        return FrameOutput(np.zeros((0, 3), np.float32), np.zeros(0, bool), np.zeros((0, 256), np.float32), duration)
+        return FrameOutput(np.zeros((0, 3), np.float32), np.zeros(0, bool), np.zeros((0, 9), np.float32), duration)
     active = energy_activity(loge)[::2]
-    probs, finite, emb = model.predict(mspec, hop=hop, embed=True)
+    probs, finite = model.predict(mspec, hop=hop)
     k = min(len(active), len(probs))
     active = np.concatenate([active[:k], np.zeros(len(probs) - k, bool)])
     active &= finite
-    return FrameOutput(probs, active, emb, duration)
+    cue = bgm.features(spec20)
+    cue = cue[:len(probs)] if len(cue) >= len(probs) else np.concatenate(
+        [cue, np.repeat(cue[-1:], len(probs) - len(cue), axis=0)])
+    return FrameOutput(probs, active, cue, duration)
 
 
-def music_frames(out: FrameOutput, *, cue: bool = True, smooth: float = 1.0) -> np.ndarray:
-    """Music present per 10 ms frame (bool), from CNN music probability and the background cue.
+def music_probability(y: np.ndarray, sr: int, *, hop: int = 2, cue: bool = True, smooth: float = 1.0,
+                      model: CNN | None = None) -> tuple[float, np.ndarray] | None:
+    """Music probability every 20 ms: ``(0.02, probs)``, or None when the weights are missing.
 
-    Per 20 ms step: p = max(P_cnn(music), P_bgm) where the energy is active, 0 elsewhere;
-    p is averaged over ``smooth`` seconds and thresholded at 0.5.
+    Per 20 ms step: p = max(P_cnn(music), P_bgm(music under speech)) where the energy is
+    active (0 elsewhere: silence is not music), then averaged over ``smooth`` seconds. Step
+    ``i`` is centred on ``(i + 0.5) * 0.02`` s (the patch centred on 10 ms frame ``2i``).
 
     Examples
     --------
-    >>> music_frames(frame_outputs(y, sr)).mean()     # doctest: +SKIP
-    0.42
+    >>> step, p = music_probability(y, 44100)      # doctest: +SKIP
+    >>> step
+    0.02
     """
+    out = frame_outputs(y, sr, model=model, hop=hop)
+    if out is None:
+        return None
     p = np.nan_to_num(out.probs[:, 1], nan=0.0).astype(np.float64)
     if cue and len(p):
         from shakelab.server import bgm
 
-        pb = bgm.probability(out.embedding, out.probs)
+        pb = bgm.probability(out.cue, out.probs)
         if pb is not None:
             p = np.maximum(p, pb)
     p = np.where(out.active, p, 0.0)
@@ -490,52 +525,87 @@ def music_frames(out: FrameOutput, *, cue: bool = True, smooth: float = 1.0) -> 
         from scipy.ndimage import uniform_filter1d
 
         p = uniform_filter1d(p, size=k, mode="nearest")
-    dec = p >= 0.5
-    n10 = int(round(out.duration / FRAME_S))
-    return np.repeat(dec, 2)[:n10] if len(dec) * 2 >= n10 else np.r_[np.repeat(dec, 2), np.zeros(n10 - 2 * len(dec), bool)]
+    n = int(math.ceil(out.duration / PRED_S - 1e-9))
+    p = p[:n] if len(p) >= n else np.r_[p, np.zeros(n - len(p))]
+    return PRED_S, np.clip(p, 0.0, 1.0)
 
 
-def windows(frames: np.ndarray, duration: float, window: float = 10.0) -> list[dict]:
-    """Aggregate 10 ms music decisions into windows: confidence = share of music frames.
+def windows(step: float, probs: np.ndarray, duration: float, *, window: float = 10.0) -> list[dict]:
+    """Average a probability track (frame ``i`` centred on ``(i + 0.5) * step``) into windows.
+
+    Confidence = mean music probability of the frames whose centres fall in the window; the
+    last window ends at ``duration`` (shorter when ``duration`` is not a multiple of ``window``).
 
     Examples
     --------
-    >>> windows(np.r_[np.ones(500, bool), np.zeros(700, bool)], 12.0)
-    [{'start_time': 0.0, 'end_time': 10.0, 'confidence': 0.5}, {'start_time': 10.0, 'end_time': 12.0, 'confidence': 0.0}]
+    >>> windows(0.5, np.array([1, 1, 0, 0, 0.5]), 2.5, window=1.0)
+    [{'start_time': 0.0, 'end_time': 1.0, 'confidence': 1.0}, {'start_time': 1.0, 'end_time': 2.0, 'confidence': 0.0}, {'start_time': 2.0, 'end_time': 2.5, 'confidence': 0.5}]
     """
-    if not window or window <= 0:
+    if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
         raise ValueError(f"`window` must be a positive number of seconds, not {window!r}")
+    probs = np.asarray(probs, np.float64)
+    centres = (np.arange(len(probs)) + 0.5) * step
+    n = max(1, math.ceil(duration / window - 1e-9))
+    idx = np.minimum((centres / window + 1e-9).astype(np.int64), n - 1)
+    sums = np.bincount(idx, weights=probs, minlength=n)
+    cnt = np.bincount(idx, minlength=n)
     out = []
-    f = np.asarray(frames, dtype=bool)
-    start = 0.0
-    while start < duration - 1e-9:
-        end = min(start + window, duration)
-        a, b = int(round(start / FRAME_S)), int(round(end / FRAME_S))
-        seg = f[a:max(b, a + 1)]
-        conf = float(seg.mean()) if len(seg) else 0.0
-        out.append({"start_time": round(start, 6), "end_time": round(end, 6), "confidence": round(conf, 4)})
-        start = end
+    for k in range(n):
+        start, end = k * window, min((k + 1) * window, duration)
+        if cnt[k]:
+            conf = sums[k] / cnt[k]
+        else:   # window shorter than a step: nearest frame
+            conf = probs[min(len(probs) - 1, int((start + end) / 2 / step))] if len(probs) else 0.0
+        out.append({"start_time": round(start, 3), "end_time": round(end, 3),
+                    "confidence": round(float(np.clip(conf, 0, 1)), 4)})
     return out
+
+
+class CNNDetector:
+    """The CNN + background-music cue behind the ``shakelab.server.detectors.Detector`` interface.
+
+    ``music_probability(y, sr) -> (0.02, probs)``; raises ``RuntimeError`` when the weights
+    are not installed (check :func:`shakelab.weights.available` first).
+
+    Examples
+    --------
+    >>> hop, p = CNNDetector().music_probability(y, 44100)   # doctest: +SKIP
+    """
+
+    def __init__(self, *, hop: int = 2, cue: bool = True, smooth: float = 1.0):
+        self.hop, self.cue, self.smooth = hop, cue, smooth
+
+    def music_probability(self, y: np.ndarray, sr: int) -> tuple[float, np.ndarray]:
+        res = music_probability(y, sr, hop=self.hop, cue=self.cue, smooth=self.smooth)
+        if res is None:
+            from shakelab import weights
+
+            raise RuntimeError(f"CNN weights not found at {weights.path()}: run `shakelab models fetch`")
+        return res
 
 
 def detect_music_cnn(y: np.ndarray, sr: int, *, window: float = 10.0, hop: int = 2,
                      cue: bool = True) -> list[dict] | None:
     """Music detection with the CNN and the background-music cue, in windows of ``window`` s.
 
-    Returns ``[{"start_time", "end_time", "confidence"}]`` where confidence is the share of
-    10 ms frames in the window judged music (0-1), or None when the CNN weights are not
-    installed (one warning per process; the caller falls back to the feature-based detector).
+    Returns ``[{"start_time", "end_time", "confidence"}]`` where confidence is the **mean
+    music probability** over the window (see :func:`music_probability`; 0-1), or None when
+    the CNN weights are not installed (one warning per process; the caller then falls back
+    to the feature-based detector).
 
     Examples
     --------
     >>> detect_music_cnn(y, 44100)[0]      # doctest: +SKIP
     {'start_time': 0.0, 'end_time': 10.0, 'confidence': 0.93}
     """
-    if not window or window <= 0:
+    if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
         raise ValueError(f"`window` must be a positive number of seconds, not {window!r}")
     model = load_model()
     if model is None:
         _warn_missing()
         return None
-    out = frame_outputs(y, sr, model=model, hop=hop)
-    return windows(music_frames(out, cue=cue), out.duration, window)
+    step, p = music_probability(y, sr, hop=hop, cue=cue, model=model)
+    duration = len(np.asarray(y).reshape(-1) if np.asarray(y).ndim == 1 else np.asarray(y)) / sr
+    if np.asarray(y).ndim == 2:
+        duration = max(np.asarray(y).shape) / sr
+    return windows(step, p, duration, window=window)
