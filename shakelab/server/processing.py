@@ -1,0 +1,279 @@
+"""The audio processing behind the local server's models (called by the job worker).
+
+- :func:`probe` checks that a file is complete, decodable audio and says what it holds.
+- :func:`run_model` runs one model on one file and writes its output file(s):
+  ``music_detection`` -> ``music_detection.json`` or ``.txt`` (windows of
+  :func:`detect_music`); ``vocals``, ``instrumental``, ``drums``, ``bass``, ``other`` ->
+  ``<model>.<fmt>`` from :mod:`shakelab.server.stems` (classical DSP, same sample rate,
+  channels and length as the input).
+- :func:`detect_music` is the music detector on samples: windows
+  ``[{start_time, end_time, confidence}]`` covering the whole signal, the last one shorter.
+  The detector itself lives in :mod:`shakelab.server.detectors`.
+
+Examples
+--------
+>>> from shakelab.server import processing
+>>> processing.probe("data/demo.flac").duration                                  # doctest: +SKIP
+44.0
+>>> processing.run_model("music_detection", "data/demo.flac", "out", "json")    # doctest: +SKIP
+[PosixPath('out/music_detection.json')]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from shakelab import catalog
+from shakelab.audio import AudioInfo
+
+__all__ = ["probe", "run_model", "detect_music", "load_mono", "DETECTION_SR"]
+
+DETECTION_SR = 8000  # the feature detector works at 8 kHz; loading straight to it saves memory
+MIN_WINDOW = 0.5
+
+PathLike = str | os.PathLike
+
+_DECLARED = re.compile(r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def probe(path: PathLike) -> AudioInfo:
+    """Check that ``path`` is complete, decodable audio and read what it holds.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        WAV, FLAC, AIFF, OGG, MP3 (and AAC/M4A/MP4 when ffmpeg is installed).
+
+    Returns
+    -------
+    shakelab.audio.AudioInfo
+        ``samplerate``, ``channels``, ``frames``, ``format``; ``.duration`` in seconds.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and what is wrong: missing, empty (zero bytes or zero frames), not
+        audio, or truncated (the header declares more audio than the file holds, or its
+        end cannot be decoded).
+
+    Examples
+    --------
+    >>> probe("data/demo.flac")   # doctest: +SKIP
+    AudioInfo(samplerate=22050, channels=1, frames=970200, format='flac')
+    """
+    import soundfile as sf
+
+    from shakelab import audio
+
+    name = os.fspath(path)
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"{name!r} does not exist or is not a file")
+    if p.stat().st_size == 0:
+        raise ValueError(f"{name!r} is empty (0 bytes)")
+    try:
+        info = audio.info(p)
+    except ValueError as exc:
+        other = _probe_other(p)
+        if other is None:
+            raise ValueError(f"{name!r} is not audio in a format this server reads (WAV, FLAC, AIFF, OGG, "
+                             f"MP3; AAC/M4A with ffmpeg): {_short(exc, name)}") from None
+        return other
+    try:
+        extra = sf.info(str(p)).extra_info
+    except Exception:  # pragma: no cover - audio.info just read it
+        extra = ""
+    for chunk, declared, actual in _DECLARED.findall(extra):
+        declared, actual = int(declared), int(actual)
+        if actual < declared and declared not in (0, 0xFFFFFFFF, 0x7FFFFFFF) and declared < 0xFFFFFF00:
+            raise ValueError(f"{name!r} is truncated: its header declares {declared} bytes of audio but the file "
+                             f"holds {actual}")
+    if "*** Chunk size" in extra and "> file length" in extra:
+        raise ValueError(f"{name!r} is truncated: a chunk is longer than the file")
+    tail = min(info.frames, 4096)
+    try:
+        with sf.SoundFile(str(p)) as f:
+            f.seek(f.frames - tail)
+            got = len(f.read(tail, dtype="float32", always_2d=True))
+    except Exception as exc:
+        raise ValueError(f"{name!r} is truncated or corrupt: its last {tail} frames cannot be decoded "
+                         f"({_short(exc, name)})") from None
+    if got < tail:
+        raise ValueError(f"{name!r} is truncated: it declares {info.frames} frames but its end cannot be decoded")
+    return info
+
+
+def _short(exc: BaseException, name: str) -> str:
+    return str(exc).replace(f"{name!r} ", "").replace(name, "the file").strip()[:200]
+
+
+def _probe_other(p: Path) -> AudioInfo | None:
+    """AAC/M4A/MP4 and other containers through audioread (needs ffmpeg); None if it cannot."""
+    try:
+        import audioread
+
+        with audioread.audio_open(str(p)) as f:
+            sr, ch, dur = int(f.samplerate), int(f.channels), float(f.duration)
+    except Exception:
+        return None
+    if sr <= 0 or dur <= 0:
+        return None
+    return AudioInfo(samplerate=sr, channels=ch, frames=int(round(dur * sr)), format=p.suffix.lstrip(".").lower()
+                     or "unknown")
+
+
+def load_mono(path: PathLike, sr: int = DETECTION_SR) -> np.ndarray:
+    """Decode ``path`` to mono float32 at ``sr``, streaming blocks through soxr (flat memory).
+
+    Examples
+    --------
+    >>> len(load_mono("data/demo.flac")) / 8000   # doctest: +SKIP
+    44.0
+    """
+    import soundfile as sf
+
+    try:
+        f = sf.SoundFile(os.fspath(path))
+    except Exception:
+        from shakelab import audio
+
+        return audio.load(path, sr=sr, mono=True)[0]
+    import soxr
+
+    with f:
+        if f.samplerate == sr:
+            return np.concatenate([b.mean(axis=1) for b in f.blocks(1 << 18, dtype="float32", always_2d=True)]
+                                  or [np.zeros(0, np.float32)]).astype(np.float32)
+        rs = soxr.ResampleStream(f.samplerate, sr, 1, dtype="float32", quality="HQ")
+        parts = []
+        for block in f.blocks(1 << 18, dtype="float32", always_2d=True):
+            parts.append(rs.resample_chunk(np.ascontiguousarray(block.mean(axis=1))))
+        parts.append(rs.resample_chunk(np.zeros(0, np.float32), last=True))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def detect_music(y: np.ndarray, sr: int, *, window: float = 10.0) -> list[dict]:
+    """Music presence per window over the whole signal.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Samples, mono ``(n,)`` or ``(channels, n)`` (averaged).
+    sr : int
+        Sample rate of ``y``.
+    window : float
+        Window length in seconds (the real service uses 10).
+
+    Returns
+    -------
+    list of dict
+        ``{"start_time": float, "end_time": float, "confidence": float}`` per window, in
+        order, from 0 to the end of the signal (the last window is shorter when needed).
+        ``confidence`` is the mean music probability of the detector's 0.5-s steps in the
+        window (:mod:`shakelab.server.detectors`).
+
+    Raises
+    ------
+    ValueError
+        Empty ``y``, a non-positive ``sr`` or ``window``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> detect_music(np.zeros(8000 * 15, np.float32), 8000)
+    [{'start_time': 0.0, 'end_time': 10.0, 'confidence': 0.0}, {'start_time': 10.0, 'end_time': 15.0, 'confidence': 0.0}]
+    """
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim == 2:
+        y = y.mean(axis=0)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"`y` must hold audio samples (1-D, or 2-D channels x samples), not shape {y.shape}")
+    if not isinstance(sr, (int, np.integer)) or sr <= 0:
+        raise ValueError(f"`sr` must be a positive integer sample rate, not {sr!r}")
+    return _detect(y, int(sr), _check_window(window), len(y) / sr)
+
+
+def _detect(y: np.ndarray, sr: int, window: float, duration: float) -> list[dict]:
+    from shakelab.server import detectors
+
+    hop, probs = detectors.get_detector().music_probability(y, sr)
+    return detectors.windows(hop, probs, duration, window=window)
+
+
+def _check_window(window: object) -> float:
+    if isinstance(window, str):
+        try:
+            window = float(window)
+        except ValueError:
+            pass
+    if isinstance(window, bool) or not isinstance(window, (int, float)) or not math.isfinite(window) \
+            or window < MIN_WINDOW:
+        raise ValueError(f"`window` must be a number of seconds >= {MIN_WINDOW}, not {window!r}")
+    return float(window)
+
+
+def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *, options: dict | None = None) -> list[Path]:
+    """Run ``model`` on ``src_path`` and write its output into ``out_dir``.
+
+    Parameters
+    ----------
+    model : str
+        One of ``shakelab.catalog.LOCAL_MODELS``: ``music_detection``, ``vocals``,
+        ``instrumental``, ``drums``, ``bass``, ``other``.
+    src_path : path
+        The input audio.
+    out_dir : path
+        Existing or new directory for the output.
+    fmt : str
+        ``json``/``txt`` for ``music_detection``; ``wav``, ``mp3``, ``flac``, ``aiff`` for stems.
+    options : dict, optional
+        Extra job metadata. ``window`` (seconds, local-only extension) sets the
+        music-detection resolution; other keys (``variant``, ``residual``, ...) are accepted
+        and ignored.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written: ``[out_dir/music_detection.json]`` (or ``.txt``, one line
+        ``start<TAB>end<TAB>confidence`` per window) or ``[out_dir/<model>.<fmt>]``.
+
+    Raises
+    ------
+    ValueError
+        Unknown model or format (naming the allowed ones), a bad ``window``, or input that
+        is not complete decodable audio.
+
+    Examples
+    --------
+    >>> run_model("drums", "song.wav", "out", "flac")   # doctest: +SKIP
+    [PosixPath('out/drums.flac')]
+    """
+    catalog.check_model(model, catalog.LOCAL_MODELS)
+    catalog.check_format(model, fmt, catalog.LOCAL_MODELS)
+    options = dict(options or {})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = probe(src_path)
+    if model == "music_detection":
+        window = _check_window(10.0 if options.get("window") is None else options["window"])
+        y = load_mono(src_path, DETECTION_SR)
+        if y.size == 0:
+            raise ValueError(f"{os.fspath(src_path)!r} holds no decodable audio")
+        # windows follow the header's duration (an MP3's decoded length can differ by a few ms)
+        segments = _detect(y, DETECTION_SR, window, info.duration)
+        dest = out / f"music_detection.{fmt}"
+        if fmt == "json":
+            dest.write_text(json.dumps(segments, indent=2) + "\n")
+        else:
+            dest.write_text("".join(f"{s['start_time']:.3f}\t{s['end_time']:.3f}\t{s['confidence']:.4f}\n"
+                                    for s in segments))
+        return [dest]
+    from shakelab.server import stems
+
+    return [stems.separate(src_path, out / f"{model}.{fmt}", model, fmt)]
