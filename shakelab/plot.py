@@ -214,9 +214,13 @@ def plot_detection(audio: Any, segments: Any, *, threshold: float | None = None,
                                   label=f"threshold {thr:g}"))
     tw.set_ylim(0.0, 1.0)
     tw.set_ylabel("music confidence")
-    tw.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=len(handles),
+    # one row above the axes when there is room (about 7 inches), else two rows
+    wide = ax.bbox.width / ax.figure.dpi >= 6.5
+    tw.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0),
+              ncols=len(handles) if wide else 2,
               frameon=False, fontsize="small", borderaxespad=0.2, handlelength=1.5)
     ax.set_xlim(0.0, duration)
+    ax.figure.sca(ax)  # twinx made the twin current; plt.* calls should keep going to ax
     return ax
 
 
@@ -334,7 +338,7 @@ def plot_timeline(segments: Any, *, by: str = "source", ax=None, cmap: str = "vi
         ax.broken_barh(list(zip(rows["start_time"], rows["duration"])), (i - 0.4, 0.8),
                        facecolors=cm(rows["confidence"].to_numpy()), **opts)
     ax.set_yticks(range(len(keys)), names)
-    ax.set_ylim(len(keys) - 0.5, -0.5)
+    ax.set_ylim(max(len(keys), 1) - 0.5, -0.5)
     end = float(df["end_time"].max()) if len(df) else 1.0
     ax.set_xlim(0.0, end or 1.0)
     _time_axis(ax, end)
@@ -503,4 +507,5 @@ def plot_usage(usage: Any, *, ax=None, **kwargs):
     ax.xaxis.set_minor_locator(FixedLocator(x))
     ax.legend(handles=[bars, line], loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=2,
               frameon=False, fontsize="small", borderaxespad=0.2)
+    ax.figure.sca(ax)
     return ax

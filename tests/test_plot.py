@@ -1,0 +1,350 @@
+"""shakelab.plot: artists, limits, legends and labels; one image comparison of the overlay."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+from matplotlib.collections import PolyCollection, QuadMesh  # noqa: E402
+
+from shakelab import plot  # noqa: E402
+
+DATA = Path(__file__).resolve().parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
+SR = 8000
+
+
+def signal(seconds=30.0, sr=SR):
+    rng = np.random.default_rng(1)
+    t = np.arange(int(seconds * sr)) / sr
+    y = 0.05 * rng.standard_normal(t.size)
+    music = (t >= 10) & (t < 20)
+    y[music] += 0.5 * np.sin(2 * np.pi * 440 * t[music])
+    return y.astype(np.float32)
+
+
+SEGS = [{"start_time": 0.0, "end_time": 10.0, "confidence": 0.1},
+        {"start_time": 10.0, "end_time": 20.0, "confidence": 0.95},
+        {"start_time": 20.0, "end_time": 30.0, "confidence": 0.4}]
+
+
+def twin_of(ax):
+    others = [a for a in ax.figure.axes if a is not ax and a.bbox.bounds == ax.bbox.bounds]
+    assert len(others) == 1
+    return others[0]
+
+
+def legend_texts(ax):
+    legends = [a.get_legend() for a in ax.figure.axes if a.get_legend() is not None]
+    return [t.get_text() for lg in legends for t in lg.get_texts()]
+
+
+@pytest.fixture
+def wav(tmp_path):
+    p = tmp_path / "rec.wav"
+    sf.write(str(p), signal(), SR, subtype="PCM_16")
+    return p
+
+
+# --------------------------------------------------------------------------- plot_detection
+def test_detection_artists_limits_legend(wav):
+    fig, ax = plt.subplots()
+    out = plot.plot_detection(wav, SEGS, threshold=0.5, ax=ax)
+    assert out is ax
+    assert ax.get_xlim() == (0.0, 30.0)
+    lo, hi = ax.get_ylim()
+    assert lo == -hi and 0.5 < hi < 0.8  # symmetric around the 0.55-ish peak
+    spans = [c for c in ax.collections if c.get_label() == "music (shade = confidence)"]
+    assert len(spans) == 1 and len(spans[0].get_paths()) == 3
+    alphas = spans[0].get_facecolors()[:, 3]
+    assert alphas[1] > alphas[2] > alphas[0]  # opacity follows confidence
+    wave = [c for c in ax.collections if c.get_label() == "waveform"]
+    assert len(wave) == 1
+    # drawn from the envelope, not from 240 000 samples
+    assert len(wave[0].get_paths()[0].vertices) < 5000
+    tw = twin_of(ax)
+    assert tw.get_ylim() == (0.0, 1.0)
+    conf = [ln for ln in tw.get_lines() if ln.get_label() == "confidence"][0]
+    assert conf.get_ydata().tolist() == [0.1, 0.1, 0.95, 0.95, 0.4, 0.4]
+    thr = [ln for ln in tw.get_lines() if ln.get_label() == "threshold 0.5"][0]
+    assert list(thr.get_ydata()) == [0.5, 0.5]
+    assert legend_texts(ax) == ["waveform", "music (shade = confidence)", "confidence",
+                                "threshold 0.5"]
+    assert plt.gca() is ax
+
+
+def test_detection_array_input_and_gaps_break_the_line():
+    y = signal()
+    segs = [SEGS[0], SEGS[2]]  # a hole 10-20 s
+    ax = plot.plot_detection((y, SR), segs)
+    assert ax is plt.gca()
+    conf = [ln for ln in twin_of(ax).get_lines() if ln.get_label() == "confidence"][0]
+    assert np.isnan(conf.get_ydata()[2])
+    assert "threshold" not in " ".join(legend_texts(ax))
+
+
+def test_detection_kwargs_go_to_waveform(wav):
+    ax = plot.plot_detection(wav, SEGS, color="green")
+    wave = [c for c in ax.collections if c.get_label() == "waveform"][0]
+    assert tuple(wave.get_facecolor()[0][:3]) == pytest.approx((0.0, 0.5019607, 0.0))
+
+
+def test_detection_very_short_input_draws_samples():
+    ax = plot.plot_detection((np.array([0.0, 0.5, -0.5, 0.25]), 4), [])
+    line = [ln for ln in ax.get_lines() if ln.get_label() == "waveform"][0]
+    assert line.get_ydata().tolist() == [0.0, 0.5, -0.5, 0.25]
+
+
+def test_detection_long_file_ticks_read_hms():
+    sr = 10
+    y = np.zeros(int(3700 * sr), np.float32)
+    ax = plot.plot_detection((y, sr), [{"start_time": 0, "end_time": 3700, "confidence": 1}])
+    ax.figure.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert "1:00:00" in labels and ax.get_xlabel() == "time (h:mm:ss)"
+    assert ax.get_ylim() == (-1.1, 1.1)  # silence: a unit scale, not a zero-height axis
+
+
+def test_detection_accepts_segments_frame(wav):
+    from shakelab.frames import segments_frame
+
+    df = segments_frame(SEGS, source="rec.wav", job="j1")
+    ax = plot.plot_detection(wav, df)
+    assert len(ax.collections[-1].get_paths()) == 3
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"threshold": 1.5}, "`threshold` must be a number in"),
+    ({"threshold": "high"}, "`threshold` must be a number in"),
+])
+def test_detection_bad_threshold(wav, kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        plot.plot_detection(wav, SEGS, **kwargs)
+
+
+def test_detection_rejects_many_recordings_and_bad_audio(wav, tmp_path):
+    df = pd.DataFrame({"source": ["a", "b"], "start_time": [0.0, 0.0], "end_time": [1.0, 1.0]})
+    with pytest.raises(ValueError, match="one recording.*plot_timeline"):
+        plot.plot_detection(wav, df)
+    with pytest.raises(ValueError, match="must be a path, a numpy array"):
+        plot.plot_detection(3.0, SEGS)
+    with pytest.raises(ValueError, match="not a readable audio file"):
+        plot.plot_detection(tmp_path / "missing.wav", SEGS)
+
+
+# --------------------------------------------------------------------------- image comparison
+BASELINE = DATA / "plot_detection_baseline.png"
+
+
+def draw_baseline_figure(path):
+    y = signal()
+    fig, ax = plt.subplots(figsize=(6, 2.6), dpi=80, layout="constrained")
+    plot.plot_detection((y, SR), SEGS, threshold=0.5, ax=ax, bins=600)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def test_detection_image_matches_baseline(tmp_path):
+    from matplotlib.testing.compare import compare_images
+
+    if os.environ.get("SHAKELAB_UPDATE_BASELINES"):
+        draw_baseline_figure(BASELINE)
+    actual = tmp_path / "actual.png"
+    draw_baseline_figure(actual)
+    result = compare_images(str(BASELINE), str(actual), tol=3)
+    assert result is None, result
+
+
+# --------------------------------------------------------------------------- spectrogram
+def test_spectrogram_mesh_limits_and_strip(wav):
+    fig, ax = plt.subplots()
+    out = plot.plot_spectrogram(wav, SEGS, ax=ax, n_mels=40)
+    assert out is ax
+    mesh = [c for c in ax.collections if isinstance(c, QuadMesh)]
+    assert len(mesh) == 1 and mesh[0].get_array().shape[0] == 40
+    assert ax.get_ylim() == pytest.approx((0.0, SR / 2))
+    assert ax.get_xlim()[1] == pytest.approx(30.0, abs=0.1)
+    strip = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(strip) == 1 and len(strip[0].get_paths()) == 3
+    arr = np.asarray(mesh[0].get_array())
+    assert arr.max() == pytest.approx(0.0, abs=1e-4) and arr.min() >= -80.0 - 1e-4
+
+
+def test_spectrogram_long_input_bounded_columns():
+    y = signal(600.0, sr=4000)
+    ax = plot.plot_spectrogram((y, 4000), max_columns=100, cmap="gray")
+    mesh = [c for c in ax.collections if isinstance(c, QuadMesh)][0]
+    assert mesh.get_array().shape[1] <= 100
+    assert mesh.get_cmap().name == "gray"
+    assert ax.get_xlabel() == "time (m:ss)" and ax.get_legend() is None
+
+
+# --------------------------------------------------------------------------- timeline
+def batch_frame():
+    rows = []
+    for i, src in enumerate(["b.wav", "a.wav", "c.wav"]):
+        for k in range(4):
+            rows.append({"source": src, "job_id": f"j{i}", "start_time": 10.0 * k,
+                         "end_time": 10.0 * k + 10, "confidence": (k + i) / 6})
+    return pd.DataFrame(rows)
+
+
+def test_timeline_rows_colours_and_colorbar():
+    fig, ax = plt.subplots()
+    out = plot.plot_timeline(batch_frame(), ax=ax)
+    assert out is ax and plt.gca() is ax
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["b.wav", "a.wav", "c.wav"]
+    bars = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bars) == 3 and all(len(b.get_paths()) == 4 for b in bars)
+    viridis = matplotlib.colormaps["viridis"]
+    np.testing.assert_allclose(bars[1].get_facecolors()[2], viridis(3 / 6))
+    assert ax.get_ylim() == (2.5, -0.5)  # first row on top
+    assert ax.get_xlim() == (0.0, 40.0)
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "confidence"
+
+
+def test_timeline_by_job_and_bad_by():
+    fig, ax = plt.subplots()
+    plot.plot_timeline(batch_frame(), by="job_id", ax=ax, colorbar=False)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["j0", "j1", "j2"]
+    assert len(fig.axes) == 1
+    with pytest.raises(ValueError, match="`by` must be 'source' or 'job_id', not 'model'"):
+        plot.plot_timeline(batch_frame(), by="model")
+
+
+def test_timeline_empty():
+    ax = plot.plot_timeline([], colorbar=False)
+    assert len(ax.collections) == 0 and len(ax.get_yticklabels()) == 0
+
+
+# --------------------------------------------------------------------------- confidence
+def test_confidence_histogram_is_duration_weighted():
+    segs = [{"start_time": 0, "end_time": 30, "confidence": 0.05},
+            {"start_time": 30, "end_time": 120, "confidence": 0.95}]
+    fig, ax = plt.subplots()
+    out = plot.plot_confidence(segs, bins=10, ax=ax, color="red")
+    assert out is ax
+    heights = [p.get_height() for p in ax.patches]
+    assert len(heights) == 10
+    assert heights[0] == pytest.approx(0.5) and heights[-1] == pytest.approx(1.5)  # minutes
+    assert sum(heights[1:-1]) == 0
+    assert ax.get_ylabel() == "duration (minutes)" and ax.get_xlim() == (0.0, 1.0)
+    assert ax.patches[0].get_facecolor()[:3] == (1.0, 0.0, 0.0)
+
+
+def test_confidence_units_and_bad_bins():
+    ax = plot.plot_confidence([{"start_time": 0, "end_time": 5, "confidence": 0.5}])
+    assert ax.get_ylabel() == "duration (seconds)"
+    with pytest.raises(ValueError, match="`bins` must be a positive integer, not 0"):
+        plot.plot_confidence([], bins=0)
+
+
+# --------------------------------------------------------------------------- usage
+def example_usage():
+    return json.loads((ROOT / "data" / "example_usage.json").read_text())
+
+
+def all_texts(ax):
+    return [t.get_text() for a in ax.figure.axes for t in a.texts]
+
+
+def test_example_usage_payload_shape():
+    payload = example_usage()
+    assert set(payload) == {"clientId", "usage"} and len(payload["usage"]) == 36
+    months = [r["month"] for r in payload["usage"]]
+    assert months == sorted(months) and len(set(months)) == 36
+    for r in payload["usage"]:
+        assert set(r) == {"month", "totalJobs", "totalMinutes"}
+        assert isinstance(r["totalJobs"], int) and r["totalJobs"] > 0 and r["totalMinutes"] > 0
+
+
+def test_usage_36_months():
+    payload = example_usage()
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    out = plot.plot_usage(payload, ax=ax)
+    assert out is ax and plt.gca() is ax
+    bars = ax.containers[0]
+    assert len(bars) == 36
+    assert [b.get_height() for b in bars] == [r["totalJobs"] for r in payload["usage"]]
+    texts = all_texts(ax)
+    for r in payload["usage"]:  # every job count is written
+        assert f"{r['totalJobs']:,}" in texts
+    last = payload["usage"][-1]["totalMinutes"]
+    assert f"{last:,.0f}" in texts  # minutes labelled at max/last only when dense
+    tw = twin_of(ax)
+    line = tw.get_lines()[0]
+    assert line.get_ydata().tolist() == [r["totalMinutes"] for r in payload["usage"]]
+    assert ax.get_ylim()[0] == 0 and tw.get_ylim()[0] == 0
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    # 2023-11 .. 2026-10: ticks every 3rd month from Jan 2024, the year under each January
+    assert len(labels) == 12 and labels[:5] == ["Jan\n2024", "Apr", "Jul", "Oct", "Jan\n2025"]
+    assert legend_texts(ax) == ["jobs", "minutes"]
+
+
+def test_usage_one_month_and_labels():
+    ax = plot.plot_usage({"clientId": "x", "usage": [
+        {"month": "2026-03", "totalJobs": 412, "totalMinutes": 823.5}]})
+    assert sorted(all_texts(ax)) == ["412", "824"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Mar\n2026"]
+    lo, hi = ax.get_xlim()
+    assert hi - lo == pytest.approx(3.2)  # one bar does not fill the axes
+
+
+def test_usage_fills_missing_months_and_accepts_frame():
+    from shakelab.frames import usage_frame
+
+    rows = [{"month": "2026-01", "totalJobs": 5, "totalMinutes": 10.0},
+            {"month": "2026-04", "totalJobs": 7, "totalMinutes": 12.5}]
+    for data in (rows, usage_frame(rows)):
+        fig, ax = plt.subplots()
+        plot.plot_usage(data, ax=ax)
+        assert [b.get_height() for b in ax.containers[0]] == [5, 0, 0, 7]
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["Jan\n2026", "Feb", "Mar", "Apr"]
+
+
+def test_usage_empty_and_bad():
+    ax = plot.plot_usage({"usage": []})
+    assert ax.containers == []
+    with pytest.raises(ValueError, match="lacks columns"):
+        plot.plot_usage(pd.DataFrame({"month": ["2026-01"]}))
+    with pytest.raises(ValueError, match="month"):
+        plot.plot_usage([{"month": "soon", "totalJobs": 1, "totalMinutes": 1}])
+
+
+# --------------------------------------------------------------------------- hygiene
+def test_no_rcparams_change_and_no_show(monkeypatch, wav):
+    before = dict(matplotlib.rcParams)
+    monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("plt.show() called"))
+    plot.plot_detection(wav, SEGS, threshold=0.3)
+    plot.plot_spectrogram(wav, SEGS)
+    plot.plot_timeline(batch_frame())
+    plot.plot_confidence(SEGS)
+    plot.plot_usage(example_usage())
+    assert dict(matplotlib.rcParams) == before
+
+
+def test_format_time():
+    assert plot.format_time(3725, 7200) == "1:02:05"
+    assert plot.format_time(75, 300) == "1:15"
+    assert plot.format_time(2.5, 10) == "2.5"
+
+
+def test_import_stays_light_and_reexports():
+    code = ("import sys, shakelab, shakelab.plot, shakelab.segments, shakelab.audio;"
+            "print(sorted(m for m in ('matplotlib', 'librosa') if m in sys.modules));"
+            "print(shakelab.plot_detection is shakelab.plot.plot_detection,"
+            " shakelab.plot_usage is shakelab.plot.plot_usage)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=ROOT)
+    assert out.stdout.split("\n")[:2] == ["[]", "True True"]
