@@ -231,7 +231,7 @@ class _Source:
             return open(self.path, "rb")
         if self.seekable:
             self.fileobj.seek(self.start)
-        return _NoClose(self.fileobj)
+        return _NoClose(self.fileobj, self.size)
 
     def sha256(self) -> str | None:
         if not self.rewindable:
@@ -254,13 +254,23 @@ class _Source:
 
 
 class _NoClose:
-    """Wraps a caller's file object so that we never close it."""
+    """Wraps a caller's file object so that we never close it; ``len`` is the bytes left to send."""
 
-    def __init__(self, f):
+    def __init__(self, f, size: int | None):
         self._f = f
+        self._left = size
+
+    @property
+    def len(self) -> int | None:  # requests_toolbelt reads this to know how much is left
+        return self._left
 
     def read(self, n: int = -1) -> bytes:
-        return self._f.read(n)
+        if self._left is not None:
+            n = self._left if n is None or n < 0 else min(n, self._left)
+        chunk = self._f.read(n)
+        if self._left is not None:
+            self._left -= len(chunk)
+        return chunk
 
     def close(self) -> None:
         pass
@@ -283,6 +293,25 @@ class _ProgressReader:
         if chunk:
             self._bar.update(len(chunk))
         return chunk
+
+
+def _chunked_multipart(src: "_Source", stream: Any, bar: Any) -> tuple[Any, dict]:
+    """A multipart body for a stream of unknown length, sent with chunked transfer encoding."""
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    filename = src.name.replace('"', "%22").replace("\r", "").replace("\n", "")
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: {src.content_type}\r\n\r\n").encode()
+
+    def chunks():
+        yield head
+        for chunk in iter(lambda: stream.read(_CHUNK), b""):
+            bar.update(len(chunk))
+            yield chunk
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    return chunks(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
 # --------------------------------------------------------------------------- client
@@ -602,6 +631,8 @@ class Client:
         def make_body():
             bar.reset(total=src.size)
             stream = src.open()
+            if src.size is None:  # a pipe: size unknown, so a chunked multipart body of our own
+                return _chunked_multipart(src, stream, bar)
             encoder = MultipartEncoder(fields={"file": (src.name, stream, src.content_type)})
             reader = _ProgressReader(encoder, bar)
             reader.close = stream.close  # type: ignore[attr-defined]
@@ -1163,7 +1194,7 @@ def connect(**kwargs: Any) -> Client:
     token = kwargs.pop("token", None) or os.environ.get(TOKEN_ENV) or None
     if token is not None:
         client = Client(token, ledger=ledger, **kwargs)
-        message = f"shakelab: using the AudioShake service at {client.base_url} ({TOKEN_ENV} is set)"
+        message = f"shakelab: {TOKEN_ENV} is set; using the service at {client.base_url}"
     else:
         from shakelab.server import start
 
