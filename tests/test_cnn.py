@@ -155,11 +155,13 @@ def test_predict_matches_a_plain_keras_forward_pass(model, arrays):
 
 
 def test_hop_evaluates_a_subset_of_the_same_patches(model):
-    m, _ = cnn.melspec(tone_mix(3.0))
+    y = tone_mix(3.0) + np.random.default_rng(0).standard_normal(3 * SR).astype(np.float32) * 0.05
+    m, _ = cnn.melspec(y)
     full, _ = model.predict(m, hop=1)
     half, _ = model.predict(m, hop=2)
     assert half.shape == full.shape
-    assert np.abs(half[::2][1:-1] - full[::2][1:-1]).max() < 1e-6 or np.abs(half - full).max() < 0.2
+    assert np.abs(half[::2] - full[::2]).max() < 1e-5            # even steps: computed, same values
+    assert np.array_equal(half[1::2][:-1], half[0::2][:len(half[1::2]) - 1])   # odd steps hold the previous
     with pytest.raises(ValueError, match="hop"):
         model.predict(m, hop=0)
 

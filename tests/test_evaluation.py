@@ -1,0 +1,101 @@
+"""Evaluation: label reading, frame/window counting, per-condition table, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from shakelab import cli, evaluation as ev
+
+
+def test_read_segments_json_and_labels(tmp_path):
+    j = tmp_path / "a.json"
+    j.write_text(json.dumps([{"start_time": 0, "end_time": 10, "confidence": 0.75}]))
+    assert ev.read_segments(j) == [{"start_time": 0.0, "end_time": 10.0, "confidence": 0.75}]
+    t = tmp_path / "b.txt"
+    t.write_text("1.5\t3\tmusic\n3\t4\t0.25\n\\ 100 200\n\n")
+    assert ev.read_segments(t) == [{"start_time": 1.5, "end_time": 3.0, "confidence": 1.0},
+                                   {"start_time": 3.0, "end_time": 4.0, "confidence": 0.25}]
+    bad = tmp_path / "c.txt"
+    bad.write_text("oops\n")
+    with pytest.raises(ValueError, match="line 1"):
+        ev.read_segments(bad)
+
+
+def test_to_frames_threshold_and_edges():
+    f = ev.to_frames([{"start_time": 0.0, "end_time": 0.02, "confidence": 0.9},
+                      {"start_time": 0.03, "end_time": 0.05, "confidence": 0.4}], 0.05)
+    assert f.tolist() == [True, True, False, False, False]
+    assert ev.to_frames([], 0.1).sum() == 0 and len(ev.to_frames([], 0.1)) == 10
+
+
+def test_window_decisions_majority():
+    assert ev.window_decisions(np.r_[np.ones(500, bool), np.zeros(500, bool), np.ones(100, bool)]).tolist() == [True, True]
+    assert ev.window_decisions(np.r_[np.ones(499, bool), np.zeros(501, bool)]).tolist() == [False]
+
+
+def test_counts_and_scores():
+    c = ev.counts(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1]))
+    assert c == {"tp": 1, "fp": 1, "fn": 1, "tn": 1}
+    s = ev.scores({"tp": 0, "fp": 0, "fn": 0, "tn": 5})
+    assert math.isnan(s["precision"]) and math.isnan(s["recall"]) and s["fpr"] == 0.0
+
+
+def _write(d, name, labels, est, duration):
+    (d / "ref").mkdir(exist_ok=True)
+    (d / "est").mkdir(exist_ok=True)
+    sf.write(d / "ref" / f"{name}.wav", np.zeros(int(duration * 100)), 100)
+    (d / "ref" / f"{name}.txt").write_text("".join(f"{a}\t{b}\tmusic\n" for a, b in labels))
+    (d / "est" / f"{name}.json").write_text(json.dumps(
+        [{"start_time": a, "end_time": b, "confidence": c} for a, b, c in est]))
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    # music clip: 20 s of music, estimate finds the first 15 s
+    _write(tmp_path, "m1", [(0, 20)], [(0, 10, 0.9), (10, 15, 0.8), (15, 20, 0.1)], 20.0)
+    # speech clip: no music, estimate claims 2 s
+    _write(tmp_path, "s1", [], [(0, 2, 0.6), (2, 20, 0.0)], 20.0)
+    (tmp_path / "ref" / "manifest.csv").write_text("name,condition\nm1,music\ns1,speech\n")
+    return tmp_path
+
+
+def test_evaluate_dirs_per_condition(dirs):
+    t = ev.evaluate_dirs(dirs / "ref", dirs / "est")
+    assert list(t.index) == ["music", "speech", "all"]
+    assert t.loc["music", "frame_recall"] == 0.75 and t.loc["music", "frame_precision"] == 1.0
+    assert t.loc["speech", "frame_fpr"] == 0.1 and math.isnan(t.loc["speech", "frame_recall"])
+    assert t.loc["all", "frame_precision"] == round(1500 / 1700, 4)
+    assert t.loc["all", "frame_f1"] == round(2 * 1500 / (2 * 1500 + 200 + 500), 4)
+    # 10-s windows: music [1, 1] vs est [1, 0] (5 s of 10 is a majority), speech [0, 0] vs [0, 0]
+    assert t.loc["music", "window_recall"] == 1.0
+    assert t.loc["speech", "window_fpr"] == 0.0
+    assert t.loc["all", "files"] == 2 and t.loc["all", "seconds"] == 40.0
+
+
+def test_evaluate_dirs_errors(dirs, tmp_path):
+    with pytest.raises(FileNotFoundError, match="EST_DIR"):
+        ev.evaluate_dirs(dirs / "ref", tmp_path / "nope")
+    (dirs / "est" / "s1.json").unlink()
+    with pytest.raises(FileNotFoundError, match="s1"):
+        ev.evaluate_dirs(dirs / "ref", dirs / "est")
+    with pytest.raises(ValueError, match="threshold"):
+        ev.evaluate_dirs(dirs / "ref", dirs / "ref", threshold=2)
+
+
+def test_cli_evaluate_prints_the_table(dirs, capsys):
+    assert cli.main(["evaluate", str(dirs / "ref"), str(dirs / "est")]) == 0
+    out = capsys.readouterr().out
+    assert "frame_f1" in out and "window_f1" in out and out.strip().splitlines()[-1].startswith("all")
+    assert cli.main(["evaluate", str(dirs / "ref"), str(dirs / "missing")]) == 2
+
+
+def test_own_frame_counting_agrees_with_the_shared_one(dirs, monkeypatch):
+    shared = ev.evaluate_dirs(dirs / "ref", dirs / "est")
+    monkeypatch.setattr(ev, "_frame_counts_segments", lambda *a, **k: None)
+    own = ev.evaluate_dirs(dirs / "ref", dirs / "est")
+    assert own.equals(shared)
