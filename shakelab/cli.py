@@ -69,7 +69,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _models_fetch(args: argparse.Namespace) -> int:
     from shakelab.weights import fetch
 
-    path = fetch(force=args.force)
+    path = fetch(force=args.force, wheel=args.wheel)
     print(f"detector weights ready: {path}")
     return 0
 
@@ -111,14 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_batch)
 
     p = sub.add_parser("evaluate", help="precision/recall/F1 of detections against reference labels")
-    p.add_argument("ref_dir", type=Path)
-    p.add_argument("est_dir", type=Path)
+    p.add_argument("ref_dir", type=Path, help="reference labels (<name>.txt/.json), optional manifest.csv")
+    p.add_argument("est_dir", type=Path, help="detections (<name>.json/.txt)")
+    p.add_argument("--threshold", type=float, default=0.5, help="confidence from which a window is music")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("models", help="manage the local detector's weights")
     msub = p.add_subparsers(dest="models_command", required=True)
     f = msub.add_parser("fetch", help="take the weights from the package registry into the user cache")
-    f.add_argument("--force", action="store_true")
+    f.add_argument("--force", action="store_true", help="download and convert again")
+    f.add_argument("--wheel", type=Path, default=None,
+                   help="use this inaSpeechSegmenter-0.6.8 wheel instead of `pip download`")
     f.set_defaults(func=_models_fetch)
     return parser
 

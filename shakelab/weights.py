@@ -181,7 +181,9 @@ def _download_wheel(dest: Path) -> Path:
     wheels = sorted(dest.glob("inaSpeechSegmenter-*.whl")) + sorted(dest.glob("inasegmenter*.whl"))
     if proc.returncode != 0 or not wheels:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"`pip download --no-deps {WHEEL_REQUIREMENT}` failed "
+        from shakelab.errors import ShakelabError
+
+        raise ShakelabError(f"`pip download --no-deps {WHEEL_REQUIREMENT}` failed "
                            f"(exit {proc.returncode}): {' | '.join(tail)}")
     return wheels[0]
 
@@ -194,7 +196,8 @@ def fetch(force: bool = False, *, wheel: str | os.PathLike | None = None) -> Pat
     unless ``force``. ``wheel`` takes an already downloaded inaSpeechSegmenter wheel instead of
     running ``pip download --no-deps inaSpeechSegmenter==0.6.8``.
 
-    Raises ``RuntimeError`` when pip fails, ``ValueError`` when the checksum differs.
+    Raises ``shakelab.errors.ShakelabError`` when pip fails (no registry, say), ``ValueError``
+    when the checksum differs.
 
     Examples
     --------

