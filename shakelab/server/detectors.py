@@ -53,7 +53,7 @@ Examples
 --------
 >>> import numpy as np
 >>> from shakelab.server.detectors import get_detector, windows
->>> det = get_detector()
+>>> det = get_detector("features")
 >>> y = np.zeros(22050 * 12, dtype=np.float32)
 >>> hop, p = det.music_probability(y, 22050)
 >>> [w["confidence"] for w in windows(hop, p, 12.0, window=10.0)]
@@ -94,6 +94,8 @@ class Detector(Protocol):
     """
 
     name: str
+    #: preferred input sample rate (the server decodes to it); None means any
+    sample_rate: int | None
 
     def music_probability(self, y: np.ndarray, sr: int) -> tuple[float, np.ndarray]:
         ...
@@ -251,6 +253,7 @@ class FeatureDetector:
     """
 
     name = "features"
+    sample_rate = FEATURE_SR
 
     def __init__(self, coefficients: dict | None = None):
         c = coefficients or _coefficients()
@@ -285,12 +288,42 @@ class FeatureDetector:
         return STEP, self.probabilities_from_features(X, level)
 
 
-def get_detector() -> Detector:
-    """The detector the server uses: the best one available offline.
+def get_detector(name: str | None = None) -> Detector:
+    """The detector the server uses.
 
-    Today the :class:`FeatureDetector`; the neural detector (issue 7) takes over here when
-    its weights are installed.
+    Parameters
+    ----------
+    name : {"auto", "cnn", "features"}, optional
+        ``None`` reads ``$SHAKELAB_DETECTOR`` (default ``"auto"``). ``"auto"`` is the neural
+        detector of :mod:`shakelab.server.cnn` when its weights are installed
+        (``shakelab models fetch``), else :class:`FeatureDetector` (the CNN module logs one
+        warning). ``"features"`` forces the feature-based detector.
+
+    Examples
+    --------
+    >>> get_detector("features").name
+    'features'
     """
+    import os
+
+    choice = (name or os.environ.get("SHAKELAB_DETECTOR") or "auto").lower()
+    if choice not in ("auto", "cnn", "features"):
+        raise ValueError(f"`name` (or SHAKELAB_DETECTOR) must be 'auto', 'cnn' or 'features', not {choice!r}")
+    if choice == "features":
+        return FeatureDetector()
+    try:
+        from shakelab.server import cnn
+    except ImportError:
+        cnn = None
+    if cnn is not None and cnn.available():
+        det = cnn.CNNDetector()
+        if not hasattr(det, "name"):
+            det.name = "cnn"
+        return det
+    if choice == "cnn":
+        raise ValueError("the CNN detector was asked for but its weights are not installed: run `shakelab models fetch`")
+    if cnn is not None and hasattr(cnn, "_warn_missing"):
+        cnn._warn_missing()
     return FeatureDetector()
 
 

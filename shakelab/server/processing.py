@@ -34,7 +34,7 @@ from shakelab.audio import AudioInfo
 
 __all__ = ["probe", "run_model", "detect_music", "load_mono", "DETECTION_SR"]
 
-DETECTION_SR = 8000  # the feature detector works at 8 kHz; loading straight to it saves memory
+DETECTION_SR = 8000  # the feature detector's rate (the detector's own ``sample_rate`` decides in run_model)
 MIN_WINDOW = 0.5
 
 PathLike = str | os.PathLike
@@ -199,10 +199,10 @@ def detect_music(y: np.ndarray, sr: int, *, window: float = 10.0) -> list[dict]:
     return _detect(y, int(sr), _check_window(window), len(y) / sr)
 
 
-def _detect(y: np.ndarray, sr: int, window: float, duration: float) -> list[dict]:
+def _detect(y: np.ndarray, sr: int, window: float, duration: float, detector=None) -> list[dict]:
     from shakelab.server import detectors
 
-    hop, probs = detectors.get_detector().music_probability(y, sr)
+    hop, probs = (detector or detectors.get_detector()).music_probability(y, sr)
     return detectors.windows(hop, probs, duration, window=window)
 
 
@@ -262,11 +262,15 @@ def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *, op
     info = probe(src_path)
     if model == "music_detection":
         window = _check_window(10.0 if options.get("window") is None else options["window"])
-        y = load_mono(src_path, DETECTION_SR)
+        from shakelab.server import detectors
+
+        detector = detectors.get_detector()
+        sr = getattr(detector, "sample_rate", None) or 16000
+        y = load_mono(src_path, sr)
         if y.size == 0:
             raise ValueError(f"{os.fspath(src_path)!r} holds no decodable audio")
         # windows follow the header's duration (an MP3's decoded length can differ by a few ms)
-        segments = _detect(y, DETECTION_SR, window, info.duration)
+        segments = _detect(y, sr, window, info.duration, detector)
         dest = out / f"music_detection.{fmt}"
         if fmt == "json":
             dest.write_text(json.dumps(segments, indent=2) + "\n")

@@ -75,7 +75,7 @@ def repeating(S: np.ndarray, sr: int, n_fft: int, hop: int, *, k: int = 10, min_
     """REPET-SIM background estimate: per frame, the median of its ``k`` most similar frames.
 
     Similarity is the cosine between log-compressed mel spectra (64 bands); frames closer
-    than ``min_gap`` seconds are never neighbours. Same idea as
+    than ``min_gap`` seconds (or a quarter of the block, if shorter) are never neighbours. Same idea as
     ``librosa.decompose.nn_filter(aggregate=np.median, metric="cosine")``, computed with one
     matrix product and ``argpartition`` (about 20x faster on a 30-s block). Returns
     ``min(S, median)``.
@@ -90,8 +90,8 @@ def repeating(S: np.ndarray, sr: int, n_fft: int, hop: int, *, k: int = 10, min_
     import librosa
 
     frames = S.shape[1]
-    gap = int(round(min_gap * sr / hop))
-    if frames <= 2 * gap + k:  # too short to find repetitions: everything is background
+    gap = min(int(round(min_gap * sr / hop)), frames // 4)  # short files: a quarter of their length
+    if frames < 2 * gap + 2 * k or gap < 1:  # too short to find repetitions: everything is background
         return S
     mel = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=64)
     F = np.log1p(100.0 * (mel @ S) / (S.max() + 1e-10)).astype(np.float32)
