@@ -122,10 +122,12 @@ def as_frame(segments: Any, *, allow_overlap: bool = True) -> pd.DataFrame:
 
     Parameters
     ----------
-    segments : pandas.DataFrame or list of dict
+    segments : pandas.DataFrame, list of dict or path
         A frame with at least ``start_time`` and ``end_time`` (``confidence`` defaults to 1.0,
-        ``source``/``job_id`` to missing, ``duration`` is recomputed), or the raw
-        ``music_detection`` payload ``[{"start_time", "end_time", "confidence"}]``.
+        ``source``/``job_id`` to missing, ``duration`` is recomputed), the raw
+        ``music_detection`` payload ``[{"start_time", "end_time", "confidence"}]``, or the
+        path of a music_detection ``.json``/``.txt`` output (read by
+        :func:`shakelab.frames.segments_frame`).
     allow_overlap : bool
         When False, overlapping intervals of the same source and job raise ``ValueError``
         (touching ones are fine).
@@ -155,10 +157,16 @@ def as_frame(segments: Any, *, allow_overlap: bool = True) -> pd.DataFrame:
         df = segments.copy()
     elif isinstance(segments, (list, tuple)):
         df = _from_payload(list(segments))
+    elif isinstance(segments, os.PathLike) or (isinstance(segments, str)
+                                               and Path(segments).is_file()):
+        from shakelab.frames import segments_frame
+
+        df = segments_frame(Path(segments))  # a music_detection .json or .txt output file
     else:
-        raise ValueError("`segments` must be a pandas DataFrame or a list of "
-                         "{start_time, end_time, confidence} dicts, not "
-                         f"{type(segments).__name__}")
+        raise ValueError("`segments` must be a pandas DataFrame, a list of "
+                         "{start_time, end_time, confidence} dicts or the path of a "
+                         f"music_detection output file, not {type(segments).__name__} "
+                         f"{segments!r:.60}")
     for key in ("start_time", "end_time"):
         if key not in df.columns:
             raise ValueError(f"`segments` has no `{key}` column (columns: {list(df.columns)})")

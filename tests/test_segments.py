@@ -34,6 +34,16 @@ def test_payload_list_becomes_contract_frame():
     assert str(df["source"].dtype) == "string" and df["source"].isna().all()
 
 
+def test_output_file_paths_are_read(tmp_path):
+    p = tmp_path / "out.txt"
+    p.write_text("0.0\t10.0\t0.5\n10.0\t20.0\t0.75\n")  # the service's txt output
+    for arg in (p, str(p)):
+        df = sg.as_frame(arg)
+        assert df["confidence"].tolist() == [0.5, 0.75] and list(df.columns) == sg.COLUMNS
+    sg.write_json(sg.as_frame(p), tmp_path / "out.json")
+    assert sg.merge(tmp_path / "out.json")["end_time"].tolist() == [20.0]
+
+
 def test_frame_input_recomputes_duration_and_defaults_confidence():
     df = sg.as_frame(pd.DataFrame({"start_time": [1.0], "end_time": [3.5], "duration": [99.0]}))
     assert df["duration"].tolist() == [2.5]
@@ -67,7 +77,7 @@ def test_text_in_time_column_is_echoed():
 
 
 def test_rejects_other_types_and_missing_columns():
-    with pytest.raises(ValueError, match="`segments` must be a pandas DataFrame or a list"):
+    with pytest.raises(ValueError, match="`segments` must be a pandas DataFrame, a list.*'nope'"):
         sg.as_frame("nope")
     with pytest.raises(ValueError, match="no `end_time` column"):
         sg.as_frame(pd.DataFrame({"start_time": [0.0]}))
