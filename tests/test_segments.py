@@ -365,7 +365,7 @@ def union_length(df):
     return total + ((cur_e - cur_s) if cur_e is not None else 0.0)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(df=seg_frames(), t1=unit, t2=unit)
 def test_threshold_invariants(df, t1, t2):
     lo, hi = sorted([t1, t2])
@@ -377,7 +377,7 @@ def test_threshold_invariants(df, t1, t2):
     assert len(a) == int((df["confidence"] >= lo).sum())
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(df=seg_frames(), gap=st.floats(0, 10))
 def test_merge_invariants(df, gap):
     out = sg.merge(df, gap=gap)
@@ -395,7 +395,7 @@ def test_merge_invariants(df, gap):
     pd.testing.assert_frame_equal(sg.merge(out, gap=gap), out)  # idempotent
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(df=seg_frames(), t=unit)
 def test_coverage_invariants(df, t):
     cov = sg.coverage(df)
