@@ -289,7 +289,7 @@ class _ProgressReader:
 
     def read(self, size: int = -1) -> bytes:
         # Larger reads than asked are fine for urllib3 and far cheaper than its 16 KiB blocks.
-        chunk = self._encoder.read(max(size or 0, 256 * 1024))
+        chunk = self._encoder.read(max(size or 0, _CHUNK))
         if chunk:
             self._bar.update(len(chunk))
         return chunk
@@ -343,6 +343,13 @@ class Client:
     ------
     ValidationError
         No token (names ``AUDIOSHAKE_API_TOKEN``) or a malformed ``base_url``/``timeout``.
+
+    Notes
+    -----
+    Retries follow the rule in this module's docstring: idempotent requests and uploads are
+    retried on connection errors, 429 (``Retry-After`` honoured up to ``max_retry_after``) and
+    502/503/504 (exponential backoff with jitter); ``POST /job`` only when the connection failed
+    before anything was sent, so a job is never created twice.
 
     Examples
     --------
@@ -1171,8 +1178,8 @@ def connect(**kwargs: Any) -> Client:
     Parameters
     ----------
     **kwargs
-        Passed to :class:`Client` (``timeout``, ``max_retries``, ...). ``token=`` selects the
-        service like the variable does. ``ledger`` defaults to True: a
+        Passed to :class:`Client` (``timeout``, ``max_retries``, ...). ``token=`` (or
+        ``base_url=``) selects the service like the variable does. ``ledger`` defaults to True: a
         :class:`shakelab.ledger.Ledger` (``SHAKELAB_LEDGER`` or the user cache), so uploads and
         jobs are not repeated across kernel restarts; ``ledger=None`` disables it.
 
@@ -1185,14 +1192,15 @@ def connect(**kwargs: Any) -> Client:
     if ledger is True:
         try:
             from shakelab.ledger import Ledger
-        except ImportError:
-            ledger = None
-        else:
+
             ledger = Ledger()
+        except Exception as exc:  # no ledger module, or its file cannot be opened: carry on without
+            log.warning("no ledger (%s: %s); uploads and jobs will not be deduplicated", type(exc).__name__, exc)
+            ledger = None
     elif ledger is False:
         ledger = None
     token = kwargs.pop("token", None) or os.environ.get(TOKEN_ENV) or None
-    if token is not None:
+    if token is not None or kwargs.get("base_url") is not None:  # base_url without a token: Client says what is missing
         client = Client(token, ledger=ledger, **kwargs)
         message = f"shakelab: {TOKEN_ENV} is set; using the service at {client.base_url}"
     else:

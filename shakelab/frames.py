@@ -18,6 +18,7 @@ Examples
 from __future__ import annotations
 
 import json
+from operator import itemgetter
 import math
 import os
 import re
@@ -44,9 +45,8 @@ _STATUS_CATEGORIES = [s.value for s in JobStatus]
 
 # --------------------------------------------------------------------------- segments
 def _constant_strings(value: str | None, n: int) -> pd.arrays.StringArray:
-    if value is None:
-        return pd.array(np.full(n, pd.NA, dtype=object), dtype="string")
-    return pd.array(np.full(n, value, dtype=object), dtype="string")
+    # one validated element, repeated by take(): ~8x faster than validating n copies
+    return pd.array([pd.NA if value is None else value], dtype="string").take(np.zeros(n, dtype=np.intp))
 
 
 def _detection_records(detection: Any) -> Any:
@@ -82,7 +82,7 @@ def _detection_records(detection: Any) -> Any:
         raise ValueError("`detection` must be a list of {start_time, end_time, confidence} objects, "
                          f"not an object with keys {sorted(detection)!r}")
     if isinstance(detection, pd.DataFrame):
-        return detection.to_dict("records")
+        return detection  # read column-wise by _column
     if detection is None or not isinstance(detection, Iterable):
         raise ValueError("`detection` must be a list of {start_time, end_time, confidence} objects "
                          f"(or the JSON/txt output as str, bytes or a path), not {type(detection).__name__}")
@@ -90,6 +90,17 @@ def _detection_records(detection: Any) -> Any:
 
 
 def _column(records: Any, key: str) -> np.ndarray:
+    if isinstance(records, pd.DataFrame):
+        if key not in records.columns:
+            raise ValueError(f"`detection` frame has no `{key}` column: columns {list(records.columns)!r}")
+        try:
+            return records[key].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            records = records.to_dict("records")  # find and name the bad row below
+    try:  # fast path: one C-level pass, no intermediate list
+        return np.fromiter(map(itemgetter(key), records), dtype=np.float64, count=len(records))
+    except (KeyError, TypeError, IndexError, ValueError):
+        pass
     try:
         values = [r[key] for r in records]
     except (KeyError, TypeError, IndexError):
@@ -117,10 +128,10 @@ def segments_frame(detection: Any, *, job: Job | str | None = None, source: str 
 
     Parameters
     ----------
-    detection : list of dict, str, bytes or path
+    detection : list of dict, str, bytes, path or DataFrame
         The ``music_detection`` JSON output (``[{"start_time", "end_time", "confidence"}]``),
-        its text (JSON, or the ``txt`` output: ``start<TAB>end<TAB>confidence`` per line), or a
-        path to either file.
+        its text (JSON, or the ``txt`` output: ``start<TAB>end<TAB>confidence`` per line), a
+        path to either file, or a DataFrame with those three columns.
     job : Job or str, optional
         The job (or job id) that produced it, for the ``job_id`` column.
     source : str or path, optional

@@ -40,6 +40,13 @@ def test_segments_frame_from_job_and_text_forms(tmp_path):
     by_path = segments_frame(path, source=tmp_path / "dir" / "x.wav")
     assert by_path["end_time"].tolist() == [10.0, 20.0, 25.5] and by_path["source"].iloc[0] == "x.wav"
     assert segments_frame({"segments": DETECTION})["start_time"].tolist() == [0.0, 10.0, 20.0]
+    reframed = segments_frame(df[["start_time", "end_time", "confidence"]], job="j2", source="b.wav")
+    assert reframed["confidence"].tolist() == [0.02, 0.97, 0.5] and reframed["job_id"].iloc[0] == "j2"
+    with pytest.raises(ValueError, match=r"`detection` frame has no `confidence` column"):
+        segments_frame(df[["start_time", "end_time"]])
+    bad = pd.DataFrame({"start_time": ["x"], "end_time": [1.0], "confidence": [0.5]})
+    with pytest.raises(ValueError, match=r"`start_time` of detection row 0 must be a number, not 'x'"):
+        segments_frame(bad)
 
 
 @pytest.mark.parametrize("empty", [[], "", b"", "[]"])
