@@ -3,10 +3,15 @@
 WAV, FLAC, AIFF, OGG and MP3 are read by soundfile (libsndfile); other containers
 (AAC/M4A/MP4) fall back to librosa/audioread, which needs ffmpeg.
 
+Long recordings are never decoded whole for plotting: :func:`iter_blocks` streams a file in
+fixed-size blocks, :func:`envelope` reduces it to a min/max envelope on the way, and
+:func:`melspectrogram` reads a bounded number of windows by seeking.
+
 Examples
 --------
 >>> from shakelab import audio
 >>> y, sr = audio.load("data/demo.flac", sr=22050)   # doctest: +SKIP
+>>> env = audio.envelope("broadcast.wav", bins=2000)  # doctest: +SKIP
 """
 
 from __future__ import annotations
