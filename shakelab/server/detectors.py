@@ -322,8 +322,8 @@ def get_detector(name: str | None = None) -> Detector:
         return det
     if choice == "cnn":
         raise ValueError("the CNN detector was asked for but its weights are not installed: run `shakelab models fetch`")
-    if cnn is not None and hasattr(cnn, "_warn_missing"):
-        cnn._warn_missing()
+    if cnn is not None:
+        getattr(cnn, "warn_missing", getattr(cnn, "_warn_missing", lambda: None))()
     return FeatureDetector()
 
 
