@@ -14,8 +14,14 @@ are monotone per channel, so they are computed once over the whole spectrogram a
 patch only rescales and gathers the pooled maps (exact, not an approximation). The other
 layers are im2col + one float32 GEMM each, batch norms folded into the weights.
 
-:func:`detect_music_cnn` is what the server calls: it adds the background-music cue of
-:mod:`shakelab.server.bgm` (speech over music) and aggregates 10 ms decisions into windows.
+:func:`music_probability` (and :class:`CNNDetector`, the ``detectors.Detector`` interface)
+gives one music probability per 20 ms: max(CNN music probability, background-music cue of
+:mod:`shakelab.server.bgm`) where the energy is active, 0 elsewhere, averaged over 1 s.
+:func:`detect_music_cnn` averages it into windows: **confidence = mean music probability**
+over the window. By default every other patch is evaluated (40 ms, ``hop=2``: twice as
+fast; the values at computed patches are the reference's); ``hop=1`` evaluates all.
+Without the weights (``shakelab models fetch``) :func:`detect_music_cnn` returns None and
+logs one warning per process.
 
 Examples
 --------
@@ -409,7 +415,7 @@ def energy_activity(loge: np.ndarray, ratio: float = 0.03, *, floor: float = -9.
 
     Examples
     --------
-    >>> energy_activity(np.r_[np.full(50, -20.0), np.full(50, 2.0)]).sum()
+    >>> int(energy_activity(np.r_[np.full(50, -20.0), np.full(50, 2.0)]).sum())
     50
     """
     loge = np.asarray(loge, dtype=np.float64)
@@ -512,7 +518,7 @@ def music_probability(y: np.ndarray, sr: int, *, hop: int = 2, cue: bool = True,
     Examples
     --------
     >>> step, p = music_probability(y, 44100)      # doctest: +SKIP
-    >>> step
+    >>> step                                        # doctest: +SKIP
     0.02
     """
     out = frame_outputs(y, sr, model=model, hop=hop)
@@ -613,8 +619,7 @@ def detect_music_cnn(y: np.ndarray, sr: int, *, window: float = 10.0, hop: int =
     if model is None:
         warn_missing()
         return None
+    y = np.asarray(y)
     step, p = music_probability(y, sr, hop=hop, cue=cue, model=model)
-    duration = len(np.asarray(y).reshape(-1) if np.asarray(y).ndim == 1 else np.asarray(y)) / sr
-    if np.asarray(y).ndim == 2:
-        duration = max(np.asarray(y).shape) / sr
+    duration = (len(y) if y.ndim == 1 else max(y.shape)) / sr
     return windows(step, p, duration, window=window)
