@@ -306,3 +306,16 @@ def test_bgm_probability_is_bounded():
     p = bgm.probability(np.zeros((50, 9)), np.full((50, 3), 1 / 3))
     assert p is not None and p.shape == (50,) and np.all((p >= 0) & (p <= 1))
     assert bgm.params()["coef"].shape == (12,)
+
+
+def test_block_analysis_equals_one_pass(model, monkeypatch):
+    rng = np.random.default_rng(9)
+    y = np.r_[tone_mix(4.0), rng.standard_normal(3 * SR + 777).astype(np.float32) * 0.05, tone_mix(2.0, seed=4)]
+    monkeypatch.setattr(cnn, "BLOCK", 10 ** 9)
+    one = cnn.frame_outputs(y, SR)
+    monkeypatch.setattr(cnn, "BLOCK", 200)      # 2-s blocks: many seams
+    blocks = cnn.frame_outputs(y, SR)
+    assert one.probs.shape == blocks.probs.shape == (int(np.ceil(((len(y) - 400) // 160 + 1) / 2)), 3)
+    assert np.array_equal(np.isnan(one.probs), np.isnan(blocks.probs))
+    assert np.nanmax(np.abs(one.probs - blocks.probs)) < 1e-5     # per-patch sums start elsewhere
+    assert np.allclose(one.cue, blocks.cue, atol=1e-5) and np.array_equal(one.active, blocks.active)

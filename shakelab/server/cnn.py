@@ -477,8 +477,22 @@ class FrameOutput:
         return np.arange(len(self.probs)) * PRED_S
 
 
+BLOCK = 6000    # 10 ms frames per analysis block (60 s); a multiple of 4
+MARGIN = 100    # frames of context on each side of a block (> 34, the patch half-width); multiple of 4
+
+
+def _fit_rows(a: np.ndarray, n: int) -> np.ndarray:
+    if len(a) >= n:
+        return a[:n]
+    return np.concatenate([a, np.repeat(a[-1:], n - len(a), axis=0)])
+
+
 def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int = 2) -> FrameOutput | None:
-    """Run features, energy activity and the CNN on a signal; None when weights are missing.
+    """Run features, energy activity, the CNN and the cue features; None when weights are missing.
+
+    Long signals are analysed in blocks of 60 s with 1 s of context on each side, so memory
+    stays flat (about 100 MB whatever the length); the result is the same as one pass (the
+    patch grid and every receptive field are unchanged; energy activity uses the whole file).
 
     Examples
     --------
@@ -493,17 +507,28 @@ def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int 
 
     y16 = resample_16k(y, sr)
     duration = len(y16) / SR
-    mspec, loge, spec20 = melspec(y16, spec=True)
-    if len(loge) == 0:
+    n = (len(y16) - WIN) // HOP + 1 if len(y16) >= WIN else 0
+    if n == 0:
         return FrameOutput(np.zeros((0, 3), np.float32), np.zeros(0, bool), np.zeros((0, 9), np.float32), duration)
-    active = energy_activity(loge)[::2]
-    probs, finite = model.predict(mspec, hop=hop)
+    probs, finite, cues, loges = [], [], [], []
+    for b0 in range(0, n, BLOCK):
+        b1 = min(n, b0 + BLOCK)
+        f0, f1 = max(0, b0 - MARGIN), min(n, b1 + MARGIN)
+        mspec, loge, spec20 = melspec(y16[f0 * HOP:(f1 - 1) * HOP + WIN], spec=True)
+        p, fin = model.predict(mspec, hop=hop)
+        cue = _fit_rows(bgm.features(spec20), len(p))
+        r0, r1 = (b0 - f0) // 2, (b1 - f0 + 1) // 2
+        if f1 == n:
+            r1 = len(p)     # the file's last rows (also when shorter than a patch)
+        probs.append(p[r0:r1])
+        finite.append(fin[r0:r1])
+        cues.append(cue[r0:r1])
+        loges.append(loge[b0 - f0:b1 - f0])
+    probs, finite, cue = np.concatenate(probs), np.concatenate(finite), np.concatenate(cues)
+    active = energy_activity(np.concatenate(loges))[::2]
     k = min(len(active), len(probs))
     active = np.concatenate([active[:k], np.zeros(len(probs) - k, bool)])
     active &= finite
-    cue = bgm.features(spec20)
-    cue = cue[:len(probs)] if len(cue) >= len(probs) else np.concatenate(
-        [cue, np.repeat(cue[-1:], len(probs) - len(cue), axis=0)])
     return FrameOutput(probs, active, cue, duration)
 
 
