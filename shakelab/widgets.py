@@ -212,7 +212,8 @@ def status_table_html(rows: list[dict]) -> str:
         status = str(r.get("status", ""))
         colour = colours.get(status, "#9a6700")
         links = ", ".join(
-            f"<a href='{html.escape(link, quote=True)}' target='_blank' rel='noopener'>{html.escape(name)}</a>"
+            f"<a href='{html.escape(link, quote=True)}' target='_blank' rel='noopener' "
+            f"style='color:#0969da;text-decoration:underline'>{html.escape(name)}</a>"
             if link else html.escape(name) for name, link in r.get("outputs") or [])
         elapsed = r.get("elapsed")
         cells = [
@@ -280,9 +281,9 @@ class JobSubmitter(_Displayable):
     ----------
     client : shakelab.Client, optional
         Defaults to :func:`shakelab.connect` (the embedded local server without a token).
-    models : dict, optional
-        Model -> formats catalogue to offer. Defaults to ``catalog.LOCAL_MODELS`` when
-        the client talks to a local server, else ``catalog.SERVICE_MODELS``.
+    catalogue : dict, optional
+        Model -> formats table to offer. Defaults to ``catalog.LOCAL_MODELS`` when the
+        client talks to a local server (loopback URL), else ``catalog.SERVICE_MODELS``.
     download_dir : str or Path
         Where the *Download outputs* button saves finished outputs.
     poll_interval : float
@@ -297,6 +298,16 @@ class JobSubmitter(_Displayable):
     upload, path, models, format, callback_url, submit_button, download_button,
     download_path, messages, table : ipywidgets
         The child widgets (set their ``.value`` / call ``.click()`` to drive it from code).
+    catalogue : dict
+        The model -> formats table offered.
+
+    Notes
+    -----
+    Each submission runs in its own daemon thread (upload, one job per model through
+    ``client.submit(wait=False)``, then polling). Every widget change made from those
+    threads goes through one lock-protected method; ipykernel sends the resulting comm
+    messages from any thread, so the browser sees updates while the kernel is idle or busy
+    with other cells. ``on_complete`` callbacks run in the tracking thread.
 
     Examples
     --------
@@ -308,15 +319,23 @@ class JobSubmitter(_Displayable):
     ['completed']
     """
 
-    def __init__(self, client: Any = None, *, models: dict[str, tuple[str, ...]] | None = None,
+    def __init__(self, client: Any = None, *, catalogue: dict[str, tuple[str, ...]] | None = None,
                  download_dir: str | os.PathLike = "shakelab-downloads", poll_interval: float = 0.5,
                  max_poll_interval: float = 5.0, timeout: float | None = 3600.0):
+        for pname, value in (("poll_interval", poll_interval), ("max_poll_interval", max_poll_interval),
+                             ("timeout", timeout)):
+            if value is None and pname == "timeout":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValidationError(f"`{pname}` must be a positive number of seconds, not {value!r}")
+        if catalogue is not None and (not isinstance(catalogue, dict) or not catalogue):
+            raise ValidationError(f"`catalogue` must be a non-empty dict of model -> formats, not {catalogue!r:.80}")
         if client is None:
             import shakelab
 
             client = shakelab.connect()
         self.client = client
-        self.catalogue = dict(models) if models is not None else dict(models_for(client))
+        self.catalogue = dict(catalogue) if catalogue is not None else dict(models_for(client))
         self.poll_interval = float(poll_interval)
         self.max_poll_interval = float(max_poll_interval)
         self.timeout = timeout

@@ -318,3 +318,24 @@ def test_usage_dashboard_shows_history_and_reports_errors(fresh_server):
     dash.refresh_button.click()
     assert "shakelab-error" in dash.messages.value and "could not fetch usage" in dash.messages.value
     assert len(dash.usage) == len(history["usage"])  # the history stays on screen
+
+
+def test_widgets_default_to_connect(monkeypatch, tmp_path):
+    """Without a client the widgets use shakelab.connect(): no token -> the embedded local server."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # the embedded server's data dir
+    sub = JobSubmitter()
+    assert is_local(sub.client) and sub.catalogue == catalog.LOCAL_MODELS
+    dash = UsageDashboard()
+    assert dash.client.base_url == sub.client.base_url
+    assert list(dash.usage.columns) == ["month", "total_jobs", "total_minutes"]
+
+
+def test_submitter_rejects_bad_arguments(client):
+    with pytest.raises(ValueError, match=r"`poll_interval`.*0"):
+        JobSubmitter(client, poll_interval=0)
+    with pytest.raises(ValueError, match=r"`timeout`.*'soon'"):
+        JobSubmitter(client, timeout="soon")
+    with pytest.raises(ValueError, match=r"`catalogue`"):
+        JobSubmitter(client, catalogue={})
+    only = JobSubmitter(client, catalogue={"vocals": ("wav", "flac")})
+    assert list(only.models.options) == ["vocals"] and list(only.format.options) == ["wav", "flac"]
