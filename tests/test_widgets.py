@@ -135,7 +135,7 @@ def test_validation_errors_shown_and_nothing_sent(fresh_server, fresh_client, tm
 
 
 def test_submit_path_tracks_jobs_in_background(fresh_server, fresh_client, tmp_path):
-    fresh_server.faults.processing_delay = 1.0  # so the click certainly returns before the jobs finish
+    fresh_server.faults.processing_delay = 3.0  # so the click certainly returns before the jobs finish
     wav = _wav(tmp_path / "tone.wav")
     sub = JobSubmitter(fresh_client, poll_interval=0.2)
     completed, lock = [], threading.Lock()
