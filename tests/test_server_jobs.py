@@ -314,3 +314,28 @@ def test_api_answers_while_jobs_run(fresh_server):
         time.sleep(0.1)
     assert seen_processing >= 1
     assert all(get_job(fresh_server, j)["status"] == "completed" for j in ids)
+
+
+def test_a_dying_model_process_fails_only_its_job(fresh_server):
+    """The OOM killer (here: SIGKILL) takes a model process: that job fails with a reason, the server goes on."""
+    import os
+    import signal
+
+    from shakelab.server import worker as worker_mod
+
+    assert fresh_server.isolation == "process"
+    asset = upload(fresh_server, audio_bytes(60.0, 44100, channels=2), "long.wav")
+    job = submit(fresh_server, asset["id"], "vocals", "wav")
+    deadline = time.monotonic() + 60
+    while get_job(fresh_server, job["id"])["status"] != "processing":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert worker_mod.busy
+    for proc in list(worker_mod.busy):
+        os.kill(proc.pid, signal.SIGKILL)
+    failed = wait(fresh_server, job["id"])
+    assert failed["status"] == "failed" and failed["statusInfo"]["code"] == "processing_error"
+    assert "died" in failed["statusInfo"]["message"]
+    small = upload(fresh_server, audio_bytes(1.0, 8000), "after.wav")
+    assert wait(fresh_server, submit(fresh_server, small["id"], "music_detection", "json")["id"])["status"] == "completed"

@@ -81,6 +81,9 @@ class LocalServer:
     """
 
     link_timeout = 120.0  #: seconds allowed for one ``/upload/link`` download
+    #: where models run: "process" (child processes: the API never waits on the GIL and a
+    #: crashing decoder cannot take the server down) or "thread" (in the worker threads)
+    isolation = "process"
 
     def __init__(self, data_dir: str | os.PathLike, token: str | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, workers: int = 2, allow_private_links: bool = False,
@@ -218,7 +221,8 @@ class LocalServer:
             self.signer = LinkSigner(secret, ttl=self.link_ttl)
             self.callbacks = CallbackSender(allow_private=self.allow_private_links)
             self.worker = Worker(self.store, workers=self.workers, faults=self.faults,
-                                 payload=lambda job: {"job": self.job_payload(job)}, callbacks=self.callbacks)
+                                 payload=lambda job: {"job": self.job_payload(job)}, callbacks=self.callbacks,
+                                 isolation=self.isolation)
             sock = _bind(self.host, self.port)
             self.port = sock.getsockname()[1]
             config = uvicorn.Config(Gate(create_app(self), self), log_level="warning", access_log=False,

@@ -18,6 +18,7 @@ import ipaddress
 import itertools
 import json
 import logging
+import os
 import queue
 import secrets
 import shutil
@@ -173,10 +174,17 @@ class Worker:
     payload : callable
         ``payload(job_row) -> dict``: the job's API JSON, used for callbacks.
     callbacks : CallbackSender, optional
+    isolation : {'process', 'thread'}
+        Where models run: long-lived child processes shared by the servers of this process (default;
+        the API never waits on the GIL and a crashing decoder cannot take the server down) or the
+        worker threads themselves.
     """
 
     def __init__(self, store, *, workers: int, faults, payload: Callable[[dict], dict],
-                 callbacks: CallbackSender | None = None):
+                 callbacks: CallbackSender | None = None, isolation: str = "process"):
+        if isolation not in ("process", "thread"):
+            raise ValueError(f"`isolation` must be 'process' or 'thread', not {isolation!r}")
+        self.isolation = isolation
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"`workers` must be a positive integer, not {workers!r}")
         self.store = store
@@ -225,6 +233,11 @@ class Worker:
         return self._queue.qsize()
 
     # -- internals --------------------------------------------------------------------------
+    def _execute(self, model: str, src: str, out_dir: str, fmt: str, options: dict) -> tuple:
+        if self.isolation == "thread":
+            return execute(model, src, out_dir, fmt, options)
+        return run_in_process(model, src, out_dir, fmt, options)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             job_id = self._queue.get()
@@ -278,21 +291,7 @@ class Worker:
             return self._finish(job_id, "failed", "asset_missing",
                                 f"the source asset {job['asset_id']!r} is no longer stored on this server")
         src = Path(asset["path"])
-        try:
-            from shakelab.server import processing
-        except ImportError as exc:
-            return self._finish(job_id, "failed", "processing_unavailable",
-                                f"audio processing is not available on this server: {exc}")
-        try:
-            info = processing.probe(src)
-        except ValueError as exc:
-            return self._finish(job_id, "failed", "invalid_audio",
-                                f"{asset['name']!r} is not decodable audio: {_clean(exc, src, asset['name'])}")
-        if info.duration > MAX_INPUT_SECONDS:
-            return self._finish(job_id, "failed", "input_too_long",
-                                f"{asset['name']!r} lasts {info.duration / 60:.1f} min; the limit is "
-                                f"{MAX_INPUT_SECONDS / 60:.0f} min")
-        # A resumed job starts clean, in a folder of its own attempt: a thread of a stopped server
+        # A resumed job starts clean, in a folder of its own attempt: a run of a stopped server
         # that is still finishing the same job can never overwrite this attempt's files.
         job_dir = self.store.data_dir / "outputs" / job_id
         shutil.rmtree(job_dir, ignore_errors=True)
@@ -300,13 +299,24 @@ class Worker:
         out_dir.mkdir(parents=True, exist_ok=True)
         options = {k: v for k, v in job["metadata"].items() if k not in ("name", "format")}
         try:
-            paths = processing.run_model(model, src, out_dir, fmt, options=options)
-        except ValueError as exc:
-            return self._finish(job_id, "failed", "invalid_audio", _clean(exc, src, asset["name"]))
-        except Exception as exc:
-            log.exception("model %s failed on job %s", model, job_id)
+            outcome = self._execute(model, str(src), str(out_dir), fmt, options)
+        except ImportError as exc:
+            return self._finish(job_id, "failed", "processing_unavailable",
+                                f"audio processing is not available on this server: {exc}")
+        except ProcessDied:
             return self._finish(job_id, "failed", "processing_error",
-                                f"{model!r} failed: {type(exc).__name__}: {_clean(exc, src, asset['name'])}")
+                                f"the process running {model!r} died (out of memory or a crash in a decoder)")
+        except Exception as exc:
+            kind = getattr(exc, "type_name", type(exc).__name__)
+            log.error("model %s failed on job %s: %s: %s", model, job_id, kind, exc)
+            return self._finish(job_id, "failed", "processing_error",
+                                f"{model!r} failed: {kind}: {_clean(exc, src, asset['name'])}")
+        if outcome[0] != "ok":
+            code, message = outcome
+            if code == "invalid_audio":
+                message = f"{asset['name']!r} is not decodable audio: {_clean(message, src, asset['name'])}"
+            return self._finish(job_id, "failed", code, message)
+        _, duration, paths = outcome
         if self._stop.is_set():
             return
         outputs = []
@@ -322,10 +332,182 @@ class Worker:
         if not outputs:
             return self._finish(job_id, "failed", "processing_error", f"{model!r} produced no output")
         self._finish(job_id, "completed", "completed",
-                     f"{model!r} finished: {len(outputs)} output file(s), {info.duration:.1f} s of audio",
-                     outputs=outputs, input_seconds=info.duration)
+                     f"{model!r} finished: {len(outputs)} output file(s), {duration:.1f} s of audio",
+                     outputs=outputs, input_seconds=duration)
 
 
-def _clean(exc: BaseException, path: Path, name: str) -> str:
+def _clean(exc: BaseException | str, path: Path, name: str) -> str:
     """An exception message without the server's internal file path."""
     return str(exc).replace(str(path), name).replace(path.name, name)
+
+
+def execute(model: str, src: str, out_dir: str, fmt: str, options: dict) -> tuple:
+    """Probe and run one job (in a worker process or thread).
+
+    Returns ``("ok", duration_seconds, [output paths])``, or ``(code, message)`` for a failure
+    the user caused (``invalid_audio``, ``input_too_long``). Other errors propagate.
+    """
+    from shakelab.server import processing
+
+    try:
+        info = processing.probe(src)
+    except ValueError as exc:
+        return ("invalid_audio", str(exc))
+    if info.duration > MAX_INPUT_SECONDS:
+        return ("input_too_long", f"the input lasts {info.duration / 60:.1f} min; the limit is "
+                                  f"{MAX_INPUT_SECONDS / 60:.0f} min")
+    try:
+        paths = processing.run_model(model, src, out_dir, fmt, options=options)
+    except ValueError as exc:
+        return ("invalid_audio", str(exc))
+    return ("ok", float(info.duration), [str(p) for p in paths])
+
+
+# -- model processes ---------------------------------------------------------------------------
+#: niceness added to model processes, so that the API process wins the CPU when both want it
+MODEL_NICENESS = 5
+MAX_IDLE_PROCESSES = 8
+
+
+class ProcessDied(RuntimeError):
+    """The process running a model ended without an answer (killed, out of memory, crashed)."""
+
+
+class RemoteError(RuntimeError):
+    """An exception raised inside a model process, carried back by type name and message."""
+
+    def __init__(self, type_name: str, message: str):
+        super().__init__(message)
+        self.type_name = type_name
+
+
+class ModelProcess:
+    """A long-lived ``python -m shakelab.server.worker`` child that runs jobs sent as JSON lines.
+
+    A plain subprocess (not multiprocessing), so the user's ``__main__`` is never re-imported,
+    whatever script or notebook started the server.
+    """
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "shakelab.server.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+                                     close_fds=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def run(self, *args) -> tuple:
+        try:
+            self.proc.stdin.write(json.dumps(list(args)) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (OSError, ValueError):
+            line = ""
+        if not line:
+            self.close()
+            raise ProcessDied("the model process ended without an answer")
+        answer = json.loads(line)
+        if answer[0] == "error":
+            if answer[1] in ("ImportError", "ModuleNotFoundError"):
+                raise ImportError(answer[2])
+            raise RemoteError(answer[1], answer[2])
+        return tuple(answer[1])
+
+    def close(self) -> None:
+        try:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        except Exception:
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except Exception:
+                pass
+
+
+_idle: list[ModelProcess] = []
+busy: set[ModelProcess] = set()
+_procs_lock = threading.Lock()
+_atexit_registered = False
+
+
+def run_in_process(*args) -> tuple:
+    """Run :func:`execute` in an idle model process (started on demand, reused afterwards)."""
+    global _atexit_registered
+    with _procs_lock:
+        proc = None
+        while _idle and proc is None:
+            candidate = _idle.pop()
+            proc = candidate if candidate.alive() else None
+        if proc is None:
+            proc = ModelProcess()
+            if not _atexit_registered:
+                import atexit
+
+                atexit.register(_close_all)
+                _atexit_registered = True
+        busy.add(proc)
+    try:
+        result = proc.run(*args)
+    except RemoteError:
+        _release(proc)
+        raise
+    except Exception:
+        with _procs_lock:
+            busy.discard(proc)
+        proc.close()
+        raise
+    _release(proc)
+    return result
+
+
+def _release(proc: ModelProcess) -> None:
+    with _procs_lock:
+        busy.discard(proc)
+        if proc.alive() and len(_idle) < MAX_IDLE_PROCESSES:
+            _idle.append(proc)
+            return
+    proc.close()
+
+
+def _close_all() -> None:
+    """At interpreter exit: end every model process (unfinished jobs resume at the next start)."""
+    with _procs_lock:
+        procs = list(_idle) + list(busy)
+        _idle.clear()
+    for proc in procs:
+        proc.close()
+
+
+def _child_main() -> None:
+    """Body of a model process: read ``[model, src, out_dir, fmt, options]`` lines, answer JSON lines."""
+    import sys
+    import warnings
+
+    try:
+        os.nice(MODEL_NICENESS)
+    except OSError:
+        pass
+    warnings.simplefilter("ignore")
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # whatever the models print cannot corrupt the protocol
+    sys.stdout = open(os.devnull, "w")
+    for line in sys.stdin:
+        try:
+            answer = ["ok", list(execute(*json.loads(line)))]
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            answer = ["error", type(exc).__name__, str(exc)]
+        proto.write(json.dumps(answer) + "\n")
+
+
+if __name__ == "__main__":
+    _child_main()
