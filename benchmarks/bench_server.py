@@ -113,8 +113,8 @@ def main(argv: list[str]) -> int:
         p50, p99 = percentile(vals, 50), percentile(vals, 99)
         print(f"{name:<22}{len(vals):>6}{p50:>9.2f}{p99:>9.2f}{statistics.fmean(vals):>9.2f}"
               f"{p50 / base50:>7.1f}x{p99 / base99:>7.1f}x  {note}")
-    print("x = ratio to idle, same run. processes: the default (shared forkserver pool, niceness +10);"
-          " threads: models run in the server's own worker threads.")
+    print("x = ratio to idle, same run. processes: the default (model child processes, niceness +5; the time"
+          " includes starting them); threads: models run in the server's own worker threads.")
     return 0
 
 

@@ -325,6 +325,10 @@ def start(data_dir: str | os.PathLike | None = None, token: str | None = None, p
         srv = LocalServer(data_dir if data_dir is not None else default_data_dir(), token, port=port,
                           workers=workers)
         srv.start()
+        if srv.isolation == "process":
+            from shakelab.server.worker import prewarm
+
+            prewarm(workers)  # a notebook's first job should not wait for librosa's imports
         if _embedded is None:
             atexit.register(_stop_embedded)
         _embedded = srv

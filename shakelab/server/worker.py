@@ -469,6 +469,26 @@ def run_in_process(*args) -> tuple:
     return result
 
 
+def prewarm(n: int) -> None:
+    """Start model processes in the background until ``n`` are idle, so the first jobs skip the imports."""
+    def spawn():
+        for _ in range(n):
+            with _procs_lock:
+                if len(_idle) + len(busy) >= n or len(_idle) >= MAX_IDLE_PROCESSES:
+                    return
+            proc = ModelProcess()
+            _release(proc)
+
+    global _atexit_registered
+    with _procs_lock:
+        if not _atexit_registered:
+            import atexit
+
+            atexit.register(_close_all)
+            _atexit_registered = True
+    threading.Thread(target=spawn, name="shakelab-prewarm", daemon=True).start()
+
+
 def _release(proc: ModelProcess) -> None:
     with _procs_lock:
         busy.discard(proc)
@@ -498,6 +518,10 @@ def _child_main() -> None:
         pass
     warnings.simplefilter("ignore")
     proto = os.fdopen(os.dup(1), "w", buffering=1)
+    try:
+        import shakelab.server.processing  # noqa: F401  (the slow imports, before the first job)
+    except Exception:
+        pass  # reported per job by execute()
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)  # whatever the models print cannot corrupt the protocol
     sys.stdout = open(os.devnull, "w")
