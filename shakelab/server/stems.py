@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable
 
 import numpy as np
 
@@ -207,7 +207,7 @@ def _subtype(fmt: str, src_subtype: str | None) -> str:
     return "PCM_16"
 
 
-def _reader(src: Path) -> tuple[int, int, int, str | None, Iterator]:
+def _reader(src: Path) -> tuple[int, int, int, str | None, Callable[[int, int], np.ndarray]]:
     """(samplerate, channels, frames, subtype, read(start, count) -> (channels, count))."""
     import soundfile as sf
 
