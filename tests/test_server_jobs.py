@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -339,3 +340,33 @@ def test_a_dying_model_process_fails_only_its_job(fresh_server):
     assert "died" in failed["statusInfo"]["message"]
     small = upload(fresh_server, audio_bytes(1.0, 8000), "after.wav")
     assert wait(fresh_server, submit(fresh_server, small["id"], "music_detection", "json")["id"])["status"] == "completed"
+
+
+def test_job_time_limit_ends_the_model_process(fresh_server):
+    fresh_server.worker.job_timeout = 0.5
+    asset = upload(fresh_server, audio_bytes(60.0, 44100, channels=2), "slow.wav")
+    job = wait(fresh_server, submit(fresh_server, asset["id"], "vocals", "wav")["id"])
+    assert job["status"] == "failed" and job["statusInfo"]["code"] == "processing_timeout"
+    assert "0.5 s" in job["statusInfo"]["message"]
+
+
+def test_stop_mid_job_ends_its_process_and_the_job_resumes(tmp_path):
+    from shakelab.server import worker as worker_mod
+
+    data_dir = tmp_path / "mid"
+    srv = LocalServer(data_dir, token="mid-token", workers=1).start()
+    asset = upload(srv, audio_bytes(60.0, 44100, channels=2), "long.wav")
+    job = submit(srv, asset["id"], "vocals", "wav")
+    deadline = time.monotonic() + 60
+    while not worker_mod.busy:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    pids = [p.pid for p in worker_mod.busy]
+    srv.stop()
+    assert not worker_mod.busy
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    with LocalServer(data_dir, token="mid-token", workers=1) as again:
+        done = wait(again, job["id"])
+        assert done["status"] == "completed", done["statusInfo"]

@@ -501,6 +501,10 @@ async def _receive_multipart(request: Request, boundary: bytes, tmp: Path, limit
     except ClientDisconnect:
         _discard(fh, tmp)
         raise APIProblem(400, "incomplete_upload", "the client disconnected before the upload finished") from None
+    except OSError as exc:  # disk full, data dir gone
+        _discard(fh, tmp)
+        log.error("upload could not be stored: %s", exc)
+        raise APIProblem(507, "insufficient_storage", f"the server could not store the upload: {exc.strerror or exc}") from None
     except Exception as exc:
         _discard(fh, tmp)
         raise APIProblem(400, "invalid_request", f"the multipart body could not be parsed: {exc}") from None

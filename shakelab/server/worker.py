@@ -185,6 +185,7 @@ class Worker:
         if isolation not in ("process", "thread"):
             raise ValueError(f"`isolation` must be 'process' or 'thread', not {isolation!r}")
         self.isolation = isolation
+        self.job_timeout = 7200.0  #: seconds one model may run (process isolation only)
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
             raise ValueError(f"`workers` must be a positive integer, not {workers!r}")
         self.store = store
@@ -236,7 +237,7 @@ class Worker:
     def _execute(self, model: str, src: str, out_dir: str, fmt: str, options: dict) -> tuple:
         if self.isolation == "thread":
             return execute(model, src, out_dir, fmt, options)
-        return run_in_process(model, src, out_dir, fmt, options)
+        return run_in_process(model, src, out_dir, fmt, options, abort=self._stop.is_set, timeout=self.job_timeout)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -303,6 +304,10 @@ class Worker:
         except ImportError as exc:
             return self._finish(job_id, "failed", "processing_unavailable",
                                 f"audio processing is not available on this server: {exc}")
+        except Aborted:
+            return  # stays "processing" in the store: resumed at the next start
+        except ProcessTimeout as exc:
+            return self._finish(job_id, "failed", "processing_timeout", f"{model!r}: {exc}")
         except ProcessDied:
             return self._finish(job_id, "failed", "processing_error",
                                 f"the process running {model!r} died (out of memory or a crash in a decoder)")
@@ -373,6 +378,14 @@ class ProcessDied(RuntimeError):
     """The process running a model ended without an answer (killed, out of memory, crashed)."""
 
 
+class ProcessTimeout(RuntimeError):
+    """A model ran longer than the job time limit; its process was ended."""
+
+
+class Aborted(Exception):
+    """The server stopped while a job ran; its process was ended and the job resumes next start."""
+
+
 class RemoteError(RuntimeError):
     """An exception raised inside a model process, carried back by type name and message."""
 
@@ -403,10 +416,21 @@ class ModelProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def run(self, *args) -> tuple:
+    def run(self, *args, abort: Callable[[], bool] = lambda: False, timeout: float = 7200.0) -> tuple:
+        """Send one job and wait for its answer; ``abort()`` is polled twice a second."""
+        import select
+
+        deadline = time.monotonic() + timeout
         try:
             self.proc.stdin.write(json.dumps(list(args)) + "\n")
             self.proc.stdin.flush()
+            while not select.select([self.proc.stdout], [], [], 0.5)[0]:
+                if abort():
+                    self.close()
+                    raise Aborted("the server stopped while the model ran")
+                if time.monotonic() > deadline:
+                    self.close()
+                    raise ProcessTimeout(f"the model ran longer than {timeout:g} s and was stopped")
             line = self.proc.stdout.readline()
         except (OSError, ValueError):
             line = ""
@@ -439,7 +463,7 @@ _procs_lock = threading.Lock()
 _atexit_registered = False
 
 
-def run_in_process(*args) -> tuple:
+def run_in_process(*args, abort: Callable[[], bool] = lambda: False, timeout: float = 7200.0) -> tuple:
     """Run :func:`execute` in an idle model process (started on demand, reused afterwards)."""
     global _atexit_registered
     with _procs_lock:
@@ -456,7 +480,7 @@ def run_in_process(*args) -> tuple:
                 _atexit_registered = True
         busy.add(proc)
     try:
-        result = proc.run(*args)
+        result = proc.run(*args, abort=abort, timeout=timeout)
     except RemoteError:
         _release(proc)
         raise
