@@ -569,3 +569,48 @@ def test_token_never_in_logs(tmp_path, caplog):
         requests.get(f"{srv.base_url}/usage", headers={"Authorization": "Bearer nope"}, timeout=10)
         requests.get(f"{srv.base_url}/boom", headers=auth(srv), timeout=10)
     assert "very-secret-token-42" not in caplog.text
+
+
+def test_one_running_server_per_data_dir(tmp_path):
+    from shakelab.server import DataDirInUse
+
+    with LocalServer(tmp_path / "shared", token="lock-token") as first:
+        with pytest.raises(DataDirInUse, match="in use by another running server") as info:
+            LocalServer(tmp_path / "shared", token="lock-token").start()
+        assert first.base_url in str(info.value) and "lock-token" not in str(info.value)
+        assert requests.get(f"{first.base_url}/usage", headers=auth(first), timeout=10).ok
+    with LocalServer(tmp_path / "shared", token="lock-token") as again:  # released by stop()
+        assert again.running
+
+
+def test_failed_start_releases_everything(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        srv = LocalServer(tmp_path / "b", token="busy-token", port=busy.getsockname()[1])
+        with pytest.raises(OSError, match="cannot listen"):
+            srv.start()
+        assert srv.store is None and not srv.running
+    finally:
+        busy.close()
+    with LocalServer(tmp_path / "b", token="busy-token") as ok:  # the data dir lock was released
+        assert ok.running
+
+
+def test_start_falls_back_to_a_private_dir_when_default_is_taken(tmp_path, monkeypatch):
+    from shakelab import server as mod
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    holder = LocalServer(mod.default_data_dir(), token="holder-token").start()
+    try:
+        assert str(holder.data_dir).startswith(str(tmp_path / "xdg"))
+        mine = mod.start(token="mine-token")
+        try:
+            assert mine is not holder and mine.data_dir != holder.data_dir
+            assert requests.get(f"{mine.base_url}/usage", headers=auth(mine), timeout=10).ok
+        finally:
+            mine.stop()
+            mod._embedded = None
+    finally:
+        holder.stop()

@@ -26,7 +26,7 @@ from typing import Any
 
 from shakelab.server.faults import Faults
 
-__all__ = ["LocalServer", "start", "serve", "default_data_dir"]
+__all__ = ["LocalServer", "start", "serve", "default_data_dir", "DataDirInUse"]
 
 log = logging.getLogger("shakelab.server")
 
@@ -208,41 +208,55 @@ class LocalServer:
         with self._lock:
             if self.running:
                 return self
-            import uvicorn
-
-            from shakelab.server.app import Gate, create_app
-            from shakelab.server.links import LinkSigner
-            from shakelab.server.store import Store, read_or_create_secret
-            from shakelab.server.worker import CallbackSender, Worker
-
             self._reset_stats()
-            self.store = Store(self.data_dir)
-            secret, _ = read_or_create_secret(self.data_dir / "link-secret")
-            self.signer = LinkSigner(secret, ttl=self.link_ttl)
-            self.callbacks = CallbackSender(allow_private=self.allow_private_links)
-            self.worker = Worker(self.store, workers=self.workers, faults=self.faults,
-                                 payload=lambda job: {"job": self.job_payload(job)}, callbacks=self.callbacks,
-                                 isolation=self.isolation)
-            sock = _bind(self.host, self.port)
-            self.port = sock.getsockname()[1]
-            config = uvicorn.Config(Gate(create_app(self), self), log_level="warning", access_log=False,
-                                    lifespan="off", timeout_graceful_shutdown=1, server_header=False,
-                                    timeout_keep_alive=5)
-            self._uv = uvicorn.Server(config)
-            self._thread = threading.Thread(target=self._uv.run, kwargs={"sockets": [sock]},
-                                            name=f"shakelab-server-{self.port}", daemon=True)
-            self._thread.start()
-            end = time.monotonic() + timeout
-            while not self._uv.started:
-                if not self._thread.is_alive() or time.monotonic() > end:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = _lock_data_dir(self.data_dir)
+            try:
+                self._start_locked(timeout)
+            except BaseException:
+                if self._uv is not None:
                     self._uv.should_exit = True
-                    sock.close()
-                    self._shutdown_parts()
-                    raise RuntimeError(f"the local server did not start on {self.host}:{self.port}")
-                time.sleep(0.01)
-            self._sock = sock
-            self.worker.start()
+                if self._thread is not None:
+                    self._thread.join(timeout=5)
+                    self._thread = None
+                self._shutdown_parts()
+                raise
             return self
+
+    def _start_locked(self, timeout: float) -> None:
+        import uvicorn
+
+        from shakelab.server.app import Gate, create_app
+        from shakelab.server.links import LinkSigner
+        from shakelab.server.store import Store, read_or_create_secret
+        from shakelab.server.worker import CallbackSender, Worker
+
+        self.store = Store(self.data_dir)
+        secret, _ = read_or_create_secret(self.data_dir / "link-secret")
+        self.signer = LinkSigner(secret, ttl=self.link_ttl)
+        self.callbacks = CallbackSender(allow_private=self.allow_private_links)
+        self.worker = Worker(self.store, workers=self.workers, faults=self.faults,
+                             payload=lambda job: {"job": self.job_payload(job)}, callbacks=self.callbacks,
+                             isolation=self.isolation)
+        sock = _bind(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(Gate(create_app(self), self), log_level="warning", access_log=False,
+                                lifespan="off", timeout_graceful_shutdown=1, server_header=False,
+                                timeout_keep_alive=5)
+        self._uv = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._uv.run, kwargs={"sockets": [sock]},
+                                        name=f"shakelab-server-{self.port}", daemon=True)
+        self._thread.start()
+        end = time.monotonic() + timeout
+        while not self._uv.started:
+            if not self._thread.is_alive() or time.monotonic() > end:
+                self._uv.should_exit = True
+                sock.close()
+                raise RuntimeError(f"the local server did not start on {self.host}:{self.port}")
+            time.sleep(0.01)
+        os.ftruncate(self._lock_fd, 0)
+        os.pwrite(self._lock_fd, f"{os.getpid()} {self.base_url}\n".encode(), 0)
+        self.worker.start()
 
     def stop(self) -> None:
         """Stop serving and stop the workers; unfinished jobs are resumed by the next start on this data dir."""
@@ -262,6 +276,9 @@ class LocalServer:
         if self.store is not None:
             self.store.close()
         self.worker = self.callbacks = self.store = None
+        fd, self._lock_fd = getattr(self, "_lock_fd", None), None
+        if fd is not None:
+            os.close(fd)  # releases the data dir lock
 
     def __enter__(self) -> "LocalServer":
         return self.start()
@@ -286,6 +303,25 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+class DataDirInUse(RuntimeError):
+    """Another running server (in this or another process) holds the data directory."""
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """Take the data dir's exclusive lock (``server.lock``) or raise :class:`DataDirInUse`."""
+    import fcntl
+
+    fd = os.open(data_dir / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise DataDirInUse(f"the data dir {str(data_dir)!r} is in use by another running server "
+                           f"(pid and URL: {holder}); stop it or pass another `data_dir`") from None
+    return fd
 
 
 _embedded: LocalServer | None = None
@@ -324,7 +360,22 @@ def start(data_dir: str | os.PathLike | None = None, token: str | None = None, p
             return _embedded
         srv = LocalServer(data_dir if data_dir is not None else default_data_dir(), token, port=port,
                           workers=workers)
-        srv.start()
+        try:
+            srv.start()
+        except DataDirInUse:
+            if data_dir is not None:
+                raise
+            # Another notebook or process runs the embedded server on the default data dir: this
+            # process gets a server of its own in a temporary data dir, removed at exit.
+            import shutil
+            import tempfile
+
+            tmp = tempfile.mkdtemp(prefix="shakelab-server-")
+            atexit.register(shutil.rmtree, tmp, True)
+            log.warning("the default data dir is in use by another process; this session's server keeps its "
+                        "state in %s until exit", tmp)
+            srv = LocalServer(tmp, token, port=port, workers=workers)
+            srv.start()
         if srv.isolation == "process":
             from shakelab.server.worker import prewarm
 
