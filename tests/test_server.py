@@ -614,3 +614,10 @@ def test_start_falls_back_to_a_private_dir_when_default_is_taken(tmp_path, monke
             mod._embedded = None
     finally:
         holder.stop()
+
+
+def test_bearer_scheme_is_case_insensitive(server):
+    for header in (f"bearer {server.token}", f"BEARER {server.token}"):
+        assert requests.get(f"{server.base_url}/usage", headers={"Authorization": header}, timeout=10).ok
+    for header in (f"Bearer {server.token}x", f"Bearer{server.token}", f"Token {server.token}", server.token[:-1]):
+        assert requests.get(f"{server.base_url}/usage", headers={"Authorization": header}, timeout=10).status_code == 401

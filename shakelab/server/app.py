@@ -155,7 +155,7 @@ class Gate:
     def __init__(self, app, ctx):
         self.app = app
         self.ctx = ctx
-        self._expected = f"Bearer {ctx.token}".encode()
+        self._token = ctx.token.encode()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -168,7 +168,9 @@ class Gate:
                 if k == b"authorization":
                     given = v
                     break
-            if not hmac.compare_digest(given, self._expected):
+            scheme, _, value = given.partition(b" ")
+            # constant-time on the token; the scheme is case-insensitive (RFC 7235)
+            if not (hmac.compare_digest(value.strip(), self._token) and scheme.lower() == b"bearer"):
                 msg = ("missing `Authorization` header: send `Authorization: Bearer <token>`" if not given
                        else "invalid token in the `Authorization: Bearer <token>` header")
                 return await problem(401, "unauthorized", msg, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
