@@ -147,13 +147,14 @@ def test_killed_batch_resumes_with_exactly_one_job_per_file_and_model(fresh_serv
     fresh_server.faults.processing_delay = 2.0      # each job runs a while: the batch is mid-way when killed
     env = {**os.environ, "AUDIOSHAKE_API_TOKEN": fresh_server.token,
            "AUDIOSHAKE_BASE_URL": fresh_server.base_url, "SHAKELAB_LEDGER": str(ledger_path)}
+    log = open(tmp_path / "batch.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "shakelab.cli", "batch", str(tmp_path / "rec"),
                              "--models", "music_detection", "--out", str(tmp_path / "out"),
-                             "--concurrency", "4"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--concurrency", "4"], env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 120
         while len(_ledger_jobs(ledger_path)) < 6:
-            assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
+            assert proc.poll() is None, (tmp_path / "batch.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "the batch subprocess created no jobs"
             time.sleep(0.05)
         # From now on the service refuses new jobs (a refused POST /job creates nothing), so the
@@ -171,6 +172,7 @@ def test_killed_batch_resumes_with_exactly_one_job_per_file_and_model(fresh_serv
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        log.close()
     recorded = _ledger_jobs(ledger_path)
     created_before = fresh_server.stats()["jobs"]
     assert len(recorded) == created_before >= 6

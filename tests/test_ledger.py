@@ -244,7 +244,6 @@ def test_two_processes_write_at_once(tmp_path):
 
 
 def test_jobs_frame_columns_and_values(tmp_path):
-    pytest.importorskip("shakelab.frames")
     ledger = Ledger(tmp_path / "l.sqlite")
     assert len(ledger.jobs_frame()) == 0
     ledger.record_job(_job("j1", status="completed"), base_url=BASE, source_path="/d/a.wav")
