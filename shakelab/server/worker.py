@@ -2,8 +2,11 @@
 
 Jobs live in the store; the in-memory queue only holds their ids, so a restart loses nothing:
 :meth:`Worker.start` puts every job left ``queued`` or ``processing`` back in the queue.
-Each status change is POSTed to the job's ``callbackUrl`` by a separate sender thread with
-retries and exponential backoff; a failing callback never touches the job.
+Each status change (``processing``, then ``completed`` or ``failed``) is POSTed to the job's
+``callbackUrl`` as ``{"job": <the job object, as GET /job/{id} returns it>}`` by a separate sender
+thread, with 3 retries and exponential backoff (0.5, 1, 2 s); a failing callback never touches the
+job. Models run in long-lived child processes (``python -m shakelab.server.worker``) unless the
+server's ``isolation`` is ``"thread"``.
 
 Examples
 --------
