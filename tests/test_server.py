@@ -621,3 +621,46 @@ def test_bearer_scheme_is_case_insensitive(server):
         assert requests.get(f"{server.base_url}/usage", headers={"Authorization": header}, timeout=10).ok
     for header in (f"Bearer {server.token}x", f"Bearer{server.token}", f"Token {server.token}", server.token[:-1]):
         assert requests.get(f"{server.base_url}/usage", headers={"Authorization": header}, timeout=10).status_code == 401
+
+
+def test_download_link_supports_head_and_ranges(server):
+    data = wav_bytes(0.5)
+    asset = upload(server, data, "ranged.wav")
+    head = requests.head(asset["link"], timeout=10)
+    assert head.status_code == 200 and int(head.headers["content-length"]) == len(data)
+    assert "ranged.wav" in head.headers["content-disposition"]
+    part = requests.get(asset["link"], headers={"Range": "bytes=4-11"}, timeout=10)
+    assert part.status_code == 206 and part.content == data[4:12]
+
+
+def test_upload_link_time_cap(tmp_path):
+    class Trickle(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            try:
+                for _ in range(100):
+                    self.wfile.write(b"\0" * 1000)
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    host = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    host.daemon_threads = True
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    try:
+        with LocalServer(tmp_path / "slow", token="slow-token", allow_private_links=True) as srv:
+            srv.link_timeout = 1.0
+            r = requests.post(f"{srv.base_url}/upload/link", headers=auth(srv), timeout=30,
+                              json={"link": f"http://127.0.0.1:{host.server_address[1]}/slow.wav", "name": "slow"})
+            assert_error(r, 408, "link_timeout", "1 s")
+            assert srv.store.count("assets") == 0
+            assert list((srv.data_dir / "tmp").iterdir()) == []
+    finally:
+        host.shutdown()
+        host.server_close()
