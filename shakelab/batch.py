@@ -33,7 +33,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from shakelab import catalog
-from shakelab.errors import JobFailedError, JobTimeoutError, RateLimitError, ShakelabError, ValidationError
+from shakelab.errors import (
+    JobFailedError, JobTimeoutError, NotFoundError, RateLimitError, ServerError, ShakelabError, TransportError,
+    ValidationError,
+)
 
 __all__ = ["run", "main", "BatchResult", "AUDIO_EXTENSIONS", "JOBS_COLUMNS"]
 
@@ -45,7 +48,7 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".aiff", ".aif", ".aifc"
 JOBS_COLUMNS = ("source", "model", "format", "status", "job_id", "asset_id", "action", "error",
                 "started_at", "finished_at", "elapsed_s", "duration_s", "outputs", "n_segments")
 
-_WAIT_SLICE = 30.0          # seconds per client.wait call, so a cancelled batch stops promptly
+_MAX_POLL_INTERVAL = 15.0   # polls back off from 1 s to this, like Client.wait
 _MAX_RATE_LIMIT_ROUNDS = 8  # whole-file retries after the client itself gave up on 429s
 _MAX_BACKOFF = 60.0
 _FIRST_POLL_DELAY = 1.0     # seconds between creating a job and its first poll
@@ -333,14 +336,33 @@ def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
     return {"values": values, "segments": segments}
 
 
-def _wait(client, job, cancel: threading.Event | None):
+def _wait(client, job, cancel: threading.Event | None, *, first_delay: float = 0.0):
+    """Poll ``job`` until it finishes, pausing like ``Client.wait`` (1 s growing to 15 s) but
+    in slices a cancelled batch interrupts at once. Each poll is ``client.get_job``, so the
+    client's own retries (429 with Retry-After, 5xx, dropped connections) apply to it."""
+    stop = cancel or threading.Event()
+    started = time.monotonic()
+    seen = False
+    pause, interval = first_delay, 1.0
     while True:
+        if pause > 0 and stop.wait(pause):
+            raise JobTimeoutError(job, time.monotonic() - started)
         try:
-            return client.wait(job, timeout=_WAIT_SLICE, progress=False)
-        except JobTimeoutError as exc:
-            if cancel is not None and cancel.is_set():
-                raise
-            job = exc.job if getattr(exc.job, "id", None) else job
+            current = client.get_job(job)
+        except NotFoundError as exc:
+            # The real service answers 404 for a few seconds after creating a job.
+            if seen or time.monotonic() - started > getattr(client, "not_found_grace", 60.0):
+                raise ShakelabError(f"job {job.id} is unknown to the service ({exc}); "
+                                    f"rerun with force=True to submit it again") from None
+        except (TransportError, ServerError, RateLimitError):
+            pass                     # the client already retried; still pending: poll again later
+        else:
+            seen, job = True, current
+            if current.failed:
+                raise JobFailedError(current, current.error or "failed")
+            if current.is_done:
+                return current
+        pause, interval = interval, min(_MAX_POLL_INTERVAL, interval * 1.5)
 
 
 @dataclass(frozen=True)
@@ -430,11 +452,10 @@ def _process_file_once(client, ledger, task: _Task, cancel):
                     (job,) = client.submit(task.path, [model], format=fmt, wait=False, force=task.force,
                                            progress=False)
                 if not job.is_done:
-                    if action == "submitted":
-                        # A job polled right after POST /job is always still queued (and the real
-                        # service may even answer 404): the first look waits a moment.
-                        (cancel or threading.Event()).wait(_FIRST_POLL_DELAY)
-                    job = _wait(client, job, cancel)
+                    # A job polled right after POST /job is always still queued (and the real
+                    # service may even answer 404): the first look at a new job waits a moment.
+                    job = _wait(client, job, cancel,
+                                first_delay=_FIRST_POLL_DELAY if action == "submitted" else 0.0)
                 if job.failed:
                     raise JobFailedError(job, job.error or "failed")
                 finished = _finish_job(client, ledger, task, model, fmt, job)

@@ -192,6 +192,36 @@ def test_killed_batch_resumes_with_exactly_one_job_per_file_and_model(fresh_serv
     assert fresh_server.stats()["requests"]["POST /job"] - posts_before == 50 - created_before
 
 
+def test_ctrl_c_stops_at_once_and_a_rerun_resumes(fresh_server, tmp_path):
+    make_audio(tmp_path / "rec", 4)
+    ledger_path = Path(os.environ["SHAKELAB_LEDGER"])
+    fresh_server.faults.processing_delay = 60.0     # nothing finishes while the batch runs
+    env = {**os.environ, "AUDIOSHAKE_API_TOKEN": fresh_server.token,
+           "AUDIOSHAKE_BASE_URL": fresh_server.base_url}
+    with open(tmp_path / "batch.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "shakelab.cli", "batch", str(tmp_path / "rec"),
+                                 "--models", "music_detection", "--out", str(tmp_path / "out")],
+                                env=env, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            deadline = time.monotonic() + 120
+            while len(_ledger_jobs(ledger_path)) < 4:
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    (tmp_path / "batch.log").read_text()[-2000:]
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGINT)
+            # the workers are polling jobs that need a minute more: they must not hold the exit
+            assert proc.wait(timeout=30) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert {status for _, status in _ledger_jobs(ledger_path)} <= {"queued", "processing"}
+    fresh_server.faults.clear()                     # releases the waiting jobs
+    result = batch.run(tmp_path / "rec", ["music_detection"], client=client_for(fresh_server), progress=False)
+    assert result.ok and (result.jobs["action"] == "resumed").all()
+    assert fresh_server.stats()["jobs"] == 4
+
+
 # --------------------------------------------------------------------------- rate limits
 def test_429_storm_slows_the_batch_without_failures(fresh_server, tmp_path):
     make_audio(tmp_path / "rec", 10)
