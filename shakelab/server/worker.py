@@ -545,8 +545,12 @@ def _child_main() -> None:
         pass
     warnings.simplefilter("ignore")
     proto = os.fdopen(os.dup(1), "w", buffering=1)
-    try:
-        import shakelab.server.processing  # noqa: F401  (the slow imports, before the first job)
+    try:  # the slow imports, before the first job arrives
+        import librosa  # noqa: F401
+        import scipy.signal  # noqa: F401
+        import soundfile  # noqa: F401
+
+        import shakelab.server.processing  # noqa: F401
     except Exception:
         pass  # reported per job by execute()
     devnull = os.open(os.devnull, os.O_WRONLY)
