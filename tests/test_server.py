@@ -664,3 +664,39 @@ def test_upload_link_time_cap(tmp_path):
     finally:
         host.shutdown()
         host.server_close()
+
+
+def test_upload_link_broken_off_by_host_is_400(server):
+    class Liar(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "50000")
+            self.end_headers()
+            self.wfile.write(b"\0" * 100)  # then closes: fewer bytes than promised
+
+        def log_message(self, *args):
+            pass
+
+    host = ThreadingHTTPServer(("127.0.0.1", 0), Liar)
+    threading.Thread(target=host.serve_forever, daemon=True).start()
+    try:
+        before = server.store.count("assets")
+        r = requests.post(f"{server.base_url}/upload/link", headers=auth(server), timeout=30,
+                          json={"link": f"http://127.0.0.1:{host.server_address[1]}/short.wav"})
+        assert_error(r, 400, "link_failed", "broke off")
+        assert server.store.count("assets") == before
+    finally:
+        host.shutdown()
+        host.server_close()
+
+
+def test_public_addresses_are_pinned():
+    from shakelab.server.worker import public_addresses
+
+    assert public_addresses("http://93.184.215.14:8080/a.wav", allow_private=False) == (
+        "93.184.215.14", 8080, ["93.184.215.14"])
+    assert public_addresses("https://127.0.0.1/x", allow_private=True) == ("127.0.0.1", 443, None)
+    with pytest.raises(ValueError, match="private"):
+        public_addresses("http://192.168.1.10/x", allow_private=False)
+    with pytest.raises(ValueError, match="invalid port"):
+        public_addresses("http://h:99999/x", allow_private=True)

@@ -21,8 +21,9 @@ import os
 import re
 import time
 import unicodedata
-import urllib.error
-import urllib.request
+import http.client
+import socket
+import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -35,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from shakelab import catalog
-from shakelab.server.worker import check_public_url
+from shakelab.server.worker import check_public_url, public_addresses
 
 log = logging.getLogger("shakelab.server")
 
@@ -543,33 +544,63 @@ def _store_upload(ctx, request: Request, tmp: Path, size: int, filename: str | N
     return ctx.asset_payload(asset, str(request.base_url).rstrip("/"))
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
+class _PinnedHTTP(http.client.HTTPConnection):
+    """Connects to a vetted address while sending the URL's host name (Host header)."""
+
+    def __init__(self, host: str, port: int, address: str | None, **kw):
+        super().__init__(host, port, **kw)
+        self._address = address or host
+
+    def connect(self):
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to a vetted address, with SNI and certificate checks against the URL's host name."""
+
+    def __init__(self, host: str, port: int, address: str | None, **kw):
+        super().__init__(host, port, context=ssl.create_default_context(), **kw)
+        self._address = address or host
+
+    def connect(self):
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
+
+
+def _open_link(url: str, allow_private: bool, timeout: float):
+    """GET ``url`` (no redirects followed) from an address vetted by :func:`public_addresses`."""
+    try:
+        host, port, addresses = public_addresses(url, allow_private=allow_private)
+    except ValueError as exc:
+        raise APIProblem(400, "invalid_link", str(exc)) from None
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+    last: Exception | None = None
+    for address in addresses or [None]:
+        conn = cls(host, port, address, timeout=timeout)
+        try:
+            conn.request("GET", target, headers={"User-Agent": "shakelab-server", "Accept": "*/*"})
+            return conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            last = exc
+    raise APIProblem(400, "link_failed", f"`link` could not be fetched: {last}")
 
 
 def _fetch_link(ctx, request: Request, link: str, name: str) -> dict:
     """Download ``link`` into the store (http/https only, public hosts unless allowed, size and time caps)."""
     limit, deadline = ctx.max_upload_bytes, time.monotonic() + ctx.link_timeout
-    opener = urllib.request.build_opener(_NoRedirect)
     url = link
     for _hop in range(6):
-        try:
-            check_public_url(url, allow_private=ctx.allow_private_links)
-        except ValueError as exc:
-            raise APIProblem(400, "invalid_link", str(exc)) from None
-        req = urllib.request.Request(url, headers={"User-Agent": "shakelab-server", "Accept": "*/*"})
-        try:
-            resp = opener.open(req, timeout=min(10.0, max(1.0, deadline - time.monotonic())))
-        except urllib.error.HTTPError as exc:
-            if exc.code in (301, 302, 303, 307, 308) and exc.headers.get("Location"):
-                url = urljoin(url, exc.headers["Location"])
-                exc.close()
-                continue
-            raise APIProblem(400, "link_failed", f"`link` answered HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise APIProblem(400, "link_failed", f"`link` could not be fetched: {reason}") from None
+        resp = _open_link(url, ctx.allow_private_links, min(10.0, max(1.0, deadline - time.monotonic())))
+        if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
+            url = urljoin(url, resp.getheader("Location"))
+            resp.close()
+            continue
+        if resp.status >= 400:
+            resp.close()
+            raise APIProblem(400, "link_failed", f"`link` answered HTTP {resp.status} {resp.reason}")
         break
     else:
         raise APIProblem(400, "link_failed", "`link` redirected more than 5 times")
@@ -592,10 +623,12 @@ def _fetch_link(ctx, request: Request, link: str, name: str) -> dict:
                 if len(head) < 64:
                     head += chunk[:64]
                 fh.write(chunk)
+            if length and length.isdigit() and size != int(length):
+                raise http.client.IncompleteRead(b"", int(length) - size)
     except APIProblem:
         _discard(None, tmp)
         raise
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         _discard(None, tmp)
         raise APIProblem(400, "link_failed", f"`link` download broke off: {exc}") from None
     path_name = urlsplit(url).path.rsplit("/", 1)[-1]

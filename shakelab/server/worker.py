@@ -43,14 +43,21 @@ MAX_INPUT_SECONDS = 3 * 3600.0
 
 
 def check_public_url(url: str, *, allow_private: bool, field: str = "link") -> tuple[str, int]:
+    """Like :func:`public_addresses`, returning only ``(host, port)``."""
+    host, port, _ = public_addresses(url, allow_private=allow_private, field=field)
+    return host, port
+
+
+def public_addresses(url: str, *, allow_private: bool, field: str = "link") -> tuple[str, int, list[str] | None]:
     """Check that ``url`` is http(s) and that its host resolves only to public addresses.
 
-    Returns ``(host, port)``. Raises ``ValueError`` naming ``field`` otherwise; with
-    ``allow_private`` the address check is skipped (the scheme check is not).
+    Returns ``(host, port, addresses)``: the vetted IP addresses to connect to (so a second DNS
+    answer cannot swap in a private one), or None with ``allow_private``, where the address check
+    is skipped (the scheme check is not). Raises ``ValueError`` naming ``field`` otherwise.
 
     Examples
     --------
-    >>> check_public_url("ftp://x/y", allow_private=True)
+    >>> public_addresses("ftp://x/y", allow_private=True)
     Traceback (most recent call last):
     ...
     ValueError: `link` must be an http or https URL, not 'ftp://x/y'
@@ -64,11 +71,12 @@ def check_public_url(url: str, *, allow_private: bool, field: str = "link") -> t
         raise ValueError(f"`{field}` has an invalid port: {url!r}") from None
     host = parts.hostname
     if allow_private:
-        return host, port
+        return host, port, None
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise ValueError(f"`{field}` host {host!r} does not resolve: {exc}") from None
+    vetted = []
     for info in infos:
         addr = ipaddress.ip_address(info[4][0].split("%")[0])
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
@@ -78,7 +86,8 @@ def check_public_url(url: str, *, allow_private: bool, field: str = "link") -> t
             raise ValueError(f"`{field}` host {host!r} resolves to a private, loopback or link-local "
                              f"address ({addr}); the server refuses those unless started with "
                              "--allow-private-links")
-    return host, port
+        vetted.append(info[4][0])
+    return host, port, vetted
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
