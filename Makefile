@@ -6,9 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench lab serve system-deps clean
+.PHONY: setup models devset demo test bench lab serve system-deps clean
 
-setup: $(STAMP)
+setup: $(STAMP) models
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,12 +16,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
-# Real programs the tests drive: curl (the API page's commands), Chromium (the browser test).
+# The music detector's CNN weights, taken once from the inaSpeechSegmenter wheel on PyPI
+# (checksum pinned) into the user cache; a no-op when they are already there.
+models: $(STAMP)
+	$(BIN)/shakelab models fetch
+
+# The labelled development set (16 min) that benchmarks/bench_detector.py scores.
+devset: setup system-deps
+	$(BIN)/python -m shakelab.devset out/devset
+
+# Real programs the tests drive: curl (the API page's commands), Chromium (the browser test),
+# espeak-ng, fluidsynth and a General MIDI soundfont (the detector's development set).
+APT_PACKAGES := curl chromium espeak-ng fluidsynth timgm6mb-soundfont
 system-deps:
-	@command -v curl >/dev/null 2>&1 && command -v chromium >/dev/null 2>&1 || { \
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  echo "apt-get install $$missing"; \
 	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq curl chromium chromium-driver >/dev/null; }
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 demo: setup
 	$(BIN)/shakelab demo
@@ -33,7 +47,7 @@ bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $$(test "$$(id -u)" = 0 && echo --allow-root)
 
 serve: setup
 	$(BIN)/shakelab serve

@@ -42,7 +42,14 @@ _LAZY = {
 }
 
 
+# Submodules reachable as attributes (``shakelab.segments.merge``) without importing them up front.
+_SUBMODULES = {"audio", "batch", "catalog", "client", "frames", "ledger", "models", "plot", "segments",
+               "widgets"}
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"shakelab.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'shakelab' has no attribute {name!r}")
@@ -52,4 +59,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
