@@ -614,8 +614,11 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
         counts.
     executor : concurrent.futures.Executor, optional
         Where the per-file work runs; default a thread pool of ``concurrency`` workers. At most
-        ``concurrency`` files are handed to it at a time. Any ``Executor`` works as long as the
-        client pickles; the ledger pickles as its path.
+        ``concurrency`` files are handed to it at a time. A ``ThreadPoolExecutor`` shares
+        ``client``; any other executor (processes, Dask) runs each file in a worker that builds
+        its own client for ``client.base_url`` with the token from the worker's
+        ``AUDIOSHAKE_API_TOKEN`` (a Client never pickles: it holds the token) and the same
+        ledger path.
     force : bool
         Resubmit even what the ledger says is done or in flight (new, billed jobs).
 
@@ -639,14 +642,17 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
         result = batch.run("recordings/", ["vocals"], executor=dask.get_executor(),
                            concurrency=64)
 
-    Each file's work then runs on a Dask worker, which needs shakelab installed and the
-    recordings at the same paths (a shared filesystem). The client is pickled to the workers;
-    the shared 429 backoff then holds per worker process. The ledger travels as its path: on
-    a single machine (``LocalCluster``) every worker writes the same file; on a cluster,
-    point ``SHAKELAB_LEDGER`` at a local path on each worker (SQLite is not safe on network
-    filesystems): the driver records every finished job in its own ledger as results come
-    back, so skipping finished work on a rerun still works, while in-flight jobs of a killed
-    run are resumed only from the workers' ledgers.
+    Each file's work then runs on a Dask worker, which needs shakelab installed, the
+    recordings at the same paths (a shared filesystem) and ``AUDIOSHAKE_API_TOKEN`` in its
+    environment: the token is never pickled, so each worker process builds its own client
+    (same base URL, timeout, retries) once and reuses it. The shared 429 backoff then holds
+    per worker process. The ledger travels as its path: on one machine (``LocalCluster``)
+    every worker writes the same file, so everything resumes as with threads; on a cluster
+    each worker opens that path on its own disk (keep it off network filesystems, where
+    SQLite is not safe), and the driver still records every finished job (payload, outputs,
+    detection windows) in its own ledger as results come back, so a rerun skips finished
+    work, while jobs in flight when a run died are resumed only from the workers' ledgers.
+    Ctrl-C cancels the files not started yet; files already on a worker run to the end.
 
     Examples
     --------
