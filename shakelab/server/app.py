@@ -22,8 +22,6 @@ import re
 import time
 import unicodedata
 import http.client
-import socket
-import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -36,7 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from shakelab import catalog
-from shakelab.server.worker import check_public_url, public_addresses
+from shakelab.server.worker import PinnedHTTP, PinnedHTTPS, check_public_url, public_addresses
 
 log = logging.getLogger("shakelab.server")
 
@@ -544,29 +542,6 @@ def _store_upload(ctx, request: Request, tmp: Path, size: int, filename: str | N
     return ctx.asset_payload(asset, str(request.base_url).rstrip("/"))
 
 
-class _PinnedHTTP(http.client.HTTPConnection):
-    """Connects to a vetted address while sending the URL's host name (Host header)."""
-
-    def __init__(self, host: str, port: int, address: str | None, **kw):
-        super().__init__(host, port, **kw)
-        self._address = address or host
-
-    def connect(self):
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """HTTPS to a vetted address, with SNI and certificate checks against the URL's host name."""
-
-    def __init__(self, host: str, port: int, address: str | None, **kw):
-        super().__init__(host, port, context=ssl.create_default_context(), **kw)
-        self._address = address or host
-
-    def connect(self):
-        raw = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
-
-
 def _open_link(url: str, allow_private: bool, timeout: float):
     """GET ``url`` (no redirects followed) from an address vetted by :func:`public_addresses`."""
     try:
@@ -575,7 +550,7 @@ def _open_link(url: str, allow_private: bool, timeout: float):
         raise APIProblem(400, "invalid_link", str(exc)) from None
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    cls = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+    cls = PinnedHTTPS if parts.scheme == "https" else PinnedHTTP
     last: Exception | None = None
     for address in addresses or [None]:
         conn = cls(host, port, address, timeout=timeout)

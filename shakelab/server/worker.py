@@ -28,8 +28,8 @@ import shutil
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
+import http.client
+import ssl
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -90,9 +90,27 @@ def public_addresses(url: str, *, allow_private: bool, field: str = "link") -> t
     return host, port, vetted
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # callbacks are not followed to other hosts
-        return None
+class PinnedHTTP(http.client.HTTPConnection):
+    """Connects to a vetted address while sending the URL's host name (Host header)."""
+
+    def __init__(self, host: str, port: int, address: str | None, **kw):
+        super().__init__(host, port, **kw)
+        self._address = address or host
+
+    def connect(self):
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to a vetted address, with SNI and certificate checks against the URL's host name."""
+
+    def __init__(self, host: str, port: int, address: str | None, **kw):
+        super().__init__(host, port, context=ssl.create_default_context(), **kw)
+        self._address = address or host
+
+    def connect(self):
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
 
 
 class CallbackSender:
@@ -122,7 +140,6 @@ class CallbackSender:
         self._latest: dict[str, int] = {}
         self._cv = threading.Condition()
         self._stopped = False
-        self._opener = urllib.request.build_opener(_NoRedirect)
         self._thread = threading.Thread(target=self._loop, name="shakelab-callbacks", daemon=True)
         self._thread.start()
 
@@ -164,13 +181,21 @@ class CallbackSender:
                     log.warning("callback for job %s failed after %d attempts: %s", job_id, attempt + 1, exc)
 
     def _post(self, url: str, body: bytes) -> None:
-        check_public_url(url, allow_private=self.allow_private, field="callbackUrl")
-        req = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json", "User-Agent": "shakelab-server"})
-        with self._opener.open(req, timeout=self.timeout) as resp:
+        """One delivery to an address vetted now (redirects are not followed)."""
+        host, port, addresses = public_addresses(url, allow_private=self.allow_private, field="callbackUrl")
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        cls = PinnedHTTPS if parts.scheme == "https" else PinnedHTTP
+        conn = cls(host, port, (addresses or [None])[0], timeout=self.timeout)
+        try:
+            conn.request("POST", target, body=body,
+                         headers={"Content-Type": "application/json", "User-Agent": "shakelab-server"})
+            resp = conn.getresponse()
             resp.read(65536)
             if resp.status >= 300:
                 raise RuntimeError(f"callback answered HTTP {resp.status}")
+        finally:
+            conn.close()
 
 
 class Worker:
