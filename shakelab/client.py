@@ -23,10 +23,11 @@ Retry rule
   is sent once only.
 - **``POST /job`` is never sent twice once it may have reached the service**, so no job is
   billed twice: it is retried only when the connection failed *before* the request was sent
-  (connection refused, DNS failure, connect timeout). A read timeout, a reset, a dropped
-  connection, a 429 or a 5xx after sending raises at once (``TransportError`` /
-  ``RateLimitError`` / ``ServerError``); the job may exist: look at ``client.jobs_frame()``
-  or the ledger before resubmitting.
+  (connection refused, DNS failure, connect timeout), or when the service answered ``429``:
+  a rate-limited request was refused, not processed (RFC 6585), so it is sent again after the
+  ``Retry-After`` like any other. A read timeout, a reset, a dropped connection or a 5xx after
+  sending raises at once (``TransportError`` / ``ServerError``); the job may exist: look at
+  ``client.jobs_frame()`` or the ledger before resubmitting.
 - Other 4xx answers are never retried: 401/403 raise ``AuthenticationError``, 404
   ``NotFoundError``, the rest ``APIError`` with the service's message.
 
@@ -474,7 +475,7 @@ class Client:
         retry : {"idempotent", "before-send", "never"}
             ``"idempotent"``: retry on connection errors, 429, 502/503/504 and undecodable 2xx
             bodies; ``"before-send"`` (``POST /job``): retry only when the connection failed
-            before anything was sent; ``"never"``.
+            before anything was sent, or on 429 (refused unprocessed); ``"never"``.
         body : callable, optional
             Returns ``(data, headers)`` fresh for each attempt (uploads rewind their file).
         auth : bool
@@ -519,7 +520,7 @@ class Client:
         if resp.status_code >= 400:
             error = self._error_for(resp, method, shown)
             resp.close()
-            if retry == "idempotent" and resp.status_code == 429:
+            if retry in ("idempotent", "before-send") and resp.status_code == 429:
                 wait = error.retry_after
                 if wait is not None and wait > self.max_retry_after:
                     raise RateLimitError(429, f"{error.message} (Retry-After {wait:g} s is longer than "

@@ -139,13 +139,24 @@ def test_post_job_503_is_not_resent(fresh_server, wav):
     assert count(fresh_server, "POST /job") == 1
 
 
-def test_post_job_429_is_not_resent(fresh_server, wav):
+def test_post_job_429_is_sent_again_after_retry_after(fresh_server, wav):
+    """A 429 means the service refused the request unprocessed: sending it again bills once."""
     client = make_client(fresh_server)
     asset = client.upload(wav, progress=False)
-    fresh_server.faults.add(method="POST", path="/job", status=429, headers={"Retry-After": "0"}, times=1)
-    with pytest.raises(RateLimitError):
+    fresh_server.faults.add(method="POST", path="/job", status=429, headers={"Retry-After": "0"}, times=2)
+    job = client.create_job(asset, "vocals")
+    assert count(fresh_server, "POST /job") == 3
+    assert fresh_server.stats()["jobs"] == 1 and job.id
+
+
+def test_post_job_429_past_the_cap_raises_without_a_job(fresh_server, wav):
+    client = make_client(fresh_server)
+    asset = client.upload(wav, progress=False)
+    fresh_server.faults.add(method="POST", path="/job", status=429, headers={"Retry-After": "600"}, times=1)
+    with pytest.raises(RateLimitError) as info:
         client.create_job(asset, "vocals")
-    assert count(fresh_server, "POST /job") == 1
+    assert info.value.retry_after == 600.0
+    assert count(fresh_server, "POST /job") == 1 and fresh_server.stats()["jobs"] == 0
 
 
 def test_post_job_read_timeout_is_not_resent(fresh_server, wav):
