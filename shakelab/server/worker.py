@@ -442,9 +442,15 @@ class ModelProcess:
         import subprocess
         import sys
 
+        import shakelab
+
+        # the child imports this very shakelab, even when the parent found it through sys.path edits
+        root = str(Path(shakelab.__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         self.proc = subprocess.Popen([sys.executable, "-m", "shakelab.server.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
-                                     close_fds=True)
+                                     close_fds=True, env=env)
 
     @property
     def pid(self) -> int:
