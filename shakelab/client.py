@@ -78,6 +78,9 @@ __all__ = ["Client", "connect", "DEFAULT_BASE_URL"]
 log = logging.getLogger("shakelab.client")
 
 DEFAULT_BASE_URL = "https://groovy.audioshake.ai"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once at import, when no other thread creates files yet
+_FILE_MODE = 0o666 & ~_UMASK
 TOKEN_ENV = "AUDIOSHAKE_API_TOKEN"
 BASE_URL_ENV = "AUDIOSHAKE_BASE_URL"
 _RETRY_STATUSES = frozenset({502, 503, 504})
@@ -1056,6 +1059,7 @@ class Client:
                     if total is not None and os.path.getsize(tmp) != total:
                         raise TransportError(f"download of {name} stopped after {os.path.getsize(tmp)} of "
                                              f"{total} bytes")
+                    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; a download gets the usual mode
                     os.replace(tmp, target)
                 except requests.RequestException as exc:
                     os.unlink(tmp)

@@ -45,7 +45,8 @@ def run(out_dir: str | Path = "out/demo", *, source: str | Path = DEMO_RECORDING
     out_dir.mkdir(parents=True, exist_ok=True)
 
     client = shakelab.connect()
-    jobs = client.submit(source, list(DEMO_MODELS), wait=True)
+    print(f"running {', '.join(DEMO_MODELS)} on {source.name} ...", flush=True)
+    jobs = client.submit(source, list(DEMO_MODELS), wait=True, progress=False)
     files: list[Path] = []
     for job in jobs:
         files.extend(client.download(job, out_dir, progress=False))

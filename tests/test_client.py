@@ -290,6 +290,14 @@ def test_submit_validates_everything_before_uploading(fresh_server, wav):
     assert requests_made(fresh_server) == 0
 
 
+def current_umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def test_download_streams_and_renames(fresh_server, wav, tmp_path):
     client = fresh_client(fresh_server)
     (job,) = client.submit(wav, ["vocals"], progress=False)
@@ -298,6 +306,7 @@ def test_download_streams_and_renames(fresh_server, wav, tmp_path):
     assert [p.name for p in paths] == [o.name for o in job.outputs]
     assert all(p.parent == dest and p.stat().st_size > 0 for p in paths)
     assert sorted(x.name for x in dest.iterdir()) == sorted(p.name for p in paths)  # no .part left behind
+    assert all(p.stat().st_mode & 0o777 == 0o666 & ~current_umask() for p in paths)  # not mkstemp's 0600
     assert paths[0].read_bytes() == link_bytes(client.get_job(job.id).outputs[0].link)
     import soundfile as sf
 
