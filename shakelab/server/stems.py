@@ -41,6 +41,9 @@ __all__ = ["STEMS", "FORMATS", "separate", "masks", "stem_block"]
 
 STEMS = ("vocals", "instrumental", "drums", "bass", "other")
 FORMATS = {"wav": ("WAV", "PCM"), "flac": ("FLAC", "PCM"), "aiff": ("AIFF", "PCM"), "mp3": ("MP3", "MPEG_LAYER_III")}
+# libsndfile's default MP3 encoding is variable bitrate at about 32 kbit/s, and its frames decode
+# differently when read in blocks than in one piece; constant bitrate near 256 kbit/s is sound.
+MP3_SETTINGS = {"mp3": {"bitrate_mode": "CONSTANT", "compression_level": 0.2}}
 MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 BLOCK_SECONDS = 30.0
 OVERLAP_SECONDS = 2.0
@@ -278,7 +281,7 @@ def separate(src: str | os.PathLike, dest: str | os.PathLike, stem: str, fmt: st
     H = L - O
     ramp = np.linspace(0.0, 1.0, O, endpoint=False, dtype=np.float32) if O else np.zeros(0, np.float32)
     with sf.SoundFile(str(dest), "w", samplerate=sr, channels=channels, format=FORMATS[fmt][0],
-                      subtype=_subtype(fmt, subtype)) as out:
+                      subtype=_subtype(fmt, subtype), **MP3_SETTINGS.get(fmt, {})) as out:
         start, first, tail = 0, True, None
         while True:
             length = min(L, frames - start)
