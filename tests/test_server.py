@@ -315,9 +315,9 @@ def test_links_are_fresh_on_each_get(tmp_path):
         time.sleep(1.1)
         second = requests.get(f"{srv.base_url}/job/{job['id']}", headers=auth(srv), timeout=10).json()["job"]
         assert first["sourceAsset"]["link"] != second["sourceAsset"]["link"]
-        e1 = int(first["sourceAsset"]["link"].split("expires=")[1].split("&")[0])
-        e2 = int(second["sourceAsset"]["link"].split("expires=")[1].split("&")[0])
-        assert e2 > e1
+        e1 = float(first["sourceAsset"]["link"].split("expires=")[1].split("&")[0])
+        e2 = float(second["sourceAsset"]["link"].split("expires=")[1].split("&")[0])
+        assert e2 - e1 >= 1.0
 
 
 BAD_JOBS = [
@@ -412,7 +412,7 @@ def test_link_expires_with_403(tmp_path):
     with LocalServer(tmp_path / "ttl", token="ttl-token", link_ttl=1) as srv:
         asset = upload(srv)
         assert requests.get(asset["link"], timeout=10).status_code == 200
-        time.sleep(2.2)
+        time.sleep(1.1)  # links last exactly link_ttl seconds
         assert_error(requests.get(asset["link"], timeout=10), 403, "link_expired", "fresh link")
 
 
@@ -435,10 +435,14 @@ def test_link_signer_unit():
     assert url.startswith("http://h:1/files/cid/a%20b_c.wav?expires=110&signature=")
     sig = url.rsplit("=", 1)[1]
     assert signer.check("cid", "110", sig, now=105) == "ok"
-    assert signer.check("cid", "110", sig, now=111) == "expired"
+    assert signer.check("cid", "110", sig, now=110.001) == "expired"
     assert signer.check("cid", "111", sig, now=105) == "invalid"
+    assert signer.check("cid", "110.0", sig, now=105) == "invalid"  # the signed text, not the number
     assert signer.check("cid", None, sig) == "invalid"
+    assert signer.check("cid", "1e3", sig) == "invalid"
     assert LinkSigner("other", ttl=10).check("cid", "110", sig, now=105) == "invalid"
+    frac = LinkSigner("k", ttl=0.5).make("http://h:1", "cid", "x", now=100.25)
+    assert "expires=100.75&" in frac
 
 
 def test_links_survive_restart(tmp_path):

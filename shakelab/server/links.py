@@ -1,7 +1,7 @@
 """Signed, expiring download links, like the service's presigned URLs.
 
-A link is ``{base}/files/{asset_id}/{name}?expires={unix}&signature={hex}`` where the signature
-is HMAC-SHA256 over ``"{asset_id}\\n{expires}"`` with a per-data-dir secret. Links need no
+A link is ``{base}/files/{asset_id}/{name}?expires={unix seconds, up to 3 decimals}&signature={hex}``
+where the signature is HMAC-SHA256 over ``"{asset_id}\\n{expires}"`` with a per-data-dir secret. Links need no
 Authorization header; a bad signature answers 403, an expired one 403 as well.
 
 Examples
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from urllib.parse import quote
 
@@ -39,12 +40,13 @@ class LinkSigner:
         self._key = secret.encode()
         self.ttl = float(ttl)
 
-    def _sign(self, asset_id: str, expires: int) -> str:
+    def _sign(self, asset_id: str, expires: str) -> str:
         return hmac.new(self._key, f"{asset_id}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
     def make(self, base_url: str, asset_id: str, name: str, *, now: float | None = None) -> str:
-        """A fresh link to ``asset_id`` valid for ``ttl`` seconds from ``now``."""
-        expires = int((time.time() if now is None else now) + self.ttl + 0.999)
+        """A fresh link to ``asset_id`` valid for exactly ``ttl`` seconds from ``now`` (millisecond precision)."""
+        stamp = (time.time() if now is None else now) + self.ttl
+        expires = f"{stamp:.3f}".rstrip("0").rstrip(".")
         safe = quote(name.replace("/", "_") or "file", safe="")
         return (f"{base_url.rstrip('/')}/files/{asset_id}/{safe}"
                 f"?expires={expires}&signature={self._sign(asset_id, expires)}")
@@ -52,11 +54,14 @@ class LinkSigner:
     def check(self, asset_id: str, expires: str | None, signature: str | None, *,
               now: float | None = None) -> str:
         """``'ok'``, ``'invalid'`` (missing or forged) or ``'expired'``; constant-time comparison."""
-        if not expires or not signature or not expires.isdigit() or len(expires) > 12:
+        if not expires or not signature or not _EXPIRES.fullmatch(expires):
             return "invalid"
-        good = self._sign(asset_id, int(expires))
+        good = self._sign(asset_id, expires)
         if not hmac.compare_digest(good.encode(), signature.encode("utf-8", "replace")):
             return "invalid"
-        if int(expires) < (time.time() if now is None else now):
+        if float(expires) < (time.time() if now is None else now):
             return "expired"
         return "ok"
+
+
+_EXPIRES = re.compile(r"[0-9]{1,12}(\.[0-9]{1,3})?")
