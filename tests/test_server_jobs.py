@@ -373,3 +373,23 @@ def test_stop_mid_job_ends_its_process_and_the_job_resumes(tmp_path):
     with LocalServer(data_dir, token="mid-token", workers=1) as again:
         done = wait(again, job["id"])
         assert done["status"] == "completed", done["statusInfo"]
+
+
+def test_model_process_survives_a_notebook_interrupt(tmp_path):
+    """A kernel interrupt sends SIGINT to the whole process group: the model process must not die of it."""
+    import signal
+
+    from shakelab.server.worker import ModelProcess
+
+    src = tmp_path / "clip.wav"
+    src.write_bytes(audio_bytes(1.0))
+    proc = ModelProcess()
+    try:
+        proc.run("bass", str(src), str(tmp_path / "a"), "wav", {}, timeout=120)  # started and ready
+        os.kill(proc.pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.alive()
+        status, _duration, outputs = proc.run("bass", str(src), str(tmp_path / "b"), "wav", {}, timeout=120)
+        assert status == "ok" and os.path.getsize(outputs[0]) > 0
+    finally:
+        proc.close()

@@ -576,9 +576,14 @@ def _close_all() -> None:
 
 def _child_main() -> None:
     """Body of a model process: read ``[model, src, out_dir, fmt, options]`` lines, answer JSON lines."""
+    import signal
     import sys
     import warnings
 
+    # Ctrl-C / a kernel interrupt reaches the whole process group; the parent decides when a model
+    # process ends (it closes stdin or kills it), so the child ignores SIGINT instead of printing a
+    # KeyboardInterrupt traceback into the notebook.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.nice(MODEL_NICENESS)
     except OSError:
