@@ -173,6 +173,18 @@ def test_post_job_read_timeout_is_not_resent(fresh_server, wav):
     assert fresh_server.stats()["jobs"] <= 1
 
 
+def test_post_job_answered_too_late_is_not_resent_and_bills_once(fresh_server, wav):
+    """The job is created on the server but the answer misses the client's timeout: one job, no resend."""
+    client = make_client(fresh_server, timeout=0.5)
+    asset = client.upload(wav, progress=False)
+    fresh_server.faults.add(method="POST", path="/job", status=None, delay_after=1.5, times=1)
+    with pytest.raises(TransportError, match=r"POST /job failed: .*(timed out|Timeout)"):
+        client.create_job(asset, "vocals")
+    time.sleep(1.5)  # let the held answer go out
+    assert count(fresh_server, "POST /job") == 1
+    assert fresh_server.stats()["jobs"] == 1
+
+
 def test_post_job_dropped_connection_is_not_resent(fresh_server, wav):
     client = make_client(fresh_server)
     asset = client.upload(wav, progress=False)

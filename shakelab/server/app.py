@@ -182,6 +182,13 @@ class Gate:
             await asyncio.sleep(fault.delay)
         if fault.drop:
             return await _drop(scope, send)
+        if fault.status is None and fault.delay_after:
+            async def late_send(message, _send=send, _wait=fault.delay_after):
+                if message["type"] == "http.response.start":
+                    await asyncio.sleep(_wait)
+                await _send(message)
+
+            return await self.app(scope, receive, late_send)
         if fault.status is None:
             return await self.app(scope, receive, send)
         headers = dict(fault.headers)

@@ -34,6 +34,7 @@ class Fault:
     body: Any = None
     delay: float = 0.0
     drop: bool = False
+    delay_after: float = 0.0
 
 
 class Faults:
@@ -87,7 +88,7 @@ class Faults:
     # -- per-request faults -----------------------------------------------------------------
     def add(self, method: str = "GET", path: str = "/job/*", status: int | None = 429, times: int | None = 1,
             headers: dict[str, str] | None = None, body: Any = None, delay: float = 0.0,
-            drop: bool = False) -> None:
+            drop: bool = False, delay_after: float = 0.0) -> None:
         """Answer the next ``times`` requests matching ``method`` and ``path`` with a fault.
 
         Parameters
@@ -109,6 +110,10 @@ class Faults:
             Seconds to wait before answering (or before passing the request on when ``status`` is None).
         drop : bool
             Close the connection without any answer.
+        delay_after : float
+            With ``status=None``: let the request be handled (a job is created), then hold the
+            answer this many seconds: the client's "it reached the server but the answer came
+            too late" case.
 
         Examples
         --------
@@ -128,11 +133,13 @@ class Faults:
         if body is not None and not isinstance(body, (dict, list, str, bytes)):
             raise ValueError(f"`body` must be a dict, list, str or bytes, not {type(body).__name__}")
         delay = _seconds("delay", delay)
+        delay_after = _seconds("delay_after", delay_after)
         hdrs = dict(headers or {})
         if status == 429 and headers is None:
             hdrs["Retry-After"] = "1"
         with self._lock:
-            self._faults.append(Fault(method.upper(), path, status, times, hdrs, body, delay, bool(drop)))
+            self._faults.append(Fault(method.upper(), path, status, times, hdrs, body, delay, bool(drop),
+                                      delay_after))
 
     def clear(self) -> None:
         """Forget every fault and reset the switches to normal behaviour."""
