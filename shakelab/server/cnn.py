@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shakelab.server.detectors import windows  # one window averaging for every detector
+
 log = logging.getLogger("shakelab.server.cnn")
 
 SR = 16000
@@ -565,37 +567,6 @@ def music_probability(y: np.ndarray, sr: int, *, hop: int = 2, cue: bool = True,
     n = int(math.ceil(out.duration / PRED_S - 1e-9))
     p = p[:n] if len(p) >= n else np.r_[p, np.zeros(n - len(p))]
     return PRED_S, np.clip(p, 0.0, 1.0)
-
-
-def windows(step: float, probs: np.ndarray, duration: float, *, window: float = 10.0) -> list[dict]:
-    """Average a probability track (frame ``i`` centred on ``(i + 0.5) * step``) into windows.
-
-    Confidence = mean music probability of the frames whose centres fall in the window; the
-    last window ends at ``duration`` (shorter when ``duration`` is not a multiple of ``window``).
-
-    Examples
-    --------
-    >>> windows(0.5, np.array([1, 1, 0, 0, 0.5]), 2.5, window=1.0)
-    [{'start_time': 0.0, 'end_time': 1.0, 'confidence': 1.0}, {'start_time': 1.0, 'end_time': 2.0, 'confidence': 0.0}, {'start_time': 2.0, 'end_time': 2.5, 'confidence': 0.5}]
-    """
-    if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
-        raise ValueError(f"`window` must be a positive number of seconds, not {window!r}")
-    probs = np.asarray(probs, np.float64)
-    centres = (np.arange(len(probs)) + 0.5) * step
-    n = max(1, math.ceil(duration / window - 1e-9))
-    idx = np.minimum((centres / window + 1e-9).astype(np.int64), n - 1)
-    sums = np.bincount(idx, weights=probs, minlength=n)
-    cnt = np.bincount(idx, minlength=n)
-    out = []
-    for k in range(n):
-        start, end = k * window, min((k + 1) * window, duration)
-        if cnt[k]:
-            conf = sums[k] / cnt[k]
-        else:   # window shorter than a step: nearest frame
-            conf = probs[min(len(probs) - 1, int((start + end) / 2 / step))] if len(probs) else 0.0
-        out.append({"start_time": round(start, 3), "end_time": round(end, 3),
-                    "confidence": round(float(np.clip(conf, 0, 1)), 4)})
-    return out
 
 
 class CNNDetector:

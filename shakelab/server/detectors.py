@@ -357,12 +357,17 @@ def windows(hop: float, probs: np.ndarray, duration: float, *, window: float = 1
     probs = np.asarray(probs, np.float64)
     centres = (np.arange(len(probs)) + 0.5) * hop
     n = max(1, math.ceil(duration / window - 1e-9))
+    # one pass over the frames (not one mask per window): hour-long files at fine windows stay fast
+    idx = np.minimum((centres / window + 1e-9).astype(np.int64), n - 1)
+    sums = np.bincount(idx, weights=probs, minlength=n)
+    counts = np.bincount(idx, minlength=n)
     out = []
     for k in range(n):
         start, end = k * window, min((k + 1) * window, duration)
-        sel = probs[(centres >= start) & (centres < end)] if k < n - 1 else probs[centres >= start]
-        if sel.size == 0:  # window shorter than a hop: nearest frame
-            sel = probs[[min(len(probs) - 1, int((start + end) / 2 / hop))]] if len(probs) else np.zeros(1)
+        if counts[k]:
+            conf = sums[k] / counts[k]
+        else:  # window shorter than a hop: nearest frame
+            conf = probs[min(len(probs) - 1, int((start + end) / 2 / hop))] if len(probs) else 0.0
         out.append({"start_time": round(float(start), 3), "end_time": round(float(end), 3),
-                    "confidence": round(float(np.clip(sel.mean(), 0, 1)), 4)})
+                    "confidence": round(float(np.clip(conf, 0, 1)), 4)})
     return out
