@@ -1015,6 +1015,8 @@ class Client:
         Each file is streamed to a temporary file in ``dest`` and renamed when complete, so no
         half-written file is ever left under the final name. An expired link (403/404)
         re-fetches the job once for fresh links. Links are fetched without the token.
+        Files keep the service's output names (``vocals.wav``), replacing a file of that name:
+        give each recording its own ``dest`` (as :func:`shakelab.batch.run` does).
 
         Parameters
         ----------
