@@ -11,7 +11,7 @@ Scores of *music presence*:
 
 - frame level: 10 ms frames; an estimate frame is music when the window covering it has
   confidence >= ``threshold``; counts pooled over files (``shakelab.segments.evaluate`` with
-  ``resolution=0.01`` when that module is present, else the same counting here);
+  ``resolution=0.01``);
 - window level: 10-s windows from 0; a window is music when at least half of its 10 ms frames
   are, on each side.
 
@@ -47,8 +47,9 @@ __all__ = ["read_segments", "to_frames", "window_decisions", "counts", "scores",
 def read_segments(path: str | os.PathLike) -> list[dict]:
     """Segments ``[{start_time, end_time, confidence}]`` from a ``.json`` payload or a ``.txt`` label file.
 
-    Text lines are ``start<TAB>end[<TAB>label]``; a label that is a number in [0, 1] is the
-    confidence, any other label (e.g. ``music``) or none means 1.0.
+    Read with :func:`shakelab.segments.read_json` / :func:`~shakelab.segments.read_labels`: in
+    a label file, a label that is a number in [0, 1] is the confidence, any other label (e.g.
+    ``music``) or none means 1.0.
 
     Examples
     --------
@@ -57,30 +58,12 @@ def read_segments(path: str | os.PathLike) -> list[dict]:
     >>> read_segments(p)
     [{'start_time': 0.0, 'end_time': 2.5, 'confidence': 1.0}]
     """
+    from shakelab import segments
+
     p = Path(path)
-    if p.suffix.lower() == ".json":
-        data = json.loads(p.read_text())
-        if isinstance(data, dict):
-            data = data.get("segments", data.get("music_detection", data))
-        if not isinstance(data, list):
-            raise ValueError(f"{os.fspath(p)!r}: expected a list of windows, got {type(data).__name__}")
-        return [{"start_time": float(d["start_time"]), "end_time": float(d["end_time"]),
-                 "confidence": float(d.get("confidence", 1.0))} for d in data]
-    out = []
-    for n, line in enumerate(p.read_text().splitlines(), start=1):
-        if not line.strip() or line.startswith("\\"):
-            continue
-        parts = line.split("\t")
-        if len(parts) < 2:
-            raise ValueError(f"{os.fspath(p)!r} line {n}: expected start<TAB>end[<TAB>label], got {line!r}")
-        try:
-            conf = float(parts[2]) if len(parts) > 2 else 1.0
-            if not 0.0 <= conf <= 1.0:
-                conf = 1.0
-        except ValueError:
-            conf = 1.0
-        out.append({"start_time": float(parts[0]), "end_time": float(parts[1]), "confidence": conf})
-    return out
+    frame = segments.read_json(p) if p.suffix.lower() == ".json" else segments.read_labels(p)
+    return [{"start_time": float(r.start_time), "end_time": float(r.end_time), "confidence": float(r.confidence)}
+            for r in frame.itertuples(index=False)]
 
 
 def to_frames(segments: list[dict], duration: float, *, hop: float = HOP, threshold: float = 0.5) -> np.ndarray:
@@ -151,12 +134,10 @@ def scores(c: dict) -> dict:
             "f1": ratio(2 * c["tp"], 2 * c["tp"] + c["fp"] + c["fn"]), "fpr": ratio(c["fp"], c["fp"] + c["tn"])}
 
 
-def _frame_counts_segments(ref: list[dict], est: list[dict], duration: float, threshold: float) -> dict | None:
-    """Frame counts through shakelab.segments.evaluate (the shared implementation), if present."""
-    try:
-        from shakelab.segments import evaluate
-    except ImportError:
-        return None
+def _frame_counts(ref: list[dict], est: list[dict], duration: float, threshold: float) -> dict:
+    """Frame (10 ms) counts through :func:`shakelab.segments.evaluate`, plus the true negatives."""
+    from shakelab.segments import evaluate
+
     ref_c = [dict(s, end_time=min(s["end_time"], duration)) for s in ref if s["start_time"] < duration]
     est_c = [dict(s, end_time=min(s["end_time"], duration)) for s in est if s["start_time"] < duration]
     r = evaluate(ref_c, est_c, resolution=HOP, threshold=threshold)
@@ -224,9 +205,7 @@ def evaluate_dirs(ref_dir: str | os.PathLike, est_dir: str | os.PathLike, *, thr
         dur = _duration(ref_dir, name, ref, est)
         rf = to_frames(ref, dur, threshold=0.0)
         ef = to_frames(est, dur, threshold=threshold)
-        fc = _frame_counts_segments(ref, est, dur, threshold)
-        if fc is None:
-            fc = counts(rf, ef)
+        fc = _frame_counts(ref, est, dur, threshold)
         wc = counts(window_decisions(rf), window_decisions(ef))
         for g in (groups.get(name, name), "all"):
             a = acc.setdefault(g, {"files": 0, "seconds": 0.0, "f": dict.fromkeys(("tp", "fp", "fn", "tn"), 0),

@@ -92,11 +92,9 @@ def _payload_frame(rows: list, *, source: str | None = None,
 
 
 def _from_payload(rows: list) -> pd.DataFrame:
-    """The raw page payload -> a frame, through shakelab.frames when it exists."""
-    try:
-        from shakelab.frames import segments_frame
-    except ImportError:  # frames not there yet: build the same columns here
-        return _payload_frame(rows)
+    """The raw page payload -> a frame, through :func:`shakelab.frames.segments_frame`."""
+    from shakelab.frames import segments_frame
+
     as_frame(_payload_frame(rows))  # our checks first: messages name the row and value
     return segments_frame(rows)
 
