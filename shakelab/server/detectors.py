@@ -311,19 +311,13 @@ def get_detector(name: str | None = None) -> Detector:
         raise ValueError(f"`name` (or SHAKELAB_DETECTOR) must be 'auto', 'cnn' or 'features', not {choice!r}")
     if choice == "features":
         return FeatureDetector()
-    try:
-        from shakelab.server import cnn
-    except ImportError:
-        cnn = None
-    if cnn is not None and cnn.available():
-        det = cnn.CNNDetector()
-        if not hasattr(det, "name"):
-            det.name = "cnn"
-        return det
+    from shakelab.server import cnn
+
+    if cnn.available():
+        return cnn.CNNDetector()
     if choice == "cnn":
         raise ValueError("the CNN detector was asked for but its weights are not installed: run `shakelab models fetch`")
-    if cnn is not None:
-        getattr(cnn, "warn_missing", getattr(cnn, "_warn_missing", lambda: None))()
+    cnn.warn_missing()
     return FeatureDetector()
 
 
