@@ -694,20 +694,21 @@ class Client:
         return asset
 
     @staticmethod
-    def _asset_id(asset: Any) -> str:
-        if isinstance(asset, Asset):
-            return asset.id
-        if isinstance(asset, str) and asset.strip():
-            return asset.strip()
-        raise ValidationError(f"`asset` must be an Asset or an asset id string, not {type(asset).__name__} {asset!r:.80}")
+    def _id_of(value: Any, kind: type, param: str) -> str:
+        """The id of an ``Asset``/``Job`` or of a non-empty id string; else a ValidationError naming ``param``."""
+        if isinstance(value, kind):
+            return value.id
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        article = "an" if param[0] in "aeiou" else "a"
+        raise ValidationError(f"`{param}` must be {article} {kind.__name__} or {article} {param} id string, "
+                              f"not {type(value).__name__} {value!r:.80}")
 
-    @staticmethod
-    def _job_id(job: Any) -> str:
-        if isinstance(job, Job):
-            return job.id
-        if isinstance(job, str) and job.strip():
-            return job.strip()
-        raise ValidationError(f"`job` must be a Job or a job id string, not {type(job).__name__} {job!r:.80}")
+    def _asset_id(self, asset: Any) -> str:
+        return self._id_of(asset, Asset, "asset")
+
+    def _job_id(self, job: Any) -> str:
+        return self._id_of(job, Job, "job")
 
     @staticmethod
     def _check_metadata(metadata: dict) -> dict:

@@ -214,12 +214,7 @@ class LocalServer:
             try:
                 self._start_locked(timeout)
             except BaseException:
-                if self._uv is not None:
-                    self._uv.should_exit = True
-                if self._thread is not None:
-                    self._thread.join(timeout=5)
-                    self._thread = None
-                self._shutdown_parts()
+                self._stop_locked()
                 raise
             return self
 
@@ -261,12 +256,15 @@ class LocalServer:
     def stop(self) -> None:
         """Stop serving and stop the workers; unfinished jobs are resumed by the next start on this data dir."""
         with self._lock:
-            if self._uv is not None:
-                self._uv.should_exit = True
-            if self._thread is not None:
-                self._thread.join(timeout=10)
-            self._thread = None
-            self._shutdown_parts()
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        if self._uv is not None:
+            self._uv.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = None
+        self._shutdown_parts()
 
     def _shutdown_parts(self) -> None:
         if self.worker is not None:
