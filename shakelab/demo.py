@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-DEMO_RECORDING = Path(__file__).resolve().parents[1] / "data" / "demo.flac"
+# Inside the package, so that `shakelab demo` works from an installed wheel in any folder
+# (data/demo.flac in the checkout is a link to it).
+DEMO_RECORDING = Path(__file__).resolve().parent / "data" / "demo.flac"
 DEMO_MODELS = ("music_detection", "vocals")
 
 
