@@ -221,7 +221,7 @@ class LocalServer:
     def _start_locked(self, timeout: float) -> None:
         import uvicorn
 
-        from shakelab.server.app import Gate, create_app
+        from shakelab.server.app import MAX_CONNECTIONS, Gate, create_app, header_timeout_protocol
         from shakelab.server.links import LinkSigner
         from shakelab.server.store import Store, read_or_create_secret
         from shakelab.server.worker import CallbackSender, Worker
@@ -237,7 +237,8 @@ class LocalServer:
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(Gate(create_app(self), self), log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=1, server_header=False,
-                                timeout_keep_alive=5)
+                                timeout_keep_alive=5, http=header_timeout_protocol(),
+                                limit_concurrency=MAX_CONNECTIONS)
         self._uv = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uv.run, kwargs={"sockets": [sock]},
                                         name=f"shakelab-server-{self.port}", daemon=True)
