@@ -69,13 +69,13 @@ import urllib3
 from shakelab import catalog
 from shakelab.errors import (
     APIError, AuthenticationError, JobFailedError, JobTimeoutError, NotFoundError, RateLimitError,
-    ServerError, ShakelabError, TransportError, ValidationError,
+    ServerError, ShakelabError, TransportError, ValidationError, register_secret, scrubbed_logger,
 )
 from shakelab.models import Asset, Job, OutputAsset
 
 __all__ = ["Client", "connect", "DEFAULT_BASE_URL"]
 
-log = logging.getLogger("shakelab.client")
+log = scrubbed_logger("shakelab.client")
 
 DEFAULT_BASE_URL = "https://groovy.audioshake.ai"
 _UMASK = os.umask(0o022)
@@ -176,6 +176,15 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if when is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _is_json(value: Any) -> bool:
+    """True when ``value`` is plain JSON with finite numbers."""
+    try:
+        _json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _looks_like_asset_id(source: Any) -> bool:
@@ -385,6 +394,7 @@ class Client:
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValidationError(f"`max_retries` must be a whole number >= 0, not {max_retries!r}")
         self._token = _Secret(token.strip())
+        register_secret(self._token.reveal())
         self._auth = _BearerAuth(self._token)
         self.base_url = base_url.rstrip("/")
         self.timeout = float(timeout)
@@ -538,9 +548,10 @@ class Client:
         try:
             return resp.json()
         except ValueError:
-            snippet = resp.text[:80]
+            # never the body itself: it may echo anything, the token included
+            ctype = resp.headers.get("Content-Type", "no Content-Type")
             error = APIError(resp.status_code, f"{method} {shown}: the service answered a body that is not "
-                                               f"JSON: {snippet!r}", resp.text[:2000],
+                                               f"JSON ({len(resp.content)} bytes, {ctype[:60]})", None,
                              resp.headers.get("X-Request-Id"))
             if retry == "idempotent":
                 raise _RetryLater(error) from None
@@ -717,9 +728,14 @@ class Client:
                 raise ValidationError(f"`{key}` is not an extra metadata key: it is set from "
                                       f"`{'model' if key == 'name' else 'format'}`")
         try:
-            _json.dumps(metadata)
-        except (TypeError, ValueError):
-            raise ValidationError(f"extra metadata must be JSON values, not {metadata!r:.200}") from None
+            _json.dumps(metadata, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            bad = next((k for k, v in metadata.items() if not _is_json(v)), None)
+            if bad is not None and "Out of range float" in str(exc):
+                raise ValidationError(f"`{bad}` (extra metadata) must hold finite numbers only, not "
+                                      f"{metadata[bad]!r:.100}: JSON has no NaN or Infinity") from None
+            shown = f"`{bad}` (extra metadata)" if bad is not None else "extra metadata"
+            raise ValidationError(f"{shown} must be JSON values, not {metadata!r:.200}") from None
         return dict(metadata)
 
     def create_job(self, asset: Asset | str, model: str, *, format: str | None = None,

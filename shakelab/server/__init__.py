@@ -305,7 +305,17 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class DataDirInUse(RuntimeError):
-    """Another running server (in this or another process) holds the data directory."""
+    """Another running server (in this or another process) holds the data directory.
+
+    ``pid`` and ``url`` name the holder when its lock file says (else None).
+    """
+
+    def __init__(self, message: str, pid: int | None = None, url: str | None = None):
+        super().__init__(message)
+        self.pid, self.url = pid, url
+
+    def __reduce__(self):
+        return type(self), (str(self), self.pid, self.url)
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -318,8 +328,10 @@ def _lock_data_dir(data_dir: Path) -> int:
     except OSError:
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
+        pid, _, url = holder.partition(" ")
         raise DataDirInUse(f"the data dir {str(data_dir)!r} is in use by another running server "
-                           f"(pid and URL: {holder}); stop it or pass another `data_dir`") from None
+                           f"(pid and URL: {holder}); stop it or pass another `data_dir`",
+                           int(pid) if pid.isdigit() else None, url.strip() or None) from None
     return fd
 
 

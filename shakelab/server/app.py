@@ -36,9 +36,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from shakelab import catalog
+from shakelab.errors import scrubbed_logger
 from shakelab.server.worker import PinnedHTTP, PinnedHTTPS, check_url, public_addresses
 
-log = logging.getLogger("shakelab.server")
+log = scrubbed_logger("shakelab.server")
 
 MAX_JSON_BYTES = 1024 * 1024
 MAX_NAME_CHARS = 200

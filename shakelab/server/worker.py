@@ -36,8 +36,9 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from shakelab import catalog
+from shakelab.errors import scrubbed_logger
 
-log = logging.getLogger("shakelab.server")
+log = scrubbed_logger("shakelab.server")
 
 # Longest input each model accepts (service-facts.md: stems up to 3 h).
 MAX_INPUT_SECONDS = 3 * 3600.0
