@@ -69,7 +69,8 @@ import urllib3
 from shakelab import catalog
 from shakelab.errors import (
     APIError, AuthenticationError, JobFailedError, JobTimeoutError, NotFoundError, RateLimitError,
-    ServerError, ShakelabError, TransportError, ValidationError, register_secret, scrubbed_logger,
+    ServerError, ShakelabError, TransportError, UnconfirmedJobError, ValidationError, register_secret,
+    scrubbed_logger,
 )
 from shakelab.models import Asset, Job, OutputAsset
 
@@ -84,6 +85,9 @@ _FILE_MODE = 0o666 & ~_UMASK
 TOKEN_ENV = "AUDIOSHAKE_API_TOKEN"
 BASE_URL_ENV = "AUDIOSHAKE_BASE_URL"
 _RETRY_STATUSES = frozenset({502, 503, 504})
+#: Local-only (shakelab's server): the id of a POST /job attempt, so that sending it again cannot
+#: create a second job. The AudioShake Jobs API has no such header; it is sent to loopback hosts only.
+IDEMPOTENCY_HEADER = "X-Shakelab-Idempotency-Key"
 _CHUNK = 1024 * 1024
 
 
@@ -176,6 +180,15 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if when is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when a failed POST /job certainly created nothing (never sent, or refused with a 4xx)."""
+    if isinstance(exc, TransportError):
+        return not getattr(exc, "maybe_sent", True)
+    if isinstance(exc, APIError):
+        return 400 <= exc.status < 500
+    return isinstance(exc, ValidationError)
 
 
 def _is_json(value: Any) -> bool:
@@ -405,7 +418,10 @@ class Client:
         self.ledger = ledger
         self.session = requests.Session()
         self.session.headers.update({"Accept": "application/json", "User-Agent": "shakelab/0.1"})
-        self.session.trust_env = False if urlsplit(self.base_url).hostname in ("127.0.0.1", "localhost") else True
+        self._local = urlsplit(self.base_url).hostname in ("127.0.0.1", "localhost", "::1")
+        self.session.trust_env = not self._local
+        #: send shakelab's local-only ``X-Shakelab-Idempotency-Key`` with POST /job (loopback servers)
+        self.local_idempotency = self._local
         self._jobs: dict[str, Job] = {}
         self._assets: dict[str, Asset] = {}
         self._asset_paths: dict[str, str] = {}
@@ -480,7 +496,8 @@ class Client:
 
     def _request(self, method: str, path: str, *, retry: str = "idempotent", json: Any = None,
                  body: Callable[[], tuple[Any, dict]] | None = None, params: dict | None = None,
-                 auth: bool = True, stream: bool = False, parse: bool = True) -> Any:
+                 auth: bool = True, stream: bool = False, parse: bool = True,
+                 headers: dict | None = None) -> Any:
         """Send one API request under the retry rule; return the decoded JSON (or the Response).
 
         Parameters
@@ -503,7 +520,8 @@ class Client:
         while True:
             try:
                 result = self._attempt(method, url, shown, retry=retry, json=json, body=body, params=params,
-                                       auth=auth, stream=stream, parse=parse, attempt=attempt)
+                                       auth=auth, stream=stream, parse=parse, attempt=attempt,
+                                       extra_headers=headers)
                 return result
             except _RetryLater as later:
                 if attempt >= self.max_retries:
@@ -515,14 +533,18 @@ class Client:
                 attempt += 1
 
     def _attempt(self, method: str, url: str, shown: str, *, retry: str, json: Any, body: Any,
-                 params: Any, auth: bool, stream: bool, parse: bool, attempt: int) -> Any:
+                 params: Any, auth: bool, stream: bool, parse: bool, attempt: int,
+                 extra_headers: dict | None = None) -> Any:
         data, headers = (None, None) if body is None else body()
+        if extra_headers:
+            headers = {**(headers or {}), **extra_headers}
         try:
             resp = self.session.request(method, url, json=json, data=data, headers=headers, params=params,
                                         auth=self._auth if auth else None, stream=stream,
                                         timeout=(self.timeout, self.timeout), allow_redirects=True)
         except requests.RequestException as exc:
             error = TransportError(f"{method} {shown} failed: {_describe(exc)}")
+            error.maybe_sent = not _sent_nothing(exc)
             if retry == "idempotent" or (retry == "before-send" and _sent_nothing(exc)):
                 raise _RetryLater(error) from None
             raise error from None
@@ -739,8 +761,16 @@ class Client:
         return dict(metadata)
 
     def create_job(self, asset: Asset | str, model: str, *, format: str | None = None,
-                   callback_url: str | None = None, **metadata: Any) -> Job:
+                   callback_url: str | None = None, force: bool = False, **metadata: Any) -> Job:
         """Create one job: ``model`` run on ``asset`` (``POST /job``). Never sent twice.
+
+        With a ledger, the attempt is recorded before it is sent. When its answer is lost (a
+        dropped connection, a timeout, a 5xx or garbled answer after sending), the job may exist
+        and be billed, and the Jobs API cannot tell: the same job is then refused with
+        :class:`~shakelab.errors.UnconfirmedJobError` until ``force=True``. Against the local
+        server (a loopback ``base_url``) the client sends the attempt's id in the local-only
+        ``X-Shakelab-Idempotency-Key`` header instead, so sending it again returns the job the
+        lost answer was about, or creates it once.
 
         Parameters
         ----------
@@ -753,6 +783,8 @@ class Client:
             music_detection / transcription / alignment).
         callback_url : str, optional
             Webhook the service calls on status changes.
+        force : bool, default False
+            Send even though an earlier attempt's answer was lost (a second, billed job may result).
         **metadata
             Extra metadata passed through (``variant``, ``residual``, ``language``; the local
             server also reads ``window``).
@@ -766,6 +798,9 @@ class Client:
         ------
         ValidationError
             Unknown model, format not allowed for the model, bad asset or callback URL.
+        UnconfirmedJobError
+            With a ledger, an earlier attempt of this job lost its answer (names the file, the
+            model, when, and ``force=True``).
         TransportError, RateLimitError, ServerError
             When the request may have reached the service; it is not resent (see the retry rule).
 
@@ -779,15 +814,45 @@ class Client:
         if callback_url is not None and (not isinstance(callback_url, str)
                                          or urlsplit(callback_url).scheme not in ("http", "https")):
             raise ValidationError(f"`callback_url` must be an http(s):// URL or None, not {callback_url!r}")
+        if not isinstance(force, bool):
+            raise ValidationError(f"`force` must be True or False, not {force!r}")
         extra = self._check_metadata(metadata)
         body: dict[str, Any] = {"metadata": {"name": model, "format": fmt, **extra}, "assetId": asset_id}
         if callback_url is not None:
             body["callbackUrl"] = callback_url
-        payload = self._request("POST", "/job", json=body, retry="before-send")
+        source = self._asset_paths.get(asset_id) or (asset.name if isinstance(asset, Asset) else asset_id)
+        attempt = self._begin_attempt(asset_id, model, fmt, extra, source, force)
+        headers = {IDEMPOTENCY_HEADER: attempt} if attempt is not None and self.local_idempotency else None
+        try:
+            payload = self._request("POST", "/job", json=body, retry="before-send", headers=headers)
+        except BaseException as exc:
+            if attempt is not None and _refused(exc):
+                self._ledger_call("settle_attempt", attempt, None)
+            raise
         job = Job.from_payload(payload)
+        if attempt is not None:
+            self._ledger_call("settle_attempt", attempt, job.id)
         if isinstance(asset, Asset):
             job = job.with_source_name(asset.name)
         return self._remember(job)
+
+    def _begin_attempt(self, asset_id: str, model: str, fmt: str, extra: dict, source: str,
+                       force: bool) -> str | None:
+        """Record a POST /job attempt in the ledger (its id), or refuse when an earlier one is unconfirmed."""
+        if self.ledger is None:
+            return None
+        key = dict(asset_id=asset_id, model=model, format=fmt, metadata=extra, base_url=self.base_url)
+        if not force:
+            try:
+                lost = self.ledger.unconfirmed_attempt(**key)
+            except Exception as exc:  # an unreadable ledger must not create a job blindly either
+                raise ShakelabError(f"the ledger could not be read before POST /job ({type(exc).__name__}: "
+                                    f"{exc}); pass force=True to send without it") from None
+            if lost is not None:
+                if self.local_idempotency:  # the local server knows the attempt's key: the same job, once
+                    return lost["attempt_id"]
+                raise UnconfirmedJobError(lost["source"] or source, model, fmt, lost["sent_at"])
+        return self.ledger.record_attempt(**key, source=source, force=force)
 
     def get_job(self, job_id: Job | str) -> Job:
         """The job's current state (``GET /job/{id}``).
@@ -956,7 +1021,7 @@ class Client:
                     if previous is not None and not previous.failed:
                         log.info("reusing job %s (%s on asset %s, from the ledger)", previous.id, model, asset_id)
                         return previous
-            return self.create_job(asset, model, format=fmt, callback_url=callback_url, **extra)
+            return self.create_job(asset, model, format=fmt, callback_url=callback_url, force=force, **extra)
 
         with ThreadPoolExecutor(max_workers=min(8, len(names)), thread_name_prefix="shakelab-submit") as pool:
             jobs = list(pool.map(one, names, formats))

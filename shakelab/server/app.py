@@ -42,6 +42,8 @@ from shakelab.server.worker import PinnedHTTP, PinnedHTTPS, check_url, public_ad
 log = scrubbed_logger("shakelab.server")
 
 MAX_JSON_BYTES = 1024 * 1024
+#: local-only: a POST /job sent again with the same key returns the job the first one created
+IDEMPOTENCY_HEADER = "X-Shakelab-Idempotency-Key"
 MAX_NAME_CHARS = 200
 # Formats a source asset can have: the stored file's extension always comes from this table.
 SOURCE_TYPES = {
@@ -393,10 +395,16 @@ def create_app(ctx) -> FastAPI:
         if store.get_asset(asset_id) is None:
             raise APIProblem(404, "asset_not_found", f"`assetId` {asset_id!r} is not an asset on this server; "
                              "upload the file first (POST /upload or /upload/link) and use the `id` it returns")
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", key):
+            raise APIProblem(400, "invalid_header", f"`{IDEMPOTENCY_HEADER}` must be 1-100 letters, digits, "
+                             f"'-' or '_', not {key[:100]!r}")
         try:
-            job = store.add_job(metadata=metadata, asset_id=asset_id, callback_url=callback)
+            job = store.add_job(metadata=metadata, asset_id=asset_id, callback_url=callback, idempotency_key=key)
         except (OSError, sqlite3.OperationalError) as exc:
             raise storage_problem(exc, "the job") from None
+        if job.pop("replayed", False):
+            return JSONResponse({"job": ctx.job_payload(job, base(request))}, headers={IDEMPOTENCY_HEADER: "replayed"})
         ctx.count_job()
         ctx.worker.submit(job["id"])
         return JSONResponse({"job": ctx.job_payload(job, base(request))})

@@ -329,11 +329,14 @@ class Worker:
                 self.active += 1
             try:
                 self._run(job_id)
-            except Exception:  # never let one job kill the worker thread
+            except Exception as exc:  # never let one job kill the worker thread
                 if not self._stop.is_set():
                     log.exception("job %s crashed the worker", job_id)
+                    code, message = (self._failure(exc, "the model", Path(), "") if _disk_full(exc) else
+                                     ("internal_error", "the server failed while running this job"))
                     try:
-                        self._finish(job_id, "failed", "internal_error", "the server failed while running this job")
+                        shutil.rmtree(self.store.data_dir / "outputs" / job_id, ignore_errors=True)
+                        self._finish(job_id, "failed", code, message)
                     except Exception:
                         pass
             finally:
@@ -353,10 +356,17 @@ class Worker:
         job = self.store.update_job(job_id, status=status, code=code, message=message, **kw)
         self._notify(job)
 
-    @staticmethod
-    def _failure(exc: Exception, model: str, src: Path, name: str) -> tuple[str, str]:
-        """``(code, message)`` of a job whose model raised ``exc``."""
-        if _disk_full(exc):
+    def _failure(self, exc: Exception, model: str, src: Path, name: str) -> tuple[str, str]:
+        """``(code, message)`` of a job whose model raised ``exc`` (before its partial outputs are removed).
+
+        Decoders report a full disk vaguely (libsndfile: "System error."), so a disk with
+        (almost) no space left counts as full whatever the message.
+        """
+        try:
+            no_space = shutil.disk_usage(self.store.data_dir).free < 256 * 1024
+        except OSError:
+            no_space = False
+        if _disk_full(exc) or no_space:
             log.error("model %s could not write its output: %s", model, exc)
             return ("insufficient_storage", f"{model!r} could not write its output: the server's disk is full; "
                     "free some space and submit the job again")
@@ -402,8 +412,9 @@ class Worker:
         except Aborted:
             return  # stays "processing" in the store: resumed at the next start
         except Exception as exc:
+            failure = self._failure(exc, model, src, asset["name"])
             shutil.rmtree(job_dir, ignore_errors=True)  # no partial outputs; frees the space _finish may need
-            return self._finish(job_id, "failed", *self._failure(exc, model, src, asset["name"]))
+            return self._finish(job_id, "failed", *failure)
         if outcome[0] != "ok":
             shutil.rmtree(job_dir, ignore_errors=True)
             code, message = outcome
@@ -415,15 +426,16 @@ class Worker:
             return
         try:
             outputs = self._record_outputs(job_id, model, paths, out_dir)
-        except Exception as exc:
-            shutil.rmtree(job_dir, ignore_errors=True)
-            return self._finish(job_id, "failed", *self._failure(exc, model, src, asset["name"]))
-        if not outputs:
-            shutil.rmtree(job_dir, ignore_errors=True)
-            return self._finish(job_id, "failed", "processing_error", f"{model!r} produced no usable output file")
-        self._finish(job_id, "completed", "completed",
-                     f"{model!r} finished: {len(outputs)} output file(s), {duration:.1f} s of audio",
-                     outputs=outputs, input_seconds=duration)
+            if outputs:
+                return self._finish(job_id, "completed", "completed",
+                                    f"{model!r} finished: {len(outputs)} output file(s), {duration:.1f} s of audio",
+                                    outputs=outputs, input_seconds=duration)
+            failure = ("processing_error", f"{model!r} produced no usable output file")
+        except Exception as exc:  # a full disk while recording: the job fails, nothing of it is kept
+            failure = self._failure(exc, model, src, asset["name"])
+        shutil.rmtree(job_dir, ignore_errors=True)
+        self.store.remove_outputs(job_id)
+        self._finish(job_id, "failed", *failure)
 
     def _record_outputs(self, job_id: str, model: str, paths: list, out_dir: Path) -> list[str] | None:
         """Output asset ids of a finished model run; None when a path is missing or outside ``out_dir``."""
