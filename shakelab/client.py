@@ -211,10 +211,20 @@ class _Source:
     """A validated upload source: a file path or a binary file object."""
 
     def __init__(self, source: Any, name: str | None):
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ValidationError(f"`name` must be a non-empty string or None, not {name!r:.100}")
         self.path: Path | None = None
         self.fileobj: Any = None
         if isinstance(source, (str, os.PathLike)) and not isinstance(source, bytes):
             path = Path(os.fspath(source)).expanduser()
+            try:
+                path.stat()
+            except ValueError:  # an embedded NUL byte: no file system has such a name
+                raise ValidationError(f"`source` is not a valid file name: {os.fspath(source)!r:.200}") from None
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            except OSError as exc:  # name too long, permission denied, a loop of links
+                raise ValidationError(f"`source` cannot be read ({exc.strerror}): {os.fspath(source)!r:.200}") from None
             if not path.exists():
                 raise ValidationError(f"`source` file does not exist: {os.fspath(source)!r}")
             if path.is_dir():

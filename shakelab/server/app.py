@@ -94,7 +94,7 @@ def clean_name(raw: object, fallback: str = "upload") -> str:
     if not isinstance(raw, str):
         return fallback
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip().strip(".")
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip(" .")
     name = re.sub(r"\s+", " ", name)
     if len(name) > MAX_NAME_CHARS:
         stem, dot, ext = name.rpartition(".")
@@ -280,6 +280,20 @@ def header_timeout_protocol():
         def connection_lost(self, exc) -> None:
             self._cancel_header_timer()
             super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:  # the API's JSON error shape, not uvicorn's text
+            body = json.dumps({"error": "invalid_request", "message": "the request line, `headers` or chunked framing are not "
+                               "valid HTTP/1.1 (malformed, conflicting or oversized header, missing Host, or "
+                               "a Transfer-Encoding other than chunked)"}).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                       (b"connection", b"close")]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                          h11.Data(data=body), h11.EndOfMessage()):
+                try:
+                    self.transport.write(self.conn.send(event))
+                except h11.LocalProtocolError:
+                    break
+            self.transport.close()
 
     return HeaderTimeoutH11
 
@@ -538,11 +552,15 @@ def parse_json(raw: bytes) -> dict:
 
 async def _json_body(request: Request) -> dict:
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_JSON_BYTES:
-            raise APIProblem(413, "body_too_large", f"the JSON body must be at most {MAX_JSON_BYTES} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_JSON_BYTES:
+                raise APIProblem(413, "body_too_large", f"the JSON body must be at most {MAX_JSON_BYTES} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise APIProblem(400, "incomplete_request", "the client disconnected before the JSON body was sent "
+                         "completely") from None
     return parse_json(b"".join(chunks))
 
 
@@ -677,7 +695,8 @@ async def _receive_multipart(request: Request, boundary: bytes, tmp: Path, limit
         raise storage_problem(exc, "the upload") from None
     except Exception as exc:
         _discard(fh, tmp)
-        raise APIProblem(400, "invalid_request", f"the multipart body could not be parsed: {exc}") from None
+        raise APIProblem(400, "invalid_request", f"the multipart body with the `file` field could not be parsed: "
+                         f"{str(exc)[:200]}") from None
     if fh is not None:
         fh.close()
     if parser.state != MultipartState.END:
