@@ -982,7 +982,8 @@ class Client:
             Wait for every job (``timeout`` applies to each).
         callback_url : str, optional
         force : bool, default False
-            With a ledger, create new jobs even when a matching one is recorded.
+            With a ledger, create new jobs even when a matching one is recorded, or when an
+            earlier attempt lost its answer (see :meth:`create_job`; a second billed job may result).
         **metadata
             Extra metadata for every job.
 

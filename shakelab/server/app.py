@@ -282,9 +282,9 @@ def header_timeout_protocol():
             super().connection_lost(exc)
 
         def send_400_response(self, msg: str) -> None:  # the API's JSON error shape, not uvicorn's text
-            body = json.dumps({"error": "invalid_request", "message": "the request line, `headers` or chunked framing are not "
-                               "valid HTTP/1.1 (malformed, conflicting or oversized header, missing Host, or "
-                               "a Transfer-Encoding other than chunked)"}).encode()
+            body = json.dumps({"error": "invalid_request", "message": "the request line, `headers` or chunked "
+                               "framing are not valid HTTP/1.1 (malformed, conflicting or oversized header, missing "
+                               "Host, or a Transfer-Encoding other than chunked)"}).encode()
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                        (b"connection", b"close")]
             for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),

@@ -82,7 +82,8 @@ def probe(path: PathLike) -> AudioInfo:
         info = audio.info(p)
     except ValueError as exc:
         if "0 frames" in str(exc):  # read by libsndfile, holds no samples whatever its header says
-            raise ValueError(f"{name!r} is not audio: it decodes to 0 samples (0 s)") from None
+            raise ValueError(f"{name!r} is not audio: it holds no audio (0 frames decode, whatever its header "
+                             "declares)") from None
         other = _probe_other(p)
         if other is None:
             raise ValueError(f"{name!r} is not audio in a format this server reads (WAV, FLAC, AIFF, OGG, "
