@@ -331,11 +331,14 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
-def _fill(path: Path, leave: int) -> None:
+def _fill(path: Path, leave: int, name: str = "filler") -> None:
     """Fill the file system of ``path`` until ``leave`` bytes are free."""
     free = os.statvfs(path).f_bavail * os.statvfs(path).f_frsize
-    with open(path / "filler", "wb") as fh:
-        fh.write(b"\0" * max(0, free - leave))
+    try:
+        with open(path / name, "wb") as fh:
+            fh.write(b"\0" * max(0, free - leave))
+    except OSError:  # tmpfs rounds to pages: completely full is what was asked for
+        pass
 
 
 def test_a_full_disk_answers_507_everywhere_and_leaves_nothing(small_disk, tmp_path):
@@ -378,6 +381,14 @@ def test_a_full_disk_answers_507_everywhere_and_leaves_nothing(small_disk, tmp_p
             host.server_close()
         assert r.status_code == 507 and "disk is full" in r.json()["message"], r.text
         assert srv.store.count("assets") == 1 and not any(srv.store.tmp_dir.iterdir())
+        # POST /job when not even the job's row fits
+        jobs = srv.store.count("jobs")
+        _fill(small_disk, leave=0, name="filler2")
+        r = requests.post(f"{srv.base_url}/job", headers=_auth(srv), timeout=60,
+                          json={"metadata": {"name": "music_detection", "format": "json"}, "assetId": asset.id})
+        assert r.status_code == 507 and "disk is full" in r.json()["message"], r.text
+        assert srv.store.count("jobs") == jobs
+        (small_disk / "filler2").unlink()
         (small_disk / "filler").unlink()
         assert client.upload(big, progress=False).id  # space again: it works
 

@@ -240,7 +240,8 @@ class Store:
                                      (idempotency_key, row["id"], now))
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # a failed COMMIT (disk full) has rolled back already
+                    self._db.execute("ROLLBACK")
                 raise
         return self._decode_job(row)
 
