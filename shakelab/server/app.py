@@ -745,7 +745,8 @@ def _store_upload(ctx, request: Request, tmp: Path, size: int, filename: str | N
 
 
 #: ``/upload/link`` downloads run at most this many at once, in a pool of their own (a trickling
-#: host never holds the threads that uploads and jobs need); this many more may wait for it.
+#: host never holds the threads that uploads and jobs need); this many more may wait for it. One
+#: pool per process, shared by its servers, like the model processes.
 LINK_WORKERS = 4
 LINK_QUEUE = 16
 _link_pool = None
