@@ -395,7 +395,19 @@ def stop(data_dir: str | os.PathLike | None = None, *, timeout: float = 30.0) ->
             raise ShakelabError(f"the local server (pid {pid}) did not stop within {timeout:g} s; "
                                 f"`kill -9 {pid}` ends it (its unfinished jobs resume at the next start)")
         time.sleep(0.05)
+    while _alive(pid) and time.monotonic() < deadline:  # it lets go of the lock just before it exits
+        time.sleep(0.05)
     return pid, url
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def tail_log(data_dir: str | os.PathLike | None = None, lines: int = 50) -> str:
