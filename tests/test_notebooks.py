@@ -68,3 +68,7 @@ def test_notebook_runs_offline(path, tmp_path, monkeypatch):
                      for c in book.cells if c.cell_type == "code" for o in c.outputs)
     assert "embedded local server" in text, "connect() must have chosen the local server"
     assert "Traceback" not in text
+    # the kernel has exited: it left nothing in its temporary directory (TMPDIR is tmp_path)
+    left = sorted(p.name for p in tmp_path.iterdir()
+                  if not p.name.startswith(("ledger.sqlite", "local-server", "xdg-data")))
+    assert left == [], f"the kernel left {left} in its temporary directory"
