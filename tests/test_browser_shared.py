@@ -11,6 +11,7 @@ which outlives the kernels by design, is stopped by the test, and ``ps`` shows n
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import time
@@ -40,7 +41,8 @@ def shared_lab(request, monkeypatch, tmp_path):
         lab_info = request.getfixturevalue("lab")  # started with the environment above
         nbdir = lab_info["tmp"] / "notebooks"
         shutil.copy(ROOT / "notebooks" / "03-usage-trends.ipynb", nbdir)
-        book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in SUBMIT_CELLS])
+        book = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in SUBMIT_CELLS], metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}})
         nbformat.write(book, nbdir / "submit.ipynb")
         yield {**lab_info, "data_dir": data_dir}
     finally:
@@ -49,11 +51,13 @@ def shared_lab(request, monkeypatch, tmp_path):
 
 
 _KERNEL_IDLE = """(path) => {
-    const app = window.jupyterapp;
-    const w = app && app.shell.currentWidget;
-    const k = w && w.context && w.context.path === path && w.sessionContext.session
-              && w.sessionContext.session.kernel;
-    return k && k.status === 'idle';
+    for (const w of window.jupyterapp.shell.widgets('main')) {
+        if (w.context && w.context.path === path) {
+            const k = w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+            return !!k && k.status === 'idle';
+        }
+    }
+    return false;
 }"""
 
 
@@ -67,6 +71,13 @@ def _open_and_run(page, path: str) -> None:
     _activate(page, path)
     page.wait_for_function(_KERNEL_IDLE, arg=path, timeout=120_000)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+_TABLE_JOBS_ABOVE = """(n) => {
+    const d = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .shakelab-usage-dashboard');
+    const rows = d ? [...d.querySelectorAll('.shakelab-usage-table tbody tr')] : [];
+    return rows.reduce((sum, r) => sum + parseInt(r.querySelectorAll('td')[1].innerText, 10), 0) > n;
+}"""
 
 
 def _jobs_in_table(dashboard) -> int:
@@ -87,7 +98,8 @@ def test_job_from_one_notebook_shows_in_the_other_dashboard(shared_lab, tmp_path
         page = context.pages[0] if context.pages else context.new_page()
         try:
             page.goto(f"{lab['base']}/lab?token={lab['token']}")
-            page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=120_000)
+            page.wait_for_function("() => window.jupyterapp && ['docmanager:open', 'notebook:run-all-cells']"
+                                   ".every(c => window.jupyterapp.commands.hasCommand(c))", timeout=120_000)
 
             # notebook 03 starts the shared server and shows the dashboards
             _open_and_run(page, "03-usage-trends.ipynb")
@@ -99,7 +111,8 @@ def test_job_from_one_notebook_shows_in_the_other_dashboard(shared_lab, tmp_path
             # a second notebook, another kernel: it finds the running server and submits a job
             _open_and_run(page, "submit.ipynb")
             panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
-            panel.locator(".jp-OutputArea-output", has_text="job ").wait_for(timeout=300_000)
+            panel.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']",
+                          has_text=re.compile(r"^job ")).wait_for(timeout=300_000)
             outputs = panel.locator(".jp-OutputArea-output").all_inner_texts()
             assert any("embedded local server" in o and "already running" in o for o in outputs), outputs
             assert any(o.strip().startswith("job ") and o.strip().endswith(" completed") for o in outputs), outputs
@@ -108,9 +121,7 @@ def test_job_from_one_notebook_shows_in_the_other_dashboard(shared_lab, tmp_path
             _activate(page, "03-usage-trends.ipynb")
             dashboard = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .shakelab-usage-dashboard").first
             dashboard.locator("button", has_text="Refresh").click()
-            page.wait_for_function(  # "Fetched N month(s) at ..." once the new usage is shown
-                "() => { const d = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) "
-                ".shakelab-usage-dashboard'); return d && d.innerText.includes('Fetched'); }", timeout=60_000)
+            page.wait_for_function(_TABLE_JOBS_ABOVE, arg=before, timeout=60_000)  # the refreshed table
             assert _jobs_in_table(dashboard) == before + 1
             assert page.locator(".jp-OutputArea-output", has_text="Traceback").count() == 0
             assert len(_serve_processes(lab["data_dir"])) == 1  # one server for both kernels
