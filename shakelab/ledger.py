@@ -6,6 +6,8 @@ client consults it when given one (``Client(..., ledger=...)``; ``connect()`` us
 ledger): the same file is not uploaded twice to the same service, and ``submit`` for a
 (file, model, format, metadata) already completed or still in flight returns the recorded job
 instead of creating a new one. :mod:`shakelab.batch` uses it to resume a killed batch.
+"The same service" is ``client.service``: a remote service's base URL, a shakelab local
+server's id (stable across processes, restarts and port changes).
 
 One file, safe when several threads and processes use it at once: SQLite in WAL mode with a
 busy timeout; every write is one short ``BEGIN IMMEDIATE`` transaction.

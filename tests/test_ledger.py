@@ -258,3 +258,30 @@ def test_jobs_frame_columns_and_values(tmp_path):
     for col in ("first_seen", "last_seen"):
         assert str(frame[col].dtype) == "datetime64[ns, UTC]"
     assert list(frame.columns[-5:]) == ["source_path", "output_paths", "service", "first_seen", "last_seen"]
+
+
+def test_a_version_1_ledger_keeps_its_records_under_service(tmp_path):
+    """Ledgers written before the service key (column ``base_url``) open and answer as before."""
+    import sqlite3
+
+    path = tmp_path / "v1.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript("""
+            CREATE TABLE assets (base_url TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER, path TEXT, name TEXT,
+                asset_id TEXT NOT NULL, payload TEXT NOT NULL, recorded_at REAL NOT NULL,
+                PRIMARY KEY (base_url, sha256));
+            CREATE TABLE jobs (job_id TEXT PRIMARY KEY, base_url TEXT NOT NULL, asset_id TEXT, model TEXT,
+                format TEXT, metadata_key TEXT NOT NULL, status TEXT, error TEXT, source_path TEXT,
+                payload TEXT NOT NULL, outputs TEXT NOT NULL DEFAULT '[]', result TEXT,
+                first_seen REAL NOT NULL, last_seen REAL NOT NULL);
+            PRAGMA user_version=1;""")
+        db.execute("INSERT INTO assets VALUES ('https://groovy.audioshake.ai', 'h1', 3, '/d/a.wav', 'a.wav', 'as1',"
+                   " '{\"id\": \"as1\", \"name\": \"a.wav\"}', 1.0)")
+    ledger = Ledger(path)
+    assert ledger.lookup_asset(sha256="h1", service="https://groovy.audioshake.ai") == {"id": "as1", "name": "a.wav"}
+    assert list(ledger.assets_frame()["service"]) == ["https://groovy.audioshake.ai"]
+    ledger.record_job(_job("j1"), service="local-1a2b3c4d5e6f")
+    assert ledger.lookup_job(asset_id="as1", model="music_detection", format="json", metadata={},
+                             service="local-1a2b3c4d5e6f")["job_id"] == "j1"
+    with pytest.raises(ValueError, match="`service` must be a non-empty string"):
+        ledger.lookup_asset(sha256="h1", service="")
