@@ -372,6 +372,7 @@ class _ClientSpec:
     it holds the token, which the worker reads from its own ``AUDIOSHAKE_API_TOKEN``)."""
 
     base_url: str
+    service: str
     ledger_path: str | None
     timeout: float
     max_retries: int
@@ -389,7 +390,7 @@ def _worker_client(spec: _ClientSpec):
             from shakelab.ledger import Ledger
 
             client = Client(base_url=spec.base_url, timeout=spec.timeout, max_retries=spec.max_retries,
-                            ledger=Ledger(spec.ledger_path) if spec.ledger_path else None)
+                            ledger=Ledger(spec.ledger_path) if spec.ledger_path else None, service=spec.service)
             _GateInstalled(client, RateGate()).__enter__()   # one backoff per worker process
             _WORKER_CLIENTS[spec] = client
         return client
@@ -415,9 +416,9 @@ def _unconfirmed(client, ledger, sha: str | None, model: str, fmt: str, exc: Bas
         return True
     if ledger is None or sha is None:
         return False
-    asset = ledger.lookup_asset(sha256=sha, base_url=str(client.base_url))
+    asset = ledger.lookup_asset(sha256=sha, service=_service(client))
     return asset is not None and ledger.unconfirmed_attempt(
-        asset_id=asset["id"], model=model, format=fmt, metadata={}, base_url=str(client.base_url)) is not None
+        asset_id=asset["id"], model=model, format=fmt, metadata={}, service=_service(client)) is not None
 
 
 def _process_file_once(client, ledger, task: _Task, cancel):
@@ -425,7 +426,7 @@ def _process_file_once(client, ledger, task: _Task, cancel):
     from shakelab.models import Job
 
     rows, segments = [], []
-    base_url = str(client.base_url)
+    service = _service(client)
 
     def done(model, fmt, started, t0, **values):
         values.setdefault("started_at", started)
@@ -455,10 +456,10 @@ def _process_file_once(client, ledger, task: _Task, cancel):
             try:
                 job, action = None, "submitted"
                 rec = None
-                asset = ledger.lookup_asset(sha256=sha, base_url=base_url) if ledger is not None else None
+                asset = ledger.lookup_asset(sha256=sha, service=service) if ledger is not None else None
                 if asset is not None and not task.force:
                     rec = ledger.lookup_job(asset_id=asset["id"], model=model, format=fmt, metadata={},
-                                            base_url=base_url)
+                                            service=service)
                 if rec is not None:
                     job = Job.from_payload(rec["payload"])
                     action = "skipped" if job.completed else "resumed"
@@ -728,7 +729,8 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
     pool = executor or cf.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="shakelab-batch")
     in_process = isinstance(pool, cf.ThreadPoolExecutor)
     spec = None if in_process else _ClientSpec(
-        base_url=str(client.base_url), ledger_path=os.fspath(ledger.path) if ledger is not None else None,
+        base_url=str(client.base_url), service=_service(client),
+        ledger_path=os.fspath(ledger.path) if ledger is not None else None,
         timeout=float(getattr(client, "timeout", 30.0)), max_retries=int(getattr(client, "max_retries", 4)))
     try:
         with _GateInstalled(client, gate) as installed:
@@ -755,7 +757,7 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
                                "rows": [_row(task, m, f, error=f"{type(exc).__name__}: {exc}") for m, f in task.specs]}
                     results[task.index] = out
                     if not in_process and ledger is not None:
-                        _record_remote(ledger, out, base_url=str(client.base_url))
+                        _record_remote(ledger, out, service=_service(client))
                     n_ok = sum(r["status"] == "completed" for r in out["rows"])
                     counts["running"] -= len(specs)
                     counts["done"] += n_ok
@@ -839,13 +841,18 @@ def _coverage(jobs, segments):
     return frame
 
 
-def _record_remote(ledger, out: dict, *, base_url: str) -> None:
+def _service(client) -> str:
+    """The ledger's key for the client's service (a local server's id, else the base URL)."""
+    return str(getattr(client, "service", None) or client.base_url)
+
+
+def _record_remote(ledger, out: dict, *, service: str) -> None:
     """Work done in another process: keep the driver's ledger complete for the next rerun."""
     for row in out["rows"]:
         if not row.get("_payload"):
             continue
         job_id = str(row["_payload"].get("id"))
-        ledger.record_job(row["_payload"], base_url=base_url, source_path=os.path.abspath(row["source"]))
+        ledger.record_job(row["_payload"], service=service, source_path=os.path.abspath(row["source"]))
         if row.get("outputs"):
             ledger.record_outputs(job_id, row["outputs"])
         if row.get("_windows") is not None:

@@ -1,12 +1,14 @@
 """The ``shakelab`` command.
 
-Subcommands: ``serve`` (the local Jobs API), ``demo`` (the main job, offline), ``detect``
+Subcommands: ``serve`` (the local Jobs API), ``server start | status | stop | logs`` (the
+per-user local server that ``connect()`` shares), ``demo`` (the main job, offline), ``detect``
 (music detection of a file, as a table), ``usage``, ``batch`` (many files x models),
 ``evaluate`` (detection quality against labels), ``models fetch`` (detector weights).
 
 Examples
 --------
 $ shakelab serve --port 8077
+$ shakelab server status
 $ shakelab demo
 $ shakelab detect data/demo.flac
 """
@@ -24,7 +26,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         serve(host=args.host, port=args.port, data_dir=args.data_dir, token=args.token,
               workers=args.workers, allow_private_links=args.allow_private_links,
-              max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), link_ttl=args.link_ttl)
+              max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), link_ttl=args.link_ttl,
+              idle_timeout=args.idle_timeout, background=args.background)
     except DataDirInUse as exc:  # one line, no traceback: who holds it and where
         where = f"at {exc.url} (pid {exc.pid})" if exc.url else f"(pid {exc.pid or 'unknown'})"
         print(f"shakelab serve: a server already runs on this data dir {where}; stop it or pass "
@@ -33,6 +36,79 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:  # port in use, unwritable data dir
         print(f"shakelab serve: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _server_start(args: argparse.Namespace) -> int:
+    from shakelab.server import daemon
+
+    info, started = daemon.ensure(args.data_dir, idle_timeout=args.idle_timeout)
+    print(f"shakelab local server: {info.describe(started)}")
+    return 0
+
+
+def _server_status(args: argparse.Namespace) -> int:
+    from shakelab.server import daemon, default_data_dir, read_holder
+
+    data_dir = args.data_dir.expanduser().resolve() if args.data_dir else default_data_dir()
+    info = daemon.find(data_dir)
+    if info is None:
+        holder = read_holder(data_dir)
+        if holder is None:
+            print(f"shakelab local server: not running (data dir {data_dir})")
+        else:
+            print(f"shakelab local server: process {holder[0]} holds {data_dir} but does not answer at "
+                  f"{holder[1]} (starting, or stuck: `shakelab server logs`, `shakelab server stop`)")
+        return 3
+    rec = info.record if info.is_serve else {}
+    print(f"shakelab local server: running at {info.url}")
+    print(f"  pid        {info.pid}" + ("" if info.is_serve else " (a server inside another program)"))
+    print(f"  server id  {info.server_id}")
+    print(f"  data dir   {info.data_dir}")
+    if rec:
+        print(f"  since      {rec.get('started_at')}")
+        idle = rec.get("idle_timeout")
+        print(f"  idle stop  {daemon.describe_seconds(idle) + ' without requests or running jobs' if idle else 'never'}")
+        if rec.get("background"):
+            print(f"  log        {info.log_path}")
+    return 0
+
+
+def _server_stop(args: argparse.Namespace) -> int:
+    from shakelab.server import daemon, default_data_dir
+
+    data_dir = args.data_dir.expanduser().resolve() if args.data_dir else default_data_dir()
+    stopped = daemon.stop(data_dir)
+    if stopped is None:
+        print(f"shakelab local server: not running (data dir {data_dir})")
+    else:
+        print(f"shakelab local server: stopped (pid {stopped[0]}, {stopped[1]})")
+    return 0
+
+
+def _server_logs(args: argparse.Namespace) -> int:
+    import time
+
+    from shakelab.server import daemon, default_data_dir
+
+    data_dir = args.data_dir.expanduser().resolve() if args.data_dir else default_data_dir()
+    path = data_dir / daemon.LOG_NAME
+    if not path.exists():
+        print(f"shakelab server logs: no log yet ({path})", file=sys.stderr)
+        return 1
+    text = daemon.tail_log(data_dir, args.lines)
+    if text:
+        print(text, flush=True)
+    if args.follow:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            while True:  # until Ctrl-C
+                chunk = fh.read()
+                if chunk:
+                    sys.stdout.write(chunk.decode(errors="replace"))
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.5)
     return 0
 
 
@@ -97,7 +173,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let /upload/link and callbacks reach private and loopback addresses")
     p.add_argument("--max-upload-mb", type=float, default=2048, help="largest accepted upload (MiB)")
     p.add_argument("--link-ttl", type=float, default=3600, help="seconds a download link stays valid")
+    p.add_argument("--idle-timeout", type=float, default=0, metavar="SECONDS",
+                   help="stop after this long without requests or running jobs (default 0: never)")
+    p.add_argument("--background", action="store_true",
+                   help="run as the detached per-user server: log to DATA_DIR/server.log, no standard "
+                        "streams, a free port when --port is taken (what `shakelab server start` runs)")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("server", help="the per-user local server shared by notebooks: start, status, stop, logs")
+    ssub = p.add_subparsers(dest="server_command", required=True)
+    for name, func, text in (("start", _server_start, "start it in the background (connect() does this too)"),
+                             ("status", _server_status, "where it runs (exit status 3 when it does not)"),
+                             ("stop", _server_stop, "stop it (unfinished jobs resume at the next start)"),
+                             ("logs", _server_logs, "the end of its log")):
+        s = ssub.add_parser(name, help=text)
+        s.add_argument("--data-dir", type=Path, default=None,
+                       help="its data dir (default: SHAKELAB_SERVER_DIR, else the user data dir)")
+        s.set_defaults(func=func)
+        if name == "start":
+            s.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+                           help="stop after this long idle (default: SHAKELAB_IDLE_TIMEOUT, else 1800; 0: never)")
+        if name == "logs":
+            s.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
+            s.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C")
 
     p = sub.add_parser("demo", help="run the main job offline: upload, detect, separate, download")
     p.add_argument("--out", type=Path, default=Path("out/demo"))

@@ -388,6 +388,10 @@ class Client:
         With a ledger, uploads of an identical file (same SHA-256) and ``submit`` of a job
         already recorded (same asset, model, format, metadata; not failed) are reused, and
         every job payload and downloaded path is recorded.
+    service : str, optional
+        The key the ledger files this service's uploads and jobs under (:attr:`service`);
+        default: ``base_url``. ``connect()`` passes a local server's id, so its records are found
+        again whatever port it runs on.
 
     Raises
     ------
@@ -410,7 +414,7 @@ class Client:
 
     def __init__(self, token: str | None = None, *, base_url: str | None = None, timeout: float = 30.0,
                  max_retries: int = 4, max_retry_after: float = 60.0, backoff: float = 0.5,
-                 max_backoff: float = 8.0, ledger: Any = None):
+                 max_backoff: float = 8.0, ledger: Any = None, service: str | None = None):
         if token is None:
             token = os.environ.get(TOKEN_ENV) or None
         if token is None:
@@ -430,10 +434,14 @@ class Client:
                 raise ValidationError(f"`{pname}` must be a positive number of seconds, not {value!r}")
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValidationError(f"`max_retries` must be a whole number >= 0, not {max_retries!r}")
+        if service is not None and (not isinstance(service, str) or not service.strip()):
+            raise ValidationError(f"`service` must be a non-empty string, not {service!r}")
         self._token = _Secret(token.strip())
         register_secret(self._token.reveal())
         self._auth = _BearerAuth(self._token)
         self.base_url = base_url.rstrip("/")
+        #: what the ledger knows this service by: a local server's id, else the base URL
+        self.service = service.strip() if service is not None else self.base_url
         self.timeout = float(timeout)
         self.max_retries = max_retries
         self.max_retry_after = float(max_retry_after)
@@ -622,7 +630,7 @@ class Client:
                 job = job.with_source_name(self._assets[job.asset_id].name)
             self._jobs.pop(job.id, None)
             self._jobs[job.id] = job
-        self._ledger_call("record_job", job.raw, base_url=self.base_url,
+        self._ledger_call("record_job", job.raw, service=self.service,
                           source_path=self._asset_paths.get(job.asset_id or ""))
         return job
 
@@ -685,7 +693,7 @@ class Client:
         if self.ledger is not None:
             sha256 = src.sha256()
             if sha256 is not None:
-                payload = self._ledger_call("lookup_asset", sha256=sha256, base_url=self.base_url)
+                payload = self._ledger_call("lookup_asset", sha256=sha256, service=self.service)
                 if payload:
                     asset = Asset.from_payload(payload)
                     log.info("upload of %s reused asset %s (same content, from the ledger)", src.name, asset.id)
@@ -718,7 +726,7 @@ class Client:
         if self.ledger is not None and sha256 is not None:
             self._ledger_call("record_asset", sha256=sha256, size=int(src.size or 0),
                               path=str(src.path.resolve()) if src.path is not None else None,
-                              base_url=self.base_url, payload=asset.raw)
+                              service=self.service, payload=asset.raw)
         return asset
 
     def upload_link(self, url: str, *, name: str | None = None) -> Asset:
@@ -878,7 +886,7 @@ class Client:
         """Record a POST /job attempt in the ledger (its id), or refuse when an earlier one is unconfirmed."""
         if self.ledger is None:
             return None
-        key = dict(asset_id=asset_id, model=model, format=fmt, metadata=extra, base_url=self.base_url)
+        key = dict(asset_id=asset_id, model=model, format=fmt, metadata=extra, service=self.service)
         if not force:
             try:
                 lost = self.ledger.unconfirmed_attempt(**key)
@@ -1051,7 +1059,7 @@ class Client:
         def one(model: str, fmt: str) -> Job:
             if self.ledger is not None and not force:
                 record = self._ledger_call("lookup_job", asset_id=asset_id, model=model, format=fmt,
-                                           metadata=extra, base_url=self.base_url)
+                                           metadata=extra, service=self.service)
                 if record and record.get("status") not in ("failed", "error"):
                     try:
                         previous = self.get_job(record["job_id"])
@@ -1328,11 +1336,19 @@ _ANNOUNCED: set[str] = set()
 
 def connect(**kwargs: Any) -> Client:
     """A ready :class:`Client`: the AudioShake service if ``AUDIOSHAKE_API_TOKEN`` is set, else
-    the embedded local server (started in the background, or reused).
+    the embedded local server.
+
+    The local server is one per user, shared by every notebook, terminal and kernel restart:
+    the one running on the data dir (``SHAKELAB_SERVER_DIR``, else the user data dir) is used,
+    or a detached ``shakelab serve`` is started on port 8077 (a free port when that is taken)
+    that outlives this process and stops after ``SHAKELAB_IDLE_TIMEOUT`` seconds idle (default
+    30 min) or with ``shakelab server stop`` (see :mod:`shakelab.server.daemon`). With
+    ``SHAKELAB_LOCAL_SERVER=private`` the server runs inside this process instead and stops
+    with it. The ledger knows a local server by its server id, whatever its port.
 
     It says which one it chose once per process and target, as a single line on stderr
     (visible in notebooks and terminals, kept out of stdout) and an INFO log record on
-    ``shakelab.client``.
+    ``shakelab.client``; for the local server that line says where it runs and how it stops.
 
     Parameters
     ----------
@@ -1345,7 +1361,7 @@ def connect(**kwargs: Any) -> Client:
     Examples
     --------
     >>> client = connect()   # doctest: +SKIP
-    shakelab: no AUDIOSHAKE_API_TOKEN set; using the embedded local server at http://127.0.0.1:40123
+    shakelab: no AUDIOSHAKE_API_TOKEN set; using the embedded local server at http://127.0.0.1:8077 (started in the background, pid 4242, shared by every notebook and terminal; data in /home/me/.local/share/shakelab/server; stops after 30 min idle, or now: `shakelab server stop`)
     """
     ledger = kwargs.pop("ledger", True)
     if ledger is True:
@@ -1363,12 +1379,22 @@ def connect(**kwargs: Any) -> Client:
         client = Client(token, ledger=ledger, **kwargs)
         message = f"shakelab: {TOKEN_ENV} is set; using the service at {client.base_url}"
     else:
-        from shakelab.server import start
+        from shakelab.server import daemon
 
         kwargs.pop("base_url", None)
-        server = start()
-        client = Client(server.token, base_url=server.base_url, ledger=ledger, **kwargs)
-        message = (f"shakelab: no {TOKEN_ENV} set; using the embedded local server at {client.base_url}")
+        if daemon.mode() == "private":
+            from shakelab.server import start
+
+            server = start()
+            client = Client(server.token, base_url=server.base_url, ledger=ledger, service=server.server_id,
+                            **kwargs)
+            where = (f"{client.base_url} (private to this process, {daemon.MODE_ENV}=private; data in "
+                     f"{server.data_dir}; it stops with this process)")
+        else:
+            info, started = daemon.ensure()
+            client = Client(info.token, base_url=info.url, ledger=ledger, service=info.server_id, **kwargs)
+            where = info.describe(started)
+        message = f"shakelab: no {TOKEN_ENV} set; using the embedded local server at {where}"
     if client.base_url not in _ANNOUNCED:
         _ANNOUNCED.add(client.base_url)
         log.info("%s", message)

@@ -6,6 +6,8 @@ client consults it when given one (``Client(..., ledger=...)``; ``connect()`` us
 ledger): the same file is not uploaded twice to the same service, and ``submit`` for a
 (file, model, format, metadata) already completed or still in flight returns the recorded job
 instead of creating a new one. :mod:`shakelab.batch` uses it to resume a killed batch.
+"The same service" is ``client.service``: a remote service's base URL, a shakelab local
+server's id (stable across processes, restarts and port changes).
 
 One file, safe when several threads and processes use it at once: SQLite in WAL mode with a
 busy timeout; every write is one short ``BEGIN IMMEDIATE`` transaction.
@@ -17,7 +19,7 @@ Examples
 --------
 >>> from shakelab.ledger import Ledger
 >>> ledger = Ledger("/tmp/example-ledger.sqlite")                         # doctest: +SKIP
->>> ledger.lookup_asset(sha256="ab12...", base_url="http://127.0.0.1:8077")  # doctest: +SKIP
+>>> ledger.lookup_asset(sha256="ab12...", service="local-1a2b3c4d5e6f")  # doctest: +SKIP
 >>> ledger.jobs_frame()[["job_id", "model", "status"]]                    # doctest: +SKIP
 """
 
@@ -39,10 +41,12 @@ FAILED_STATUSES = frozenset({"failed", "error"})
 #: Job statuses after which the service never changes the job again.
 TERMINAL_STATUSES = frozenset({"completed"}) | FAILED_STATUSES
 
-_SCHEMA_VERSION = 2
+# 2: the key column ``base_url`` became ``service`` (a local server's id, else the URL);
+# 3: the ``attempts`` table (POST /job attempts whose answer may have been lost)
+_SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (
-    base_url    TEXT NOT NULL,
+    service     TEXT NOT NULL,
     sha256      TEXT NOT NULL,
     size        INTEGER,
     path        TEXT,
@@ -50,12 +54,12 @@ CREATE TABLE IF NOT EXISTS assets (
     asset_id    TEXT NOT NULL,
     payload     TEXT NOT NULL,
     recorded_at REAL NOT NULL,
-    PRIMARY KEY (base_url, sha256)
+    PRIMARY KEY (service, sha256)
 );
-CREATE INDEX IF NOT EXISTS assets_by_id ON assets (base_url, asset_id);
+CREATE INDEX IF NOT EXISTS assets_by_id ON assets (service, asset_id);
 CREATE TABLE IF NOT EXISTS jobs (
     job_id       TEXT PRIMARY KEY,
-    base_url     TEXT NOT NULL,
+    service      TEXT NOT NULL,
     asset_id     TEXT,
     model        TEXT,
     format       TEXT,
@@ -69,10 +73,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     first_seen   REAL NOT NULL,
     last_seen    REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (base_url, asset_id, model, format, metadata_key);
+CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (service, asset_id, model, format, metadata_key);
 CREATE TABLE IF NOT EXISTS attempts (
     attempt_id   TEXT PRIMARY KEY,
-    base_url     TEXT NOT NULL,
+    service      TEXT NOT NULL,
     asset_id     TEXT NOT NULL,
     model        TEXT NOT NULL,
     format       TEXT NOT NULL,
@@ -82,7 +86,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     state        TEXT NOT NULL,
     job_id       TEXT
 );
-CREATE INDEX IF NOT EXISTS attempts_by_key ON attempts (base_url, asset_id, model, format, metadata_key, state);
+CREATE INDEX IF NOT EXISTS attempts_by_key ON attempts (service, asset_id, model, format, metadata_key, state);
 """
 
 _BUSY_TIMEOUT_MS = 60_000
@@ -134,10 +138,10 @@ def file_sha256(source: str | os.PathLike | BinaryIO, *, chunk_size: int = 1 << 
     return digest.hexdigest()
 
 
-def _norm_url(base_url: str) -> str:
-    if not isinstance(base_url, str) or not base_url:
-        raise ValueError(f"`base_url` must be a non-empty string, not {base_url!r}")
-    return base_url.rstrip("/")
+def _norm_service(service: str) -> str:
+    if not isinstance(service, str) or not service:
+        raise ValueError(f"`service` must be a non-empty string (a base URL or a local server id), not {service!r}")
+    return service.rstrip("/")
 
 
 def _metadata_key(metadata: dict | None) -> str:
@@ -195,8 +199,13 @@ class Ledger:
 
     Notes
     -----
-    Tables: ``assets`` (one row per (base URL, content SHA-256): size, path, name, asset id, the
-    upload payload) and ``jobs`` (one row per job id: base URL, asset id, model, format, extra
+    Every record is filed under a ``service`` key, what :attr:`shakelab.Client.service` gives:
+    the base URL of a remote service, the server id of a shakelab local server (its data dir's
+    ``clientId``), so a local server is the same service from any process, after a restart and
+    after it moved to another port.
+
+    Tables: ``assets`` (one row per (service, content SHA-256): size, path, name, asset id, the
+    upload payload) and ``jobs`` (one row per job id: service, asset id, model, format, extra
     metadata, status, error, source path, the job payload as last seen, output paths, cached
     result, first/last seen). Each thread and each process gets its own connection; the
     object pickles as its path, so it can travel to executor workers.
@@ -204,9 +213,9 @@ class Ledger:
     Examples
     --------
     >>> ledger = Ledger(tmp_path / "ledger.sqlite")      # doctest: +SKIP
-    >>> ledger.record_asset(sha256="ab12", size=10, path="a.wav", base_url="http://x",
+    >>> ledger.record_asset(sha256="ab12", size=10, path="a.wav", service="http://x",
     ...                     payload={"id": "as1", "name": "a"})   # doctest: +SKIP
-    >>> ledger.lookup_asset(sha256="ab12", base_url="http://x")["id"]   # doctest: +SKIP
+    >>> ledger.lookup_asset(sha256="ab12", service="http://x")["id"]   # doctest: +SKIP
     'as1'
     """
 
@@ -275,6 +284,9 @@ class Ledger:
     def _init_schema(self) -> None:
         def create(conn):
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 1:  # rows keep their URL keys: a local server's old random ports never match again
+                for table in ("assets", "jobs"):
+                    conn.execute(f"ALTER TABLE {table} RENAME COLUMN base_url TO service")
             if version < _SCHEMA_VERSION:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -291,7 +303,7 @@ class Ledger:
             self._local.conn = None
 
     # -- assets -----------------------------------------------------------------------------
-    def lookup_asset(self, *, sha256: str, base_url: str) -> dict | None:
+    def lookup_asset(self, *, sha256: str, service: str) -> dict | None:
         """The upload payload recorded for this content on this service, or None.
 
         Returns
@@ -301,40 +313,40 @@ class Ledger:
 
         Examples
         --------
-        >>> ledger.lookup_asset(sha256=file_sha256("a.wav"), base_url=client.base_url)  # doctest: +SKIP
+        >>> ledger.lookup_asset(sha256=file_sha256("a.wav"), service=client.service)  # doctest: +SKIP
         """
         row = self._conn().execute(
-            "SELECT payload FROM assets WHERE base_url=? AND sha256=?",
-            (_norm_url(base_url), str(sha256)),
+            "SELECT payload FROM assets WHERE service=? AND sha256=?",
+            (_norm_service(service), str(sha256)),
         ).fetchone()
         return json.loads(row["payload"]) if row else None
 
-    def record_asset(self, *, sha256: str, size: int, path: str | None, base_url: str,
+    def record_asset(self, *, sha256: str, size: int, path: str | None, service: str,
                      payload: dict) -> None:
         """Record an upload (replacing an older record of the same content on the same service).
 
         Examples
         --------
-        >>> ledger.record_asset(sha256="ab12", size=10, path="a.wav", base_url="http://x",
+        >>> ledger.record_asset(sha256="ab12", size=10, path="a.wav", service="http://x",
         ...                     payload={"id": "as1", "name": "a"})   # doctest: +SKIP
         """
         if not isinstance(payload, dict) or not payload.get("id"):
             raise ValueError(f"`payload` must be an upload's API JSON with an 'id', not {payload!r}")
         if not isinstance(sha256, str) or not sha256:
             raise ValueError(f"`sha256` must be a hex digest string, not {sha256!r}")
-        row = (_norm_url(base_url), sha256, int(size) if size is not None else None,
+        row = (_norm_service(service), sha256, int(size) if size is not None else None,
                os.fspath(path) if path is not None else None, payload.get("name"),
                str(payload["id"]), json.dumps(payload, default=str), time.time())
         self._write(lambda c: c.execute(
-            "INSERT INTO assets (base_url, sha256, size, path, name, asset_id, payload, recorded_at)"
-            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(base_url, sha256) DO UPDATE SET"
+            "INSERT INTO assets (service, sha256, size, path, name, asset_id, payload, recorded_at)"
+            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(service, sha256) DO UPDATE SET"
             " size=excluded.size, path=COALESCE(excluded.path, assets.path), name=excluded.name,"
             " asset_id=excluded.asset_id, payload=excluded.payload, recorded_at=excluded.recorded_at",
             row))
 
     # -- jobs -------------------------------------------------------------------------------
     def lookup_job(self, *, asset_id: str, model: str, format: str, metadata: dict | None,
-                   base_url: str) -> dict | None:
+                   service: str) -> dict | None:
         """The newest recorded job for this key that has not failed, or None.
 
         ``metadata`` may be the job's whole ``metadata`` (``name`` and ``format`` are ignored
@@ -349,12 +361,12 @@ class Ledger:
         Examples
         --------
         >>> ledger.lookup_job(asset_id="as1", model="music_detection", format="json",
-        ...                   metadata={}, base_url="http://x")    # doctest: +SKIP
+        ...                   metadata={}, service="http://x")    # doctest: +SKIP
         """
         rows = self._conn().execute(
-            "SELECT * FROM jobs WHERE base_url=? AND asset_id=? AND model=? AND format=?"
+            "SELECT * FROM jobs WHERE service=? AND asset_id=? AND model=? AND format=?"
             " AND metadata_key=? ORDER BY first_seen DESC, rowid DESC",
-            (_norm_url(base_url), str(asset_id), model, format, _metadata_key(metadata)),
+            (_norm_service(service), str(asset_id), model, format, _metadata_key(metadata)),
         ).fetchall()
         for row in rows:
             if row["status"] not in FAILED_STATUSES:
@@ -362,7 +374,7 @@ class Ledger:
         return None
 
     # -- POST /job attempts (the lost-answer window) ----------------------------------------
-    def record_attempt(self, *, asset_id: str, model: str, format: str, metadata: dict | None, base_url: str,
+    def record_attempt(self, *, asset_id: str, model: str, format: str, metadata: dict | None, service: str,
                        source: str | None = None, force: bool = False) -> str:
         """Record that a ``POST /job`` is about to be sent, before it is; returns the attempt's id.
 
@@ -372,18 +384,18 @@ class Ledger:
         Examples
         --------
         >>> aid = ledger.record_attempt(asset_id="as1", model="vocals", format="wav", metadata={},
-        ...                             base_url="http://x", source="a.wav")   # doctest: +SKIP
+        ...                             service="http://x", source="a.wav")   # doctest: +SKIP
         """
         import secrets
 
         attempt_id = secrets.token_hex(12)
-        key = (_norm_url(base_url), str(asset_id), model, format, _metadata_key(metadata))
+        key = (_norm_service(service), str(asset_id), model, format, _metadata_key(metadata))
 
         def insert(conn):
             if force:
-                conn.execute("UPDATE attempts SET state='forced' WHERE base_url=? AND asset_id=? AND model=?"
+                conn.execute("UPDATE attempts SET state='forced' WHERE service=? AND asset_id=? AND model=?"
                              " AND format=? AND metadata_key=? AND state='sent'", key)
-            conn.execute("INSERT INTO attempts (attempt_id, base_url, asset_id, model, format, metadata_key, source,"
+            conn.execute("INSERT INTO attempts (attempt_id, service, asset_id, model, format, metadata_key, source,"
                          " sent_at, state) VALUES (?,?,?,?,?,?,?,?,'sent')", (attempt_id, *key, source, time.time()))
 
         self._write(insert)
@@ -401,7 +413,7 @@ class Ledger:
         self._write(update)
 
     def unconfirmed_attempt(self, *, asset_id: str, model: str, format: str, metadata: dict | None,
-                            base_url: str) -> dict | None:
+                            service: str) -> dict | None:
         """The newest attempt for this key whose answer never arrived, or None.
 
         Returns
@@ -410,9 +422,9 @@ class Ledger:
             ``{"attempt_id", "source", "sent_at"}`` (``sent_at`` in Unix seconds).
         """
         row = self._conn().execute(
-            "SELECT attempt_id, source, sent_at FROM attempts WHERE base_url=? AND asset_id=? AND model=?"
+            "SELECT attempt_id, source, sent_at FROM attempts WHERE service=? AND asset_id=? AND model=?"
             " AND format=? AND metadata_key=? AND state='sent' ORDER BY sent_at DESC LIMIT 1",
-            (_norm_url(base_url), str(asset_id), model, format, _metadata_key(metadata))).fetchone()
+            (_norm_service(service), str(asset_id), model, format, _metadata_key(metadata))).fetchone()
         return dict(row) if row else None
 
     def get_job(self, job_id: str) -> dict | None:
@@ -431,7 +443,7 @@ class Ledger:
             "source_path": row["source_path"],
         }
 
-    def record_job(self, payload: dict, *, base_url: str, source_path: str | None = None) -> None:
+    def record_job(self, payload: dict, *, service: str, source_path: str | None = None) -> None:
         """Upsert a job by id from its API JSON as last seen.
 
         A finished job (completed, failed, error) is never turned back into a pending one by
@@ -439,13 +451,13 @@ class Ledger:
 
         Examples
         --------
-        >>> ledger.record_job(job.raw, base_url=client.base_url, source_path="a.wav")  # doctest: +SKIP
+        >>> ledger.record_job(job.raw, service=client.service, source_path="a.wav")  # doctest: +SKIP
         """
         payload = _unwrap_job(payload)
         fields = _job_fields(payload)
         now = time.time()
         job_id = str(payload["id"])
-        base = _norm_url(base_url)
+        base = _norm_service(service)
         src = os.fspath(source_path) if source_path is not None else None
         text = json.dumps(payload, default=str)
 
@@ -453,7 +465,7 @@ class Ledger:
             old = conn.execute("SELECT status FROM jobs WHERE job_id=?", (job_id,)).fetchone()
             if old is None:
                 conn.execute(
-                    "INSERT INTO jobs (job_id, base_url, asset_id, model, format, metadata_key, status,"
+                    "INSERT INTO jobs (job_id, service, asset_id, model, format, metadata_key, status,"
                     " error, source_path, payload, first_seen, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (job_id, base, fields["asset_id"], fields["model"], fields["format"],
                      fields["metadata_key"], fields["status"], fields["error"], src, text, now, now))
@@ -524,7 +536,7 @@ class Ledger:
         -------
         pandas.DataFrame
             ``asset_id`` (string), ``name`` (string), ``sha256`` (string), ``size`` (Int64
-            bytes), ``path`` (string, the local file uploaded), ``base_url`` (string),
+            bytes), ``path`` (string, the local file uploaded), ``service`` (string, see :class:`Ledger`),
             ``format`` (string), ``recorded_at`` (datetime64[ns, UTC]). Built here with plain
             pandas: :mod:`shakelab.frames` has no asset frame.
 
@@ -542,7 +554,7 @@ class Ledger:
             "sha256": pd.array([r["sha256"] for r in rows], dtype="string"),
             "size": pd.array([r["size"] for r in rows], dtype="Int64"),
             "path": pd.array([r["path"] for r in rows], dtype="string"),
-            "base_url": pd.array([r["base_url"] for r in rows], dtype="string"),
+            "service": pd.array([r["service"] for r in rows], dtype="string"),
             "format": pd.array(formats, dtype="string"),
             "recorded_at": pd.to_datetime([r["recorded_at"] for r in rows], unit="s", utc=True),
         })
@@ -558,7 +570,7 @@ class Ledger:
             asset_id, source_name, created_at, started_at, updated_at, duration_s, outputs,
             error), built by that function from the payloads as last seen, followed by the
             ledger's own: ``source_path`` (string, the local file), ``output_paths`` (object,
-            list of local paths downloaded), ``base_url`` (string), ``first_seen`` and
+            list of local paths downloaded), ``service`` (string, see :class:`Ledger`), ``first_seen`` and
             ``last_seen`` (datetime64[ns, UTC], when this machine first/last saw the job).
 
         Examples
@@ -575,7 +587,7 @@ class Ledger:
         frame["source_path"] = pd.array([r["source_path"] for r in rows], dtype="string")
         frame["output_paths"] = pd.Series([json.loads(r["outputs"]) for r in rows], dtype=object,
                                           index=frame.index)
-        frame["base_url"] = pd.array([r["base_url"] for r in rows], dtype="string")
+        frame["service"] = pd.array([r["service"] for r in rows], dtype="string")
         for col in ("first_seen", "last_seen"):
             frame[col] = pd.to_datetime([r[col] for r in rows], unit="s", utc=True).astype(
                 "datetime64[ns, UTC]")

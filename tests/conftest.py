@@ -14,10 +14,17 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch, tmp_path):
-    """No test may see a real token, the user's ledger or the user's cache."""
+    """No test may see a real token, the user's ledger, the user's cache or the user's local server.
+
+    ``connect()`` runs a private server inside the test process (or the kernel a test starts),
+    on a data dir in the test's tmp_path; tests of the shared server ask for it explicitly.
+    """
     monkeypatch.delenv("AUDIOSHAKE_API_TOKEN", raising=False)
     monkeypatch.delenv("AUDIOSHAKE_BASE_URL", raising=False)
+    monkeypatch.delenv("SHAKELAB_IDLE_TIMEOUT", raising=False)
     monkeypatch.setenv("SHAKELAB_LEDGER", str(tmp_path / "ledger.sqlite"))
+    monkeypatch.setenv("SHAKELAB_LOCAL_SERVER", "private")
+    monkeypatch.setenv("SHAKELAB_SERVER_DIR", str(tmp_path / "local-server"))
     yield
     import sys
 

@@ -479,14 +479,17 @@ def test_connect_real_service_when_token_set(monkeypatch, capsys):
 
 
 def test_connect_embedded_server(monkeypatch, tmp_path, capsys, wav):
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))  # the embedded server's default data dir
+    # conftest: SHAKELAB_LOCAL_SERVER=private, SHAKELAB_SERVER_DIR in tmp_path
     import shakelab
     import shakelab.server
 
+    shakelab.server._stop_embedded()  # an earlier test's private server (another tmp_path)
     client = shakelab.connect()
     try:
         err = capsys.readouterr().err
         assert "no AUDIOSHAKE_API_TOKEN set; using the embedded local server at " + client.base_url in err
+        assert "private to this process" in err and str(tmp_path / "local-server") in err
+        assert client.service == shakelab.server.start().server_id != client.base_url
         assert client.ledger is not None  # the default ledger (SHAKELAB_LEDGER points into tmp)
         assert shakelab.connect().base_url == client.base_url and capsys.readouterr().err == ""
         usage = client.usage()

@@ -70,13 +70,13 @@ def test_file_sha256_streams_paths_and_file_objects(tmp_path):
 def test_asset_roundtrip_is_per_service(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
     payload = {"name": "a", "id": "as1", "fileType": "audio/wav", "format": "wav", "link": "http://l"}
-    assert ledger.lookup_asset(sha256="h1", base_url=BASE) is None
-    ledger.record_asset(sha256="h1", size=12, path="/d/a.wav", base_url=BASE + "/", payload=payload)
-    assert ledger.lookup_asset(sha256="h1", base_url=BASE) == payload
-    assert ledger.lookup_asset(sha256="h1", base_url="https://groovy.audioshake.ai") is None
-    assert ledger.lookup_asset(sha256="h2", base_url=BASE) is None
+    assert ledger.lookup_asset(sha256="h1", service=BASE) is None
+    ledger.record_asset(sha256="h1", size=12, path="/d/a.wav", service=BASE + "/", payload=payload)
+    assert ledger.lookup_asset(sha256="h1", service=BASE) == payload
+    assert ledger.lookup_asset(sha256="h1", service="https://groovy.audioshake.ai") is None
+    assert ledger.lookup_asset(sha256="h2", service=BASE) is None
     # re-recording the same content replaces, never duplicates
-    ledger.record_asset(sha256="h1", size=12, path=None, base_url=BASE, payload={**payload, "id": "as2"})
+    ledger.record_asset(sha256="h1", size=12, path=None, service=BASE, payload={**payload, "id": "as2"})
     frame = ledger.assets_frame()
     assert list(frame["asset_id"]) == ["as2"]
     assert frame.loc[0, "path"] == "/d/a.wav"
@@ -87,23 +87,23 @@ def test_asset_roundtrip_is_per_service(tmp_path):
 def test_record_asset_rejects_payload_without_id(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
     with pytest.raises(ValueError, match="`payload`"):
-        ledger.record_asset(sha256="h", size=1, path=None, base_url=BASE, payload={"name": "a"})
+        ledger.record_asset(sha256="h", size=1, path=None, service=BASE, payload={"name": "a"})
 
 
 def test_assets_frame_empty_has_columns(tmp_path):
     frame = Ledger(tmp_path / "l.sqlite").assets_frame()
     assert len(frame) == 0
-    assert list(frame.columns) == ["asset_id", "name", "sha256", "size", "path", "base_url", "format",
+    assert list(frame.columns) == ["asset_id", "name", "sha256", "size", "path", "service", "format",
                                    "recorded_at"]
 
 
 def test_lookup_job_key_and_failed_jobs(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
-    key = dict(asset_id="as1", model="music_detection", format="json", base_url=BASE)
+    key = dict(asset_id="as1", model="music_detection", format="json", service=BASE)
     assert ledger.lookup_job(metadata={}, **key) is None
-    ledger.record_job(_job("j1", status="failed"), base_url=BASE)
+    ledger.record_job(_job("j1", status="failed"), service=BASE)
     assert ledger.lookup_job(metadata={}, **key) is None          # failed jobs are not reused
-    ledger.record_job({"job": _job("j2")}, base_url=BASE, source_path="/d/a.wav")  # wrapped form
+    ledger.record_job({"job": _job("j2")}, service=BASE, source_path="/d/a.wav")  # wrapped form
     found = ledger.lookup_job(metadata={}, **key)
     assert found["job_id"] == "j2" and found["status"] == "queued"
     assert found["payload"]["id"] == "j2" and found["source_path"] == "/d/a.wav"
@@ -113,9 +113,9 @@ def test_lookup_job_key_and_failed_jobs(tmp_path):
     # another format, model, asset, service or extra metadata is another key
     assert ledger.lookup_job(metadata={}, **{**key, "format": "txt"}) is None
     assert ledger.lookup_job(metadata={}, **{**key, "asset_id": "as9"}) is None
-    assert ledger.lookup_job(metadata={}, **{**key, "base_url": "http://other"}) is None
+    assert ledger.lookup_job(metadata={}, **{**key, "service": "http://other"}) is None
     assert ledger.lookup_job(metadata={"window": 5}, **key) is None
-    ledger.record_job(_job("j3", window=5), base_url=BASE)
+    ledger.record_job(_job("j3", window=5), service=BASE)
     assert ledger.lookup_job(metadata={"window": 5}, **key)["job_id"] == "j3"
     assert ledger.lookup_job(metadata={}, **key)["job_id"] == "j2"
     assert ledger.get_job("j1")["error"] == "input is not audio"
@@ -123,13 +123,13 @@ def test_lookup_job_key_and_failed_jobs(tmp_path):
 
 def test_newest_job_wins_and_status_never_regresses(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
-    key = dict(asset_id="as1", model="vocals", format="wav", metadata={}, base_url=BASE)
-    ledger.record_job(_job("old", model="vocals", fmt="wav", status="completed"), base_url=BASE)
-    ledger.record_job(_job("new", model="vocals", fmt="wav", status="processing"), base_url=BASE)
+    key = dict(asset_id="as1", model="vocals", format="wav", metadata={}, service=BASE)
+    ledger.record_job(_job("old", model="vocals", fmt="wav", status="completed"), service=BASE)
+    ledger.record_job(_job("new", model="vocals", fmt="wav", status="processing"), service=BASE)
     assert ledger.lookup_job(**key)["job_id"] == "new"
-    ledger.record_job(_job("new", model="vocals", fmt="wav", status="completed"), base_url=BASE)
+    ledger.record_job(_job("new", model="vocals", fmt="wav", status="completed"), service=BASE)
     # a stale payload seen late must not turn a completed job back into a pending one
-    ledger.record_job(_job("new", model="vocals", fmt="wav", status="processing"), base_url=BASE,
+    ledger.record_job(_job("new", model="vocals", fmt="wav", status="processing"), service=BASE,
                       source_path="/d/b.wav")
     rec = ledger.lookup_job(**key)
     assert rec["status"] == "completed" and rec["source_path"] == "/d/b.wav"
@@ -140,22 +140,22 @@ def test_stem_variant_payload_is_understood(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
     payload = {"id": "j9", "status": "COMPLETED", "sourceAsset": {"id": "as7"},
                "stemMetadata": {"name": "drums", "format": "flac"}}
-    ledger.record_job(payload, base_url=BASE)
-    rec = ledger.lookup_job(asset_id="as7", model="drums", format="flac", metadata={}, base_url=BASE)
+    ledger.record_job(payload, service=BASE)
+    rec = ledger.lookup_job(asset_id="as7", model="drums", format="flac", metadata={}, service=BASE)
     assert rec["job_id"] == "j9" and rec["status"] == "completed"
 
 
 def test_record_job_rejects_payload_without_id(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
     with pytest.raises(ValueError, match="'id'"):
-        ledger.record_job({"status": "queued"}, base_url=BASE)
+        ledger.record_job({"status": "queued"}, service=BASE)
     with pytest.raises(ValueError, match="`payload`"):
-        ledger.record_job(["nope"], base_url=BASE)
+        ledger.record_job(["nope"], service=BASE)
 
 
 def test_outputs_and_results(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
-    ledger.record_job(_job("j1", status="completed"), base_url=BASE)
+    ledger.record_job(_job("j1", status="completed"), service=BASE)
     ledger.record_outputs("j1", ["/o/a.json"])
     ledger.record_outputs("j1", ["/o/a.json", "/o/b.json"])
     assert ledger.get_job("j1")["outputs"] == ["/o/a.json", "/o/b.json"]
@@ -170,20 +170,20 @@ def test_outputs_and_results(tmp_path):
 
 def test_pickles_as_its_path_and_reconnects(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
-    ledger.record_job(_job("j1"), base_url=BASE)
+    ledger.record_job(_job("j1"), service=BASE)
     copy = pickle.loads(pickle.dumps(ledger))
     assert copy.path == ledger.path and copy.get_job("j1")["status"] == "queued"
 
 
 def test_threads_write_at_once(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
-    ledger.record_job(_job("shared"), base_url=BASE)
+    ledger.record_job(_job("shared"), service=BASE)
     errors = []
 
     def work(t):
         try:
             for i in range(40):
-                ledger.record_job(_job(f"t{t}-{i}", asset=f"as{i}"), base_url=BASE)
+                ledger.record_job(_job(f"t{t}-{i}", asset=f"as{i}"), service=BASE)
                 ledger.record_outputs("shared", [f"/o/{t}-{i}"])
         except Exception as exc:  # pragma: no cover - the assertion below reports it
             errors.append(exc)
@@ -207,10 +207,10 @@ WRITER = textwrap.dedent("""
     sys.stdout.write("ready\\n"); sys.stdout.flush()
     sys.stdin.readline()                     # start together
     for i in range(n):
-        ledger.record_asset(sha256=f"{tag}-{i}", size=i, path=None, base_url="http://s",
+        ledger.record_asset(sha256=f"{tag}-{i}", size=i, path=None, service="http://s",
                             payload={"id": f"as-{tag}-{i}", "name": str(i)})
         ledger.record_job({"id": f"{tag}-{i}", "assetId": f"as-{tag}-{i}", "status": "queued",
-                           "metadata": {"name": "vocals", "format": "wav"}}, base_url="http://s")
+                           "metadata": {"name": "vocals", "format": "wav"}}, service="http://s")
         ledger.record_outputs("shared", [f"/o/{tag}/{i}"])
     print("done")
 """)
@@ -219,7 +219,7 @@ WRITER = textwrap.dedent("""
 def test_two_processes_write_at_once(tmp_path):
     path = tmp_path / "l.sqlite"
     ledger = Ledger(path)
-    ledger.record_job(_job("shared"), base_url="http://s")
+    ledger.record_job(_job("shared"), service="http://s")
     n = 150
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, tag, str(path), str(n)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -246,8 +246,8 @@ def test_two_processes_write_at_once(tmp_path):
 def test_jobs_frame_columns_and_values(tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
     assert len(ledger.jobs_frame()) == 0
-    ledger.record_job(_job("j1", status="completed"), base_url=BASE, source_path="/d/a.wav")
-    ledger.record_job(_job("j2", model="vocals", fmt="wav", status="failed"), base_url=BASE)
+    ledger.record_job(_job("j1", status="completed"), service=BASE, source_path="/d/a.wav")
+    ledger.record_job(_job("j2", model="vocals", fmt="wav", status="failed"), service=BASE)
     ledger.record_outputs("j1", ["/o/a.json"])
     frame = ledger.jobs_frame()
     assert list(frame["job_id"]) == ["j1", "j2"]
@@ -257,4 +257,31 @@ def test_jobs_frame_columns_and_values(tmp_path):
     assert "input is not audio" in str(frame.loc[1, "error"])
     for col in ("first_seen", "last_seen"):
         assert str(frame[col].dtype) == "datetime64[ns, UTC]"
-    assert list(frame.columns[-5:]) == ["source_path", "output_paths", "base_url", "first_seen", "last_seen"]
+    assert list(frame.columns[-5:]) == ["source_path", "output_paths", "service", "first_seen", "last_seen"]
+
+
+def test_a_version_1_ledger_keeps_its_records_under_service(tmp_path):
+    """Ledgers written before the service key (column ``base_url``) open and answer as before."""
+    import sqlite3
+
+    path = tmp_path / "v1.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript("""
+            CREATE TABLE assets (base_url TEXT NOT NULL, sha256 TEXT NOT NULL, size INTEGER, path TEXT, name TEXT,
+                asset_id TEXT NOT NULL, payload TEXT NOT NULL, recorded_at REAL NOT NULL,
+                PRIMARY KEY (base_url, sha256));
+            CREATE TABLE jobs (job_id TEXT PRIMARY KEY, base_url TEXT NOT NULL, asset_id TEXT, model TEXT,
+                format TEXT, metadata_key TEXT NOT NULL, status TEXT, error TEXT, source_path TEXT,
+                payload TEXT NOT NULL, outputs TEXT NOT NULL DEFAULT '[]', result TEXT,
+                first_seen REAL NOT NULL, last_seen REAL NOT NULL);
+            PRAGMA user_version=1;""")
+        db.execute("INSERT INTO assets VALUES ('https://groovy.audioshake.ai', 'h1', 3, '/d/a.wav', 'a.wav', 'as1',"
+                   " '{\"id\": \"as1\", \"name\": \"a.wav\"}', 1.0)")
+    ledger = Ledger(path)
+    assert ledger.lookup_asset(sha256="h1", service="https://groovy.audioshake.ai") == {"id": "as1", "name": "a.wav"}
+    assert list(ledger.assets_frame()["service"]) == ["https://groovy.audioshake.ai"]
+    ledger.record_job(_job("j1"), service="local-1a2b3c4d5e6f")
+    assert ledger.lookup_job(asset_id="as1", model="music_detection", format="json", metadata={},
+                             service="local-1a2b3c4d5e6f")["job_id"] == "j1"
+    with pytest.raises(ValueError, match="`service` must be a non-empty string"):
+        ledger.lookup_asset(sha256="h1", service="")

@@ -2,7 +2,8 @@
 
 Each notebook is executed with nbclient in a fresh kernel whose working directory is
 notebooks/ (as in ``make lab``) and whose environment has no ``AUDIOSHAKE_API_TOKEN``, so
-``shakelab.connect()`` starts the embedded local server. The committed notebooks must carry
+``shakelab.connect()`` starts the embedded local server (a private one inside the kernel, in
+the test's tmp_path: nothing outlives the test). The committed notebooks must carry
 no outputs (small diffs): that is checked too. Execution happens on a copy in memory; the
 files on disk are never rewritten.
 """
@@ -23,7 +24,9 @@ def _kernel_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("AUDIOSHAKE_") and k not in ("MPLBACKEND", "JPY_SESSION_NAME")}
     env["SHAKELAB_LEDGER"] = str(tmp_path / "ledger.sqlite")
-    env["XDG_DATA_HOME"] = str(tmp_path / "xdg-data")   # the embedded server's data dir (platformdirs)
+    env["SHAKELAB_LOCAL_SERVER"] = "private"             # a server inside the kernel, gone with it
+    env["SHAKELAB_SERVER_DIR"] = str(tmp_path / "local-server")
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg-data")
     env["TMPDIR"] = str(tmp_path)                        # the notebooks' temporary folders
     env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     return env
@@ -65,3 +68,7 @@ def test_notebook_runs_offline(path, tmp_path, monkeypatch):
                      for c in book.cells if c.cell_type == "code" for o in c.outputs)
     assert "embedded local server" in text, "connect() must have chosen the local server"
     assert "Traceback" not in text
+    # the kernel has exited: it left nothing in its temporary directory (TMPDIR is tmp_path)
+    left = sorted(p.name for p in tmp_path.iterdir()
+                  if not p.name.startswith(("ledger.sqlite", "local-server", "xdg-data")))
+    assert left == [], f"the kernel left {left} in its temporary directory"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import threading
 import time
@@ -602,22 +603,28 @@ def test_failed_start_releases_everything(tmp_path):
         assert ok.running
 
 
-def test_start_falls_back_to_a_private_dir_when_default_is_taken(tmp_path, monkeypatch):
+def test_start_refuses_a_data_dir_in_use_naming_its_holder(tmp_path, monkeypatch):
+    """No more private temp dir when the default is taken: the error names who holds it (pid, URL)."""
+    import pickle
+
     from shakelab import server as mod
 
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("SHAKELAB_SERVER_DIR", str(tmp_path / "default"))
     holder = LocalServer(mod.default_data_dir(), token="holder-token").start()
     try:
-        assert str(holder.data_dir).startswith(str(tmp_path / "xdg"))
-        mine = mod.start(token="mine-token")
-        try:
-            assert mine is not holder and mine.data_dir != holder.data_dir
-            assert requests.get(f"{mine.base_url}/usage", headers=auth(mine), timeout=10).ok
-        finally:
-            mine.stop()
-            mod._embedded = None
+        assert holder.data_dir == (tmp_path / "default").resolve()
+        assert mod.read_holder(holder.data_dir) == (os.getpid(), holder.base_url)
+        with pytest.raises(mod.DataDirInUse) as info:
+            mod.start(token="mine-token")
+        assert (info.value.pid, info.value.url) == (os.getpid(), holder.base_url)
+        assert f"{os.getpid()} {holder.base_url}" in str(info.value)
+        again = pickle.loads(pickle.dumps(info.value))
+        assert (again.pid, again.url, str(again)) == (info.value.pid, info.value.url, str(info.value))
+        assert mod._embedded is None or not mod._embedded.running
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["default"]  # nothing made elsewhere
     finally:
         holder.stop()
+    assert mod.read_holder(holder.data_dir) is None
 
 
 def test_bearer_scheme_is_case_insensitive(server):

@@ -2,7 +2,9 @@
 
 FastAPI + uvicorn in a background thread of the current process (:class:`LocalServer`,
 :func:`start`), or in the foreground for the command line (:func:`serve`). State is SQLite
-plus files in a data directory, so assets and jobs survive a restart.
+plus files in a data directory, so assets and jobs survive a restart. The per-user server
+that ``connect()`` shares between notebooks (a detached ``shakelab serve``) is found and
+started by :mod:`shakelab.server.daemon`.
 
 Examples
 --------
@@ -26,13 +28,29 @@ from typing import Any
 
 from shakelab.server.faults import Faults
 
-__all__ = ["LocalServer", "start", "serve", "default_data_dir", "DataDirInUse"]
+__all__ = ["LocalServer", "start", "serve", "default_data_dir", "DataDirInUse", "DATA_DIR_ENV"]
 
 log = logging.getLogger("shakelab.server")
 
 
+#: environment variable naming the local server's data dir (default: the platformdirs user data dir)
+DATA_DIR_ENV = "SHAKELAB_SERVER_DIR"
+
+
 def default_data_dir() -> Path:
-    """The per-user data directory of the embedded server (platformdirs), e.g. ``~/.local/share/shakelab/server``."""
+    """The per-user data directory of the local server.
+
+    ``SHAKELAB_SERVER_DIR`` when set, else the platformdirs user data dir, e.g.
+    ``~/.local/share/shakelab/server``.
+
+    Examples
+    --------
+    >>> default_data_dir().name      # doctest: +SKIP
+    'server'
+    """
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
     import platformdirs
 
     return Path(platformdirs.user_data_dir("shakelab", appauthor=False)) / "server"
@@ -131,10 +149,28 @@ class LocalServer:
         self._requests: dict[str, int] = {}
         self._uploads = 0
         self._jobs = 0
+        self._last_activity = time.monotonic()
 
     def count_request(self, key: str) -> None:
         with self._stats_lock:
             self._requests[key] = self._requests.get(key, 0) + 1
+            self._last_activity = time.monotonic()
+
+    def idle_seconds(self) -> float:
+        """Seconds since the last request arrived; 0 while a job is queued or running.
+
+        What the idle shutdown of ``shakelab serve --idle-timeout`` measures.
+
+        Examples
+        --------
+        >>> srv.idle_seconds() < 1.0      # doctest: +SKIP
+        True
+        """
+        worker, now = self.worker, time.monotonic()
+        if worker is not None and (worker.active or worker.queued):
+            with self._stats_lock:
+                self._last_activity = now
+        return now - self._last_activity
 
     def count_upload(self) -> None:
         with self._stats_lock:
@@ -196,6 +232,13 @@ class LocalServer:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def server_id(self) -> str:
+        """This data dir's stable id (the ``clientId`` of ``/usage``); the ledger files the server under it."""
+        if self.store is None:
+            raise RuntimeError("the server is not running: start() it first")
+        return self.store.client_id
 
     @property
     def base_url(self) -> str:
@@ -309,32 +352,73 @@ def _bind(host: str, port: int) -> socket.socket:
 class DataDirInUse(RuntimeError):
     """Another running server (in this or another process) holds the data directory.
 
-    ``pid`` and ``url`` name the holder when its lock file says (else None).
+    Attributes
+    ----------
+    data_dir : pathlib.Path
+    pid : int or None
+        The holder's process id (None while it is still starting).
+    url : str or None
+        The holder's base URL (None while it is still starting).
     """
 
-    def __init__(self, message: str, pid: int | None = None, url: str | None = None):
-        super().__init__(message)
-        self.pid, self.url = pid, url
+    def __init__(self, data_dir: Path, pid: int | None = None, url: str | None = None):
+        self.data_dir, self.pid, self.url = Path(data_dir), pid, url
+        holder = f"{pid} {url}" if pid is not None else "unknown"
+        super().__init__(f"the data dir {str(data_dir)!r} is in use by another running server "
+                         f"(pid and URL: {holder}); stop it or pass another `data_dir`")
 
     def __reduce__(self):
-        return type(self), (str(self), self.pid, self.url)
+        return type(self), (self.data_dir, self.pid, self.url)
+
+
+LOCK_NAME = "server.lock"  #: held (flock) by the running server; holds "<pid> <base URL>"
+
+
+def read_holder(data_dir: str | os.PathLike) -> tuple[int | None, str | None] | None:
+    """``(pid, url)`` of the server holding ``data_dir``, or None when no server holds it.
+
+    ``(None, None)`` while the holder is still starting (the lock is taken before the port).
+
+    Examples
+    --------
+    >>> read_holder("/tmp/nowhere")      # doctest: +SKIP
+    """
+    import fcntl
+
+    try:
+        fd = os.open(Path(data_dir) / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _parse_holder(os.pread(fd, 200, 0))
+        return None  # we got the lock: nobody holds it (closing the fd releases it again)
+    finally:
+        os.close(fd)
+
+
+def _parse_holder(raw: bytes) -> tuple[int | None, str | None]:
+    pid, _, url = raw.decode(errors="replace").strip().partition(" ")
+    return (int(pid), url.strip() or None) if pid.isdigit() else (None, None)
 
 
 def _lock_data_dir(data_dir: Path) -> int:
     """Take the data dir's exclusive lock (``server.lock``) or raise :class:`DataDirInUse`."""
     import fcntl
 
-    fd = os.open(data_dir / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        pid, _, url = holder.partition(" ")
-        raise DataDirInUse(f"the data dir {str(data_dir)!r} is in use by another running server "
-                           f"(pid and URL: {holder}); stop it or pass another `data_dir`",
-                           int(pid) if pid.isdigit() else None, url.strip() or None) from None
-    return fd
+    fd = os.open(data_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+    for attempt in range(20):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:
+            if attempt < 19:  # read_holder() probes take the lock shared for an instant
+                time.sleep(0.01)
+    pid, url = _parse_holder(os.pread(fd, 200, 0))
+    os.close(fd)
+    raise DataDirInUse(data_dir, pid, url)
 
 
 _embedded: LocalServer | None = None
@@ -343,12 +427,15 @@ _embedded_lock = threading.Lock()
 
 def start(data_dir: str | os.PathLike | None = None, token: str | None = None, port: int = 0,
           workers: int = 2) -> LocalServer:
-    """The process-wide embedded server, started in a background thread (reused by later calls).
+    """The process-wide private server, started in a background thread (reused by later calls).
+
+    What ``connect()`` uses with ``SHAKELAB_LOCAL_SERVER=private``; by default it shares the
+    per-user server of :mod:`shakelab.server.daemon` instead.
 
     Parameters
     ----------
     data_dir : str or PathLike, optional
-        Defaults to :func:`default_data_dir` (platformdirs user data dir).
+        Defaults to :func:`default_data_dir` (``SHAKELAB_SERVER_DIR``, else the user data dir).
     token : str, optional
         Defaults to the token stored in the data dir (generated once).
     port : int
@@ -360,6 +447,11 @@ def start(data_dir: str | os.PathLike | None = None, token: str | None = None, p
     -------
     LocalServer
         Running; ``base_url`` and ``token`` are what a client needs. Stopped at interpreter exit.
+
+    Raises
+    ------
+    DataDirInUse
+        Another server holds the data dir (its ``pid`` and ``url`` are on the exception).
 
     Examples
     --------
@@ -373,22 +465,7 @@ def start(data_dir: str | os.PathLike | None = None, token: str | None = None, p
             return _embedded
         srv = LocalServer(data_dir if data_dir is not None else default_data_dir(), token, port=port,
                           workers=workers)
-        try:
-            srv.start()
-        except DataDirInUse:
-            if data_dir is not None:
-                raise
-            # Another notebook or process runs the embedded server on the default data dir: this
-            # process gets a server of its own in a temporary data dir, removed at exit.
-            import shutil
-            import tempfile
-
-            tmp = tempfile.mkdtemp(prefix="shakelab-server-")
-            atexit.register(shutil.rmtree, tmp, True)
-            log.warning("the default data dir is in use by another process; this session's server keeps its "
-                        "state in %s until exit", tmp)
-            srv = LocalServer(tmp, token, port=port, workers=workers)
-            srv.start()
+        srv.start()
         if srv.isolation == "process":
             from shakelab.server.worker import prewarm
 
@@ -406,36 +483,74 @@ def _stop_embedded() -> None:
 
 def serve(host: str = "127.0.0.1", port: int = 8077, data_dir: str | os.PathLike | None = None,
           token: str | None = None, workers: int = 2, allow_private_links: bool = False,
-          max_upload_bytes: int = 2 * 1024**3, link_ttl: float = 3600.0) -> None:
-    """Run the server in the foreground until Ctrl-C or SIGTERM (the ``shakelab serve`` command).
+          max_upload_bytes: int = 2 * 1024**3, link_ttl: float = 3600.0, *, idle_timeout: float = 0.0,
+          background: bool = False) -> None:
+    """Run the server in the foreground until Ctrl-C, SIGTERM or idle shutdown (``shakelab serve``).
 
     With no ``token`` the one stored in the data dir is used; when it is generated here it is
-    printed once, never again (later runs say where it is stored).
+    printed once, never again (later runs say where it is stored). While it runs, the data dir
+    holds its record (``server.json``: pid, URL, server id, idle timeout), which
+    ``shakelab server status | stop`` and ``connect()`` read.
+
+    Parameters
+    ----------
+    idle_timeout : float
+        Stop after this many seconds without a request while no job is queued or running;
+        0 never stops.
+    background : bool
+        The detached per-user server (:func:`shakelab.server.daemon.ensure` starts it so):
+        standard input from /dev/null, output and log into ``<data dir>/server.log``, the
+        token never printed, and a free port when ``port`` is taken.
 
     Examples
     --------
     >>> serve(port=8077)    # doctest: +SKIP
     """
-    srv = LocalServer(data_dir if data_dir is not None else default_data_dir(), token, host=host, port=port,
+    from shakelab.server import daemon
+
+    if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)) or not idle_timeout >= 0:
+        raise ValueError(f"`idle_timeout` must be a number of seconds >= 0 (0: never), not {idle_timeout!r}")
+    data_dir = Path(data_dir if data_dir is not None else default_data_dir()).expanduser().resolve()
+    if background:
+        daemon.redirect_streams(data_dir)
+    srv = LocalServer(data_dir, token, host=host, port=port,
                       workers=workers, allow_private_links=allow_private_links,
                       max_upload_bytes=max_upload_bytes, link_ttl=link_ttl)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    srv.start()
+    try:
+        srv.start()
+    except OSError as exc:
+        if not background or port == 0:
+            raise
+        log.info("%s; taking a free port instead", exc)
+        srv.port = 0
+        srv.start()
     print(f"shakelab local Jobs API listening on {srv.base_url} (data dir {srv.data_dir})", flush=True)
-    if srv.token_generated:
+    if srv.token_generated and not background:
         print(f"generated API token (stored in {srv.data_dir / 'token'}, shown only this once): {srv.token}",
               flush=True)
     elif token is None:
         print(f"using the API token stored in {srv.data_dir / 'token'}", flush=True)
+    if background and srv.isolation == "process":
+        from shakelab.server.worker import prewarm
+
+        prewarm(workers)  # the first job of a notebook should not wait for librosa's imports
+    daemon.write_record(srv, idle_timeout=float(idle_timeout), background=background)
+    if idle_timeout:
+        print(f"stops after {daemon.describe_seconds(idle_timeout)} without requests or running jobs", flush=True)
     stop = threading.Event()
     previous = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    reason = "stopped"
     try:
         while not stop.wait(0.5) and srv.running:
-            pass
+            if idle_timeout and srv.idle_seconds() >= idle_timeout:
+                reason = f"idle for {daemon.describe_seconds(idle_timeout)}: stopped"
+                break
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
         srv.stop()
-        print("shakelab server stopped", flush=True)
+        daemon.remove_record(srv.data_dir)
+        print(f"shakelab server {reason}", flush=True)

@@ -537,9 +537,11 @@ class ModelProcess:
         root = str(Path(shakelab.__file__).resolve().parent.parent)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        # Its own session: a kernel shutting down signals the children in its process group and
+        # waits for them to vanish, which these (reaped by nobody until our atexit) never do in time.
         self.proc = subprocess.Popen([sys.executable, "-m", "shakelab.server.worker"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
-                                     close_fds=True, env=env)
+                                     close_fds=True, env=env, start_new_session=True)
 
     @property
     def pid(self) -> int:
