@@ -362,7 +362,8 @@ def plot_timeline(segments: Any, *, by: str = "source", recordings: Any = None,
         What makes a row; rows keep the order of first appearance, top to bottom.
     recordings : list of str or pandas.DataFrame, optional
         Every row to show, in order (names of ``by``; or a frame with a ``by`` column such as
-        ``batch.run(...).coverage``): those without segments are drawn as "no music found".
+        ``batch.run(...).coverage``): those without segments are marked "no music found" (or
+        "no result" where that frame's ``finding`` says the job failed).
     threshold : float, optional
         Draw only segments with confidence >= it (required for all-window output).
     ax : matplotlib.axes.Axes, optional
@@ -397,15 +398,18 @@ def plot_timeline(segments: Any, *, by: str = "source", recordings: Any = None,
     df = sg._music(_frame(segments), _check_threshold(threshold))
     cm = matplotlib.colormaps[cmap]
     keys = list(pd.unique(df[by]))
+    notes: dict = {}
     if recordings is not None:
         given = recordings[by] if isinstance(recordings, pd.DataFrame) else recordings
         keys = list(dict.fromkeys([*(str(k) for k in given), *(k for k in keys if not pd.isna(k))]))
+        if isinstance(recordings, pd.DataFrame) and "finding" in recordings.columns:  # batch coverage
+            notes = {str(k): str(f) for k, f in zip(recordings[by], recordings["finding"]) if f == "no result"}
     names = []
     for i, key in enumerate(keys):
         rows = df[df[by].isna()] if pd.isna(key) else df[(df[by] == key).fillna(False)]
         names.append("(unnamed)" if pd.isna(key) else str(key))
         if rows.empty:
-            ax.annotate("no music found", (0, i), xytext=(4, 0), textcoords="offset points",
+            ax.annotate(notes.get(str(key), "no music found"), (0, i), xytext=(4, 0), textcoords="offset points",
                         va="center", ha="left", fontsize="small", color="#6b7280", style="italic")
             continue
         opts = {"edgecolor": "white", "linewidth": 0.3, **kwargs}

@@ -288,6 +288,9 @@ def test_timeline_keeps_recordings_without_music():
         plot.plot_timeline(every)
     ax = plot.plot_timeline(every, threshold=0.5, recordings=["x.wav"], colorbar=False, ax=plt.figure().gca())
     assert [t.get_text() for t in ax.texts] == ["no music found"]
+    coverage = pd.DataFrame({"source": ["x.wav", "broken.wav"], "finding": ["no music found", "no result"]})
+    ax = plot.plot_timeline(every, threshold=0.5, recordings=coverage, colorbar=False, ax=plt.figure().gca())
+    assert [t.get_text() for t in ax.texts] == ["no music found", "no result"]
 
 
 def test_timeline_empty():
