@@ -228,6 +228,10 @@ def test_spectrogram_mesh_limits_and_strip(wav):
     assert len(strip) == 1 and len(strip[0].get_paths()) == 3
     arr = np.asarray(mesh[0].get_array())
     assert arr.max() == pytest.approx(0.0, abs=1e-4) and arr.min() >= -80.0 - 1e-4
+    # every segment is music by default (3 marks above); a threshold is an explicit filter
+    ax = plot.plot_spectrogram(wav, SEGS, threshold=0.5, ax=plt.figure().gca(), n_mels=40)
+    strip = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(strip) == 1 and len(strip[0].get_paths()) == 1
 
 
 def test_spectrogram_long_input_bounded_columns():
