@@ -208,7 +208,7 @@ def plot_detection(audio: Any, segments: Any, *, threshold: float | None = None,
     df = _frame(segments)
     _one_recording(df)
     thr = _check_threshold(threshold)
-    music = sg._music(df, thr)
+    music = sg.select_music(df, thr)
     below = df[~df.index.isin(music.index)]
     if len(music) and gap:
         music = sg.merge(music, gap=gap)
@@ -319,7 +319,7 @@ def plot_spectrogram(audio: Any, segments: Any = None, *, threshold: float | Non
     df = _frame(segments) if segments is not None else None
     if df is not None:
         _one_recording(df)
-        df = sg._music(df, _check_threshold(threshold))
+        df = sg.select_music(df, _check_threshold(threshold))
     S, edges, sr = audio_mod.melspectrogram(audio, n_mels=n_mels, fmax=fmax,
                                             max_columns=max_columns)
     top = float(fmax or sr / 2)
@@ -395,7 +395,7 @@ def plot_timeline(segments: Any, *, by: str = "source", recordings: Any = None,
     from shakelab import segments as sg
 
     ax = _axes(ax)
-    df = sg._music(_frame(segments), _check_threshold(threshold))
+    df = sg.select_music(_frame(segments), _check_threshold(threshold))
     cm = matplotlib.colormaps[cmap]
     keys = list(pd.unique(df[by]))
     notes: dict = {}

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "COLUMNS", "as_frame", "threshold", "merge", "drop_short", "coverage", "to_frames",
+    "COLUMNS", "as_frame", "select_music", "threshold", "merge", "drop_short", "coverage", "to_frames",
     "evaluate", "read_labels", "write_labels", "read_csv", "write_csv", "read_json",
     "write_json",
 ]
@@ -431,11 +431,21 @@ def _is(col: pd.Series, key: Any) -> np.ndarray:
     return (col == key).fillna(False).to_numpy(dtype=bool)
 
 
-def _music(df: pd.DataFrame, threshold: Any, *, param: str = "threshold") -> pd.DataFrame:
+def select_music(segments: Any, threshold: Any = None, *, param: str = "threshold") -> pd.DataFrame:
     """The rows that are music: every returned segment, or those >= ``threshold`` when given.
 
-    All-window output (windows without music too) needs an explicit threshold.
+    The one rule behind the defaults of :func:`coverage`, :func:`evaluate`, the plots and the
+    explorer. All-window output (its ``provenance`` ends in ``:all_windows``: windows without
+    music too) raises ``ValueError`` unless a threshold is given.
+
+    Examples
+    --------
+    >>> select_music([{"start_time": 20, "end_time": 30, "confidence": 0.18}])["start_time"].tolist()
+    [20.0]
+    >>> select_music([{"start_time": 20, "end_time": 30, "confidence": 0.18}], 0.5).empty
+    True
     """
+    df = as_frame(segments)
     if threshold is not None:
         t = _check_number(param, threshold, high=1.0)
         return df[df["confidence"].to_numpy() >= t]
@@ -490,7 +500,7 @@ def coverage(segments: Any, *, duration: Any = None, audio: Any = None,
     """
     df = as_frame(segments)
     durations = _durations(df, duration, audio=audio, fallback_end=False)
-    df = _music(df, threshold)
+    df = select_music(df, threshold)
     rows = []
     for key, d in durations.items():
         grp = df[_is(df["source"], key)]
@@ -647,7 +657,7 @@ def evaluate(reference: Any, estimate: Any, *, resolution: float = 0.01,
     thr = None if threshold is None else _check_number("threshold", threshold, high=1.0)
     col = _check_number("collar", collar)
     ref = as_frame(reference)
-    est = _music(as_frame(estimate), thr)
+    est = select_music(as_frame(estimate), thr)
     ftp = ffp = ffn = stp = sfp = sfn = 0
     for r, e in _pairs(ref, est):
         end = max(r["end_time"].max() if len(r) else 0.0, e["end_time"].max() if len(e) else 0.0)

@@ -650,7 +650,7 @@ def explore_segments(segments, *, threshold: float | None = None, gap: float = 0
     """
     from shakelab import segments as seg
 
-    kept = seg._music(seg.as_frame(segments), threshold).reset_index(drop=True)
+    kept = seg.select_music(seg.as_frame(segments), threshold).reset_index(drop=True)
     return seg.merge(kept, gap=gap) if len(kept) else kept
 
 
