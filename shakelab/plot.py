@@ -10,7 +10,7 @@ Examples
 >>> import matplotlib.pyplot as plt
 >>> from shakelab.plot import plot_detection
 >>> fig, ax = plt.subplots(figsize=(10, 3))                      # doctest: +SKIP
->>> plot_detection("broadcast.wav", segments, threshold=0.5, ax=ax)  # doctest: +SKIP
+>>> plot_detection("broadcast.wav", segments, ax=ax)           # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ _WAVE = "#3b5b78"
 _SPAN_CMAP = "Oranges"
 _LINE = "#c2410c"
 _THRESH = "#b91c1c"
+_BELOW = "#9ca3af"
+_LANE = 0.28  # share of plot_detection's axes height given to the confidence lane
 _NICE_STEPS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60,
                120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400]
 
@@ -53,10 +55,10 @@ def _span_colors(conf: np.ndarray, *, alpha: bool = True) -> np.ndarray:
     import matplotlib
 
     cmap = matplotlib.colormaps[_SPAN_CMAP]
-    rgba = cmap(0.3 + 0.7 * np.asarray(conf, float))
+    rgba = cmap((0.3 if alpha else 0.2) + (0.45 if alpha else 0.7) * np.asarray(conf, float))
     rgba = np.atleast_2d(rgba).copy()
     if alpha:
-        rgba[:, 3] = 0.06 + 0.44 * np.asarray(conf, float)
+        rgba[:, 3] = 0.1 + 0.3 * np.asarray(conf, float)
     return rgba
 
 
@@ -105,6 +107,17 @@ def _spans(ax, df: pd.DataFrame, y0: float, y1: float, *, alpha: bool = True, **
     return coll
 
 
+def _outlines(ax, df: pd.DataFrame, y0: float, y1: float):
+    """Dashed outlines of segments that did not pass a threshold (shown, not hidden)."""
+    from matplotlib.collections import PolyCollection
+
+    verts = [[(a, y0), (a, y1), (b, y1), (b, y0)] for a, b in zip(df["start_time"], df["end_time"])]
+    coll = PolyCollection(verts, facecolors="none", edgecolors="#d1d5db", linewidths=0.0, hatch="///",
+                          transform=ax.get_xaxis_transform(), zorder=0.6, label="below threshold")
+    ax.add_collection(coll, autolim=False)
+    return coll
+
+
 def _one_recording(df: pd.DataFrame) -> None:
     keys = df[["source", "job_id"]].drop_duplicates()
     if len(keys) > 1:
@@ -140,25 +153,33 @@ def _step_xy(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(xs, float), np.asarray(ys, float)
 
 
-def plot_detection(audio: Any, segments: Any, *, threshold: float | None = None, ax=None,
-                   bins: int | None = None, **kwargs):
-    """Waveform with the music-detection confidence overlaid.
+def plot_detection(audio: Any, segments: Any, *, threshold: float | None = None, gap: float = 0.0,
+                   ax=None, bins: int | None = None, **kwargs):
+    """Waveform with the music found shaded, and the confidence in a lane of its own.
 
-    The waveform is a min/max envelope (streamed from disk for a path). Each segment is a
-    shaded span whose colour and opacity grow with its confidence; a step line on a twin
-    axis (0-1, right) shows the confidence itself, with an optional dashed threshold line.
-    Time ticks read h:mm:ss for recordings of an hour or more.
+    Every returned segment is music, whatever its confidence (the service's meaning): each is
+    shaded over the waveform, darker for higher confidence. Below the waveform, inside ``ax``,
+    a lane (``ax.confidence_ax``, from ``ax.inset_axes``) shows the confidence (0-1) as a step
+    line and, when given, the ``threshold`` as a dashed line, so neither can be confused with
+    the waveform. With a ``threshold``, segments under it are not shaded but stay visible: grey
+    in the lane and outlined over the waveform. The legend sits inside the axes (top), so a
+    title set afterwards never covers it. Time ticks read h:mm:ss for recordings of an hour or
+    more.
 
     Parameters
     ----------
     audio : str, PathLike or (numpy.ndarray, int)
         An audio file, or samples and their sample rate.
     segments : pandas.DataFrame or list of dict
-        One recording's segments (``segments_frame`` columns or the raw payload).
+        One recording's segments (``segments_frame`` columns or the raw payload). All-window
+        output (``provenance`` ending in ``:all_windows``) needs a ``threshold``.
     threshold : float, optional
-        Draw this confidence (0-1) as a dashed line.
+        Shade only segments with confidence >= it (0-1), and draw it in the lane.
+    gap : float
+        Shade kept segments closer than ``gap`` seconds as one region (see
+        :func:`shakelab.segments.merge`).
     ax : matplotlib.axes.Axes, optional
-        Where to draw; default ``plt.gca()``. The confidence axis is ``ax.twinx()``.
+        Where to draw; default ``plt.gca()``. The lane is ``ax.confidence_ax``.
     bins : int, optional
         Envelope bins; default twice the axes width in pixels (at least 1000).
     **kwargs
@@ -167,25 +188,30 @@ def plot_detection(audio: Any, segments: Any, *, threshold: float | None = None,
     Returns
     -------
     matplotlib.axes.Axes
-        ``ax`` (the waveform axes).
+        ``ax`` (the waveform axes), with the lane as ``ax.confidence_ax``.
 
     Examples
     --------
     >>> import numpy as np
     >>> y = np.sin(np.linspace(0, 2000, 40000)).astype("float32")
-    >>> ax = plot_detection((y, 8000), [{"start_time": 0, "end_time": 5, "confidence": 0.8}],
-    ...                     threshold=0.5)
-    >>> tuple(float(v) for v in ax.get_xlim())
-    (0.0, 5.0)
+    >>> ax = plot_detection((y, 8000), [{"start_time": 0, "end_time": 5, "confidence": 0.18}])
+    >>> tuple(float(v) for v in ax.get_xlim()), ax.confidence_ax.get_ylabel()
+    ((0.0, 5.0), 'confidence')
     """
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     from shakelab import audio as audio_mod
+    from shakelab import segments as sg
 
     ax = _axes(ax)
     df = _frame(segments)
     _one_recording(df)
     thr = _check_threshold(threshold)
+    music = sg.select_music(df, thr)
+    below = df[~df.index.isin(music.index)]
+    if len(music) and gap:
+        music = sg.merge(music, gap=gap)
     if bins is None:
         bins = max(1000, int(2 * ax.bbox.width))
     env = audio_mod.envelope(audio, bins=bins)
@@ -198,35 +224,60 @@ def plot_detection(audio: Any, segments: Any, *, threshold: float | None = None,
         opts = {"color": _WAVE, "linewidth": 0.3, "label": "waveform", **kwargs}
         wave = ax.fill_between(env.times, env.lo, env.hi, zorder=2, **opts)
     peak = float(max(np.max(np.abs(env.lo)), np.max(np.abs(env.hi)))) or 1.0
-    ax.set_ylim(-1.1 * peak, 1.1 * peak)
+    # the waveform keeps the top of the axes, the lane the bottom
+    top, bottom = 1.1 * peak, -1.1 * peak
+    ax.set_ylim(bottom - (top - bottom) * _LANE / (1 - _LANE), top)
+    ax.set_yticks([-peak, 0.0, peak], [f"{-peak:.2g}", "0", f"{peak:.2g}"])
     ax.set_xlim(0.0, duration)
     ax.set_ylabel("amplitude")
-    _spans(ax, df, 0.0, 1.0, zorder=0.5, label="music (shade = confidence)")
+    label = "music (shade = confidence)"
+    _spans(ax, music, _LANE, 1.0, zorder=0.5, label=label)
+    if len(below):
+        _outlines(ax, below, _LANE, 1.0)
     _time_axis(ax, duration)
 
-    tw = ax.twinx()
+    lane = ax.inset_axes([0.0, 0.0, 1.0, _LANE], sharex=ax, zorder=3)
+    lane.set_facecolor("white")
     x, y = _step_xy(df)
-    line = tw.plot(x, y, color=_LINE, linewidth=1.3, label="confidence")[0]
-    handles = [wave, Patch(facecolor=_span_colors([0.8])[0], label="music (shade = confidence)"),
-               line]
+    line = lane.plot(x, y, color=_LINE, linewidth=1.3, label="confidence", zorder=3)[0]
+    lane.fill_between(x, 0, y, color=_LINE, alpha=0.12, linewidth=0)
+    handles = [wave, Patch(facecolor=_span_colors([0.8])[0], label=label)]
+    if len(below):
+        bx, by = _step_xy(below)
+        lane.plot(bx, by, color=_BELOW, linewidth=1.3, label="below threshold", zorder=3.5)
+        handles.append(Patch(facecolor="none", edgecolor="#9ca3af", hatch="///", linewidth=0,
+                             label="below threshold"))
+    handles.append(line)
     if thr is not None:
-        handles.append(tw.axhline(thr, color=_THRESH, linestyle="--", linewidth=1.0,
-                                  label=f"threshold {thr:g}"))
-    tw.set_ylim(0.0, 1.0)
-    tw.set_ylabel("music confidence")
-    # one row above the axes when there is room (about 7 inches), else two rows
+        handles.append(lane.axhline(thr, color=_THRESH, linestyle="--", linewidth=1.0,
+                                    label=f"threshold {thr:g}"))
+    lane.set_ylim(0.0, 1.12)  # 1.0 stays off the frame
+    lane.set_yticks([0.0, 0.5, 1.0], ["0", ".5", "1"])
+    lane.yaxis.tick_right()
+    lane.yaxis.set_label_position("right")
+    lane.set_ylabel("confidence", fontsize="small")
+    lane.tick_params(axis="y", labelsize="x-small", length=2)
+    lane.tick_params(axis="x", labelbottom=False, length=0)
+    lane.grid(axis="y", color="#e5e7eb", linewidth=0.6)
+    lane.set_xlim(0.0, duration)
+    ax.confidence_ax = lane
+    # The legend lives in an empty child axes on top of ax: matplotlib places a title above
+    # child axes, so a title set afterwards never prints over the legend.
     wide = ax.bbox.width / ax.figure.dpi >= 6.5
-    tw.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0),
-              ncols=len(handles) if wide else 2,
-              frameon=False, fontsize="small", borderaxespad=0.2, handlelength=1.5)
-    ax.set_xlim(0.0, duration)
-    ax.figure.sca(ax)  # twinx made the twin current; plt.* calls should keep going to ax
+    rows = 1 if wide else math.ceil(len(handles) / 3)
+    height_pt = rows * 11.0 + 4.0
+    key = ax.inset_axes([0.0, 1.0, 1.0, height_pt / max(ax.bbox.height * 72 / ax.figure.dpi, 1.0)])
+    key.set_axis_off()
+    key.legend(handles=handles, loc="lower left", ncols=len(handles) if wide else 3, frameon=False,
+               fontsize="x-small", borderaxespad=0.0, borderpad=0.2, handlelength=1.4, columnspacing=1.0)
+    ax.legend_ax = key
+    ax.figure.sca(ax)
     return ax
 
 
-def plot_spectrogram(audio: Any, segments: Any = None, *, ax=None, n_mels: int = 128,
-                     fmax: float | None = None, max_columns: int = 2000, **kwargs):
-    """Mel spectrogram (dB) with the segments marked as a strip along the top.
+def plot_spectrogram(audio: Any, segments: Any = None, *, threshold: float | None = None, ax=None,
+                     n_mels: int = 128, fmax: float | None = None, max_columns: int = 2000, **kwargs):
+    """Mel spectrogram (dB) with the music segments marked as a strip along the top.
 
     Long files are not decoded whole: at most ``4 * max_columns`` windows are read (see
     :func:`shakelab.audio.melspectrogram`), averaged into ``max_columns`` columns.
@@ -235,7 +286,9 @@ def plot_spectrogram(audio: Any, segments: Any = None, *, ax=None, n_mels: int =
     ----------
     audio : str, PathLike or (numpy.ndarray, int)
     segments : pandas.DataFrame or list of dict, optional
-        One recording's segments; the strip's colour deepens with confidence.
+        One recording's segments, every one music (the strip's colour deepens with confidence).
+    threshold : float, optional
+        Mark only segments with confidence >= it (required for all-window output).
     ax : matplotlib.axes.Axes, optional
     n_mels, fmax, max_columns
         Spectrogram resolution and top frequency (default half the sample rate).
@@ -260,10 +313,13 @@ def plot_spectrogram(audio: Any, segments: Any = None, *, ax=None, n_mels: int =
 
     from shakelab import audio as audio_mod
 
+    from shakelab import segments as sg
+
     ax = _axes(ax)
     df = _frame(segments) if segments is not None else None
     if df is not None:
         _one_recording(df)
+        df = sg.select_music(df, _check_threshold(threshold))
     S, edges, sr = audio_mod.melspectrogram(audio, n_mels=n_mels, fmax=fmax,
                                             max_columns=max_columns)
     top = float(fmax or sr / 2)
@@ -290,9 +346,13 @@ def plot_spectrogram(audio: Any, segments: Any = None, *, ax=None, n_mels: int =
     return ax
 
 
-def plot_timeline(segments: Any, *, by: str = "source", ax=None, cmap: str = "viridis",
+def plot_timeline(segments: Any, *, by: str = "source", recordings: Any = None,
+                  threshold: float | None = None, ax=None, cmap: str = "viridis",
                   colorbar: bool = True, **kwargs):
-    """One row per recording (or job), its segments as bars coloured by confidence.
+    """One row per recording (or job), its music segments as bars coloured by confidence.
+
+    Every segment is music (the service's meaning). A recording without music has no segment:
+    pass ``recordings`` to keep its row, marked "no music found".
 
     Parameters
     ----------
@@ -300,6 +360,12 @@ def plot_timeline(segments: Any, *, by: str = "source", ax=None, cmap: str = "vi
         Segments of many recordings (e.g. a batch), ``segments_frame`` columns.
     by : {"source", "job_id"}
         What makes a row; rows keep the order of first appearance, top to bottom.
+    recordings : list of str or pandas.DataFrame, optional
+        Every row to show, in order (names of ``by``; or a frame with a ``by`` column such as
+        ``batch.run(...).coverage``): those without segments are marked "no music found" (or
+        "no result" where that frame's ``finding`` says the job failed).
+    threshold : float, optional
+        Draw only segments with confidence >= it (required for all-window output).
     ax : matplotlib.axes.Axes, optional
     cmap : str
         Colour map for confidence 0-1.
@@ -326,20 +392,35 @@ def plot_timeline(segments: Any, *, by: str = "source", ax=None, cmap: str = "vi
 
     if by not in ("source", "job_id"):
         raise ValueError(f"`by` must be 'source' or 'job_id', not {by!r}")
+    from shakelab import segments as sg
+
     ax = _axes(ax)
-    df = _frame(segments)
+    df = sg.select_music(_frame(segments), _check_threshold(threshold))
     cm = matplotlib.colormaps[cmap]
     keys = list(pd.unique(df[by]))
+    notes: dict = {}
+    if recordings is not None:
+        given = recordings[by] if isinstance(recordings, pd.DataFrame) else recordings
+        keys = list(dict.fromkeys([*(str(k) for k in given), *(k for k in keys if not pd.isna(k))]))
+        if isinstance(recordings, pd.DataFrame) and "finding" in recordings.columns:  # batch coverage
+            notes = {str(k): str(f) for k, f in zip(recordings[by], recordings["finding"]) if f == "no result"}
     names = []
     for i, key in enumerate(keys):
         rows = df[df[by].isna()] if pd.isna(key) else df[(df[by] == key).fillna(False)]
         names.append("(unnamed)" if pd.isna(key) else str(key))
+        if rows.empty:
+            ax.annotate(notes.get(str(key), "no music found"), (0, i), xytext=(4, 0), textcoords="offset points",
+                        va="center", ha="left", fontsize="small", color="#6b7280", style="italic")
+            continue
         opts = {"edgecolor": "white", "linewidth": 0.3, **kwargs}
         ax.broken_barh(list(zip(rows["start_time"], rows["duration"])), (i - 0.4, 0.8),
                        facecolors=cm(rows["confidence"].to_numpy()), **opts)
     ax.set_yticks(range(len(keys)), names)
     ax.set_ylim(max(len(keys), 1) - 0.5, -0.5)
     end = float(df["end_time"].max()) if len(df) else 1.0
+    if isinstance(recordings, pd.DataFrame) and "duration" in recordings.columns and \
+            recordings["duration"].notna().any():
+        end = max(end, float(recordings["duration"].max()))
     ax.set_xlim(0.0, end or 1.0)
     _time_axis(ax, end)
     ax.set_ylabel("job" if by == "job_id" else "recording")

@@ -47,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "COLUMNS", "as_frame", "threshold", "merge", "drop_short", "coverage", "to_frames",
+    "COLUMNS", "as_frame", "select_music", "threshold", "merge", "drop_short", "coverage", "to_frames",
     "evaluate", "read_labels", "write_labels", "read_csv", "write_csv", "read_json",
     "write_json",
 ]
@@ -431,11 +431,21 @@ def _is(col: pd.Series, key: Any) -> np.ndarray:
     return (col == key).fillna(False).to_numpy(dtype=bool)
 
 
-def _music(df: pd.DataFrame, threshold: Any, *, param: str = "threshold") -> pd.DataFrame:
+def select_music(segments: Any, threshold: Any = None, *, param: str = "threshold") -> pd.DataFrame:
     """The rows that are music: every returned segment, or those >= ``threshold`` when given.
 
-    All-window output (windows without music too) needs an explicit threshold.
+    The one rule behind the defaults of :func:`coverage`, :func:`evaluate`, the plots and the
+    explorer. All-window output (its ``provenance`` ends in ``:all_windows``: windows without
+    music too) raises ``ValueError`` unless a threshold is given.
+
+    Examples
+    --------
+    >>> select_music([{"start_time": 20, "end_time": 30, "confidence": 0.18}])["start_time"].tolist()
+    [20.0]
+    >>> select_music([{"start_time": 20, "end_time": 30, "confidence": 0.18}], 0.5).empty
+    True
     """
+    df = as_frame(segments)
     if threshold is not None:
         t = _check_number(param, threshold, high=1.0)
         return df[df["confidence"].to_numpy() >= t]
@@ -490,7 +500,7 @@ def coverage(segments: Any, *, duration: Any = None, audio: Any = None,
     """
     df = as_frame(segments)
     durations = _durations(df, duration, audio=audio, fallback_end=False)
-    df = _music(df, threshold)
+    df = select_music(df, threshold)
     rows = []
     for key, d in durations.items():
         grp = df[_is(df["source"], key)]
@@ -647,7 +657,7 @@ def evaluate(reference: Any, estimate: Any, *, resolution: float = 0.01,
     thr = None if threshold is None else _check_number("threshold", threshold, high=1.0)
     col = _check_number("collar", collar)
     ref = as_frame(reference)
-    est = _music(as_frame(estimate), thr)
+    est = select_music(as_frame(estimate), thr)
     ftp = ffp = ffn = stp = sfp = sfn = 0
     for r, e in _pairs(ref, est):
         end = max(r["end_time"].max() if len(r) else 0.0, e["end_time"].max() if len(e) else 0.0)
@@ -692,8 +702,20 @@ def evaluate(reference: Any, estimate: Any, *, resolution: float = 0.01,
 
 
 # --------------------------------------------------------------------------- file formats
-def _num(x: Any) -> str:
-    """Shortest text that reads back as exactly the same float."""
+#: Decimals written by the exports: times to the millisecond, confidences to 4 digits.
+TIME_DECIMALS, CONFIDENCE_DECIMALS = 3, 4
+
+
+def _time(x: Any) -> float:
+    return round(float(x), TIME_DECIMALS) + 0.0  # + 0.0: no "-0.0"
+
+
+def _conf(x: Any) -> float:
+    return round(float(x), CONFIDENCE_DECIMALS) + 0.0
+
+
+def _num(x: float) -> str:
+    """Shortest text that reads back as exactly the same (already rounded) float."""
     return repr(float(x))
 
 
@@ -743,20 +765,21 @@ def _stem(path_or_file: Any) -> str | None:
 def write_labels(segments: Any, path: Any) -> None:
     """Write an Audacity label track: ``start<TAB>end<TAB>confidence`` per line.
 
-    Times and confidences are written with ``repr`` so :func:`read_labels` gets back the
-    same floats. One source/job per file.
+    Times are rounded to the millisecond and confidences to 4 digits (no float noise such as
+    ``0.9868499999999999``); :func:`read_labels` gets back exactly what was written. One
+    source/job per file.
 
     Examples
     --------
     >>> import io
     >>> f = io.StringIO()
-    >>> write_labels([{"start_time": 0.0, "end_time": 10.0, "confidence": 0.25}], f)
+    >>> write_labels([{"start_time": 0.0, "end_time": 10.0, "confidence": 0.9868499999999999}], f)
     >>> f.getvalue()
-    '0.0\\t10.0\\t0.25\\n'
+    '0.0\\t10.0\\t0.9868\\n'
     """
     df = as_frame(segments)
     _one_source(df, "label")
-    lines = [f"{_num(s)}\t{_num(e)}\t{_num(c)}\n" for s, e, c in
+    lines = [f"{_num(_time(s))}\t{_num(_time(e))}\t{_num(_conf(c))}\n" for s, e, c in
              zip(df["start_time"], df["end_time"], df["confidence"])]
     _write_text(path, "".join(lines))
 
@@ -818,7 +841,7 @@ def read_labels(path: Any, *, source: str | None = None,
 
 
 def write_csv(segments: Any, path: Any) -> None:
-    """Write segments as CSV with the seven columns of :func:`as_frame` (repr-exact floats).
+    """Write segments as CSV with the seven columns of :func:`as_frame`, rounded like :func:`write_labels`.
 
     Missing ``source``/``job_id``/``provenance`` are written as empty fields (and read back
     as missing).
@@ -829,7 +852,7 @@ def write_csv(segments: Any, path: Any) -> None:
     >>> f = io.StringIO()
     >>> write_csv([{"start_time": 0.0, "end_time": 0.1, "confidence": 1/3}], f)
     >>> f.getvalue().splitlines()[1]
-    ',,0.0,0.1,0.1,0.3333333333333333,'
+    ',,0.0,0.1,0.1,0.3333,'
     """
     df = as_frame(segments)
     buf = io.StringIO()
@@ -838,8 +861,9 @@ def write_csv(segments: Any, path: Any) -> None:
     for row in df[COLUMNS].itertuples(index=False):
         w.writerow(["" if pd.isna(row.source) else row.source,
                     "" if pd.isna(row.job_id) else row.job_id,
-                    _num(row.start_time), _num(row.end_time), _num(row.duration),
-                    _num(row.confidence), "" if pd.isna(row.provenance) else row.provenance])
+                    _num(_time(row.start_time)), _num(_time(row.end_time)),
+                    _num(_time(_time(row.end_time) - _time(row.start_time))),
+                    _num(_conf(row.confidence)), "" if pd.isna(row.provenance) else row.provenance])
     _write_text(path, buf.getvalue())
 
 
@@ -874,14 +898,19 @@ def read_csv(path: Any) -> pd.DataFrame:
     for c in _KEYS + ["provenance"]:
         if c in df.columns:
             df[c] = df[c].astype("string")
-    return as_frame(df)
+    out = as_frame(df)
+    if "duration" in df.columns:  # what the file says (write_csv rounds it), when it agrees with the times
+        written = df["duration"].to_numpy(dtype=np.float64)
+        agree = np.abs(written - out["duration"].to_numpy()) <= 10.0 ** -TIME_DECIMALS
+        out["duration"] = np.where(agree, written, out["duration"].to_numpy())
+    return out
 
 
 def write_json(segments: Any, path: Any, *, indent: int | None = None) -> None:
     """Write the AudioShake music_detection JSON: ``[{start_time, end_time, confidence}]``.
 
-    Floats are written repr-exact (Python's json), so :func:`read_json` round-trips them.
-    One source/job per file.
+    Rounded like :func:`write_labels` (milliseconds, 4-digit confidence); :func:`read_json`
+    gets back exactly what was written. One source/job per file.
 
     Examples
     --------
@@ -893,7 +922,7 @@ def write_json(segments: Any, path: Any, *, indent: int | None = None) -> None:
     """
     df = as_frame(segments)
     _one_source(df, "JSON")
-    payload = [{"start_time": float(s), "end_time": float(e), "confidence": float(c)}
+    payload = [{"start_time": _time(s), "end_time": _time(e), "confidence": _conf(c)}
                for s, e, c in zip(df["start_time"], df["end_time"], df["confidence"])]
     _write_text(path, json.dumps(payload, indent=indent))
 

@@ -9,9 +9,9 @@ tested without a browser.
 - :class:`JobSubmitter`: pick a file (upload or path), models, a format; submit;
   watch a live status table; download outputs. Jobs are tracked in a background
   thread, so the kernel never blocks while they run.
-- :class:`DetectionExplorer`: threshold and merge-gap sliders over music-detection
-  segments, redrawn with :func:`shakelab.plot.plot_detection`, coverage numbers,
-  export of Audacity labels.
+- :class:`DetectionExplorer`: music-detection segments (every one is music; an optional
+  confidence filter and a merge gap), redrawn with :func:`shakelab.plot.plot_detection`,
+  coverage numbers, export of Audacity labels.
 - :class:`UsageDashboard`: monthly usage chart and table with a refresh button.
 
 Each widget displays itself in a notebook (it has ``_repr_mimebundle_``) and keeps
@@ -635,29 +635,36 @@ class JobSubmitter(_Displayable):
 # DetectionExplorer
 # --------------------------------------------------------------------------------------
 
-def explore_segments(segments, *, threshold: float = 0.5, gap: float = 0.0):
-    """Keep segments with ``confidence >= threshold``, then merge those closer than ``gap`` seconds.
+def explore_segments(segments, *, threshold: float | None = None, gap: float = 0.0):
+    """The music the explorer shows: every segment (or those >= ``threshold``), merged across ``gap`` s.
 
-    The computation behind :class:`DetectionExplorer` (it calls
-    :func:`shakelab.segments.threshold` and :func:`shakelab.segments.merge`).
+    Every returned segment is music, whatever its confidence (the service's meaning);
+    ``threshold`` is an optional filter (required for all-window output). The computation
+    behind :class:`DetectionExplorer`.
 
     Examples
     --------
-    >>> explore_segments(segments, threshold=0.6, gap=5.0)   # doctest: +SKIP
+    >>> explore_segments([{"start_time": 20, "end_time": 30, "confidence": 0.18},
+    ...                   {"start_time": 40, "end_time": 60, "confidence": 0.32}])["duration"].tolist()
+    [10.0, 20.0]
     """
     from shakelab import segments as seg
 
-    kept = seg.threshold(segments, threshold)
+    kept = seg.select_music(seg.as_frame(segments), threshold).reset_index(drop=True)
     return seg.merge(kept, gap=gap) if len(kept) else kept
 
 
 class DetectionExplorer(_Displayable):
-    """Explore music-detection output: threshold and merge-gap sliders, plot, coverage, export.
+    """Explore music-detection output: an optional confidence filter, merge gap, plot, coverage, export.
 
-    Moving a slider re-draws :func:`shakelab.plot.plot_detection` with the segments
-    that pass the threshold (merged across gaps up to the merge gap) and updates the
-    coverage figures (:func:`shakelab.segments.coverage`). *Export* writes those
-    segments as an Audacity label track.
+    By default every returned segment is music, whatever its confidence (what the service's
+    answer means) and all are drawn. *Filter by confidence* turns the threshold slider on:
+    segments under it stay visible (hatched in the plot), and the text says how many of the
+    returned segments (or windows, for the local all-window output) pass and into how many
+    music regions they merge. All-window output always needs a threshold; it starts at the
+    local server's own cut (0.5). Moving a control re-draws :func:`shakelab.plot.plot_detection`
+    and the coverage (:func:`shakelab.segments.coverage`). *Export* writes the music regions
+    as an Audacity label track.
 
     Parameters
     ----------
@@ -665,8 +672,8 @@ class DetectionExplorer(_Displayable):
         The recording the segments describe (drawn as the waveform).
     segments : pandas.DataFrame
         A segments frame (:func:`shakelab.frames.segments_frame`).
-    threshold : float
-        Initial confidence threshold (0-1).
+    threshold : float, optional
+        Initial confidence threshold (0-1); default none (every segment is music).
     gap : float
         Initial merge gap in seconds.
     export_path : str or Path
@@ -674,6 +681,7 @@ class DetectionExplorer(_Displayable):
 
     Attributes
     ----------
+    use_threshold : ipywidgets.Checkbox
     threshold, gap : ipywidgets.FloatSlider
     image : ipywidgets.Image
         The rendered plot (PNG).
@@ -684,26 +692,38 @@ class DetectionExplorer(_Displayable):
     Examples
     --------
     >>> explorer = DetectionExplorer("../data/demo.flac", segments)   # doctest: +SKIP
-    >>> explorer.threshold.value = 0.7                              # doctest: +SKIP
+    >>> explorer.use_threshold.value = True; explorer.threshold.value = 0.7   # doctest: +SKIP
     >>> explorer.segments().shape                                     # doctest: +SKIP
     """
 
-    def __init__(self, audio: Any, segments, *, threshold: float = 0.5, gap: float = 0.0,
+    def __init__(self, audio: Any, segments, *, threshold: float | None = None, gap: float = 0.0,
                  export_path: str | os.PathLike = "music_labels.txt", figsize: tuple[float, float] = (10, 3)):
-        if not 0.0 <= float(threshold) <= 1.0:
-            raise ValidationError(f"`threshold` must be between 0 and 1, not {threshold!r}")
+        from shakelab import segments as seg
+        from shakelab.frames import is_all_windows
+
+        if threshold is not None and (isinstance(threshold, bool) or not 0.0 <= float(threshold) <= 1.0):
+            raise ValidationError(f"`threshold` must be between 0 and 1 or None, not {threshold!r}")
         if float(gap) < 0:
             raise ValidationError(f"`gap` must be >= 0 seconds, not {gap!r}")
         self.audio = audio
-        self.all_segments = segments
+        self.all_segments = seg.as_frame(segments)
+        self.all_windows = bool(is_all_windows(self.all_segments).any())
         self.figsize = figsize
         self.duration = self._duration(audio)
         self.figure = None
         self.ax = None
+        if threshold is None and self.all_windows:
+            from shakelab.server.decision import MUSIC_PROBABILITY
 
-        self.threshold = widgets.FloatSlider(value=float(threshold), min=0.0, max=1.0, step=0.05,
-                                             description="Threshold", continuous_update=False,
-                                             readout_format=".2f")
+            threshold = MUSIC_PROBABILITY
+
+        auto = widgets.Layout(width="auto")
+        self.use_threshold = widgets.Checkbox(value=threshold is not None, description="Filter by confidence",
+                                              disabled=self.all_windows, indent=False, layout=auto)
+        self.threshold = widgets.FloatSlider(value=0.5 if threshold is None else float(threshold), min=0.0,
+                                             max=1.0, step=0.05, description="Threshold",
+                                             continuous_update=False, readout_format=".2f",
+                                             disabled=threshold is None)
         self.gap = widgets.FloatSlider(value=float(gap), min=0.0, max=max(60.0, float(gap)), step=1.0,
                                        description="Merge gap (s)", continuous_update=False,
                                        style={"description_width": "initial"})
@@ -711,14 +731,15 @@ class DetectionExplorer(_Displayable):
         self.coverage = widgets.HTML()
         self.export_path = widgets.Text(value=str(export_path), description="Labels file",
                                         style={"description_width": "initial"})
-        self.export_button = widgets.Button(description="Export Audacity labels", icon="save")
+        self.export_button = widgets.Button(description="Export Audacity labels", icon="save", layout=auto)
         self.messages = widgets.HTML()
 
+        self.use_threshold.observe(self._on_use_threshold, names="value")
         self.threshold.observe(self._redraw, names="value")
         self.gap.observe(self._redraw, names="value")
         self.export_button.on_click(self._on_export)
         self.widget = widgets.VBox([
-            widgets.HBox([self.threshold, self.gap]),
+            widgets.HBox([self.use_threshold, self.threshold, self.gap]),
             self.image, self.coverage,
             widgets.HBox([self.export_path, self.export_button]), self.messages,
         ])
@@ -737,9 +758,18 @@ class DetectionExplorer(_Displayable):
         except Exception:  # noqa: BLE001 - duration only refines coverage
             return None
 
+    @property
+    def active_threshold(self) -> float | None:
+        """The threshold in use, or None when every segment counts as music."""
+        return float(self.threshold.value) if self.use_threshold.value else None
+
     def segments(self):
-        """The segments currently shown (thresholded and merged)."""
-        return explore_segments(self.all_segments, threshold=self.threshold.value, gap=self.gap.value)
+        """The music regions currently shown (filtered when a threshold is on, then merged)."""
+        return explore_segments(self.all_segments, threshold=self.active_threshold, gap=self.gap.value)
+
+    def _on_use_threshold(self, change: Any = None) -> None:
+        self.threshold.disabled = not self.use_threshold.value
+        self._redraw()
 
     def _redraw(self, change: Any = None) -> None:
         from matplotlib.figure import Figure
@@ -748,13 +778,20 @@ class DetectionExplorer(_Displayable):
         from shakelab.plot import plot_detection
 
         shown = self.segments()
-        fig = Figure(figsize=self.figsize)
+        fig = Figure(figsize=self.figsize, layout="constrained")
         ax = fig.add_subplot()
-        plot_detection(self.audio, shown, threshold=self.threshold.value, ax=ax)
+        plot_detection(self.audio, self.all_segments, threshold=self.active_threshold, gap=self.gap.value, ax=ax)
         self.figure, self.ax = fig, ax
         self.image.value = _figure_png(fig)
-        cov = seg.coverage(shown, duration=self.duration)
-        self.coverage.value = _coverage_html(cov, n_segments=len(shown), n_all=len(self.all_segments))
+        thr = self.active_threshold
+        kept = len(self.all_segments) if thr is None else int((self.all_segments["confidence"] >= thr).sum())
+        seconds = share = None
+        if self.duration:
+            music = seg.coverage(shown.assign(source="shown"), duration={"shown": self.duration}, threshold=0.0)
+            seconds, share = float(music["music_seconds"].iloc[0]), float(music["share"].iloc[0])
+        self.coverage.value = _coverage_html(
+            kept=kept, total=len(self.all_segments), regions=len(shown), threshold=thr,
+            unit="window" if self.all_windows else "returned segment", seconds=seconds, share=share)
 
     def _on_export(self, _button: Any = None) -> None:
         from shakelab import segments as seg
@@ -769,23 +806,28 @@ class DetectionExplorer(_Displayable):
         self.messages.value = _info_html(f"Wrote {len(shown)} label(s) to {path}")
 
 
-def _coverage_html(cov, *, n_segments: int, n_all: int) -> str:
-    parts = [f"<b>{n_segments}</b> of {n_all} segment(s) shown"]
-    try:
-        rows = cov.to_dict("records") if hasattr(cov, "to_dict") else [cov]
-    except Exception:  # noqa: BLE001
-        rows = []
-    for r in rows:
-        secs = r.get("music_seconds", r.get("seconds"))
-        share = r.get("share", r.get("music_share"))
-        src = r.get("source", "")
-        bits = []
-        if secs is not None:
-            bits.append(f"{float(secs):.1f} s of music")
-        if share is not None:
-            bits.append(f"{100 * float(share):.1f}% of the recording")
-        if bits:
-            parts.append(f"{html.escape(str(src)) + ': ' if src else ''}{', '.join(bits)}")
+def _coverage_html(*, kept: int, total: int, regions: int, threshold: float | None, unit: str,
+                   seconds: float | None, share: float | None) -> str:
+    """One line that counts returned rows and merged regions separately, never mixing them.
+
+    Examples
+    --------
+    >>> _coverage_html(kept=2, total=2, regions=2, threshold=None, unit="returned segment",
+    ...                seconds=30.0, share=30 / 70)   # doctest: +ELLIPSIS
+    "<div class='shakelab-coverage'>all 2 returned segments are music ... 30.0 s of music, 42.9% of the recording</div>"
+    """
+    def plural(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    if threshold is None:
+        parts = [f"all {plural(total, unit)} {'is' if total == 1 else 'are'} music"]
+    else:
+        parts = [f"{kept} of {plural(total, unit)} at or above {threshold:.2f}"
+                 f" ({total - kept} below, shown hatched)"]
+    parts.append(f"<b>{plural(regions, 'music region')}</b> shown" if regions else "<b>no music found</b>")
+    if seconds is not None:
+        parts.append(f"{seconds:.1f} s of music" + (f", {100 * share:.1f}% of the recording" if share == share
+                                                    else ""))
     return "<div class='shakelab-coverage'>" + " &middot; ".join(parts) + "</div>"
 
 

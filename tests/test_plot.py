@@ -45,8 +45,12 @@ def twin_of(ax):
     return others[0]
 
 
+def all_axes(fig):
+    return [a for top in fig.axes for a in (top, *top.child_axes)]
+
+
 def legend_texts(ax):
-    legends = [a.get_legend() for a in ax.figure.axes if a.get_legend() is not None]
+    legends = [a.get_legend() for a in all_axes(ax.figure) if a.get_legend() is not None]
     return [t.get_text() for lg in legends for t in lg.get_texts()]
 
 
@@ -63,25 +67,68 @@ def test_detection_artists_limits_legend(wav):
     out = plot.plot_detection(wav, SEGS, threshold=0.5, ax=ax)
     assert out is ax
     assert ax.get_xlim() == (0.0, 30.0)
-    lo, hi = ax.get_ylim()
-    assert lo == -hi and 0.5 < hi < 0.8  # symmetric around the 0.55-ish peak
     spans = [c for c in ax.collections if c.get_label() == "music (shade = confidence)"]
-    assert len(spans) == 1 and len(spans[0].get_paths()) == 3
-    alphas = spans[0].get_facecolors()[:, 3]
-    assert alphas[1] > alphas[2] > alphas[0]  # opacity follows confidence
+    assert len(spans) == 1 and len(spans[0].get_paths()) == 1      # only 10-20 s passes 0.5
+    below = [c for c in ax.collections if c.get_label() == "below threshold"]
+    assert len(below) == 1 and len(below[0].get_paths()) == 2      # shown, not hidden
     wave = [c for c in ax.collections if c.get_label() == "waveform"]
     assert len(wave) == 1
     # drawn from the envelope, not from 240 000 samples
     assert len(wave[0].get_paths()[0].vertices) < 5000
-    tw = twin_of(ax)
-    assert tw.get_ylim() == (0.0, 1.0)
-    conf = [ln for ln in tw.get_lines() if ln.get_label() == "confidence"][0]
+    lane = ax.confidence_ax
+    assert lane in ax.child_axes and lane.get_ylim()[1] > 1.05     # 1.0 stays inside the frame
+    conf = [ln for ln in lane.get_lines() if ln.get_label() == "confidence"][0]
     assert conf.get_ydata().tolist() == [0.1, 0.1, 0.95, 0.95, 0.4, 0.4]
-    thr = [ln for ln in tw.get_lines() if ln.get_label() == "threshold 0.5"][0]
-    assert list(thr.get_ydata()) == [0.5, 0.5]
-    assert legend_texts(ax) == ["waveform", "music (shade = confidence)", "confidence",
+    thr = [ln for ln in lane.get_lines() if ln.get_label() == "threshold 0.5"][0]
+    assert list(thr.get_ydata()) == [0.5, 0.5] and not [ln for ln in ax.get_lines() if "threshold" in
+                                                          ln.get_label()]
+    assert legend_texts(ax) == ["waveform", "music (shade = confidence)", "below threshold", "confidence",
                                 "threshold 0.5"]
     assert plt.gca() is ax
+
+
+def test_detection_threshold_lane_title_and_top_confidence_stay_apart(wav):
+    """The review's findings: threshold on the waveform's zero line, title over the legend, 1.0 in the frame."""
+    fig, ax = plt.subplots(figsize=(6, 2.6), dpi=80, layout="constrained")
+    plot.plot_detection(wav, [{"start_time": 0, "end_time": 30, "confidence": 0.999}], threshold=0.5, ax=ax)
+    ax.set_title("a title")
+    fig.canvas.draw()
+    lane = ax.confidence_ax
+    zero_y = ax.transData.transform((0.0, 0.0))[1]
+    thr_y = lane.transData.transform((0.0, 0.5))[1]
+    wave_bottom = ax.transData.transform((0.0, ax.get_ylim()[0]))[1]
+    assert lane.get_window_extent().y1 <= ax.transData.transform((0, -0.9 * abs(ax.get_ylim()[1])))[1]
+    assert abs(thr_y - zero_y) > 20 and wave_bottom <= thr_y < zero_y   # in the lane, below the waveform
+    top_y = lane.transData.transform((0.0, 0.999))[1]
+    assert lane.get_window_extent().y1 - top_y >= 3                   # a near-1.0 line is not the frame
+    legend = next(a.get_legend() for a in all_axes(fig) if a.get_legend() is not None)
+    title, box = ax.title.get_window_extent(), legend.get_window_extent()
+    assert title.y0 >= box.y1 - 1, (title, box)
+
+
+def test_detection_shades_every_returned_segment_by_default():
+    """The documented answer: both low-confidence segments are music."""
+    from shakelab import segments as sg
+
+    y = np.zeros(70 * SR, np.float32)
+    documented = sg.read_json(DATA / "music-detection-documented.json")
+    ax = plot.plot_detection((y, SR), documented)
+    spans = [c for c in ax.collections if c.get_label() == "music (shade = confidence)"][0]
+    xs = [(p.vertices[:, 0].min(), p.vertices[:, 0].max()) for p in spans.get_paths()]
+    assert xs == [(20.0, 30.0), (40.0, 60.0)]
+    assert not [c for c in ax.collections if c.get_label() == "below threshold"]
+    assert "threshold" not in " ".join(legend_texts(ax))
+
+
+def test_detection_of_all_windows_needs_a_threshold():
+    from shakelab.frames import provenance, segments_frame
+
+    every = segments_frame(SEGS, provenance=provenance("cnn", all_windows=True))
+    with pytest.raises(ValueError, match="all-window output.*`threshold=`"):
+        plot.plot_detection((signal(), SR), every)
+    ax = plot.plot_detection((signal(), SR), every, threshold=0.3, gap=15.0)
+    spans = [c for c in ax.collections if c.get_label() == "music (shade = confidence)"][0]
+    assert [(p.vertices[:, 0].min(), p.vertices[:, 0].max()) for p in spans.get_paths()] == [(10.0, 30.0)]
 
 
 def test_detection_array_input_and_gaps_break_the_line():
@@ -89,7 +136,7 @@ def test_detection_array_input_and_gaps_break_the_line():
     segs = [SEGS[0], SEGS[2]]  # a hole 10-20 s
     ax = plot.plot_detection((y, SR), segs)
     assert ax is plt.gca()
-    conf = [ln for ln in twin_of(ax).get_lines() if ln.get_label() == "confidence"][0]
+    conf = [ln for ln in ax.confidence_ax.get_lines() if ln.get_label() == "confidence"][0]
     assert np.isnan(conf.get_ydata()[2])
     assert "threshold" not in " ".join(legend_texts(ax))
 
@@ -113,7 +160,7 @@ def test_detection_long_file_ticks_read_hms():
     ax.figure.canvas.draw()
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     assert "1:00:00" in labels and ax.get_xlabel() == "time (h:mm:ss)"
-    assert ax.get_ylim() == (-1.1, 1.1)  # silence: a unit scale, not a zero-height axis
+    assert ax.get_ylim()[1] == 1.1  # silence: a unit scale, not a zero-height axis
 
 
 def test_detection_accepts_segments_frame(wav):
@@ -121,7 +168,8 @@ def test_detection_accepts_segments_frame(wav):
 
     df = segments_frame(SEGS, source="rec.wav", job="j1")
     ax = plot.plot_detection(wav, df)
-    assert len(ax.collections[-1].get_paths()) == 3
+    spans = [c for c in ax.collections if c.get_label() == "music (shade = confidence)"][0]
+    assert len(spans.get_paths()) == 3
 
 
 @pytest.mark.parametrize("kwargs, needle", [
@@ -151,6 +199,7 @@ def draw_baseline_figure(path):
     y = signal()
     fig, ax = plt.subplots(figsize=(6, 2.6), dpi=80, layout="constrained")
     plot.plot_detection((y, SR), SEGS, threshold=0.5, ax=ax, bins=600)
+    ax.set_title("rec.wav")  # composition: the title stays above the legend
     fig.savefig(path)
     plt.close(fig)
 
@@ -179,6 +228,10 @@ def test_spectrogram_mesh_limits_and_strip(wav):
     assert len(strip) == 1 and len(strip[0].get_paths()) == 3
     arr = np.asarray(mesh[0].get_array())
     assert arr.max() == pytest.approx(0.0, abs=1e-4) and arr.min() >= -80.0 - 1e-4
+    # every segment is music by default (3 marks above); a threshold is an explicit filter
+    ax = plot.plot_spectrogram(wav, SEGS, threshold=0.5, ax=plt.figure().gca(), n_mels=40)
+    strip = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(strip) == 1 and len(strip[0].get_paths()) == 1
 
 
 def test_spectrogram_long_input_bounded_columns():
@@ -221,6 +274,27 @@ def test_timeline_by_job_and_bad_by():
     assert len(fig.axes) == 1
     with pytest.raises(ValueError, match="`by` must be 'source' or 'job_id', not 'model'"):
         plot.plot_timeline(batch_frame(), by="model")
+
+
+def test_timeline_keeps_recordings_without_music():
+    fig, ax = plt.subplots()
+    plot.plot_timeline(batch_frame(), recordings=["a.wav", "silent.wav", "b.wav", "c.wav"], ax=ax,
+                       colorbar=False)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a.wav", "silent.wav", "b.wav", "c.wav"]
+    notes = [t for t in ax.texts if t.get_text() == "no music found"]
+    assert len(notes) == 1 and notes[0].xy == (0, 1)
+    assert len([c for c in ax.collections if isinstance(c, PolyCollection)]) == 3
+    from shakelab.frames import provenance, segments_frame
+
+    every = segments_frame([{"start_time": 0, "end_time": 10, "confidence": 0.2}], source="x.wav",
+                           provenance=provenance("cnn", all_windows=True))
+    with pytest.raises(ValueError, match="`threshold=`"):
+        plot.plot_timeline(every)
+    ax = plot.plot_timeline(every, threshold=0.5, recordings=["x.wav"], colorbar=False, ax=plt.figure().gca())
+    assert [t.get_text() for t in ax.texts] == ["no music found"]
+    coverage = pd.DataFrame({"source": ["x.wav", "broken.wav"], "finding": ["no music found", "no result"]})
+    ax = plot.plot_timeline(every, threshold=0.5, recordings=coverage, colorbar=False, ax=plt.figure().gca())
+    assert [t.get_text() for t in ax.texts] == ["no music found", "no result"]
 
 
 def test_timeline_empty():

@@ -456,3 +456,29 @@ def test_model_process_survives_a_notebook_interrupt(tmp_path):
         assert status == "ok" and os.path.getsize(outputs[0]) > 0
     finally:
         proc.close()
+
+
+def test_a_data_dir_of_an_older_version_gains_the_detail_column(tmp_path):
+    """Stores written before jobs recorded how detection was computed open, keep their jobs, and record it."""
+    import sqlite3
+
+    from shakelab.server import store as store_mod
+
+    old_schema = store_mod._SCHEMA.replace(",\n    detail TEXT", "")
+    assert "detail" not in old_schema
+    tmp_path.mkdir(exist_ok=True)
+    db = sqlite3.connect(tmp_path / "state.sqlite")
+    db.executescript(old_schema)
+    db.execute("INSERT INTO jobs(id, client_id, request_id, metadata, asset_id, status, created_at, updated_at,"
+               " status_code, status_message) VALUES ('j1', 'c', 'r', ?, 'a1', 'completed', 1, 2, 'completed', 'ok')",
+               (json.dumps({"name": "music_detection", "format": "json"}),))
+    db.commit()
+    db.close()
+    st = store_mod.Store(tmp_path)
+    try:
+        assert st.get_job("j1")["detail"] is None
+        job = st.update_job("j1", status="completed", code="completed", message="ok",
+                            detail={"detector": "cnn", "window": 10.0, "allWindows": False})
+        assert job["detail"] == {"detector": "cnn", "window": 10.0, "allWindows": False}
+    finally:
+        st.close()

@@ -11,6 +11,7 @@ import html
 import json
 import re
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,8 +261,14 @@ def test_detection_explorer_sliders_redraw_and_cover(tmp_path):
     ex = DetectionExplorer(wav, seg, threshold=0.5, gap=0.0, export_path=tmp_path / "labels.txt")
     assert ex.image.value[:8] == b"\x89PNG\r\n\x1a\n"
     first_png = ex.image.value
+    assert ex.use_threshold.value and ex.active_threshold == 0.5
     assert ex.segments()[["start_time", "end_time"]].values.tolist() == [[0.0, 4.0], [6.0, 8.0]]
     assert "6.0 s of music" in ex.coverage.value and "75.0%" in ex.coverage.value
+    # rows and merged regions are counted apart, and the window under the threshold is drawn
+    assert "3 of 4 returned segments at or above 0.50 (1 below, shown hatched)" in ex.coverage.value
+    assert "<b>2 music regions</b> shown" in ex.coverage.value
+    hatched = [c for c in ex.ax.collections if c.get_label() == "below threshold"]
+    assert len(hatched) == 1 and len(hatched[0].get_paths()) == 1
     assert ex.ax is not None and ex.ax.get_xlim()[1] >= 8.0 - 1e-6
 
     ex.threshold.value = 0.6                      # drops the 0.55 window
@@ -281,6 +288,36 @@ def test_detection_explorer_sliders_redraw_and_cover(tmp_path):
     ex.export_path.value = str(tmp_path / "no-such-dir" / "x" / "labels.txt")
     ex.export_button.click()
     assert "shakelab-error" in ex.messages.value and "no-such-dir" in ex.messages.value
+
+
+def test_detection_explorer_shows_the_documented_answer_by_default(tmp_path):
+    """The service's documented answer (confidences 0.18 and 0.32): both segments are music."""
+    from shakelab import segments as sg
+
+    documented = sg.read_json(Path(__file__).parent / "data" / "music-detection-documented.json")
+    ex = DetectionExplorer((np.zeros(8000 * 70, dtype="float32"), 8000), documented)
+    assert not ex.use_threshold.value and ex.threshold.disabled and ex.active_threshold is None
+    assert ex.segments()[["start_time", "end_time"]].values.tolist() == [[20.0, 30.0], [40.0, 60.0]]
+    assert "all 2 returned segments are music" in ex.coverage.value
+    assert "30.0 s of music, 42.9% of the recording" in ex.coverage.value
+    spans = [c for c in ex.ax.collections if c.get_label() == "music (shade = confidence)"][0]
+    assert len(spans.get_paths()) == 2
+    ex.use_threshold.value = True                  # an explicit filter: 0.5 drops both, shows them hatched
+    assert ex.segments().empty and "<b>no music found</b>" in ex.coverage.value
+    assert "0 of 2 returned segments at or above 0.50 (2 below" in ex.coverage.value
+    # the labels of the buttons are not cut
+    assert ex.export_button.layout.width == "auto" and ex.use_threshold.layout.width == "auto"
+
+
+def test_detection_explorer_on_all_windows_starts_at_the_local_cut():
+    from shakelab.frames import provenance, segments_frame
+
+    every = segments_frame([{"start_time": 0.0, "end_time": 4.0, "confidence": 0.3},
+                            {"start_time": 4.0, "end_time": 8.0, "confidence": 0.8}],
+                           provenance=provenance("cnn", window=4, all_windows=True))
+    ex = DetectionExplorer((np.zeros(8000 * 8, dtype="float32"), 8000), every)
+    assert ex.active_threshold == 0.5 and ex.use_threshold.disabled
+    assert "1 of 2 windows at or above 0.50" in ex.coverage.value and "4.0 s of music" in ex.coverage.value
 
 
 def test_detection_explorer_array_input_and_bad_arguments():
