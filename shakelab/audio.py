@@ -100,9 +100,9 @@ def unreadable(path: PathLike, exc: BaseException | None = None) -> str:
     name = os.fspath(path)
     p = Path(path)
     if not p.exists():
-        return f"{name!r} does not exist"
+        return f"{name!r} is not a readable audio file: it does not exist"
     if not p.is_file():
-        return f"{name!r} is not a regular file"
+        return f"{name!r} is not a readable audio file: it is a directory or a device, not a file"
     what = what_is(p)
     detail = str(exc or "").strip()
     if what.startswith(("a WAV", "a FLAC", "an OGG", "an AIFF", "an MP3", "an MP4")):
