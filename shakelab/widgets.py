@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import io
 import os
@@ -52,6 +53,7 @@ __all__ = [
 NATURAL = "natural"    # the Format choice "each model's own format"
 PER_KIND = "per kind"  # the Format choice "choose per kind of model" (one dropdown per family)
 
+_LABEL = {"description_width": "120px"}  # room for "music_detection" beside its format
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "0:0:0:0:0:0:0:1"}
 
 
@@ -279,7 +281,8 @@ def status_table_html(rows: list[dict]) -> str:
             f"<code>{html.escape(str(r.get('job_id') or ''))}</code>", links,
             _text(r.get("message") or ""),
         ]
-        body.append("<tr>" + "".join(f"<td style='padding:2px 8px'>{c}</td>" for c in cells) + "</tr>")
+        styles = ["padding:2px 8px;white-space:nowrap"] * (len(cells) - 1) + ["padding:2px 8px;max-width:32em"]
+        body.append("<tr>" + "".join(f"<td style='{st}'>{c}</td>" for st, c in zip(styles, cells)) + "</tr>")
     return ("<table class='shakelab-status-table' style='border-collapse:collapse'>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
@@ -422,7 +425,7 @@ class JobSubmitter(_Displayable):
         self.path.add_class("shakelab-path")
         self.models = widgets.SelectMultiple(options=list(self.catalogue), value=(default_model,),
                                              description="Models", rows=min(8, len(self.catalogue)))
-        self.format = widgets.Dropdown(description="Format", layout=widgets.Layout(width="360px"))
+        self.format = widgets.Dropdown(description="Format", style=_LABEL, layout=widgets.Layout(width="440px"))
         self.format.add_class("shakelab-format")
         self.family_formats: dict[tuple[str, ...], widgets.Dropdown] = {}
         self.family_box = widgets.VBox()
@@ -430,7 +433,7 @@ class JobSubmitter(_Displayable):
         self._folders: dict[str, Any] = {}  # output_folder's `taken` for this widget
         self.models.add_class("shakelab-models")
         self.callback_url = widgets.Text(description="Callback", placeholder="https://... (optional)",
-                                         layout=widgets.Layout(width="420px"))
+                                         style=_LABEL, layout=widgets.Layout(width="440px"))
         self.submit_button = widgets.Button(description="Submit", button_style="primary", icon="play")
         self.submit_button.add_class("shakelab-submit")
         self.download_path = widgets.Text(value=str(download_dir), description="Save to")
@@ -543,8 +546,7 @@ class JobSubmitter(_Displayable):
         kept = {}
         for formats, models in format_families(chosen, self.catalogue):
             dropdown = self.family_formats.get(formats) or widgets.Dropdown(
-                options=list(formats), value=formats[0], style={"description_width": "initial"},
-                layout=widgets.Layout(width="360px"))
+                options=list(formats), value=formats[0], style=_LABEL, layout=widgets.Layout(width="440px"))
             dropdown.description = ", ".join(models) if len(models) <= 2 else f"{models[0]}, ... ({len(models)} models)"
             kept[formats] = dropdown
         self.family_formats = kept
@@ -630,9 +632,12 @@ class JobSubmitter(_Displayable):
             return
         for r, job in zip(rows, jobs):
             if job.reused:
-                created = job.created_at.strftime("%Y-%m-%d %H:%M UTC") if job.created_at else "earlier"
-                self._set_row(r, reused=True, message=f"done before (job of {created}, from the ledger); "
-                                                      "nothing was sent")
+                when = ""
+                if job.created_at is not None:
+                    created = job.created_at.astimezone(dt.timezone.utc)
+                    today = created.date() == dt.datetime.now(dt.timezone.utc).date()
+                    when = created.strftime(" at %H:%M UTC" if today else " on %Y-%m-%d")
+                self._set_row(r, reused=True, message=f"already ran{when}; nothing was sent")
             self._update(r, job)
         reused = sum(j.reused for j in jobs)
         sent = len(jobs) - reused
