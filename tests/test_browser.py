@@ -151,30 +151,40 @@ class Notebook:
         shutil.rmtree(self.shots, ignore_errors=True)
         self.shots.mkdir(parents=True)
         self.page = context.new_page()
-        self.page.goto(f"{lab['base']}/lab/tree/{path.name}?token={lab['token']}")
+        # a workspace of its own, reset: JupyterLab would otherwise reopen the notebooks of the
+        # previous test beside this one
+        self.page.goto(f"{lab['base']}/lab/workspaces/{path.stem}/tree/{path.name}?reset&token={lab['token']}")
         self.page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
         self.wait_idle()
 
+    # the notebook's panel, found by its path (not "the current widget")
+    _PANEL = """(name) => {
+        for (const w of window.jupyterapp.shell.widgets('main')) {
+            if (w.context && w.context.path === name) return w;
+        }
+        return null;
+    }"""
+
+    def _eval(self, body, timeout=None):
+        code = f"(name) => {{ const panel = ({self._PANEL})(name); {body} }}"
+        if timeout is None:
+            return self.page.evaluate(code, f"{self.name}.ipynb")
+        return self.page.wait_for_function(code, arg=f"{self.name}.ipynb", timeout=timeout)
+
     def wait_idle(self, timeout=600_000):
-        self.page.wait_for_function(
-            """() => {
-                const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-                const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-                return k && k.status === 'idle';
-            }""", timeout=timeout)
+        self._eval("""const k = panel && panel.sessionContext.session && panel.sessionContext.session.kernel;
+                      return k && k.status === 'idle';""", timeout=timeout)
 
     def run_all(self):
-        self.page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        self._eval("""window.jupyterapp.shell.activateById(panel.id);
+                      return window.jupyterapp.commands.execute('notebook:run-all-cells');""")
         # done when every code cell has run, or one raised (run-all stops there)
-        self.page.wait_for_function(
-            """() => {
-                const w = window.jupyterapp.shell.currentWidget;
-                const k = w.sessionContext.session.kernel;
-                const cells = w.content.widgets.filter(c => c.model.type === 'code');
-                const ran = cells.every(c => c.model.executionCount !== null);
-                const failed = document.querySelector('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] .ansi-red-fg, .jp-OutputArea-output.jp-mod-error');
-                return k.status === 'idle' && (ran || failed !== null);
-            }""", timeout=900_000)
+        self._eval("""const k = panel.sessionContext.session.kernel;
+                      const cells = panel.content.widgets.filter(c => c.model.type === 'code');
+                      const ran = cells.every(c => c.model.executionCount !== null);
+                      const failed = panel.node.querySelector('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
+                      return k.status === 'idle' && (ran || (failed !== null && failed.innerText.includes('Error')));""",
+                   timeout=900_000)
         errors = self.page.locator(".jp-OutputArea-output", has_text="Traceback")
         assert errors.count() == 0, errors.first.inner_text()[-3000:]
 
