@@ -520,7 +520,7 @@ def plot_usage(usage: Any, *, ax=None, **kwargs):
     if not jobs.any() and not minutes.any():
         ax.text(0.5, 0.5, "no jobs in these months", transform=ax.transAxes, ha="center", va="center",
                 color="#57606a", fontsize="small")
-    tw.set_ylim(0, (minutes.max() or 1) * 1.25)  # room for the label of the highest point
+    tw.set_ylim(0, (minutes.max() or 1) * 1.15)
     tw.set_ylabel("minutes", color=_LINE)
     pad = max(0.0, (3 - n) / 2)
     ax.set_xlim(-0.6 - pad, n - 0.4 + pad)

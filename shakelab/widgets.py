@@ -1037,13 +1037,14 @@ class UsageDashboard(_Displayable):
             self.messages.value = _info_html(f"Fetched {len(fresh)} month(s) at {at}.")
             return
         before = set(self.usage["month"])
-        updated = sum(m in before for m in fresh["month"])
+        updated = [str(m) for m in fresh["month"] if m in before]
         merged = merge_usage(self.usage, fresh)
         n_before = len(self.usage)
         self.show(merged)
         self.messages.value = _info_html(
             f"Fetched {len(fresh)} month(s) at {at} and merged them into the {n_before}-month history: "
-            f"{updated} updated, {len(fresh) - updated} added ({len(merged)} months).")
+            f"{len(updated)} updated{' (' + ', '.join(updated) + ')' if updated else ''}, "
+            f"{len(fresh) - len(updated)} added ({len(merged)} months).")
 
     def show(self, usage: Any) -> None:
         """Show ``usage`` (a usage frame or an API usage payload), replacing what is shown."""
