@@ -281,7 +281,7 @@ def status_table_html(rows: list[dict]) -> str:
             f"<code>{html.escape(str(r.get('job_id') or ''))}</code>", links,
             _text(r.get("message") or ""),
         ]
-        styles = ["padding:2px 8px;white-space:nowrap"] * (len(cells) - 1) + ["padding:2px 8px;max-width:32em"]
+        styles = ["padding:2px 8px;white-space:nowrap"] * (len(cells) - 1) + ["padding:2px 8px;min-width:14em;max-width:32em"]
         body.append("<tr>" + "".join(f"<td style='{st}'>{c}</td>" for st, c in zip(styles, cells)) + "</tr>")
     return ("<table class='shakelab-status-table' style='border-collapse:collapse'>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
@@ -636,8 +636,8 @@ class JobSubmitter(_Displayable):
                 if job.created_at is not None:
                     created = job.created_at.astimezone(dt.timezone.utc)
                     today = created.date() == dt.datetime.now(dt.timezone.utc).date()
-                    when = created.strftime(" at %H:%M UTC" if today else " on %Y-%m-%d")
-                self._set_row(r, reused=True, message=f"already ran{when}; nothing was sent")
+                    when = created.strftime(" at %H:%M\u00a0UTC" if today else " on %Y-%m-%d")
+                self._set_row(r, reused=True, message=f"ran{when}; nothing sent")
             self._update(r, job)
         reused = sum(j.reused for j in jobs)
         sent = len(jobs) - reused
@@ -732,15 +732,21 @@ class JobSubmitter(_Displayable):
         saved: list[str] = []
         errors: list[str] = []
         dest.mkdir(parents=True, exist_ok=True)
+        fetched: dict[str, list] = {}  # a job shown twice (reused again) is downloaded once
         for r in rows:
             key = r["job"].asset_id or r["job_id"]
             with self._lock:
                 folder = output_folder(r["source"], taken=self._folders, key=key)
+            if r["job_id"] in fetched:
+                with self._lock:
+                    r["downloaded"] = list(fetched[r["job_id"]])
+                continue
             try:
                 paths = self.client.download(r["job"], dest, folder=folder, progress=False)
             except Exception as exc:  # noqa: BLE001 - shown
                 errors.append(f"{r['model']} ({r['job_id']}): {exc}")
                 continue
+            fetched[r["job_id"]] = [str(p) for p in paths]
             with self._lock:
                 r["downloaded"] = [str(p) for p in paths]
             saved.extend(str(p) for p in paths)

@@ -251,7 +251,7 @@ def _quickstart(book):
     table.locator(".shakelab-status-reused").wait_for(timeout=120_000)
     (row,) = _rows(table)
     assert row[:5] == ["demo.flac", "music_detection", "json", "reused", "\u2014"], row
-    assert "nothing was sent" in row[7], row
+    assert "nothing sent" in row[7], row
     page.wait_for_function("""() => document.querySelector('.shakelab-messages').innerText.includes('Nothing sent')""",
                            timeout=60_000)
     assert "Submitted" not in messages.inner_text()
@@ -298,6 +298,11 @@ def _quickstart(book):
     assert submitter.locator(".shakelab-clear").is_disabled()
     assert len(_rows(table)) == 3
     book.shoot(submitter, "submitter-5-cleared")
+    submitter.locator(".shakelab-submit").click()             # the typed path alone now
+    page.wait_for_function("""() => document.querySelectorAll('.shakelab-table .shakelab-status-reused').length >= 3""",
+                           timeout=120_000)
+    assert [r[3] for r in _rows(table)] == ["reused", "completed", "completed", "reused", "reused"]
+    assert submitter.locator(".shakelab-error").count() == 0
 
     # 4. download: one folder per recording, named after its path
     submitter.locator("button", has_text="Download outputs").click()

@@ -583,3 +583,14 @@ def test_submit_marks_jobs_reused_from_the_ledger(fresh_server, wav, tmp_path):
     assert fresh_server.stats()["requests"]["POST /job"] == 1
     jobs = client.submit(wav, ["music_detection", "vocals"], format={"vocals": "flac"}, progress=False)
     assert [j.reused for j in jobs] == [True, False] and jobs[1].format == "flac"
+
+
+def test_readme_says_submit_waits_by_default():
+    """The README's snippet once left out that client.submit blocks until the jobs are done."""
+    import inspect
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert inspect.signature(Client.submit).parameters["wait"].default is True
+    snippet = readme[readme.index("jobs = client.submit("):]
+    assert "waits until all are done (wait=False returns at once)" in snippet.split("client.jobs_frame()")[0]
+    assert "**`submit` waits by default**" in readme

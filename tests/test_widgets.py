@@ -435,7 +435,7 @@ def test_job_reused_from_the_ledger_says_so(fresh_server, tmp_path):
     sub.wait(timeout=WAIT)
     assert fresh_server.stats()["requests"]["POST /job"] == posts        # nothing sent
     (row,) = sub.rows
-    assert row["status"] == "reused" and row["elapsed"] is None and "nothing was sent" in row["message"]
+    assert row["status"] == "reused" and row["elapsed"] is None and "nothing sent" in row["message"]
     assert _table_statuses(sub.table.value) == ["reused"] and "0.0 s" not in sub.table.value
     assert "Nothing sent for tone.wav" in sub.messages.value and "Submitted" not in sub.messages.value
     assert completed == []                                                # it did not complete now
