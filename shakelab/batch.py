@@ -402,6 +402,19 @@ def _process_file(client, task: _Task, cancel: threading.Event | None = None) ->
     return {"index": task.index, "rows": rows, "segments": segments}
 
 
+def _unconfirmed(client, ledger, sha: str | None, model: str, fmt: str, exc: BaseException) -> bool:
+    """True when POST /job of this (file, model) lost its answer: now, or in an earlier run."""
+    from shakelab.errors import UnconfirmedJobError
+
+    if isinstance(exc, UnconfirmedJobError):
+        return True
+    if ledger is None or sha is None:
+        return False
+    asset = ledger.lookup_asset(sha256=sha, base_url=str(client.base_url))
+    return asset is not None and ledger.unconfirmed_attempt(
+        asset_id=asset["id"], model=model, format=fmt, metadata={}, base_url=str(client.base_url)) is not None
+
+
 def _process_file_once(client, ledger, task: _Task, cancel):
     from shakelab.ledger import file_sha256
     from shakelab.models import Job
@@ -481,6 +494,11 @@ def _process_file_once(client, ledger, task: _Task, cancel):
                      error="batch cancelled while the job was running; rerun to resume")
                 break
             except (ShakelabError, ValueError, OSError) as exc:
+                if job is None and _unconfirmed(client, ledger, sha, model, fmt, exc):
+                    # the job may exist (and be billed): neither failed nor submitted, and not resent
+                    done(model, fmt, started, t0, status=None, action="unconfirmed",
+                         error=f"{type(exc).__name__}: {exc}")
+                    break
                 done(model, fmt, started, t0, job_id=getattr(job, "id", None),
                      action=action if job is not None else None,
                      error=f"{type(exc).__name__}: {exc}")
@@ -501,7 +519,9 @@ class BatchResult:
         completed, failed, or the job's status when the batch was cancelled), ``job_id``
         (string), ``asset_id`` (string), ``action`` (category: ``submitted`` through the client,
         ``resumed`` an in-flight job from the ledger, ``skipped`` finished in the ledger, no
-        request), ``error`` (string), ``started_at``/``finished_at`` (datetime64[ns, UTC], this
+        request, ``unconfirmed`` a ``POST /job`` whose answer was lost, now or in an earlier run:
+        the job may exist and be billed, so it is not sent again without ``force=True``; its
+        ``status`` is <NA>), ``error`` (string), ``started_at``/``finished_at`` (datetime64[ns, UTC], this
         run's handling), ``elapsed_s`` (float64, seconds this run spent on the file),
         ``processing_s`` (float64, how long the service worked on the job), ``outputs`` (object: list of
         downloaded paths), ``n_segments`` (Int64, music segments found, 0 when the recording
@@ -517,7 +537,7 @@ class BatchResult:
         ``music_seconds``, ``duration`` (the recording's length, read from the file), ``share``
         (float64; NaN without a result), ``error`` (string).
     stats : dict
-        ``files``, ``jobs``, ``completed``, ``failed``, ``submitted``, ``resumed``, ``skipped``,
+        ``files``, ``jobs``, ``completed``, ``failed``, ``submitted``, ``resumed``, ``skipped``, ``unconfirmed``,
         ``rate_limited`` (429 answers seen), ``throttled_s`` (worker-seconds held by the shared
         backoff), ``wall_s``.
 
@@ -563,10 +583,10 @@ def _jobs_frame(rows: list[dict]):
         "source": pd.array(col("source"), dtype="string"),
         "model": pd.Categorical(col("model")),
         "format": pd.array(col("format"), dtype="string"),
-        "status": pd.Categorical(statuses, categories=sorted({"completed", "failed", *statuses})),
+        "status": pd.Categorical(statuses, categories=sorted({"completed", "failed", *statuses} - {None})),
         "job_id": pd.array(col("job_id"), dtype="string"),
         "asset_id": pd.array(col("asset_id"), dtype="string"),
-        "action": pd.Categorical(col("action"), categories=["submitted", "resumed", "skipped"]),
+        "action": pd.Categorical(col("action"), categories=["submitted", "resumed", "skipped", "unconfirmed"]),
         "error": pd.array(col("error"), dtype="string"),
         "started_at": ts("started_at"),
         "finished_at": ts("finished_at"),
@@ -759,9 +779,12 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
     coverage = _coverage(jobs, segments)
     completed = int((jobs["status"] == "completed").sum())
     actions = jobs["action"].astype(object)
-    stats = {"files": len(tasks), "jobs": len(jobs), "completed": completed, "failed": len(jobs) - completed,
+    unconfirmed = int((jobs["action"].astype(object) == "unconfirmed").sum())
+    stats = {"files": len(tasks), "jobs": len(jobs), "completed": completed,
+             "failed": len(jobs) - completed - unconfirmed,
              "submitted": int((actions == "submitted").sum()), "resumed": int((actions == "resumed").sum()),
              "skipped": int((actions == "skipped").sum()),
+             "unconfirmed": unconfirmed,
              "rate_limited": gate.hits, "throttled_s": round(gate.waited_s, 3),
              "wall_s": round(time.monotonic() - t0, 3)}
     return BatchResult(jobs=jobs, segments=segments, stats=stats, coverage=coverage)

@@ -19,12 +19,17 @@ from pathlib import Path
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from shakelab.server import serve
+    from shakelab.server import DataDirInUse, serve
 
     try:
         serve(host=args.host, port=args.port, data_dir=args.data_dir, token=args.token,
               workers=args.workers, allow_private_links=args.allow_private_links,
               max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), link_ttl=args.link_ttl)
+    except DataDirInUse as exc:  # one line, no traceback: who holds it and where
+        where = f"at {exc.url} (pid {exc.pid})" if exc.url else f"(pid {exc.pid or 'unknown'})"
+        print(f"shakelab serve: a server already runs on this data dir {where}; stop it or pass "
+              "another --data-dir", file=sys.stderr)
+        return 2
     except OSError as exc:  # port in use, unwritable data dir
         print(f"shakelab serve: {exc}", file=sys.stderr)
         return 1

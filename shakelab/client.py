@@ -70,13 +70,14 @@ import urllib3
 from shakelab import catalog
 from shakelab.errors import (
     APIError, AuthenticationError, JobFailedError, JobTimeoutError, NotFoundError, RateLimitError,
-    ServerError, ShakelabError, TransportError, ValidationError,
+    ServerError, ShakelabError, TransportError, UnconfirmedJobError, ValidationError, register_secret,
+    scrubbed_logger,
 )
 from shakelab.models import Asset, Job, OutputAsset
 
 __all__ = ["Client", "connect", "output_folder", "DEFAULT_BASE_URL", "is_service_url", "LOCAL_ONLY_METADATA"]
 
-log = logging.getLogger("shakelab.client")
+log = scrubbed_logger("shakelab.client")
 
 DEFAULT_BASE_URL = "https://groovy.audioshake.ai"
 _UMASK = os.umask(0o022)
@@ -85,6 +86,9 @@ _FILE_MODE = 0o666 & ~_UMASK
 TOKEN_ENV = "AUDIOSHAKE_API_TOKEN"
 BASE_URL_ENV = "AUDIOSHAKE_BASE_URL"
 _RETRY_STATUSES = frozenset({502, 503, 504})
+#: Local-only (shakelab's server): the id of a POST /job attempt, so that sending it again cannot
+#: create a second job. The AudioShake Jobs API has no such header; it is sent to loopback hosts only.
+IDEMPOTENCY_HEADER = "X-Shakelab-Idempotency-Key"
 _CHUNK = 1024 * 1024
 #: metadata keys only shakelab's local server knows (the service must never receive them)
 LOCAL_ONLY_METADATA = ("window", "all_windows")
@@ -259,6 +263,24 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def _refused(exc: BaseException) -> bool:
+    """True when a failed POST /job certainly created nothing (never sent, or refused with a 4xx)."""
+    if isinstance(exc, TransportError):
+        return not getattr(exc, "maybe_sent", True)
+    if isinstance(exc, APIError):
+        return 400 <= exc.status < 500
+    return isinstance(exc, ValidationError)
+
+
+def _is_json(value: Any) -> bool:
+    """True when ``value`` is plain JSON with finite numbers."""
+    try:
+        _json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _looks_like_asset_id(source: Any) -> bool:
     """A string that names no file and looks like an id (no suffix, no separator) is an asset id."""
     return (isinstance(source, str) and re.fullmatch(r"[A-Za-z0-9_-]{6,64}", source) is not None
@@ -270,10 +292,20 @@ class _Source:
     """A validated upload source: a file path or a binary file object."""
 
     def __init__(self, source: Any, name: str | None):
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ValidationError(f"`name` must be a non-empty string or None, not {name!r:.100}")
         self.path: Path | None = None
         self.fileobj: Any = None
         if isinstance(source, (str, os.PathLike)) and not isinstance(source, bytes):
             path = Path(os.fspath(source)).expanduser()
+            try:
+                path.stat()
+            except ValueError:  # an embedded NUL byte: no file system has such a name
+                raise ValidationError(f"`source` is not a valid file name: {os.fspath(source)!r:.200}") from None
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            except OSError as exc:  # name too long, permission denied, a loop of links
+                raise ValidationError(f"`source` cannot be read ({exc.strerror}): {os.fspath(source)!r:.200}") from None
             if not path.exists():
                 raise ValidationError(f"`source` file does not exist: {os.fspath(source)!r}")
             if path.is_dir():
@@ -466,6 +498,7 @@ class Client:
         if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
             raise ValidationError(f"`max_retries` must be a whole number >= 0, not {max_retries!r}")
         self._token = _Secret(token.strip())
+        register_secret(self._token.reveal())
         self._auth = _BearerAuth(self._token)
         self.base_url = base_url.rstrip("/")
         self.timeout = float(timeout)
@@ -476,7 +509,10 @@ class Client:
         self.ledger = ledger
         self.session = requests.Session()
         self.session.headers.update({"Accept": "application/json", "User-Agent": "shakelab/0.1"})
-        self.session.trust_env = False if urlsplit(self.base_url).hostname in ("127.0.0.1", "localhost") else True
+        self._local = urlsplit(self.base_url).hostname in ("127.0.0.1", "localhost", "::1")
+        self.session.trust_env = not self._local
+        #: send shakelab's local-only ``X-Shakelab-Idempotency-Key`` with POST /job (loopback servers)
+        self.local_idempotency = self._local
         self._jobs: dict[str, Job] = {}
         self._assets: dict[str, Asset] = {}
         self._asset_paths: dict[str, str] = {}
@@ -554,7 +590,8 @@ class Client:
 
     def _request(self, method: str, path: str, *, retry: str = "idempotent", json: Any = None,
                  body: Callable[[], tuple[Any, dict]] | None = None, params: dict | None = None,
-                 auth: bool = True, stream: bool = False, parse: bool = True) -> Any:
+                 auth: bool = True, stream: bool = False, parse: bool = True,
+                 headers: dict | None = None) -> Any:
         """Send one API request under the retry rule; return the decoded JSON (or the Response).
 
         Parameters
@@ -577,7 +614,8 @@ class Client:
         while True:
             try:
                 result = self._attempt(method, url, shown, retry=retry, json=json, body=body, params=params,
-                                       auth=auth, stream=stream, parse=parse, attempt=attempt)
+                                       auth=auth, stream=stream, parse=parse, attempt=attempt,
+                                       extra_headers=headers)
                 return result
             except _RetryLater as later:
                 if attempt >= self.max_retries:
@@ -589,14 +627,18 @@ class Client:
                 attempt += 1
 
     def _attempt(self, method: str, url: str, shown: str, *, retry: str, json: Any, body: Any,
-                 params: Any, auth: bool, stream: bool, parse: bool, attempt: int) -> Any:
+                 params: Any, auth: bool, stream: bool, parse: bool, attempt: int,
+                 extra_headers: dict | None = None) -> Any:
         data, headers = (None, None) if body is None else body()
+        if extra_headers:
+            headers = {**(headers or {}), **extra_headers}
         try:
             resp = self.session.request(method, url, json=json, data=data, headers=headers, params=params,
                                         auth=self._auth if auth else None, stream=stream,
                                         timeout=(self.timeout, self.timeout), allow_redirects=True)
         except requests.RequestException as exc:
             error = TransportError(f"{method} {shown} failed: {_describe(exc)}")
+            error.maybe_sent = not _sent_nothing(exc)
             if retry == "idempotent" or (retry == "before-send" and _sent_nothing(exc)):
                 raise _RetryLater(error) from None
             raise error from None
@@ -622,9 +664,10 @@ class Client:
         try:
             return resp.json()
         except ValueError:
-            snippet = resp.text[:80]
+            # never the body itself: it may echo anything, the token included
+            ctype = resp.headers.get("Content-Type", "no Content-Type")
             error = APIError(resp.status_code, f"{method} {shown}: the service answered a body that is not "
-                                               f"JSON: {snippet!r}", resp.text[:2000],
+                                               f"JSON ({len(resp.content)} bytes, {ctype[:60]})", None,
                              resp.headers.get("X-Request-Id"))
             if retry == "idempotent":
                 raise _RetryLater(error) from None
@@ -815,9 +858,14 @@ class Client:
                 raise ValidationError(f"`{key}` is not an extra metadata key: it is set from "
                                       f"`{'model' if key == 'name' else 'format'}`")
         try:
-            _json.dumps(metadata)
-        except (TypeError, ValueError):
-            raise ValidationError(f"extra metadata must be JSON values, not {metadata!r:.200}") from None
+            _json.dumps(metadata, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            bad = next((k for k, v in metadata.items() if not _is_json(v)), None)
+            if bad is not None and "Out of range float" in str(exc):
+                raise ValidationError(f"`{bad}` (extra metadata) must hold finite numbers only, not "
+                                      f"{metadata[bad]!r:.100}: JSON has no NaN or Infinity") from None
+            shown = f"`{bad}` (extra metadata)" if bad is not None else "extra metadata"
+            raise ValidationError(f"{shown} must be JSON values, not {metadata!r:.200}") from None
         return dict(metadata)
 
     def _check_local_only(self, metadata: dict) -> None:
@@ -831,8 +879,16 @@ class Client:
                                       "(it answers music segments on its 10-s grid): drop it")
 
     def create_job(self, asset: Asset | str, model: str, *, format: str | None = None,
-                   callback_url: str | None = None, **metadata: Any) -> Job:
+                   callback_url: str | None = None, force: bool = False, **metadata: Any) -> Job:
         """Create one job: ``model`` run on ``asset`` (``POST /job``). Never sent twice.
+
+        With a ledger, the attempt is recorded before it is sent. When its answer is lost (a
+        dropped connection, a timeout, a 5xx or garbled answer after sending), the job may exist
+        and be billed, and the Jobs API cannot tell: the same job is then refused with
+        :class:`~shakelab.errors.UnconfirmedJobError` until ``force=True``. Against the local
+        server (a loopback ``base_url``) the client sends the attempt's id in the local-only
+        ``X-Shakelab-Idempotency-Key`` header instead, so sending it again returns the job the
+        lost answer was about, or creates it once.
 
         Parameters
         ----------
@@ -845,6 +901,8 @@ class Client:
             music_detection / transcription / alignment).
         callback_url : str, optional
             Webhook the service calls on status changes.
+        force : bool, default False
+            Send even though an earlier attempt's answer was lost (a second, billed job may result).
         **metadata
             Extra metadata passed through (``variant``, ``residual``, ``language``). The local
             server also reads ``window`` (seconds) and ``all_windows`` (every window with its
@@ -860,6 +918,9 @@ class Client:
         ------
         ValidationError
             Unknown model, format not allowed for the model, bad asset or callback URL.
+        UnconfirmedJobError
+            With a ledger, an earlier attempt of this job lost its answer (names the file, the
+            model, when, and ``force=True``).
         TransportError, RateLimitError, ServerError
             When the request may have reached the service; it is not resent (see the retry rule).
 
@@ -873,16 +934,46 @@ class Client:
         if callback_url is not None and (not isinstance(callback_url, str)
                                          or urlsplit(callback_url).scheme not in ("http", "https")):
             raise ValidationError(f"`callback_url` must be an http(s):// URL or None, not {callback_url!r}")
+        if not isinstance(force, bool):
+            raise ValidationError(f"`force` must be True or False, not {force!r}")
         extra = self._check_metadata(metadata)
         self._check_local_only(extra)
         body: dict[str, Any] = {"metadata": {"name": model, "format": fmt, **extra}, "assetId": asset_id}
         if callback_url is not None:
             body["callbackUrl"] = callback_url
-        payload = self._request("POST", "/job", json=body, retry="before-send")
+        source = self._asset_paths.get(asset_id) or (asset.name if isinstance(asset, Asset) else asset_id)
+        attempt = self._begin_attempt(asset_id, model, fmt, extra, source, force)
+        headers = {IDEMPOTENCY_HEADER: attempt} if attempt is not None and self.local_idempotency else None
+        try:
+            payload = self._request("POST", "/job", json=body, retry="before-send", headers=headers)
+        except BaseException as exc:
+            if attempt is not None and _refused(exc):
+                self._ledger_call("settle_attempt", attempt, None)
+            raise
         job = Job.from_payload(payload)
+        if attempt is not None:
+            self._ledger_call("settle_attempt", attempt, job.id)
         if isinstance(asset, Asset):
             job = job.with_source_name(asset.name)
         return self._remember(job)
+
+    def _begin_attempt(self, asset_id: str, model: str, fmt: str, extra: dict, source: str,
+                       force: bool) -> str | None:
+        """Record a POST /job attempt in the ledger (its id), or refuse when an earlier one is unconfirmed."""
+        if self.ledger is None:
+            return None
+        key = dict(asset_id=asset_id, model=model, format=fmt, metadata=extra, base_url=self.base_url)
+        if not force:
+            try:
+                lost = self.ledger.unconfirmed_attempt(**key)
+            except Exception as exc:  # an unreadable ledger must not create a job blindly either
+                raise ShakelabError(f"the ledger could not be read before POST /job ({type(exc).__name__}: "
+                                    f"{exc}); pass force=True to send without it") from None
+            if lost is not None:
+                if self.local_idempotency:  # the local server knows the attempt's key: the same job, once
+                    return lost["attempt_id"]
+                raise UnconfirmedJobError(lost["source"] or source, model, fmt, lost["sent_at"])
+        return self.ledger.record_attempt(**key, source=source, force=force)
 
     def get_job(self, job_id: Job | str) -> Job:
         """The job's current state (``GET /job/{id}``).
@@ -1004,7 +1095,8 @@ class Client:
             line; ``wait=False`` returns the jobs as soon as they are created.
         callback_url : str, optional
         force : bool, default False
-            With a ledger, create new jobs even when a matching one is recorded.
+            With a ledger, create new jobs even when a matching one is recorded, or when an
+            earlier attempt lost its answer (see :meth:`create_job`; a second billed job may result).
         **metadata
             Extra metadata for every job.
 
@@ -1061,7 +1153,7 @@ class Client:
                     if previous is not None and not previous.failed:
                         log.info("reusing job %s (%s on asset %s, from the ledger)", previous.id, model, asset_id)
                         return replace(previous, reused=True)
-            return self.create_job(asset, model, format=fmt, callback_url=callback_url, **extra)
+            return self.create_job(asset, model, format=fmt, callback_url=callback_url, force=force, **extra)
 
         with self._lock:
             known = set(self._jobs)

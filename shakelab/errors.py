@@ -2,7 +2,10 @@
 
 Every error raised on purpose by shakelab derives from :class:`ShakelabError`, so a
 notebook can catch them all at once. Messages name the parameter and echo the bad
-value; the API token never appears in any of them.
+value; secrets never appear in any of them: every message, ``body`` and log record of shakelab
+passes through :func:`scrub`, which hides registered tokens and anything that looks like a
+signed link's signature. Every class pickles with its fields, so an error raised in a worker
+process (``ProcessPoolExecutor``, Dask) arrives intact.
 
 Examples
 --------
@@ -16,11 +19,98 @@ ValidationError
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
 from typing import Any
+
+HIDDEN = "<hidden>"
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+#: query parameters and headers whose value is a credential (signed links: AWS, GCS, shakelab's own)
+_SECRET_PARAMS = re.compile(
+    r"(?i)\b(signature|sig|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|"
+    r"x-goog-credential|token|access_token|api[_-]?key|x-api-key)=([^&\s\"'<>]+)")
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]+")
+_SECRET_KEYS = frozenset({"token", "apikey", "api_key", "x-api-key", "authorization", "signature",
+                          "access_token", "secret", "password"})
+
+
+def register_secret(value: str | None) -> None:
+    """Have :func:`scrub` hide ``value`` (an API token) wherever it appears from now on.
+
+    Examples
+    --------
+    >>> register_secret("s3cr3t-token-value")
+    >>> scrub("echo: s3cr3t-token-value")
+    'echo: <hidden>'
+    """
+    if isinstance(value, str) and len(value.strip()) >= 8:
+        with _secrets_lock:
+            _secrets.add(value.strip())
+
+
+def scrub(value: Any) -> Any:
+    """``value`` with secrets hidden: registered tokens, ``Bearer ...``, ``signature=...`` and similar.
+
+    Strings, and the strings inside dicts and lists (a dict key that names a credential hides its
+    value); anything else is returned as it is.
+
+    Examples
+    --------
+    >>> scrub("GET /files/c1/a.wav?expires=99&signature=ab12cd")
+    'GET /files/c1/a.wav?expires=99&signature=<hidden>'
+    >>> scrub({"token": "t", "n": 1})
+    {'token': '<hidden>', 'n': 1}
+    """
+    if isinstance(value, str):
+        with _secrets_lock:
+            known = sorted(_secrets, key=len, reverse=True)
+        for secret in known:
+            if secret in value:
+                value = value.replace(secret, HIDDEN)
+        value = _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}={HIDDEN}", value)
+        return _BEARER.sub(lambda m: f"{m.group(1)} {HIDDEN}", value)
+    if isinstance(value, dict):
+        return {k: HIDDEN if isinstance(k, str) and k.lower() in _SECRET_KEYS and v else scrub(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(scrub(v) for v in value)
+    return value
+
+
+class ScrubFilter(logging.Filter):
+    """A logging filter that :func:`scrub`-s each record's message (installed on shakelab's loggers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = scrub(record.msg)
+        if isinstance(record.args, tuple):  # kept as arguments (numbers stay numbers for %d, %.2f)
+            record.args = tuple(a if isinstance(a, (int, float)) or a is None or scrub(str(a)) == str(a)
+                                else scrub(str(a)) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = scrub(record.args)
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+def scrubbed_logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)`` with a :class:`ScrubFilter` (once)."""
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, ScrubFilter) for f in logger.filters):
+        logger.addFilter(ScrubFilter())
+    return logger
 
 
 class ShakelabError(Exception):
-    """Base class of every shakelab error."""
+    """Base class of every shakelab error; its message is scrubbed of secrets."""
+
+    def __init__(self, *args: Any):
+        super().__init__(*(scrub(a) if isinstance(a, str) else a for a in args))
+
+    def __str__(self) -> str:
+        return scrub(super().__str__())  # secrets registered after it was raised are hidden too
 
 
 class ValidationError(ShakelabError, ValueError):
@@ -48,11 +138,14 @@ class APIError(ShakelabError):
 
     def __init__(self, status: int, message: str, body: Any = None, request_id: str | None = None):
         self.status = status
-        self.message = message
-        self.body = body
+        self.message = scrub(message)
+        self.body = scrub(body)
         self.request_id = request_id
         suffix = f" (request {request_id})" if request_id else ""
-        super().__init__(f"HTTP {status}: {message}{suffix}")
+        super().__init__(f"HTTP {status}: {self.message}{suffix}")
+
+    def __reduce__(self):
+        return type(self), (self.status, self.message, self.body, self.request_id), self.__dict__
 
 
 class AuthenticationError(APIError):
@@ -84,9 +177,12 @@ class JobFailedError(ShakelabError):
 
     def __init__(self, job: Any, message: str):
         self.job = job
-        self.message = message
+        self.message = scrub(message)
         job_id = getattr(job, "id", job)
         super().__init__(f"job {job_id} failed: {message}")
+
+    def __reduce__(self):
+        return type(self), (self.job, self.message), self.__dict__
 
 
 class JobTimeoutError(ShakelabError):
@@ -101,3 +197,33 @@ class JobTimeoutError(ShakelabError):
             f"job {job_id} is still {status} after waiting {timeout:g} s; it keeps running on the "
             f"service (nothing is lost). Pick it up again with client.wait({job_id!r})."
         )
+
+    def __reduce__(self):
+        return type(self), (self.job, self.timeout), self.__dict__
+
+
+class UnconfirmedJobError(ShakelabError):
+    """A job was sent before but its answer never arrived: it may exist, and be billed, already.
+
+    The Jobs API has no idempotency key and no job list, so the client cannot find out. The
+    ledger recorded the attempt; sending it again needs ``force=True``.
+
+    Attributes
+    ----------
+    file, model, format : str
+    attempted_at : float
+        Unix time of the unconfirmed attempt.
+    """
+
+    def __init__(self, file: str, model: str, format: str, attempted_at: float):
+        import time as _time
+
+        self.file, self.model, self.format, self.attempted_at = file, model, format, attempted_at
+        when = _time.strftime("%Y-%m-%d %H:%M:%S UTC", _time.gmtime(attempted_at))
+        super().__init__(
+            f"a {model!r} ({format}) job for {file!r} was sent at {when} but its answer was lost: the job may "
+            "exist and be billed already (the Jobs API cannot tell). Check the service's usage or "
+            "dashboard; to send it again anyway, pass force=True")
+
+    def __reduce__(self):
+        return type(self), (self.file, self.model, self.format, self.attempted_at), self.__dict__

@@ -39,7 +39,7 @@ FAILED_STATUSES = frozenset({"failed", "error"})
 #: Job statuses after which the service never changes the job again.
 TERMINAL_STATUSES = frozenset({"completed"}) | FAILED_STATUSES
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (
     base_url    TEXT NOT NULL,
@@ -70,6 +70,19 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_seen    REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (base_url, asset_id, model, format, metadata_key);
+CREATE TABLE IF NOT EXISTS attempts (
+    attempt_id   TEXT PRIMARY KEY,
+    base_url     TEXT NOT NULL,
+    asset_id     TEXT NOT NULL,
+    model        TEXT NOT NULL,
+    format       TEXT NOT NULL,
+    metadata_key TEXT NOT NULL,
+    source       TEXT,
+    sent_at      REAL NOT NULL,
+    state        TEXT NOT NULL,
+    job_id       TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_by_key ON attempts (base_url, asset_id, model, format, metadata_key, state);
 """
 
 _BUSY_TIMEOUT_MS = 60_000
@@ -347,6 +360,60 @@ class Ledger:
             if row["status"] not in FAILED_STATUSES:
                 return self._job_dict(row)
         return None
+
+    # -- POST /job attempts (the lost-answer window) ----------------------------------------
+    def record_attempt(self, *, asset_id: str, model: str, format: str, metadata: dict | None, base_url: str,
+                       source: str | None = None, force: bool = False) -> str:
+        """Record that a ``POST /job`` is about to be sent, before it is; returns the attempt's id.
+
+        With ``force``, earlier unconfirmed attempts for the same key are marked ``forced`` (the
+        user chose to send again), so they stop blocking.
+
+        Examples
+        --------
+        >>> aid = ledger.record_attempt(asset_id="as1", model="vocals", format="wav", metadata={},
+        ...                             base_url="http://x", source="a.wav")   # doctest: +SKIP
+        """
+        import secrets
+
+        attempt_id = secrets.token_hex(12)
+        key = (_norm_url(base_url), str(asset_id), model, format, _metadata_key(metadata))
+
+        def insert(conn):
+            if force:
+                conn.execute("UPDATE attempts SET state='forced' WHERE base_url=? AND asset_id=? AND model=?"
+                             " AND format=? AND metadata_key=? AND state='sent'", key)
+            conn.execute("INSERT INTO attempts (attempt_id, base_url, asset_id, model, format, metadata_key, source,"
+                         " sent_at, state) VALUES (?,?,?,?,?,?,?,?,'sent')", (attempt_id, *key, source, time.time()))
+
+        self._write(insert)
+        return attempt_id
+
+    def settle_attempt(self, attempt_id: str, job_id: str | None) -> None:
+        """The answer arrived: the job ``job_id`` exists (``confirmed``), or None: nothing was created."""
+        def update(conn):
+            if job_id is None:
+                conn.execute("DELETE FROM attempts WHERE attempt_id=?", (attempt_id,))
+            else:
+                conn.execute("UPDATE attempts SET state='confirmed', job_id=? WHERE attempt_id=?",
+                             (str(job_id), attempt_id))
+
+        self._write(update)
+
+    def unconfirmed_attempt(self, *, asset_id: str, model: str, format: str, metadata: dict | None,
+                            base_url: str) -> dict | None:
+        """The newest attempt for this key whose answer never arrived, or None.
+
+        Returns
+        -------
+        dict or None
+            ``{"attempt_id", "source", "sent_at"}`` (``sent_at`` in Unix seconds).
+        """
+        row = self._conn().execute(
+            "SELECT attempt_id, source, sent_at FROM attempts WHERE base_url=? AND asset_id=? AND model=?"
+            " AND format=? AND metadata_key=? AND state='sent' ORDER BY sent_at DESC LIMIT 1",
+            (_norm_url(base_url), str(asset_id), model, format, _metadata_key(metadata))).fetchone()
+        return dict(row) if row else None
 
     def get_job(self, job_id: str) -> dict | None:
         """The record of one job by id (same keys as :meth:`lookup_job`), or None."""

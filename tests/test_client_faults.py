@@ -198,8 +198,9 @@ def test_post_job_garbage_body_is_not_resent(fresh_server, wav):
     client = make_client(fresh_server)
     asset = client.upload(wav, progress=False)
     fresh_server.faults.add(method="POST", path="/job", status=200, body="<html>oops</html>", times=1)
-    with pytest.raises(APIError, match=r"POST /job: the service answered a body that is not JSON: '<html>oops</html>'"):
+    with pytest.raises(APIError, match=r"POST /job: the service answered a body that is not JSON \(17 bytes") as info:
         client.create_job(asset, "vocals")
+    assert "oops" not in str(info.value) and info.value.body is None  # a body may echo secrets: never kept
     assert count(fresh_server, "POST /job") == 1
 
 
@@ -261,8 +262,9 @@ def test_garbage_body_on_get_is_retried_then_reported(job, fresh_server):
     assert client.get_job(created.id).id == created.id
     client.max_retries = 1
     fresh_server.faults.add(method="GET", path="/job/*", status=200, body="{truncated", times=None)
-    with pytest.raises(APIError, match=r"not JSON: '\{truncated'"):
+    with pytest.raises(APIError, match=r"not JSON \(10 bytes") as info:
         client.get_job(created.id)
+    assert "truncated" not in str(info.value)
 
 
 def test_html_error_page_is_reported_with_its_text(job, fresh_server):

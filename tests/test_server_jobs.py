@@ -359,11 +359,15 @@ def test_callback_is_retried_and_never_breaks_the_job(fresh_server, receiver):
 
 
 def test_callbacks_to_private_hosts_are_refused_by_default(tmp_path, receiver):
+    """Refused when the job is created (400 naming the flag, as /upload/link does), so no job exists."""
     with LocalServer(tmp_path / "strict", token="strict-cb") as srv:
         asset = upload(srv, audio_bytes(1.0, 8000))
-        job = submit(srv, asset["id"], "music_detection", "json", callbackUrl=receiver.url)
-        assert wait(srv, job["id"])["status"] == "completed"
-        time.sleep(1.0)
+        body = {"metadata": {"name": "music_detection", "format": "json"}, "assetId": asset["id"],
+                "callbackUrl": receiver.url}
+        r = requests.post(f"{srv.base_url}/job", json=body, headers=auth(srv), timeout=30)
+        assert r.status_code == 400, r.text
+        assert "`callbackUrl`" in r.json()["message"] and "--allow-private-links" in r.json()["message"]
+        assert srv.store.count("jobs") == 0 and srv.stats()["jobs"] == 0
         assert receiver.handler.received == []
 
 

@@ -223,7 +223,7 @@ class LocalServer:
     def _start_locked(self, timeout: float) -> None:
         import uvicorn
 
-        from shakelab.server.app import Gate, create_app
+        from shakelab.server.app import MAX_CONNECTIONS, Gate, create_app, header_timeout_protocol
         from shakelab.server.links import LinkSigner
         from shakelab.server.store import Store, read_or_create_secret
         from shakelab.server.worker import CallbackSender, Worker
@@ -239,7 +239,8 @@ class LocalServer:
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(Gate(create_app(self), self), log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=1, server_header=False,
-                                timeout_keep_alive=5)
+                                timeout_keep_alive=5, http=header_timeout_protocol(),
+                                limit_concurrency=MAX_CONNECTIONS)
         self._uv = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uv.run, kwargs={"sockets": [sock]},
                                         name=f"shakelab-server-{self.port}", daemon=True)
@@ -306,7 +307,17 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class DataDirInUse(RuntimeError):
-    """Another running server (in this or another process) holds the data directory."""
+    """Another running server (in this or another process) holds the data directory.
+
+    ``pid`` and ``url`` name the holder when its lock file says (else None).
+    """
+
+    def __init__(self, message: str, pid: int | None = None, url: str | None = None):
+        super().__init__(message)
+        self.pid, self.url = pid, url
+
+    def __reduce__(self):
+        return type(self), (str(self), self.pid, self.url)
 
 
 def _lock_data_dir(data_dir: Path) -> int:
@@ -319,8 +330,10 @@ def _lock_data_dir(data_dir: Path) -> int:
     except OSError:
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
+        pid, _, url = holder.partition(" ")
         raise DataDirInUse(f"the data dir {str(data_dir)!r} is in use by another running server "
-                           f"(pid and URL: {holder}); stop it or pass another `data_dir`") from None
+                           f"(pid and URL: {holder}); stop it or pass another `data_dir`",
+                           int(pid) if pid.isdigit() else None, url.strip() or None) from None
     return fd
 
 

@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import re
+import sqlite3
+import threading
 import time
 import unicodedata
 import http.client
@@ -34,11 +36,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from shakelab import catalog
-from shakelab.server.worker import PinnedHTTP, PinnedHTTPS, check_public_url, public_addresses
+from shakelab.errors import scrubbed_logger
+from shakelab.server.worker import PinnedHTTP, PinnedHTTPS, check_url, public_addresses
 
-log = logging.getLogger("shakelab.server")
+log = scrubbed_logger("shakelab.server")
 
 MAX_JSON_BYTES = 1024 * 1024
+#: local-only: a POST /job sent again with the same key returns the job the first one created
+IDEMPOTENCY_HEADER = "X-Shakelab-Idempotency-Key"
 MAX_NAME_CHARS = 200
 # Formats a source asset can have: the stored file's extension always comes from this table.
 SOURCE_TYPES = {
@@ -89,7 +94,7 @@ def clean_name(raw: object, fallback: str = "upload") -> str:
     if not isinstance(raw, str):
         return fallback
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip().strip(".")
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip(" .")
     name = re.sub(r"\s+", " ", name)
     if len(name) > MAX_NAME_CHARS:
         stem, dot, ext = name.rpartition(".")
@@ -173,6 +178,7 @@ class Gate:
                 msg = ("missing `Authorization` header: send `Authorization: Bearer <token>`" if not given
                        else "invalid token in the `Authorization: Bearer <token>` header")
                 return await problem(401, "unauthorized", msg, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        receive = _idle_receive(receive, getattr(self.ctx, "body_idle_timeout", BODY_IDLE_TIMEOUT))
         if path in ("/_faults", "/_stats"):
             return await self.app(scope, receive, send)
         fault = self.ctx.faults.take(method, path)
@@ -201,6 +207,95 @@ class Gate:
             media = next((v for k, v in headers.items() if k.lower() == "content-type"), "application/json")
             resp = Response(body, status_code=fault.status, headers=headers, media_type=media)
         await resp(scope, receive, send)
+
+
+#: Seconds a request body may go without a single byte arriving (never a limit on its total time:
+#: a slow 2 GB upload that keeps sending is never cut).
+BODY_IDLE_TIMEOUT = 60.0
+#: Seconds a connection may take to send complete request headers (a new connection, or an idle
+#: keep-alive one after its last answer).
+HEADER_TIMEOUT = 20.0
+#: Connections served at once; beyond it uvicorn answers 503.
+MAX_CONNECTIONS = 1000
+
+
+def _idle_receive(receive, idle: float):
+    """``receive`` that raises 408 when no part of the request body arrives within ``idle`` seconds."""
+    done = False
+
+    async def wrapped():
+        nonlocal done
+        if done:
+            return await receive()
+        try:
+            message = await asyncio.wait_for(receive(), idle)
+        except asyncio.TimeoutError:
+            raise APIProblem(408, "body_timeout", f"no byte of the request body arrived for {idle:g} s; "
+                             "the request was abandoned and nothing was stored", {"Connection": "close"}) from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            done = True
+        return message
+
+    return wrapped
+
+
+def header_timeout_protocol():
+    """uvicorn's h11 protocol, closing connections whose request headers do not complete in time.
+
+    uvicorn has a keep-alive timeout but no header timeout: a client that opens a connection
+    and trickles (or never sends) its headers would hold it forever. Passed as ``Config(http=...)``.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutH11(H11Protocol):
+        def _arm_header_timer(self) -> None:
+            self._cancel_header_timer()
+            self._header_timer = self.loop.call_later(HEADER_TIMEOUT, self._header_timeout_handler)
+
+        def _cancel_header_timer(self) -> None:
+            timer = getattr(self, "_header_timer", None)
+            if timer is not None:
+                timer.cancel()
+                self._header_timer = None
+
+        def _header_timeout_handler(self) -> None:
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm_header_timer()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:
+                self._cancel_header_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm_header_timer()
+
+        def connection_lost(self, exc) -> None:
+            self._cancel_header_timer()
+            super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:  # the API's JSON error shape, not uvicorn's text
+            body = json.dumps({"error": "invalid_request", "message": "the request line, `headers` or chunked "
+                               "framing are not valid HTTP/1.1 (malformed, conflicting or oversized header, missing "
+                               "Host, or a Transfer-Encoding other than chunked)"}).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                       (b"connection", b"close")]
+            for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                          h11.Data(data=body), h11.EndOfMessage()):
+                try:
+                    self.transport.write(self.conn.send(event))
+                except h11.LocalProtocolError:
+                    break
+            self.transport.close()
+
+    return HeaderTimeoutH11
 
 
 async def _drop(scope, send) -> None:
@@ -251,6 +346,11 @@ def create_app(ctx) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):
+        import sqlite3
+
+        if isinstance(exc, (OSError, sqlite3.OperationalError)):
+            p = storage_problem(exc, f"{request.method} {request.url.path}")
+            return problem(p.status, p.error, p.message)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "internal_error", f"the server failed on {request.method} {request.url.path}: "
                        f"{type(exc).__name__}")
@@ -286,27 +386,39 @@ def create_app(ctx) -> FastAPI:
             raise APIProblem(400, "invalid_field", f"`link` must be a string URL, not {_typename(link)} {link!r}")
         if name is not None and not isinstance(name, str):
             raise APIProblem(400, "invalid_field", f"`name` must be a string, not {_typename(name)} {name!r}")
-        if len(link) > 8192:
-            raise APIProblem(400, "invalid_field", "`link` must be at most 8192 characters")
         try:
-            check_public_url(link, allow_private=True)
+            check_url(link, field="link")
         except ValueError as exc:
             raise APIProblem(400, "invalid_link", str(exc)) from None
         fallback = clean_name(urlsplit(link).path.rsplit("/", 1)[-1], "download")
         display = clean_name(name, fallback) if name is not None else fallback
-        payload = await run_in_threadpool(_fetch_link, ctx, request, link, display)
-        return JSONResponse(payload)
+        return JSONResponse(await _in_link_pool(_fetch_link, ctx, request, link, display))
 
     # -- jobs -------------------------------------------------------------------------------
     @app.post("/job")
     async def create_job(request: Request):
         body = await _json_body(request)
         metadata, callback = _validate_job(body)
+        if callback is not None:
+            try:  # resolved now, so a private callback is refused before a job exists
+                await run_in_threadpool(public_addresses, callback, allow_private=ctx.allow_private_links,
+                                        field="callbackUrl")
+            except ValueError as exc:
+                raise APIProblem(400, "invalid_field", str(exc)) from None
         asset_id = body["assetId"]
         if store.get_asset(asset_id) is None:
             raise APIProblem(404, "asset_not_found", f"`assetId` {asset_id!r} is not an asset on this server; "
                              "upload the file first (POST /upload or /upload/link) and use the `id` it returns")
-        job = store.add_job(metadata=metadata, asset_id=asset_id, callback_url=callback)
+        key = request.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", key):
+            raise APIProblem(400, "invalid_header", f"`{IDEMPOTENCY_HEADER}` must be 1-100 letters, digits, "
+                             f"'-' or '_', not {key[:100]!r}")
+        try:
+            job = store.add_job(metadata=metadata, asset_id=asset_id, callback_url=callback, idempotency_key=key)
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise storage_problem(exc, "the job") from None
+        if job.pop("replayed", False):
+            return JSONResponse({"job": ctx.job_payload(job, base(request))}, headers={IDEMPOTENCY_HEADER: "replayed"})
         ctx.count_job()
         ctx.worker.submit(job["id"])
         return JSONResponse({"job": ctx.job_payload(job, base(request))})
@@ -359,28 +471,97 @@ def create_app(ctx) -> FastAPI:
 
 
 # -- helpers of the routes ------------------------------------------------------------------
+def is_disk_full(exc: BaseException) -> bool:
+    """True for "no space left" / "quota exceeded" / SQLite's "database or disk is full"."""
+    import errno
+    import sqlite3
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)
+
+
+def storage_problem(exc: BaseException, what: str) -> APIProblem:
+    """The 507 answer for a failed write of ``what`` (logged once, with the server-side reason)."""
+    log.error("%s could not be stored: %s", what, exc)
+    reason = "the server's disk is full" if is_disk_full(exc) else \
+        f"the server could not write its data dir ({getattr(exc, 'strerror', None) or type(exc).__name__})"
+    return APIProblem(507, "insufficient_storage", f"{what} was not stored: {reason}; nothing was created")
+
+
 def _too_large(limit: int, size: int | None = None) -> APIProblem:
     got = f" ({size} bytes)" if size is not None else ""
     return APIProblem(413, "file_too_large", f"`file` is larger than this server's limit of {limit} bytes{got}")
 
 
-async def _json_body(request: Request) -> dict:
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_JSON_BYTES:
-            raise APIProblem(413, "body_too_large", f"the JSON body must be at most {MAX_JSON_BYTES} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+MAX_JSON_DEPTH = 32
+
+
+class _NonFinite:
+    """Stands for a NaN/Infinity (or an overflowing number) while the body is checked."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def parse_json(raw: bytes) -> dict:
+    """The one JSON body parser of the API: an object, finite numbers only, at most 32 levels deep.
+
+    Raises :class:`APIProblem` (400 ``invalid_json``) naming the field, before any state changes.
+
+    Examples
+    --------
+    >>> parse_json(b'{"a": 1}')
+    {'a': 1}
+    >>> parse_json(b'{"metadata": {"gain": NaN}}')
+    Traceback (most recent call last):
+    ...
+    shakelab.server.app.APIProblem: `metadata.gain` must be a finite number, not NaN
+    """
     if not raw.strip():
         raise APIProblem(400, "invalid_json", "the request body must be a JSON object, but it is empty")
+
+    def number(text: str):
+        value = float(text)
+        return value if value - value == 0 else _NonFinite(text)
+
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_NonFinite, parse_float=number)
+    except RecursionError:
+        raise APIProblem(400, "invalid_json", f"the request body is nested deeper than {MAX_JSON_DEPTH} "
+                         "levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise APIProblem(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+        raise APIProblem(400, "invalid_json", f"the request body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(body, dict):
         raise APIProblem(400, "invalid_json", f"the request body must be a JSON object, not {_typename(body)}")
+    todo: list[tuple[Any, str, int]] = [(body, "", 0)]
+    while todo:  # iterative: a deep body cannot exhaust the stack here
+        value, where, depth = todo.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise APIProblem(400, "invalid_json", f"`{where or 'body'}` is nested deeper than "
+                             f"{MAX_JSON_DEPTH} levels")
+        if isinstance(value, _NonFinite):
+            raise APIProblem(400, "invalid_json", f"`{where or 'body'}` must be a finite number, "
+                             f"not {value.text[:40]}")
+        if isinstance(value, dict):
+            todo.extend((v, f"{where}.{k}" if where else str(k), depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            todo.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
     return body
+
+
+async def _json_body(request: Request) -> dict:
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_JSON_BYTES:
+                raise APIProblem(413, "body_too_large", f"the JSON body must be at most {MAX_JSON_BYTES} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise APIProblem(400, "incomplete_request", "the client disconnected before the JSON body was sent "
+                         "completely") from None
+    return parse_json(b"".join(chunks))
 
 
 def _validate_job(body: dict) -> tuple[dict, str | None]:
@@ -440,10 +621,10 @@ def _validate_job(body: dict) -> tuple[dict, str | None]:
     if callback is not None:
         if not isinstance(callback, str):
             raise APIProblem(400, "invalid_field", f"`callbackUrl` must be a string URL, not {_typename(callback)}")
-        parts = urlsplit(callback)
-        if parts.scheme not in ("http", "https") or not parts.hostname or len(callback) > 2048:
-            raise APIProblem(400, "invalid_field", f"`callbackUrl` must be an http or https URL, "
-                             f"not {callback[:200]!r}")
+        try:
+            check_url(callback, field="callbackUrl")
+        except ValueError as exc:
+            raise APIProblem(400, "invalid_field", str(exc)) from None
     return metadata, callback
 
 
@@ -452,7 +633,7 @@ async def _receive_multipart(request: Request, boundary: bytes, tmp: Path, limit
 
     Returns ``(tmp_path, size, filename, part_content_type, head_bytes)``.
     """
-    from python_multipart.multipart import MultipartParser, parse_options_header
+    from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 
     state: dict[str, Any] = {"headers": {}, "field": b"", "value": b"", "in_file": False, "found": False,
                              "size": 0, "filename": None, "ctype": "", "head": b"", "other": 0}
@@ -518,13 +699,17 @@ async def _receive_multipart(request: Request, boundary: bytes, tmp: Path, limit
         raise APIProblem(400, "incomplete_upload", "the client disconnected before the upload finished") from None
     except OSError as exc:  # disk full, data dir gone
         _discard(fh, tmp)
-        log.error("upload could not be stored: %s", exc)
-        raise APIProblem(507, "insufficient_storage", f"the server could not store the upload: {exc.strerror or exc}") from None
+        raise storage_problem(exc, "the upload") from None
     except Exception as exc:
         _discard(fh, tmp)
-        raise APIProblem(400, "invalid_request", f"the multipart body could not be parsed: {exc}") from None
+        raise APIProblem(400, "invalid_request", f"the multipart body with the `file` field could not be parsed: "
+                         f"{str(exc)[:200]}") from None
     if fh is not None:
         fh.close()
+    if parser.state != MultipartState.END:
+        _discard(None, tmp)
+        raise APIProblem(400, "incomplete_upload", "the multipart body ended before its closing boundary "
+                         f"(--{boundary.decode('latin-1')[:70]}--): the `file` was not sent completely")
     if not state["found"]:
         raise APIProblem(400, "missing_field", "the multipart form has no `file` field: send the audio as "
                          "-F 'file=@song.mp3;type=audio/mpeg'")
@@ -548,12 +733,51 @@ def _store_upload(ctx, request: Request, tmp: Path, size: int, filename: str | N
     fmt = sniff_format(head, filename or "", ctype)
     name = display if display is not None else clean_name(filename)
     asset_id = new_id()
-    dest = ctx.store.asset_dir(asset_id) / f"source.{fmt}"
-    os.replace(tmp, dest)
-    asset = ctx.store.add_asset(asset_id=asset_id, name=name, fmt=fmt, file_type=SOURCE_TYPES[fmt], path=dest,
-                                size=size, source=source)
+    try:
+        dest = ctx.store.asset_dir(asset_id) / f"source.{fmt}"
+        os.replace(tmp, dest)
+        asset = ctx.store.add_asset(asset_id=asset_id, name=name, fmt=fmt, file_type=SOURCE_TYPES[fmt],
+                                    path=dest, size=size, source=source)
+    except Exception as exc:
+        import shutil
+        import sqlite3
+
+        _discard(None, tmp)
+        shutil.rmtree(ctx.store.files_dir / asset_id, ignore_errors=True)
+        if isinstance(exc, (OSError, sqlite3.OperationalError)):
+            raise storage_problem(exc, "the upload") from None
+        raise
     ctx.count_upload()
     return ctx.asset_payload(asset, str(request.base_url).rstrip("/"))
+
+
+#: ``/upload/link`` downloads run at most this many at once, in a pool of their own (a trickling
+#: host never holds the threads that uploads and jobs need); this many more may wait for it. One
+#: pool per process, shared by its servers, like the model processes.
+LINK_WORKERS = 4
+LINK_QUEUE = 16
+_link_pool = None
+_link_pending = 0
+_link_lock = threading.Lock()
+
+
+async def _in_link_pool(fn, *args):
+    """Run ``fn(*args)`` in the link pool, or answer 503 (with Retry-After) when it is full."""
+    global _link_pool, _link_pending
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _link_lock:
+        if _link_pending >= LINK_WORKERS + LINK_QUEUE:
+            raise APIProblem(503, "too_many_links", f"{_link_pending} `link` downloads are in progress or "
+                             "waiting on this server; retry later", {"Retry-After": "5"})
+        if _link_pool is None:
+            _link_pool = ThreadPoolExecutor(LINK_WORKERS, thread_name_prefix="shakelab-link")
+        _link_pending += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_link_pool, fn, *args)
+    finally:
+        with _link_lock:
+            _link_pending -= 1
 
 
 def _open_link(url: str, allow_private: bool, timeout: float):
@@ -583,9 +807,17 @@ def _fetch_link(ctx, request: Request, link: str, name: str) -> dict:
     url = link
     for _hop in range(6):
         resp = _open_link(url, ctx.allow_private_links, min(10.0, max(1.0, deadline - time.monotonic())))
-        if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
-            url = urljoin(url, resp.getheader("Location"))
+        if resp.status in (301, 302, 303, 307, 308):
+            location = resp.getheader("Location")
             resp.close()
+            if not location:
+                raise APIProblem(400, "link_failed", f"`link` answered HTTP {resp.status} (a redirect) "
+                                 "without a Location header")
+            try:
+                url = urljoin(url, location.strip())
+                check_url(url, field="link")
+            except ValueError as exc:
+                raise APIProblem(400, "link_failed", f"`link` redirected to a bad URL: {exc}") from None
             continue
         if resp.status >= 400:
             resp.close()
@@ -596,7 +828,12 @@ def _fetch_link(ctx, request: Request, link: str, name: str) -> dict:
     tmp = ctx.store.temp_path()
     size, head = 0, b""
     try:
-        with resp, open(tmp, "wb") as fh:
+        try:
+            fh = open(tmp, "wb")
+        except OSError as exc:
+            resp.close()
+            raise storage_problem(exc, "the download of `link`") from None
+        with resp, fh:
             length = resp.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > limit:
                 raise _too_large(limit, int(length))
@@ -611,7 +848,10 @@ def _fetch_link(ctx, request: Request, link: str, name: str) -> dict:
                     raise _too_large(limit)
                 if len(head) < 64:
                     head += chunk[:64]
-                fh.write(chunk)
+                try:
+                    fh.write(chunk)
+                except OSError as exc:
+                    raise storage_problem(exc, "the download of `link`") from None
             if length and length.isdigit() and size != int(length):
                 raise http.client.IncompleteRead(b"", int(length) - size)
     except APIProblem:

@@ -23,6 +23,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -82,6 +83,9 @@ def probe(path: PathLike) -> AudioInfo:
     try:
         info = audio.info(p)
     except ValueError as exc:
+        if "0 frames" in str(exc):  # read by libsndfile, holds no samples whatever its header says
+            raise ValueError(f"{name!r} is not audio: it holds no audio (0 frames decode, whatever its header "
+                             "declares)") from None
         other = _probe_other(p)
         if other is None:
             raise ValueError(str(exc)) from None  # audio.info's message: the file, what it holds, what reads
@@ -121,7 +125,10 @@ def _probe_other(p: Path) -> AudioInfo | None:
 
         with audioread.audio_open(str(p)) as f:
             sr, ch, dur = int(f.samplerate), int(f.channels), float(f.duration)
+            decoded = any(len(block) for block in itertools.islice(f, 8))  # the header's duration is not audio
     except Exception:
+        return None
+    if not decoded:
         return None
     if sr <= 0 or dur <= 0:
         return None

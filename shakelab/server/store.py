@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
+CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, job_id TEXT NOT NULL, created_at REAL NOT NULL);
 """
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -199,6 +200,11 @@ class Store:
             row = self._db.execute("SELECT * FROM assets WHERE id=?", (asset_id,)).fetchone()
         return dict(row) if row else None
 
+    def remove_outputs(self, job_id: str) -> int:
+        """Forget the output assets recorded for ``job_id`` (their files are the caller's); returns how many."""
+        with self._lock:
+            return self._db.execute("DELETE FROM assets WHERE job_id=? AND source='output'", (job_id,)).rowcount
+
     def count(self, table: str) -> int:
         """Number of rows in ``assets`` or ``jobs``."""
         if table not in ("assets", "jobs"):
@@ -207,19 +213,39 @@ class Store:
             return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
     # -- jobs -------------------------------------------------------------------------------
-    def add_job(self, *, metadata: dict, asset_id: str, callback_url: str | None) -> dict[str, Any]:
-        """Record a new queued job; returns its row as a dict."""
+    def add_job(self, *, metadata: dict, asset_id: str, callback_url: str | None,
+                idempotency_key: str | None = None) -> dict[str, Any]:
+        """Record a new queued job; returns its row as a dict.
+
+        With ``idempotency_key`` (shakelab's local-only header), a key seen before returns the job
+        it created then, with ``"replayed": True``, and records nothing.
+        """
         now = time.time()
         row = dict(id=new_id(), client_id=self.client_id, request_id=new_id(), metadata=json.dumps(metadata),
                    asset_id=asset_id, status="queued", created_at=now, started_at=None, updated_at=now,
                    status_code="queued", status_message="waiting for a worker", callback_url=callback_url,
                    outputs="[]", input_seconds=None)
         with self._lock:
-            self._db.execute(
-                "INSERT INTO jobs(id, client_id, request_id, metadata, asset_id, status, created_at, started_at,"
-                " updated_at, status_code, status_message, callback_url, outputs, input_seconds) VALUES"
-                " (:id, :client_id, :request_id, :metadata, :asset_id, :status, :created_at, :started_at,"
-                " :updated_at, :status_code, :status_message, :callback_url, :outputs, :input_seconds)", row)
+            if idempotency_key is not None:
+                seen = self._db.execute("SELECT job_id FROM idempotency WHERE key=?", (idempotency_key,)).fetchone()
+                job = self.get_job(seen["job_id"]) if seen else None
+                if job is not None:
+                    return {**job, "replayed": True}
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO jobs(id, client_id, request_id, metadata, asset_id, status, created_at, started_at,"
+                    " updated_at, status_code, status_message, callback_url, outputs, input_seconds) VALUES"
+                    " (:id, :client_id, :request_id, :metadata, :asset_id, :status, :created_at, :started_at,"
+                    " :updated_at, :status_code, :status_message, :callback_url, :outputs, :input_seconds)", row)
+                if idempotency_key is not None:
+                    self._db.execute("INSERT OR REPLACE INTO idempotency(key, job_id, created_at) VALUES (?, ?, ?)",
+                                     (idempotency_key, row["id"], now))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # a failed COMMIT (disk full) has rolled back already
+                    self._db.execute("ROLLBACK")
+                raise
         return self._decode_job(row)
 
     @staticmethod

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import queue
+import re
 import secrets
 import shutil
 import socket
@@ -35,11 +36,61 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from shakelab import catalog
+from shakelab.errors import scrubbed_logger
 
-log = logging.getLogger("shakelab.server")
+log = scrubbed_logger("shakelab.server")
 
 # Longest input each model accepts (service-facts.md: stems up to 3 h).
 MAX_INPUT_SECONDS = 3 * 3600.0
+
+
+MAX_URL_CHARS = 8192
+_URL_BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
+
+
+def check_url(url: object, *, field: str = "link") -> tuple[str, int]:
+    """The one check of the shape of every URL the server touches; returns ``(host, port)``.
+
+    http or https, a host, a valid port and IPv6 literal, no credentials, no whitespace or
+    control characters, at most :data:`MAX_URL_CHARS`. Raises ``ValueError`` naming ``field``.
+
+    Examples
+    --------
+    >>> check_url("https://example.com/a.wav")
+    ('example.com', 443)
+    >>> check_url("http://[::1", field="callbackUrl")
+    Traceback (most recent call last):
+    ...
+    ValueError: `callbackUrl` is not a valid URL ('http://[::1'): Invalid IPv6 URL
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"`{field}` must be a string URL, not {type(url).__name__}")
+    shown = url[:200]
+    if len(url) > MAX_URL_CHARS:
+        raise ValueError(f"`{field}` must be at most {MAX_URL_CHARS} characters, not {len(url)}")
+    if _URL_BAD_CHARS.search(url):
+        raise ValueError(f"`{field}` must not contain spaces or control characters: {shown!r}")
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # malformed IPv6 literal, port out of range or not a number
+        what = "has an invalid port" if "port" in str(exc).lower() else "is not a valid URL"
+        raise ValueError(f"`{field}` {what} ({shown!r}): {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError(f"`{field}` must be an http or https URL, not {shown!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"`{field}` must not carry credentials (user:password@): "
+                         f"{parts.scheme}://...@{host}")
+    if "[" in parts.netloc:
+        try:
+            ipaddress.IPv6Address(host.split("%")[0])
+        except ValueError:
+            raise ValueError(f"`{field}` has an invalid IPv6 address: {shown!r}") from None
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise ValueError(f"`{field}` has an invalid host name: {shown!r}") from None
+    return host, port or (443 if parts.scheme == "https" else 80)
 
 
 def check_public_url(url: str, *, allow_private: bool, field: str = "link") -> tuple[str, int]:
@@ -62,14 +113,7 @@ def public_addresses(url: str, *, allow_private: bool, field: str = "link") -> t
     ...
     ValueError: `link` must be an http or https URL, not 'ftp://x/y'
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"`{field}` must be an http or https URL, not {url!r}")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise ValueError(f"`{field}` has an invalid port: {url!r}") from None
-    host = parts.hostname
+    host, port = check_url(url, field=field)
     if allow_private:
         return host, port, None
     try:
@@ -285,11 +329,14 @@ class Worker:
                 self.active += 1
             try:
                 self._run(job_id)
-            except Exception:  # never let one job kill the worker thread
+            except Exception as exc:  # never let one job kill the worker thread
                 if not self._stop.is_set():
                     log.exception("job %s crashed the worker", job_id)
+                    code, message = (self._failure(exc, "the model", Path(), "") if _disk_full(exc) else
+                                     ("internal_error", "the server failed while running this job"))
                     try:
-                        self._finish(job_id, "failed", "internal_error", "the server failed while running this job")
+                        shutil.rmtree(self.store.data_dir / "outputs" / job_id, ignore_errors=True)
+                        self._finish(job_id, "failed", code, message)
                     except Exception:
                         pass
             finally:
@@ -308,6 +355,30 @@ class Worker:
             return  # the store may be closed; the job is resumed at the next start
         job = self.store.update_job(job_id, status=status, code=code, message=message, **kw)
         self._notify(job)
+
+    def _failure(self, exc: Exception, model: str, src: Path, name: str) -> tuple[str, str]:
+        """``(code, message)`` of a job whose model raised ``exc`` (before its partial outputs are removed).
+
+        Decoders report a full disk vaguely (libsndfile: "System error."), so a disk with
+        (almost) no space left counts as full whatever the message.
+        """
+        try:
+            no_space = shutil.disk_usage(self.store.data_dir).free < 256 * 1024
+        except OSError:
+            no_space = False
+        if _disk_full(exc) or no_space:
+            log.error("model %s could not write its output: %s", model, exc)
+            return ("insufficient_storage", f"{model!r} could not write its output: the server's disk is full; "
+                    "free some space and submit the job again")
+        if isinstance(exc, ImportError):
+            return ("processing_unavailable", f"audio processing is not available on this server: {exc}")
+        if isinstance(exc, ProcessTimeout):
+            return ("processing_timeout", f"{model!r}: {exc}")
+        if isinstance(exc, ProcessDied):
+            return ("processing_error", f"the process running {model!r} died (out of memory or a crash in a decoder)")
+        kind = getattr(exc, "type_name", type(exc).__name__)
+        log.error("model %s failed: %s: %s", model, kind, exc)
+        return ("processing_error", f"{model!r} failed: {kind}: {_clean(exc, src, name)}")
 
     def _run(self, job_id: str) -> None:
         job = self.store.get_job(job_id)
@@ -338,22 +409,14 @@ class Worker:
         options = {k: v for k, v in job["metadata"].items() if k not in ("name", "format")}
         try:
             outcome = self._execute(model, str(src), str(out_dir), fmt, options)
-        except ImportError as exc:
-            return self._finish(job_id, "failed", "processing_unavailable",
-                                f"audio processing is not available on this server: {exc}")
         except Aborted:
             return  # stays "processing" in the store: resumed at the next start
-        except ProcessTimeout as exc:
-            return self._finish(job_id, "failed", "processing_timeout", f"{model!r}: {exc}")
-        except ProcessDied:
-            return self._finish(job_id, "failed", "processing_error",
-                                f"the process running {model!r} died (out of memory or a crash in a decoder)")
         except Exception as exc:
-            kind = getattr(exc, "type_name", type(exc).__name__)
-            log.error("model %s failed on job %s: %s: %s", model, job_id, kind, exc)
-            return self._finish(job_id, "failed", "processing_error",
-                                f"{model!r} failed: {kind}: {_clean(exc, src, asset['name'])}")
+            failure = self._failure(exc, model, src, asset["name"])
+            shutil.rmtree(job_dir, ignore_errors=True)  # no partial outputs; frees the space _finish may need
+            return self._finish(job_id, "failed", *failure)
         if outcome[0] != "ok":
+            shutil.rmtree(job_dir, ignore_errors=True)
             code, message = outcome
             if code == "invalid_audio":
                 message = _clean(message, src, asset['name'])  # probe's message names the file already
@@ -361,21 +424,41 @@ class Worker:
         _, duration, paths, detail = outcome
         if self._stop.is_set():
             return
+        try:
+            outputs = self._record_outputs(job_id, model, paths, out_dir)
+            if outputs:
+                return self._finish(job_id, "completed", "completed",
+                                    f"{model!r} finished: {len(outputs)} output file(s), {duration:.1f} s of audio",
+                                    outputs=outputs, input_seconds=duration, detail=detail)
+            failure = ("processing_error", f"{model!r} produced no usable output file")
+        except Exception as exc:  # a full disk while recording: the job fails, nothing of it is kept
+            failure = self._failure(exc, model, src, asset["name"])
+        shutil.rmtree(job_dir, ignore_errors=True)
+        self.store.remove_outputs(job_id)
+        self._finish(job_id, "failed", *failure)
+
+    def _record_outputs(self, job_id: str, model: str, paths: list, out_dir: Path) -> list[str] | None:
+        """Output asset ids of a finished model run; None when a path is missing or outside ``out_dir``."""
         outputs = []
         for p in paths:
             p = Path(p).resolve()
             if not p.is_file() or out_dir.resolve() not in p.parents:
-                return self._finish(job_id, "failed", "processing_error",
-                                    f"{model!r} produced no usable output file")
+                return None
             ext = p.suffix.lstrip(".").lower()
             out = self.store.add_asset(name=p.name, fmt=ext, file_type=catalog.MIME_TYPES.get(ext, "application/octet-stream"),
                                        path=p, size=p.stat().st_size, source="output", job_id=job_id)
             outputs.append(out["id"])
-        if not outputs:
-            return self._finish(job_id, "failed", "processing_error", f"{model!r} produced no output")
-        self._finish(job_id, "completed", "completed",
-                     f"{model!r} finished: {len(outputs)} output file(s), {duration:.1f} s of audio",
-                     outputs=outputs, input_seconds=duration, detail=detail)
+        return outputs
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """"No space left on device" (or a quota), raised here or inside a model process."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc) \
+        or "database or disk is full" in str(exc)
 
 
 def _clean(exc: BaseException | str, path: Path, name: str) -> str:
