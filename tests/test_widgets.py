@@ -427,7 +427,7 @@ def test_job_reused_from_the_ledger_says_so(fresh_server, tmp_path):
     wav = _wav(tmp_path / "tone.wav")
     client.submit(wav, ["music_detection"], progress=False)
     posts = fresh_server.stats()["requests"]["POST /job"]
-    sub = JobSubmitter(client, poll_interval=0.2)
+    sub = JobSubmitter(client, poll_interval=0.2, download_dir=tmp_path / "dl")
     completed = []
     sub.on_complete(completed.append)
     sub.path.value = str(wav)
