@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -42,10 +43,87 @@ class AudioInfo:
         return self.frames / self.samplerate if self.samplerate else 0.0
 
 
+READABLE = "WAV, FLAC, AIFF, OGG, MP3 (AAC/M4A/MP4 with ffmpeg)"
+
+_SIGNATURES = (  # (offset, bytes, what a file starting so is)
+    (0, b"RIFF", "a WAV (RIFF) file"), (0, b"fLaC", "a FLAC file"), (0, b"OggS", "an OGG file"),
+    (0, b"FORM", "an AIFF file"), (0, b"ID3", "an MP3 file (ID3 tag)"), (4, b"ftyp", "an MP4/M4A file"),
+    (0, b"%PDF", "a PDF document"), (0, b"\x89PNG", "a PNG image"), (0, b"\xff\xd8\xff", "a JPEG image"),
+    (0, b"PK\x03\x04", "a ZIP archive"), (0, b"\x1f\x8b", "a gzip archive"),
+)
+# what libsndfile says when it does not know the bytes (its "possibly a pipe?" is false for files)
+_GENERIC = ("Format not recognised", "File does not exist or is not a regular file", "unknown format")
+
+
+def what_is(path: PathLike) -> str:
+    """Say what a file that does not decode as audio holds, from its first bytes.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+    >>> _ = p.write_text("shopping list")
+    >>> what_is(p)
+    'plain text'
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        return f"a file that cannot be opened ({exc.strerror or exc})"
+    if not head:
+        return "nothing (0 bytes)"
+    for offset, magic, what in _SIGNATURES:
+        if head[offset:offset + len(magic)] == magic:
+            return what
+    if len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        return "an MP3 file (MPEG frame header)"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = head[:exc.start].decode("utf-8") if exc.start > len(head) - 4 else None
+    if text is not None and "\x00" not in text:
+        start = text.lstrip()[:1]
+        return ("JSON text" if start in "{[" and start else "HTML or XML text" if start == "<" else "plain text")
+    return "bytes of no known audio format"
+
+
+def unreadable(path: PathLike, exc: BaseException | None = None) -> str:
+    """The one-line message for a file that does not decode: the file, what it holds, what is readable.
+
+    Examples
+    --------
+    >>> unreadable("take1.mp3")   # doctest: +SKIP
+    "'take1.mp3' is not a readable audio file: it holds bytes of no known audio format (despite its .mp3 name); readable: WAV, FLAC, AIFF, OGG, MP3 (AAC/M4A/MP4 with ffmpeg)"
+    """
+    name = os.fspath(path)
+    p = Path(path)
+    if not p.exists():
+        return f"{name!r} is not a readable audio file: it does not exist"
+    if not p.is_file():
+        return f"{name!r} is not a readable audio file: it is a directory or a device, not a file"
+    what = what_is(p)
+    detail = str(exc or "").strip()
+    if what.startswith(("a WAV", "a FLAC", "an OGG", "an AIFF", "an MP3", "an MP4")):
+        what = f"it starts like {what} but its audio cannot be decoded"
+        if detail and not any(g in detail for g in _GENERIC):
+            what += f" ({re.sub(r'^Error opening .*?: ', '', detail).rstrip('.')})"
+        if "MP4" in what:
+            what += " (MP4/M4A need ffmpeg)"
+    else:
+        what = f"it holds {what}"
+        suffix = p.suffix.lower()
+        if suffix in (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3", ".m4a", ".aac", ".mp4"):
+            what += f" (despite its {suffix} name)"
+    return f"{name!r} is not a readable audio file: {what}; readable: {READABLE}"
+
+
 def info(path: PathLike) -> AudioInfo:
     """Read the header of an audio file.
 
-    Raises ``ValueError`` naming the file when it is not decodable audio.
+    Raises ``ValueError`` naming the file, what it holds and what is readable when it is not
+    decodable audio (:func:`unreadable`).
 
     Examples
     --------
@@ -57,7 +135,7 @@ def info(path: PathLike) -> AudioInfo:
     try:
         i = sf.info(str(path))
     except Exception as exc:  # libsndfile's errors are RuntimeError/LibsndfileError
-        raise ValueError(f"{os.fspath(path)!r} is not a readable audio file: {exc}") from exc
+        raise ValueError(unreadable(path, exc)) from None
     frames = int(i.frames)
     if frames <= 0 or i.samplerate <= 0:
         raise ValueError(f"{os.fspath(path)!r} holds no audio (0 frames)")
@@ -101,7 +179,7 @@ def load(path: PathLike, *, sr: int | None = None, mono: bool = True) -> tuple[n
             y, file_sr = librosa.load(str(p), sr=None, mono=False)
             y = np.atleast_2d(y).astype(np.float32)
         except Exception as exc:
-            raise ValueError(f"{os.fspath(path)!r} is not a readable audio file: {sf_exc}") from exc
+            raise ValueError(unreadable(p, sf_exc)) from None
     if y.shape[-1] == 0:
         raise ValueError(f"{os.fspath(path)!r} holds no audio (0 frames)")
     if mono:

@@ -46,7 +46,7 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".aiff", ".aif", ".aifc"
 
 #: Columns of :attr:`BatchResult.jobs`, in order.
 JOBS_COLUMNS = ("source", "model", "format", "status", "job_id", "asset_id", "action", "error",
-                "started_at", "finished_at", "elapsed_s", "duration_s", "outputs", "n_segments")
+                "started_at", "finished_at", "elapsed_s", "processing_s", "outputs", "n_segments")
 
 _MAX_POLL_INTERVAL = 15.0   # polls back off from 1 s to this, like Client.wait
 _MAX_RATE_LIMIT_ROUNDS = 8  # whole-file retries after the client itself gave up on 429s
@@ -257,19 +257,14 @@ def _check_models(models: Any, fmt: Any) -> list[tuple[str, str]]:
 
 
 def _output_dirs(paths: list[Path], root: Path | None, download_to: Path) -> list[Path]:
-    dirs, used = [], set()
-    for p in paths:
-        if root is not None:
-            rel = p.relative_to(root).with_suffix("")
-        else:
-            rel = Path(p.stem)
-        candidate, n = rel, 1
-        while candidate.as_posix() in used:
-            n += 1
-            candidate = rel.with_name(f"{rel.name}-{n}")
-        used.add(candidate.as_posix())
-        dirs.append(download_to / candidate)
-    return dirs
+    """One folder per recording under ``download_to``: :func:`shakelab.client.output_folder`
+    relative to the batch's folder (or to the files' common parent folder)."""
+    from shakelab.client import output_folder
+
+    if root is None and paths:
+        root = Path(os.path.commonpath([os.path.abspath(p.parent) for p in paths]))
+    taken: dict = {}
+    return [download_to / output_folder(p, root=root, taken=taken) for p in paths]
 
 
 # --------------------------------------------------------------------------- one file
@@ -292,7 +287,7 @@ def _now():
 def _row(task: _Task, model: str, fmt: str, **values) -> dict:
     row = {"source": task.source, "model": model, "format": fmt, "status": "failed", "job_id": None,
            "asset_id": None, "action": None, "error": None, "started_at": None, "finished_at": None,
-           "elapsed_s": float("nan"), "duration_s": float("nan"), "outputs": [], "n_segments": None}
+           "elapsed_s": float("nan"), "processing_s": float("nan"), "outputs": [], "n_segments": None}
     row.update(values)
     return row
 
@@ -305,7 +300,7 @@ def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
     """Outputs of a completed job: downloads (when asked) and music segments; returns row values."""
     from shakelab.frames import segments_frame
 
-    values: dict[str, Any] = {"duration_s": job.duration_s if job.duration_s is not None else float("nan")}
+    values: dict[str, Any] = {"processing_s": job.duration_s if job.duration_s is not None else float("nan")}
     paths: list[str] = []
     if task.out_dir is not None:
         rec = ledger.get_job(job.id) if ledger is not None else None
@@ -314,7 +309,7 @@ def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
         if recorded:
             paths = recorded
         else:
-            paths = [os.fspath(p) for p in client.download(job, task.out_dir, progress=False)]
+            paths = [os.fspath(p) for p in client.download(job, task.out_dir, folder="", progress=False)]
     values["outputs"] = paths
     segments = None
     if _is_detection(model):
@@ -492,7 +487,7 @@ def _process_file_once(client, ledger, task: _Task, cancel):
                 failed = exc.job if getattr(exc.job, "id", None) else job
                 done(model, fmt, started, t0, job_id=getattr(failed, "id", None),
                      asset_id=getattr(failed, "asset_id", None), action=action, error=exc.message,
-                     duration_s=getattr(failed, "duration_s", None) or float("nan"))
+                     processing_s=getattr(failed, "duration_s", None) or float("nan"))
                 break
             except JobTimeoutError as exc:  # only when cancelled: the job keeps running, a rerun resumes it
                 done(model, fmt, started, t0, status=str(getattr(exc.job, "status", "pending")),
@@ -529,7 +524,7 @@ class BatchResult:
         the job may exist and be billed, so it is not sent again without ``force=True``; its
         ``status`` is <NA>), ``error`` (string), ``started_at``/``finished_at`` (datetime64[ns, UTC], this
         run's handling), ``elapsed_s`` (float64, seconds this run spent on the file),
-        ``duration_s`` (float64, the service's processing time), ``outputs`` (object: list of
+        ``processing_s`` (float64, how long the service worked on the job), ``outputs`` (object: list of
         downloaded paths), ``n_segments`` (Int64, music segments found, 0 when the recording
         has no music; <NA> for other models and for jobs that did not complete).
     segments : pandas.DataFrame
@@ -597,7 +592,7 @@ def _jobs_frame(rows: list[dict]):
         "started_at": ts("started_at"),
         "finished_at": ts("finished_at"),
         "elapsed_s": pd.array(col("elapsed_s"), dtype="float64"),
-        "duration_s": pd.array([float("nan") if v is None else v for v in col("duration_s")], dtype="float64"),
+        "processing_s": pd.array([float("nan") if v is None else v for v in col("processing_s")], dtype="float64"),
         "outputs": pd.Series(col("outputs"), dtype=object),
         "n_segments": pd.array(col("n_segments"), dtype="Int64"),
     }, columns=list(JOBS_COLUMNS))

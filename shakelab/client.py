@@ -58,7 +58,8 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import quote, urljoin, urlsplit
@@ -74,7 +75,7 @@ from shakelab.errors import (
 )
 from shakelab.models import Asset, Job, OutputAsset
 
-__all__ = ["Client", "connect", "DEFAULT_BASE_URL", "is_service_url", "LOCAL_ONLY_METADATA"]
+__all__ = ["Client", "connect", "output_folder", "DEFAULT_BASE_URL", "is_service_url", "LOCAL_ONLY_METADATA"]
 
 log = scrubbed_logger("shakelab.client")
 
@@ -103,6 +104,72 @@ def is_service_url(url: str) -> bool:
     """
     host = (urlsplit(url).hostname or "").lower().rstrip(".")
     return host == "audioshake.ai" or host.endswith(".audioshake.ai")
+
+
+# --------------------------------------------------------------------------- output names
+def output_folder(source: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                  taken: dict | None = None, key: Any = None) -> Path:
+    """The folder, relative to a download destination, for the outputs of one recording.
+
+    The one naming rule of shakelab (``Client.download``, the ``JobSubmitter`` widget and
+    ``batch.run`` all use it): the recording's path without its extension, relative to
+    ``root`` (or, without one, as given: relative to the current directory when it lies
+    under it, ``..`` steps and the drive dropped), so ``a/take1.wav`` and ``b/take1.wav`` go
+    to ``a/take1/`` and ``b/take1/`` and the service's output names (``vocals.wav``) never
+    meet. With ``taken`` (a dict kept by the caller, folder -> key), a folder already given
+    to another recording (another ``key``) gets ``-2``, ``-3``, ... (``take1.wav`` beside
+    ``take1.flac``).
+
+    Parameters
+    ----------
+    source : str or PathLike
+        The recording (a path, or just a file name for an upload).
+    root : str or PathLike, optional
+        A folder the recording lies under (a batch's folder).
+    taken : dict, optional
+        Folders handed out so far (updated in place).
+    key : hashable, optional
+        What makes two recordings the same (default: the resolved path).
+
+    Returns
+    -------
+    pathlib.Path
+        A relative path, never empty, never leaving the destination.
+
+    Examples
+    --------
+    >>> output_folder("a/take1.wav").as_posix(), output_folder("b/take1.wav").as_posix()
+    ('a/take1', 'b/take1')
+    >>> output_folder("/data/set/a/take1.wav", root="/data/set").as_posix()
+    'a/take1'
+    >>> taken = {}
+    >>> [output_folder(f, taken=taken).as_posix() for f in ("x/take1.wav", "x/take1.flac", "x/take1.wav")]
+    ['x/take1', 'x/take1-2', 'x/take1']
+    """
+    p = Path(os.fspath(source)).expanduser()
+    rel = None
+    if root is not None:
+        try:
+            rel = p.absolute().relative_to(Path(root).expanduser().absolute())
+        except ValueError:
+            rel = None
+    if rel is None and p.is_absolute():
+        try:
+            rel = p.relative_to(Path.cwd())
+        except ValueError:
+            rel = Path(*p.parts[1:])
+    parts = [part for part in (rel if rel is not None else p).parts if part not in ("", ".", "..")]
+    folder = Path(*parts).with_suffix("") if parts else Path("recording")
+    if not folder.name:
+        folder = folder / "recording"
+    if taken is None:
+        return folder
+    key = key if key is not None else os.path.abspath(p)
+    candidate, n = folder, 1
+    while taken.setdefault(candidate.as_posix(), key) != key:
+        n += 1
+        candidate = folder.with_name(f"{folder.name}-{n}")
+    return candidate
 
 
 # --------------------------------------------------------------------------- secrets
@@ -457,6 +524,9 @@ class Client:
         self._jobs: dict[str, Job] = {}
         self._assets: dict[str, Asset] = {}
         self._asset_paths: dict[str, str] = {}
+        self._asset_sources: dict[str, str] = {}   # the path as the caller gave it (for output_folder)
+        self._audio_s: dict[str, float] = {}       # asset id -> length of the recording, seconds
+        self._folders: dict[str, Any] = {}         # output_folder's `taken`, per client
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -628,8 +698,7 @@ class Client:
                 job = job.with_source_name(previous.source_name)
             if job.source_name is None and job.asset_id in self._assets:
                 job = job.with_source_name(self._assets[job.asset_id].name)
-            self._jobs.pop(job.id, None)
-            self._jobs[job.id] = job
+            self._jobs[job.id] = job  # a job already known keeps its place (first seen)
         self._ledger_call("record_job", job.raw, service=self.service,
                           source_path=self._asset_paths.get(job.asset_id or ""))
         return job
@@ -640,7 +709,9 @@ class Client:
         Returns
         -------
         pandas.DataFrame
-            The columns of :func:`shakelab.frames.jobs_frame`, in the order the jobs were last seen.
+            The columns of :func:`shakelab.frames.jobs_frame`, one row per job in the order the
+            jobs were submitted (or first fetched); ``audio_s`` is known for the recordings this
+            client uploaded.
 
         Examples
         --------
@@ -650,7 +721,8 @@ class Client:
 
         with self._lock:
             jobs = list(self._jobs.values())
-        return jobs_frame(jobs)
+            audio_s = dict(self._audio_s)
+        return jobs_frame(jobs, audio_s=audio_s)
 
     # ------------------------------------------------------------------ endpoints
     def upload(self, source: Any, *, name: str | None = None, progress: bool = True) -> Asset:
@@ -698,8 +770,7 @@ class Client:
                     asset = Asset.from_payload(payload)
                     log.info("upload of %s reused asset %s (same content, from the ledger)", src.name, asset.id)
                     self._assets[asset.id] = asset
-                    if src.path is not None:
-                        self._asset_paths[asset.id] = str(src.path.resolve())
+                    self._note_source(asset, src)
                     return asset
         bar = tqdm(total=src.size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"upload {src.name}",
                    disable=not progress, leave=False)
@@ -721,13 +792,26 @@ class Client:
             bar.close()
         asset = Asset.from_payload(payload)
         self._assets[asset.id] = asset
-        if src.path is not None:
-            self._asset_paths[asset.id] = str(src.path.resolve())
+        self._note_source(asset, src)
         if self.ledger is not None and sha256 is not None:
             self._ledger_call("record_asset", sha256=sha256, size=int(src.size or 0),
                               path=str(src.path.resolve()) if src.path is not None else None,
                               service=self.service, payload=asset.raw)
         return asset
+
+    def _note_source(self, asset: Asset, src: "_Source") -> None:
+        """Remember where an asset came from: its path (as given and resolved) and its length."""
+        if src.path is None:
+            self._asset_sources[asset.id] = src.name
+            return
+        self._asset_paths[asset.id] = str(src.path.resolve())
+        self._asset_sources[asset.id] = os.fspath(src.path)
+        try:
+            from shakelab import audio
+
+            self._audio_s[asset.id] = audio.info(src.path).duration
+        except Exception:  # noqa: BLE001 - not audio we can read here: the service will say so
+            pass
 
     def upload_link(self, url: str, *, name: str | None = None) -> Asset:
         """Have the service fetch a file from a URL (``POST /upload/link``).
@@ -999,7 +1083,7 @@ class Client:
         finally:
             bar.close()
 
-    def submit(self, source: Any, models: str | Iterable[str], *, format: str | None = None, wait: bool = True,
+    def submit(self, source: Any, models: str | Iterable[str], *, format: str | dict | None = None, wait: bool = True,
                callback_url: str | None = None, force: bool = False, timeout: float | None = None,
                progress: bool = True, **metadata: Any) -> list[Job]:
         """Upload once, then one job per model (submitted concurrently), optionally waiting.
@@ -1010,11 +1094,13 @@ class Client:
             What to process (an Asset or asset id skips the upload).
         models : str or list of str
             Model names; one job each.
-        format : str, optional
-            One format for every model; default: each model's natural format (json for
-            music_detection, wav for stems).
+        format : str or dict, optional
+            One format for every model, or a dict model -> format (models it omits get their
+            natural format); default: each model's natural format (json for music_detection,
+            wav for stems).
         wait : bool, default True
-            Wait for every job (``timeout`` applies to each).
+            Block until every job is done (``timeout`` applies to each), with one progress
+            line; ``wait=False`` returns the jobs as soon as they are created.
         callback_url : str, optional
         force : bool, default False
             With a ledger, create new jobs even when a matching one is recorded, or when an
@@ -1025,7 +1111,8 @@ class Client:
         Returns
         -------
         list of Job
-            In the order of ``models``.
+            In the order of ``models``. A job the ledger already had (same file, model,
+            format) is returned with ``reused=True``: nothing was sent for it.
 
         Raises
         ------
@@ -1043,7 +1130,13 @@ class Client:
             raise ValidationError(f"`models` must be a model name or a non-empty list of them, not {models!r}")
         if len(set(names)) != len(names):
             raise ValidationError(f"`models` lists a model twice: {names!r}")
-        formats = [catalog.check_format(m, format) if format is not None else catalog.default_format(m)
+        if format is not None and not isinstance(format, (str, dict)):
+            raise ValidationError(f"`format` must be None, a format name or a dict model -> format, not {format!r}")
+        chosen = format if isinstance(format, dict) else {m: format for m in names}
+        unknown = sorted(set(chosen) - set(names))
+        if unknown:
+            raise ValidationError(f"`format` names model(s) {unknown!r} that are not in `models` {names!r}")
+        formats = [catalog.check_format(m, chosen[m]) if chosen.get(m) is not None else catalog.default_format(m)
                    for m in names]  # check_format checks the model too
         extra = self._check_metadata(metadata)
         self._check_local_only(extra)
@@ -1067,26 +1160,39 @@ class Client:
                         previous = None
                     if previous is not None and not previous.failed:
                         log.info("reusing job %s (%s on asset %s, from the ledger)", previous.id, model, asset_id)
-                        return previous
+                        return replace(previous, reused=True)
             return self.create_job(asset, model, format=fmt, callback_url=callback_url, force=force, **extra)
 
+        with self._lock:
+            known = set(self._jobs)
         with ThreadPoolExecutor(max_workers=min(8, len(names)), thread_name_prefix="shakelab-submit") as pool:
             jobs = list(pool.map(one, names, formats))
+        with self._lock:  # created concurrently: list them in the order of `models`
+            for job in jobs:
+                if job.id not in known and job.id in self._jobs:
+                    self._jobs[job.id] = self._jobs.pop(job.id)
         if not wait:
             return jobs
-        with ThreadPoolExecutor(max_workers=min(8, len(jobs)), thread_name_prefix="shakelab-wait") as pool:
-            futures = [pool.submit(self.wait, j, timeout=timeout, progress=progress) for j in jobs]
+        from tqdm.auto import tqdm
+
+        # one line for all the jobs: stacked per-job bars leave debris in logs and notebooks
+        bar = tqdm(total=len(jobs), desc=f"{len(jobs)} job(s)", unit="job", disable=not progress, leave=False)
+        with bar, ThreadPoolExecutor(max_workers=min(8, len(jobs)), thread_name_prefix="shakelab-wait") as pool:
+            futures = [pool.submit(self.wait, j, timeout=timeout, progress=False) for j in jobs]
+            for _ in as_completed(futures):
+                bar.update(1)
         done: list[Job] = []
         first_error: BaseException | None = None
         for job, future in zip(jobs, futures):
             try:
-                done.append(future.result())
+                result = future.result()
             except JobFailedError as exc:
-                done.append(exc.job)
+                result = exc.job
                 first_error = first_error or exc
             except BaseException as exc:
-                done.append(job)
+                result = job
                 first_error = first_error or exc
+            done.append(replace(result, reused=True) if job.reused else result)
         if first_error is not None:
             raise first_error
         return done
@@ -1138,20 +1244,26 @@ class Client:
             name = f"{name}.{output.format or job.format}"
         return name
 
-    def download(self, job: Job | str, dest: str | os.PathLike = ".", *, progress: bool = True) -> list[Path]:
-        """Download every output of a completed job into ``dest``.
+    def download(self, job: Job | str, dest: str | os.PathLike = ".", *, folder: str | os.PathLike | None = None,
+                 progress: bool = True) -> list[Path]:
+        """Download every output of a completed job into a folder of ``dest`` for its recording.
 
-        Each file is streamed to a temporary file in ``dest`` and renamed when complete, so no
-        half-written file is ever left under the final name. An expired link (403/404)
+        Outputs keep the service's names (``vocals.wav``) inside a folder that mirrors the
+        recording's path (:func:`output_folder`): ``a/take1.wav`` -> ``dest/a/take1/vocals.wav``,
+        ``b/take1.wav`` -> ``dest/b/take1/vocals.wav``, so two recordings never overwrite each
+        other (a second recording that would get the same folder in this client gets
+        ``take1-2``). Each file is streamed to a temporary file and renamed when complete, so
+        no half-written file is ever left under the final name. An expired link (403/404)
         re-fetches the job once for fresh links. Links are fetched without the token.
-        Files keep the service's output names (``vocals.wav``), replacing a file of that name:
-        give each recording its own ``dest`` (as :func:`shakelab.batch.run` does).
 
         Parameters
         ----------
         job : Job or str
         dest : str or pathlib.Path, default "."
             Directory (created if missing).
+        folder : str or pathlib.Path, optional
+            The recording's folder inside ``dest`` instead of :func:`output_folder`'s (``""``
+            writes into ``dest`` itself).
         progress : bool, default True
 
         Returns
@@ -1161,7 +1273,9 @@ class Client:
 
         Examples
         --------
-        >>> paths = client.download(job, "out/")   # doctest: +SKIP
+        >>> jobs = client.submit("a/take1.wav", ["vocals"])   # doctest: +SKIP
+        >>> client.download(jobs[0], "out/")                  # doctest: +SKIP
+        [PosixPath('out/a/take1/vocals.wav')]
         """
         from tqdm.auto import tqdm
 
@@ -1170,7 +1284,12 @@ class Client:
         dest_dir = Path(dest).expanduser()
         if dest_dir.exists() and not dest_dir.is_dir():
             raise ValidationError(f"`dest` must be a directory, not a file: {os.fspath(dest)!r}")
+        if folder is not None:
+            if not isinstance(folder, (str, os.PathLike)) or Path(folder).is_absolute() \
+                    or ".." in Path(folder).parts:
+                raise ValidationError(f"`folder` must be a relative path inside `dest`, not {folder!r}")
         current = self._completed(job)
+        dest_dir = dest_dir / (Path(folder) if folder is not None else self._output_folder(current))
         dest_dir.mkdir(parents=True, exist_ok=True)
         paths: list[Path] = []
         for index in range(len(current.outputs)):
@@ -1216,6 +1335,17 @@ class Client:
             paths.append(path)
         self._ledger_call("record_outputs", current.id, [str(p.resolve()) for p in paths])
         return paths
+
+    def _output_folder(self, job: Job) -> Path:
+        """:func:`output_folder` of the recording a job analysed (as given to ``upload``)."""
+        key = job.asset_id or job.id
+        with self._lock:
+            source = self._asset_sources.get(key)
+        if source is None:
+            record = self._ledger_call("get_job", job.id) or {}
+            source = record.get("source_path") or job.source_name or job.id
+        with self._lock:
+            return output_folder(source, taken=self._folders, key=key)
 
     def provenance(self, job: Job) -> str | None:
         """Where ``job``'s music detection comes from, for the ``provenance`` column.

@@ -51,7 +51,7 @@ def run(out_dir: str | Path = "out/demo", *, source: str | Path = DEMO_RECORDING
     jobs = client.submit(source, list(DEMO_MODELS), wait=True, progress=False)
     files: list[Path] = []
     for job in jobs:
-        files.extend(client.download(job, out_dir, progress=False))
+        files.extend(client.download(job, out_dir, folder="", progress=False))  # out_dir is the demo's own
     print(f"\n{len(jobs)} jobs completed; outputs in {out_dir}/:")
     for path in files:
         print(f"  {path.name:<32} {path.stat().st_size:>10,d} bytes")

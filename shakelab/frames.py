@@ -31,7 +31,7 @@ import pandas as pd
 
 from shakelab.models import Job, JobStatus
 
-__all__ = ["jobs_frame", "segments_frame", "usage_frame", "provenance", "is_all_windows",
+__all__ = ["jobs_frame", "segments_frame", "usage_frame", "merge_usage", "provenance", "is_all_windows",
            "JOBS_COLUMNS", "SEGMENTS_COLUMNS", "USAGE_COLUMNS", "SERVICE"]
 
 SEGMENTS_COLUMNS = ("source", "job_id", "start_time", "end_time", "duration", "confidence", "provenance")
@@ -40,7 +40,7 @@ SERVICE = "audioshake"
 _ALL_WINDOWS = ":all_windows"
 USAGE_COLUMNS = ("month", "total_jobs", "total_minutes")
 JOBS_COLUMNS = ("job_id", "model", "format", "status", "asset_id", "source_name", "created_at",
-                "started_at", "updated_at", "duration_s", "outputs", "error")
+                "started_at", "updated_at", "processing_s", "audio_s", "outputs", "error")
 
 _UTC = "datetime64[ns, UTC]"
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])(\b|-|T|$)")
@@ -323,14 +323,44 @@ def usage_frame(usage: Any) -> pd.DataFrame:
     return frame.sort_values("month", kind="stable").reset_index(drop=True)
 
 
+def merge_usage(history: Any, fresh: Any) -> pd.DataFrame:
+    """A usage history with freshly fetched months merged in: a month in ``fresh`` replaces
+    the same month of ``history`` (the service's figure is the newer one), other months of
+    both are kept, sorted by month.
+
+    Both may be usage frames or ``/usage`` payloads (the service lists only its last months,
+    so refreshing a long saved history must not throw the older months away).
+
+    Examples
+    --------
+    >>> old = {"usage": [{"month": "2026-01", "totalJobs": 5, "totalMinutes": 9.0},
+    ...                  {"month": "2026-02", "totalJobs": 1, "totalMinutes": 2.0}]}
+    >>> merge_usage(old, {"usage": [{"month": "2026-02", "totalJobs": 3, "totalMinutes": 6.0}]})
+         month  total_jobs  total_minutes
+    0  2026-01           5            9.0
+    1  2026-02           3            6.0
+    """
+    def frame(usage: Any) -> pd.DataFrame:
+        return usage[list(USAGE_COLUMNS)] if isinstance(usage, pd.DataFrame) else usage_frame(usage)
+
+    old, new = frame(history), frame(fresh)
+    kept = old[~old["month"].isin(new["month"])]
+    merged = pd.concat([kept, new], ignore_index=True) if len(kept) else new.copy()
+    return merged.sort_values("month", kind="stable").reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------- jobs
-def jobs_frame(jobs: Iterable[Job | Mapping[str, Any]]) -> pd.DataFrame:
+def jobs_frame(jobs: Iterable[Job | Mapping[str, Any]], *, audio_s: Mapping[str, float] | None = None
+               ) -> pd.DataFrame:
     """Jobs as a typed DataFrame, one row per job, in input order.
 
     Parameters
     ----------
     jobs : iterable of Job or dict
         :class:`shakelab.models.Job` objects or raw job payloads (parsed with ``Job.from_payload``).
+    audio_s : mapping, optional
+        Asset id -> length of that recording in seconds (the service does not say it; the
+        client knows it for the files it uploaded).
 
     Returns
     -------
@@ -344,8 +374,9 @@ def jobs_frame(jobs: Iterable[Job | Mapping[str, Any]]) -> pd.DataFrame:
           statuses, plus any unknown one met)
         - ``asset_id`` (string), ``source_name`` (string): the analysed asset and its name
         - ``created_at``, ``started_at``, ``updated_at`` (datetime64[ns, UTC]; NaT when absent)
-        - ``duration_s`` (float64): processing time ``updated_at - started_at`` of a finished
-          job, NaN otherwise
+        - ``processing_s`` (float64): how long the service worked on it, ``updated_at -
+          started_at`` of a finished job, NaN otherwise
+        - ``audio_s`` (float64): length of the recording, NaN when not known
         - ``outputs`` (object): list of output file names (empty list when none)
         - ``error`` (string): the service's message for a failed job, <NA> otherwise
 
@@ -392,7 +423,8 @@ def jobs_frame(jobs: Iterable[Job | Mapping[str, Any]]) -> pd.DataFrame:
         "created_at": ts([j.created_at for j in parsed]),
         "started_at": ts([j.started_at for j in parsed]),
         "updated_at": ts([j.updated_at for j in parsed]),
-        "duration_s": np.asarray([np.nan if d is None else d for d in durations], dtype=np.float64),
+        "processing_s": np.asarray([np.nan if d is None else d for d in durations], dtype=np.float64),
+        "audio_s": np.asarray([(audio_s or {}).get(j.asset_id or "", np.nan) for j in parsed], dtype=np.float64),
         "outputs": pd.Series([[o.name for o in j.outputs] for j in parsed], dtype=object),
         "error": pd.array([j.error for j in parsed], dtype="string"),
     }, columns=list(JOBS_COLUMNS))

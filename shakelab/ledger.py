@@ -567,7 +567,7 @@ class Ledger:
         -------
         pandas.DataFrame
             The columns of :func:`shakelab.frames.jobs_frame` (job_id, model, format, status,
-            asset_id, source_name, created_at, started_at, updated_at, duration_s, outputs,
+            asset_id, source_name, created_at, started_at, updated_at, processing_s, audio_s, outputs,
             error), built by that function from the payloads as last seen, followed by the
             ledger's own: ``source_path`` (string, the local file), ``output_paths`` (object,
             list of local paths downloaded), ``service`` (string, see :class:`Ledger`), ``first_seen`` and

@@ -230,6 +230,9 @@ class Job:
         ``statusInfo`` ({code, message}) when present.
     raw : dict
         The job object as received.
+    reused : bool
+        True when ``Client.submit`` returned this job from the ledger instead of creating it
+        (nothing was sent, nothing billed).
 
     Examples
     --------
@@ -251,6 +254,7 @@ class Job:
     updated_at: _dt.datetime | None = field(default=None, repr=False)
     status_info: dict = field(default_factory=dict, repr=False, compare=False)
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    reused: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
     def from_payload(cls, payload: Any) -> "Job":

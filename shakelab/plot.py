@@ -359,7 +359,9 @@ def plot_timeline(segments: Any, *, by: str = "source", recordings: Any = None,
     segments : pandas.DataFrame or list of dict
         Segments of many recordings (e.g. a batch), ``segments_frame`` columns.
     by : {"source", "job_id"}
-        What makes a row; rows keep the order of first appearance, top to bottom.
+        What makes a row; rows keep the order of first appearance, top to bottom. Sources
+        that are paths are labelled relative to their common folder (``a/take1.wav``,
+        ``b/take1.wav``; a single recording by its file name).
     recordings : list of str or pandas.DataFrame, optional
         Every row to show, in order (names of ``by``; or a frame with a ``by`` column such as
         ``batch.run(...).coverage``): those without segments are marked "no music found" (or
@@ -415,7 +417,7 @@ def plot_timeline(segments: Any, *, by: str = "source", recordings: Any = None,
         opts = {"edgecolor": "white", "linewidth": 0.3, **kwargs}
         ax.broken_barh(list(zip(rows["start_time"], rows["duration"])), (i - 0.4, 0.8),
                        facecolors=cm(rows["confidence"].to_numpy()), **opts)
-    ax.set_yticks(range(len(keys)), names)
+    ax.set_yticks(range(len(keys)), _short_names(names) if by == "source" else names)
     ax.set_ylim(max(len(keys), 1) - 0.5, -0.5)
     end = float(df["end_time"].max()) if len(df) else 1.0
     if isinstance(recordings, pd.DataFrame) and "duration" in recordings.columns and \
@@ -430,6 +432,22 @@ def plot_timeline(segments: Any, *, by: str = "source", recordings: Any = None,
         sm = ScalarMappable(norm=Normalize(0.0, 1.0), cmap=cm)
         ax.figure.colorbar(sm, ax=ax, label="confidence", pad=0.01, fraction=0.04)
     return ax
+
+
+def _short_names(names: list[str]) -> list[str]:
+    """Paths relative to their common folder (file names for one); other names unchanged."""
+    import posixpath
+
+    paths = [n.replace("\\", "/") for n in names]
+    if not paths or not all("/" in p for p in paths):
+        return names
+    parents = [posixpath.dirname(p) for p in paths]
+    try:
+        common = posixpath.commonpath(parents) if len(set(p.startswith("/") for p in parents)) == 1 else ""
+    except ValueError:
+        common = ""
+    short = [posixpath.relpath(p, common) if common else p for p in paths]
+    return short if len(set(short)) == len(short) else names
 
 
 def _duration_unit(total: float) -> tuple[str, float]:
@@ -509,8 +527,9 @@ def _fmt(v: float, whole: bool) -> str:
 def plot_usage(usage: Any, *, ax=None, **kwargs):
     """Monthly jobs as bars and minutes as a line on a second axis, values labelled.
 
-    Months without usage inside the range are drawn as zero. Up to 12 months every month
-    is labelled and every value written; beyond that ticks fall on every 3rd (6th, 12th)
+    Months without usage inside the range are drawn as zero (and not labelled: an empty
+    month has no bar and its point sits on the axis). The jobs axis has whole-number ticks.
+    Up to 12 months every month is labelled and every value written; beyond that ticks fall on every 3rd (6th, 12th)
     month, job counts are written upright in small type and minutes only at their
     maximum and last month.
 
@@ -535,7 +554,7 @@ def plot_usage(usage: Any, *, ax=None, **kwargs):
     >>> sorted(t.get_text() for a in ax.figure.axes for t in a.texts)
     ['412', '824']
     """
-    from matplotlib.ticker import FixedLocator
+    from matplotlib.ticker import FixedLocator, MaxNLocator
 
     ax = _axes(ax)
     df = _usage(usage)
@@ -555,8 +574,11 @@ def plot_usage(usage: Any, *, ax=None, **kwargs):
     top = (jobs.max() or 1) * 1.45
     ax.set_ylim(0, top)
     tw = ax.twinx()
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # jobs are counted: no 0.2 job ticks
     for rect, v in zip(bars, jobs):
         xc = rect.get_x() + rect.get_width() / 2
+        if v == 0:
+            continue
         if dense and v >= 0.16 * top:  # upright, inside the bar from its base
             ax.annotate(_fmt(v, True), (xc, 0), xytext=(0, 3), textcoords="offset points",
                         ha="center", va="bottom", rotation=90, fontsize="x-small",
@@ -571,10 +593,14 @@ def plot_usage(usage: Any, *, ax=None, **kwargs):
     line = tw.plot(x, minutes, color=_LINE, marker="o", markersize=3 if dense else 5,
                    linewidth=1.8, label="minutes")[0]
     show = range(n) if not dense else sorted({int(np.argmax(minutes)), n - 1})
-    for i in show:
-        tw.annotate(_fmt(minutes[i], False), (x[i], minutes[i]), xytext=(0, 6),
-                    textcoords="offset points", ha="center", va="bottom",
+    for i in (i for i in show if minutes[i] > 0):
+        last = dense and i == n - 1  # the last month sits by the right spine: label to its left
+        tw.annotate(_fmt(minutes[i], False), (x[i], minutes[i]), xytext=(-4, 2) if last else (0, 6),
+                    textcoords="offset points", ha="right" if last else "center", va="bottom",
                     fontsize="x-small" if dense else "small", color=_LINE)
+    if not jobs.any() and not minutes.any():
+        ax.text(0.5, 0.5, "no jobs in these months", transform=ax.transAxes, ha="center", va="center",
+                color="#57606a", fontsize="small")
     tw.set_ylim(0, (minutes.max() or 1) * 1.15)
     tw.set_ylabel("minutes", color=_LINE)
     pad = max(0.0, (3 - n) / 2)

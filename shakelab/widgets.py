@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import io
 import os
@@ -40,13 +41,19 @@ from urllib.parse import urljoin, urlparse
 import ipywidgets as widgets
 
 from shakelab import catalog
+from shakelab.client import output_folder
 from shakelab.errors import NotFoundError, ShakelabError, ValidationError
 
 __all__ = [
     "JobSubmitter", "DetectionExplorer", "UsageDashboard",
     "models_for", "is_local", "validate_submission", "status_table_html", "explore_segments",
+    "format_choices", "format_families", "usage_table_html", "NATURAL", "PER_KIND",
 ]
 
+NATURAL = "natural"    # the Format choice "each model's own format"
+PER_KIND = "per kind"  # the Format choice "choose per kind of model" (one dropdown per family)
+
+_LABEL = {"description_width": "120px"}  # room for "music_detection" beside its format
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "0:0:0:0:0:0:0:1"}
 
 
@@ -101,8 +108,9 @@ def validate_submission(*, path: str = "", uploads: Any = (), models: Iterable[s
         ``FileUpload.value`` (ipywidgets 8: dicts with ``name`` and ``content``).
     models : iterable of str
         The chosen models; at least one.
-    format : str or None
-        The chosen output format; every chosen model must accept it.
+    format : str, dict or None
+        One output format every chosen model accepts, a dict model -> format, or None (or
+        :data:`NATURAL`) for each model's natural format.
     callback_url : str
         Optional ``http(s)://`` URL.
     catalogue : dict
@@ -111,8 +119,9 @@ def validate_submission(*, path: str = "", uploads: Any = (), models: Iterable[s
     Returns
     -------
     dict
-        ``{"source": Path | (name, bytes), "name": str, "models": list[str], "format": str,
-        "callback_url": str | None}``.
+        ``{"source": Path | (name, bytes), "name": str, "path": str, "models": list[str],
+        "format": what was asked, "formats": dict model -> format, "callback_url": str | None}``
+        (``path``: the path as typed, or the uploaded file's name).
 
     Raises
     ------
@@ -131,7 +140,7 @@ def validate_submission(*, path: str = "", uploads: Any = (), models: Iterable[s
     if uploads and path:
         raise ValidationError(
             f"choose either an uploaded file or a `path`, not both (uploaded {_upload_name(uploads[0])!r}, "
-            f"path {path!r})")
+            f"path {path!r}): press Clear to drop the upload, or empty the path")
     if not uploads and not path:
         raise ValidationError("choose a file: upload one or type its `path` (both are empty)")
     if uploads:
@@ -142,6 +151,7 @@ def validate_submission(*, path: str = "", uploads: Any = (), models: Iterable[s
         if not content:
             raise ValidationError(f"the uploaded file {name!r} is empty")
         source: Any = (name, content)
+        typed = name
     else:
         p = Path(path).expanduser()
         if not p.exists():
@@ -150,21 +160,68 @@ def validate_submission(*, path: str = "", uploads: Any = (), models: Iterable[s
             raise ValidationError(f"`path` {path!r} is a directory; give an audio file")
         if p.stat().st_size == 0:
             raise ValidationError(f"`path` {path!r} is an empty file")
-        source, name = p, p.name
+        source, name, typed = p, p.name, path
     models = list(models or ())
     if not models:
         raise ValidationError(f"choose at least one `model` from {', '.join(map(repr, catalogue))}")
     for m in models:
         catalog.check_model(m, catalogue)
+    if isinstance(format, dict):
+        formats = {m: format.get(m) or catalog.default_format(m, catalogue) for m in models}
+    elif format in (None, NATURAL):
+        formats = {m: catalog.default_format(m, catalogue) for m in models}
+    else:
+        formats = {m: format for m in models}
     for m in models:
-        catalog.check_format(m, format, catalogue)
+        catalog.check_format(m, formats[m], catalogue)
     url = (callback_url or "").strip()
     if url:
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ValidationError(f"`callback_url` must be an http(s):// URL, not {url!r}")
-    return {"source": source, "name": name, "models": models, "format": format,
-            "callback_url": url or None}
+    return {"source": source, "name": name, "path": typed, "models": models, "format": format,
+            "formats": formats, "callback_url": url or None}
+
+
+def format_choices(models: Iterable[str], catalogue: dict[str, tuple[str, ...]] = catalog.SERVICE_MODELS
+                   ) -> list[tuple[str, str]]:
+    """The *Format* dropdown's ``(label, value)`` options for the chosen models.
+
+    Models that share formats get those (their natural one first); models of different
+    kinds (a stem and ``music_detection``) get "each model's own format" (:data:`NATURAL`,
+    what ``client.submit`` does by default) and "choose per kind of model"
+    (:data:`PER_KIND`, one dropdown per kind: :func:`format_families`).
+
+    Examples
+    --------
+    >>> format_choices(["vocals", "drums"])[:2]
+    [('wav', 'wav'), ('mp3', 'mp3')]
+    >>> format_choices(["music_detection", "vocals"])
+    [("each model's own format (json, wav)", 'natural'), ('choose per kind of model', 'per kind')]
+    """
+    chosen = [catalog.check_model(m, catalogue) for m in models]
+    if not chosen:
+        return []
+    common = catalog.common_formats(chosen, catalogue)
+    if common:
+        return [(f, f) for f in common]
+    natural = ", ".join(dict.fromkeys(catalog.default_format(m, catalogue) for m in chosen))
+    return [(f"each model's own format ({natural})", NATURAL), ("choose per kind of model", PER_KIND)]
+
+
+def format_families(models: Iterable[str], catalogue: dict[str, tuple[str, ...]] = catalog.SERVICE_MODELS
+                    ) -> list[tuple[tuple[str, ...], list[str]]]:
+    """The chosen models grouped by the formats they accept: ``[(formats, models), ...]``, in order.
+
+    Examples
+    --------
+    >>> format_families(["vocals", "music_detection", "drums"])
+    [(('wav', 'mp3', 'flac', 'aiff'), ['vocals', 'drums']), (('json', 'txt'), ['music_detection'])]
+    """
+    families: dict[tuple[str, ...], list[str]] = {}
+    for m in models:
+        families.setdefault(tuple(catalogue[catalog.check_model(m, catalogue)]), []).append(m)
+    return list(families.items())
 
 
 def _upload_name(item: Any) -> str:
@@ -206,7 +263,7 @@ def status_table_html(rows: list[dict]) -> str:
         return '<div class="shakelab-status-empty"><i>No jobs yet.</i></div>'
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in
                    ("file", "model", "format", "status", "elapsed", "job id", "outputs", "message"))
-    colours = {"completed": "#1a7f37", "failed": "#cf222e", "error": "#cf222e"}
+    colours = {"completed": "#1a7f37", "reused": "#57606a", "failed": "#cf222e", "error": "#cf222e"}
     body = []
     for r in rows:
         status = str(r.get("status", ""))
@@ -220,11 +277,12 @@ def status_table_html(rows: list[dict]) -> str:
             _text(r.get("file", "")), _text(r.get("model", "")), _text(r.get("format", "")),
             f"<span class='shakelab-status shakelab-status-{re.sub(r'[^A-Za-z0-9_-]', '_', status)}' "
             f"style='color:{colour};font-weight:bold'>{html.escape(status)}</span>",
-            "" if elapsed is None else f"{elapsed:.1f} s",
+            "&mdash;" if elapsed is None else f"{elapsed:.1f} s",
             f"<code>{html.escape(str(r.get('job_id') or ''))}</code>", links,
             _text(r.get("message") or ""),
         ]
-        body.append("<tr>" + "".join(f"<td style='padding:2px 8px'>{c}</td>" for c in cells) + "</tr>")
+        styles = ["padding:2px 8px;white-space:nowrap"] * (len(cells) - 1) + ["padding:2px 8px;max-width:32em"]
+        body.append("<tr>" + "".join(f"<td style='{st}'>{c}</td>" for st, c in zip(styles, cells)) + "</tr>")
     return ("<table class='shakelab-status-table' style='border-collapse:collapse'>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
@@ -269,9 +327,10 @@ class _Displayable:
 class JobSubmitter(_Displayable):
     """Submit jobs from a notebook and watch them run, without blocking the kernel.
 
-    Choose a file (the upload button, or a path on the kernel's machine), one or more
-    models, an output format (only formats every chosen model accepts are offered)
-    and optionally a callback URL, then press *Submit*. The file is uploaded once and
+    Choose a file (the upload button, *Clear* to drop an upload, or a path on the kernel's
+    machine), one or more models, an output format (the formats every chosen model accepts;
+    for models of different kinds, "each model's own format" or one choice per kind) and
+    optionally a callback URL, then press *Submit*. The file is uploaded once and
     one job per model is created; a background thread polls the jobs and keeps the
     status table (file, model, status, elapsed time, outputs, server message) up to
     date. Bad input is reported before anything is sent; a failed job shows the
@@ -295,16 +354,22 @@ class JobSubmitter(_Displayable):
 
     Attributes
     ----------
-    upload, path, models, format, callback_url, submit_button, download_button,
-    download_path, messages, table : ipywidgets
+    upload, clear_button, upload_label, path, models, format, callback_url, submit_button,
+    download_button, download_path, messages, table : ipywidgets
         The child widgets (set their ``.value`` / call ``.click()`` to drive it from code).
+    family_formats : dict
+        Formats -> ``Dropdown``: one per kind of model chosen, shown when *Format* is
+        :data:`PER_KIND`.
     catalogue : dict
         The model -> formats table offered.
 
     Notes
     -----
     Each submission runs in its own daemon thread (upload, one job per model through
-    ``client.submit(wait=False)``, then polling). Every widget change made from those
+    ``client.submit(wait=False)``, then polling). A job the ledger already had is shown as
+    ``reused`` (nothing was sent). *Download outputs* saves each recording's outputs in its
+    own folder (:func:`shakelab.client.output_folder`), so two ``take1.wav`` never overwrite
+    each other. Every widget change made from those
     threads goes through one lock-protected method; ipykernel sends the resulting comm
     messages from any thread, so the browser sees updates while the kernel is idle or busy
     with other cells. ``on_complete`` callbacks run in the tracking thread.
@@ -349,26 +414,40 @@ class JobSubmitter(_Displayable):
         default_model = "music_detection" if "music_detection" in self.catalogue else next(iter(self.catalogue))
         self.upload = widgets.FileUpload(description="Upload", multiple=False,
                                          accept=".wav,.flac,.mp3,.aiff,.aif,.ogg,.m4a,.aac,.mp4,.mov")
+        self.upload.add_class("shakelab-upload")
+        self.clear_button = widgets.Button(description="Clear", icon="times", disabled=True,
+                                           tooltip="Drop the uploaded file", layout=widgets.Layout(width="80px"))
+        self.clear_button.add_class("shakelab-clear")
+        self.upload_label = widgets.HTML()
+        self.upload_label.add_class("shakelab-upload-label")
         self.path = widgets.Text(description="or path", placeholder="../data/demo.flac",
                                  layout=widgets.Layout(width="420px"))
         self.path.add_class("shakelab-path")
         self.models = widgets.SelectMultiple(options=list(self.catalogue), value=(default_model,),
                                              description="Models", rows=min(8, len(self.catalogue)))
-        self.format = widgets.Dropdown(description="Format")
+        self.format = widgets.Dropdown(description="Format", style=_LABEL, layout=widgets.Layout(width="440px"))
         self.format.add_class("shakelab-format")
+        self.family_formats: dict[tuple[str, ...], widgets.Dropdown] = {}
+        self.family_box = widgets.VBox()
+        self.family_box.add_class("shakelab-family-formats")
+        self._folders: dict[str, Any] = {}  # output_folder's `taken` for this widget
         self.models.add_class("shakelab-models")
         self.callback_url = widgets.Text(description="Callback", placeholder="https://... (optional)",
-                                         layout=widgets.Layout(width="420px"))
+                                         style=_LABEL, layout=widgets.Layout(width="440px"))
         self.submit_button = widgets.Button(description="Submit", button_style="primary", icon="play")
         self.submit_button.add_class("shakelab-submit")
         self.download_path = widgets.Text(value=str(download_dir), description="Save to")
-        self.download_button = widgets.Button(description="Download outputs", icon="download")
+        self.download_button = widgets.Button(description="Download outputs", icon="download",
+                                              layout=widgets.Layout(width="auto"))
         self.messages = widgets.HTML()
         self.messages.add_class("shakelab-messages")
         self.table = widgets.HTML(status_table_html([]))
         self.table.add_class("shakelab-table")
 
         self.models.observe(self._on_models_change, names="value")
+        self.format.observe(self._on_format_change, names="value")
+        self.upload.observe(self._on_upload_change, names="value")
+        self.clear_button.on_click(self._on_clear)
         self.submit_button.on_click(self._on_submit)
         self.download_button.on_click(self._on_download)
         self._on_models_change()
@@ -378,8 +457,9 @@ class JobSubmitter(_Displayable):
                               f"<code>{html.escape(str(getattr(client, 'base_url', '')))}</code>")
         self.widget = widgets.VBox([
             header,
-            widgets.HBox([self.upload, self.path]),
-            widgets.HBox([self.models, widgets.VBox([self.format, self.callback_url])]),
+            widgets.HBox([self.upload, self.clear_button, self.upload_label]),
+            self.path,
+            widgets.HBox([self.models, widgets.VBox([self.format, self.family_box, self.callback_url])]),
             widgets.HBox([self.submit_button]),
             self.messages,
             self.table,
@@ -456,30 +536,66 @@ class JobSubmitter(_Displayable):
 
     def _on_models_change(self, change: Any = None) -> None:
         chosen = list(self.models.value)
-        formats = catalog.common_formats(chosen, self.catalogue)
+        choices = format_choices(chosen, self.catalogue)
         current = self.format.value
-        self.format.options = formats
-        if formats:
-            self.format.value = current if current in formats else formats[0]
-        self.format.disabled = not formats
+        values = [v for _, v in choices]
+        self.format.options = [v if label == v else (label, v) for label, v in choices]
+        if choices:
+            self.format.value = current if current in values else values[0]
+        self.format.disabled = not choices
+        kept = {}
+        for formats, models in format_families(chosen, self.catalogue):
+            dropdown = self.family_formats.get(formats) or widgets.Dropdown(
+                options=list(formats), value=formats[0], style=_LABEL, layout=widgets.Layout(width="440px"))
+            dropdown.description = ", ".join(models) if len(models) <= 2 else f"{models[0]}, ... ({len(models)} models)"
+            kept[formats] = dropdown
+        self.family_formats = kept
+        self._on_format_change()
+
+    def _on_format_change(self, change: Any = None) -> None:
+        per_kind = self.format.value == PER_KIND
+        self.family_box.children = tuple(self.family_formats.values()) if per_kind else ()
+
+    def chosen_format(self) -> str | dict | None:
+        """What *Format* says: one format, a dict model -> format (per kind), or None (each model's own)."""
+        if self.format.value == PER_KIND:
+            return {m: dropdown.value for formats, dropdown in self.family_formats.items()
+                    for m in self.models.value if tuple(self.catalogue[m]) == formats}
+        return None if self.format.value in (None, NATURAL) else self.format.value
+
+    def _on_upload_change(self, change: Any = None) -> None:
+        uploads = list(self.upload.value or ())
+        self.clear_button.disabled = not uploads
+        if uploads:
+            size = len(_upload_content(uploads[0]))
+            self.upload_label.value = (f"<span style='color:#57606a'>uploaded <b>{_text(_upload_name(uploads[0]))}"
+                                       f"</b> ({size / 1e6:.1f} MB)</span>")
+        else:
+            self.upload_label.value = ""
+
+    def _on_clear(self, _button: Any = None) -> None:
+        """Drop the uploaded file (the path field and the status table stay)."""
+        self.upload.value = ()
+        self._set_messages(_info_html("Upload cleared."))
 
     def _on_submit(self, _button: Any = None) -> None:
         try:
             spec = validate_submission(path=self.path.value, uploads=self.upload.value,
-                                       models=self.models.value, format=self.format.value,
+                                       models=self.models.value, format=self.chosen_format(),
                                        callback_url=self.callback_url.value, catalogue=self.catalogue)
         except ShakelabError as exc:
             self._set_messages(_error_html(str(exc)))
             return
-        self._set_messages(_info_html(f"Submitting {spec['name']} to {', '.join(spec['models'])} "
-                                      f"({spec['format']})..."))
+        asked = ", ".join(f"{m} ({fmt})" for m, fmt in spec["formats"].items())
+        self._set_messages(_info_html(f"Submitting {spec['name']} to {asked}..."))
         start = time.monotonic()
         with self._lock:
             rows = []
             for model in spec["models"]:
-                row = {"file": spec["name"], "model": model, "format": spec["format"], "status": "uploading",
-                       "start": start, "end": None, "job": None, "job_id": None, "outputs": [],
-                       "message": "", "downloaded": []}
+                row = {"file": spec["name"], "source": spec["path"], "model": model,
+                       "format": spec["formats"][model], "status": "uploading", "start": start, "end": None,
+                       "job": None, "job_id": None, "outputs": [], "message": "", "downloaded": [],
+                       "reused": False}
                 rows.append(row)
                 self._rows.append(row)
             thread = threading.Thread(target=self._run, args=(spec, rows), daemon=True,
@@ -515,13 +631,28 @@ class JobSubmitter(_Displayable):
             self._set_messages(_error_html(f"Submitting {spec['name']} failed: {exc}"))
             return
         for r, job in zip(rows, jobs):
+            if job.reused:
+                when = ""
+                if job.created_at is not None:
+                    created = job.created_at.astimezone(dt.timezone.utc)
+                    today = created.date() == dt.datetime.now(dt.timezone.utc).date()
+                    when = created.strftime(" at %H:%M\u00a0UTC" if today else " on %Y-%m-%d")
+                self._set_row(r, reused=True, message=f"ran{when}; nothing sent")
             self._update(r, job)
-        self._set_messages(_info_html(f"Submitted {spec['name']}: {len(jobs)} job(s); the table updates "
-                                      "as they run (the kernel stays free)."))
+        reused = sum(j.reused for j in jobs)
+        sent = len(jobs) - reused
+        if not sent:
+            text = (f"Nothing sent for {spec['name']}: the ledger already had {reused} finished job(s) "
+                    "for this file, model and format (use client.submit(..., force=True) to run again).")
+        else:
+            text = (f"Submitted {spec['name']}: {sent} job(s)"
+                    + (f", {reused} reused from the ledger" if reused else "")
+                    + "; the table updates as they run (the kernel stays free).")
+        self._set_messages(_info_html(text))
         self._poll(rows)
 
     def _submit(self, spec: dict) -> list:
-        kwargs = dict(format=spec["format"], wait=False, callback_url=spec["callback_url"], progress=False)
+        kwargs = dict(format=spec["formats"], wait=False, callback_url=spec["callback_url"], progress=False)
         source = spec["source"]
         if isinstance(source, tuple):  # (name, bytes) from the FileUpload widget
             name, content = source
@@ -563,10 +694,12 @@ class JobSubmitter(_Displayable):
             row["job_id"] = job.id
             row["status"] = job_status(job)
             row["outputs"] = job_outputs(job, getattr(self.client, "base_url", ""))
-            row["message"] = (job.error or "") if job.failed else ""
+            row["message"] = (job.error or "") if job.failed else row["message"] if row["reused"] else ""
             done = job.is_done and row["end"] is None
             if done:
                 row["end"] = time.monotonic()
+                if row["reused"]:
+                    done = False  # finished long ago: no on_complete for it now
         self._render()
         if done:
             self._fire(job, failed=job.failed)
@@ -599,12 +732,21 @@ class JobSubmitter(_Displayable):
         saved: list[str] = []
         errors: list[str] = []
         dest.mkdir(parents=True, exist_ok=True)
+        fetched: dict[str, list] = {}  # a job shown twice (reused again) is downloaded once
         for r in rows:
+            key = r["job"].asset_id or r["job_id"]
+            with self._lock:
+                folder = output_folder(r["source"], taken=self._folders, key=key)
+            if r["job_id"] in fetched:
+                with self._lock:
+                    r["downloaded"] = list(fetched[r["job_id"]])
+                continue
             try:
-                paths = self.client.download(r["job"], dest, progress=False)
+                paths = self.client.download(r["job"], dest, folder=folder, progress=False)
             except Exception as exc:  # noqa: BLE001 - shown
                 errors.append(f"{r['model']} ({r['job_id']}): {exc}")
                 continue
+            fetched[r["job_id"]] = [str(p) for p in paths]
             with self._lock:
                 r["downloaded"] = [str(p) for p in paths]
             saved.extend(str(p) for p in paths)
@@ -618,9 +760,11 @@ class JobSubmitter(_Displayable):
 
     def _row_view(self, r: dict) -> dict:
         end = r["end"] if r["end"] is not None else time.monotonic()
-        return {"file": r["file"], "model": r["model"], "format": r["format"], "status": r["status"],
-                "elapsed": end - r["start"], "job_id": r["job_id"], "outputs": list(r["outputs"]),
-                "message": r["message"], "downloaded": list(r["downloaded"])}
+        reused = r["reused"] and r["status"] == "completed"
+        return {"file": r["file"], "model": r["model"], "format": r["format"],
+                "status": "reused" if reused else r["status"], "elapsed": None if reused else end - r["start"],
+                "job_id": r["job_id"], "outputs": list(r["outputs"]), "message": r["message"],
+                "downloaded": list(r["downloaded"]), "reused": r["reused"]}
 
     def _render(self) -> None:
         with self._lock:
@@ -835,8 +979,43 @@ def _coverage_html(*, kept: int, total: int, regions: int, threshold: float | No
 # UsageDashboard
 # --------------------------------------------------------------------------------------
 
+def usage_table_html(usage, *, max_height: str = "18em") -> str:
+    """A usage frame as a compact HTML table: light borders, numbers right-aligned, newest
+    month first, scrolling inside a box when the history is long.
+
+    Examples
+    --------
+    >>> from shakelab.frames import usage_frame
+    >>> "2026-03" in usage_table_html(usage_frame({"usage": [{"month": "2026-03", "totalJobs": 4,
+    ...                                                         "totalMinutes": 8.5}]}))
+    True
+    """
+    cell = "padding:2px 10px;border-bottom:1px solid #eaeef2"
+    head = ("<tr>" + "".join(
+        f"<th style='{cell};position:sticky;top:0;background:#f6f8fa;border-bottom:1px solid #d0d7de;"
+        f"text-align:{align}'>{name}</th>" for name, align in
+        (("month", "left"), ("jobs", "right"), ("minutes", "right"))) + "</tr>")
+    body = "".join(
+        f"<tr><td style='{cell}'>{html.escape(str(m))}</td>"
+        f"<td style='{cell};text-align:right'>{int(j):,}</td>"
+        f"<td style='{cell};text-align:right'>{float(mi):,.1f}</td></tr>"
+        for m, j, mi in zip(usage["month"][::-1], usage["total_jobs"][::-1], usage["total_minutes"][::-1]))
+    if not len(usage):
+        body = f"<tr><td colspan='3' style='{cell}'><i>no usage</i></td></tr>"
+    return (f"<div class='shakelab-usage-scroll' style='max-height:{max_height};overflow-y:auto;"
+            "display:inline-block;border:1px solid #d0d7de;border-radius:4px'>"
+            "<table class='shakelab-usage-table' style='border-collapse:collapse;"
+            "font-variant-numeric:tabular-nums;font-size:13px'>"
+            f"<thead>{head}</thead><tbody>{body}</tbody></table></div>")
+
+
 class UsageDashboard(_Displayable):
     """Monthly usage (jobs and minutes) as a chart and a table, with a refresh button.
+
+    *Refresh* fetches the service's months (:meth:`Client.usage`, the last 3 on the
+    service) and merges them into what is shown (:func:`shakelab.frames.merge_usage`): a
+    saved 36-month history stays, its last months are updated, new months are added, and
+    the message says so.
 
     Parameters
     ----------
@@ -853,13 +1032,16 @@ class UsageDashboard(_Displayable):
     image : ipywidgets.Image
         The chart (PNG of :func:`shakelab.plot.plot_usage`).
     table, messages : ipywidgets.HTML
+        The table (:func:`usage_table_html`, newest month first) and status line.
     usage : pandas.DataFrame
         What is shown.
 
     Examples
     --------
-    >>> dashboard = UsageDashboard()          # doctest: +SKIP
-    >>> dashboard.usage.total_jobs.sum()      # doctest: +SKIP
+    >>> dashboard = UsageDashboard(usage=history)   # doctest: +SKIP
+    >>> dashboard.refresh()                         # doctest: +SKIP
+    >>> dashboard.messages.value                    # doctest: +SKIP
+    'Fetched 3 month(s) at 10:02:11 and merged them into the 36-month history: 2 updated, 1 added (37 months).'
     """
 
     def __init__(self, client: Any = None, *, usage: Any = None, figsize: tuple[float, float] = (9, 3.5)):
@@ -889,17 +1071,31 @@ class UsageDashboard(_Displayable):
         return self._client
 
     def refresh(self, _button: Any = None) -> None:
-        """Fetch usage from the client and redraw; errors are shown in the widget."""
+        """Fetch usage from the client and merge it into what is shown; errors are shown in the widget."""
+        from shakelab.frames import merge_usage
+
         try:
-            usage = self.client.usage()
+            fresh = self.client.usage()
         except Exception as exc:  # noqa: BLE001 - shown
             self.messages.value = _error_html(f"could not fetch usage: {exc}")
             return
-        self.show(usage)
-        self.messages.value = _info_html(f"Fetched {len(self.usage)} month(s) at {time.strftime('%H:%M:%S')}.")
+        at = time.strftime("%H:%M:%S")
+        if self.usage is None or not len(self.usage):
+            self.show(fresh)
+            self.messages.value = _info_html(f"Fetched {len(fresh)} month(s) at {at}.")
+            return
+        before = set(self.usage["month"])
+        updated = [str(m) for m in fresh["month"] if m in before]
+        merged = merge_usage(self.usage, fresh)
+        n_before = len(self.usage)
+        self.show(merged)
+        self.messages.value = _info_html(
+            f"Fetched {len(fresh)} month(s) at {at} and merged them into the {n_before}-month history: "
+            f"{len(updated)} updated{' (' + ', '.join(updated) + ')' if updated else ''}, "
+            f"{len(fresh) - len(updated)} added ({len(merged)} months).")
 
     def show(self, usage: Any) -> None:
-        """Show ``usage`` (a usage frame or an API usage payload)."""
+        """Show ``usage`` (a usage frame or an API usage payload), replacing what is shown."""
         from matplotlib.figure import Figure
 
         from shakelab.frames import usage_frame
@@ -914,5 +1110,4 @@ class UsageDashboard(_Displayable):
         plot_usage(frame, ax=ax)
         self.figure, self.ax = fig, ax
         self.image.value = _figure_png(fig)
-        shown = frame.assign(month=frame["month"].astype(str))
-        self.table.value = shown.to_html(index=False, classes="shakelab-usage-table", float_format="{:.1f}".format)
+        self.table.value = usage_table_html(frame)

@@ -420,3 +420,22 @@ def test_cli_writes_csv_summary(fresh_server, tmp_path, monkeypatch, capsys):
                  "--out", str(tmp_path / "out2")])
     assert code == 0 and fresh_server.stats()["jobs"] == jobs_before     # done already: from the ledger
     assert (tmp_path / "out2" / "rec000" / "music_detection.json").is_file()
+
+
+def test_downloads_of_a_list_mirror_relative_paths_with_the_client_rule(fresh_server, tmp_path):
+    """a/take1.wav and b/take1.wav given as a list (no folder root) stay apart, as in client.download."""
+    from shakelab.client import output_folder
+
+    files = []
+    for sub, seconds in (("a", 1.0), ("b", 2.0)):
+        (tmp_path / "set" / sub).mkdir(parents=True)
+        sf.write(tmp_path / "set" / sub / "take1.wav", np.full(int(seconds * 8000), 0.1, np.float32), 8000)
+        files.append(tmp_path / "set" / sub / "take1.wav")
+    result = batch.run(files, ["vocals"], client=client_for(fresh_server), progress=False,
+                       download_to=tmp_path / "out")
+    assert result.ok, result.failed[["source", "error"]].to_string()
+    outs = [Path(p[0]).relative_to(tmp_path / "out").as_posix() for p in result.jobs["outputs"]]
+    assert outs == ["a/take1/vocals.wav", "b/take1/vocals.wav"]
+    assert outs[0] == (output_folder(files[0], root=tmp_path / "set") / "vocals.wav").as_posix()
+    assert [sf.info(tmp_path / "out" / o).frames for o in outs] == [8000, 16000]
+    assert "processing_s" in result.jobs.columns and "duration_s" not in result.jobs.columns

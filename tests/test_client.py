@@ -4,6 +4,7 @@ connect(), the ledger hooks and the `detect` / `usage` commands. Fault scenarios
 from __future__ import annotations
 
 import io
+from pathlib import Path
 import logging
 import traceback
 
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import requests
 
-from shakelab.client import Client, connect, parse_retry_after
+from shakelab.client import Client, connect, output_folder, parse_retry_after
 from shakelab.errors import (APIError, AuthenticationError, JobFailedError, NotFoundError, ShakelabError,
                              TransportError, ValidationError)
 from shakelab.frames import JOBS_COLUMNS, SEGMENTS_COLUMNS
@@ -304,8 +305,9 @@ def test_download_streams_and_renames(fresh_server, wav, tmp_path):
     dest = tmp_path / "out" / "nested"
     paths = client.download(job.id, dest, progress=False)
     assert [p.name for p in paths] == [o.name for o in job.outputs]
-    assert all(p.parent == dest and p.stat().st_size > 0 for p in paths)
-    assert sorted(x.name for x in dest.iterdir()) == sorted(p.name for p in paths)  # no .part left behind
+    folder = dest / output_folder(wav)                      # the recording's own folder (the naming rule)
+    assert all(p.parent == folder and p.stat().st_size > 0 for p in paths)
+    assert sorted(x.name for x in folder.iterdir()) == sorted(p.name for p in paths)  # no .part left behind
     assert all(p.stat().st_mode & 0o777 == 0o666 & ~current_umask() for p in paths)  # not mkstemp's 0600
     assert paths[0].read_bytes() == link_bytes(client.get_job(job.id).outputs[0].link)
     import soundfile as sf
@@ -514,3 +516,84 @@ def test_cli_detect_and_usage(server, monkeypatch, capsys, wav, demo_path):
     assert out.split()[:3] == ["month", "total_jobs", "total_minutes"]
     assert main(["detect", str(wav.parent / "missing.wav")]) == 2
     assert "`source` file does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the browser review
+def test_output_folder_mirrors_the_relative_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert output_folder("a/take1.wav").as_posix() == "a/take1"
+    assert output_folder("../data/demo.flac").as_posix() == "data/demo"          # never leaves dest
+    assert output_folder(tmp_path / "b" / "take1.wav").as_posix() == "b/take1"  # under cwd: relative
+    assert output_folder("/elsewhere/x/take1.wav").as_posix() == "elsewhere/x/take1"
+    assert output_folder("/set/a/take1.wav", root="/set").as_posix() == "a/take1"
+    assert output_folder("take1.wav").as_posix() == "take1"
+    taken: dict = {}
+    got = [output_folder(f, taken=taken).as_posix() for f in ("x/t.wav", "x/t.flac", "x/t.wav", "x/t.mp3")]
+    assert got == ["x/t", "x/t-2", "x/t", "x/t-3"]
+    with pytest.raises(ValidationError, match=r"`folder` must be a relative path inside `dest`, not '../up'"):
+        Client(token="t" * 20, base_url="http://127.0.0.1:9").download("job", tmp_path, folder="../up")
+
+
+def test_download_keeps_two_take1_recordings_apart(fresh_server, tmp_path, monkeypatch):
+    """client.download(job, folder) once wrote both recordings' vocals.wav to one name."""
+    import soundfile as sf
+
+    monkeypatch.chdir(tmp_path)
+    for sub, seconds in (("a", 1.0), ("b", 2.0)):
+        (tmp_path / sub).mkdir()
+        sf.write(tmp_path / sub / "take1.wav", np.zeros(int(seconds * SR), np.float32) + 0.1, SR)
+    client = fresh_client(fresh_server)
+    jobs = [client.submit(f"{sub}/take1.wav", ["vocals"], progress=False)[0] for sub in ("a", "b")]
+    paths = [client.download(job, "out", progress=False)[0] for job in jobs]
+    assert [p.as_posix() for p in paths] == ["out/a/take1/vocals.wav", "out/b/take1/vocals.wav"]
+    assert [sf.info(p).frames for p in paths] == [SR, 2 * SR]
+    assert client.download(jobs[0], "out", progress=False) == [paths[0]]      # same recording, same folder
+    assert client.download(jobs[0], "flat", folder="", progress=False) == [Path("flat/vocals.wav")]
+
+
+def test_jobs_frame_rows_in_submission_order_with_processing_and_audio_seconds(fresh_server, wav):
+    client = fresh_client(fresh_server)
+    models = ["vocals", "music_detection", "drums", "bass"]
+    jobs = client.submit(wav, models, progress=False)
+    client.get_job(jobs[0])                                  # seeing a job again does not move it
+    frame = client.jobs_frame()
+    assert frame["model"].astype(str).tolist() == models
+    assert frame["job_id"].tolist() == [j.id for j in jobs]
+    assert frame["audio_s"].tolist() == [3.0] * 4            # the recording's length ...
+    assert (frame["processing_s"] >= 0).all()                # ... and the service's time are two columns
+    assert "duration_s" not in frame.columns
+
+
+def test_submit_waits_with_one_progress_line(fresh_server, wav, capsys):
+    """Stacked per-job tqdm bars once left debris in logs."""
+    client = fresh_client(fresh_server)
+    jobs = client.submit(wav, ["vocals", "music_detection", "drums"], progress=True)
+    err = capsys.readouterr().err
+    assert all(j.is_done for j in jobs)                      # it waited (the default)
+    assert "3 job(s)" in err and not any(f"job {j.id}" in err for j in jobs)
+    client.submit(wav, ["bass"], progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_submit_marks_jobs_reused_from_the_ledger(fresh_server, wav, tmp_path):
+    from shakelab.ledger import Ledger
+
+    client = fresh_client(fresh_server, ledger=Ledger(tmp_path / "ledger.sqlite"))
+    (first,) = client.submit(wav, ["music_detection"], progress=False)
+    (again,) = client.submit(wav, ["music_detection"], wait=False, progress=False)
+    (waited,) = client.submit(wav, ["music_detection"], progress=False)
+    assert not first.reused and again.reused and waited.reused and again.id == first.id
+    assert fresh_server.stats()["requests"]["POST /job"] == 1
+    jobs = client.submit(wav, ["music_detection", "vocals"], format={"vocals": "flac"}, progress=False)
+    assert [j.reused for j in jobs] == [True, False] and jobs[1].format == "flac"
+
+
+def test_readme_says_submit_waits_by_default():
+    """The README's snippet once left out that client.submit blocks until the jobs are done."""
+    import inspect
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert inspect.signature(Client.submit).parameters["wait"].default is True
+    snippet = readme[readme.index("jobs = client.submit("):]
+    assert "waits until all are done (wait=False returns at once)" in snippet.split("client.jobs_frame()")[0]
+    assert "**`submit` waits by default**" in readme

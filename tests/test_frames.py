@@ -122,15 +122,17 @@ def test_jobs_frame_columns_and_values():
     failed = {"id": "j2", "status": "error", "statusInfo": {"message": "bad audio"},
               "metadata": {"name": "music_detection", "format": "json"}, "assetId": "a1"}
     odd = {"id": "j3", "status": "paused"}
-    df = jobs_frame([Job.from_payload(done), failed, odd])
+    df = jobs_frame([Job.from_payload(done), failed, odd], audio_s={"a1": 44.0})
     assert tuple(df.columns) == JOBS_COLUMNS
     assert df.dtypes.astype(str).tolist() == [
         "string", "category", "string", "category", "string", "string", "datetime64[ns, UTC]",
-        "datetime64[ns, UTC]", "datetime64[ns, UTC]", "float64", "object", "string"]
+        "datetime64[ns, UTC]", "datetime64[ns, UTC]", "float64", "float64", "object", "string"]
     assert df["job_id"].tolist() == ["j1", "j2", "j3"]
     assert df["status"].astype(str).tolist() == ["completed", "error", "paused"]
     assert df["model"].tolist()[:2] == ["vocals", "music_detection"] and pd.isna(df["model"].iloc[2])
-    assert df["duration_s"].iloc[0] == pytest.approx(3.5) and np.isnan(df["duration_s"].iloc[1])
+    # processing time and the recording's length are two columns (one `duration_s` read as the length)
+    assert df["processing_s"].iloc[0] == pytest.approx(3.5) and np.isnan(df["processing_s"].iloc[1])
+    assert df["audio_s"].tolist()[:2] == [44.0, 44.0] and np.isnan(df["audio_s"].iloc[2])
     assert df["outputs"].tolist() == [["vocals.wav"], [], []]
     assert df["error"].iloc[1] == "bad audio" and pd.isna(df["error"].iloc[0])
     assert df["source_name"].iloc[0] == "song.wav"

@@ -422,3 +422,85 @@ def test_import_stays_light_and_reexports():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=ROOT)
     assert out.stdout.split("\n")[:2] == ["[]", "True True"]
+
+
+# --------------------------------------------------------------------------- the browser review
+def test_usage_job_ticks_are_whole_and_empty_months_unlabelled():
+    """Fractional job ticks (0.2, 0.4 ... jobs) and "0"/"0.0" labels on top of each other."""
+    ax = plot.plot_usage({"usage": [{"month": "2026-10", "totalJobs": 0, "totalMinutes": 0.0},
+                                    {"month": "2026-11", "totalJobs": 0, "totalMinutes": 0.0},
+                                    {"month": "2026-12", "totalJobs": 3, "totalMinutes": 1.8}]})
+    ax.figure.canvas.draw()
+    ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert sorted(all_texts(ax)) == ["1.8", "3"]                 # nothing written on empty months
+    empty = plot.plot_usage({"usage": [{"month": "2026-12", "totalJobs": 0, "totalMinutes": 0.0}]},
+                            ax=plt.figure().gca())
+    assert all_texts(empty) == ["no jobs in these months"]
+
+
+def test_timeline_labels_rows_with_short_names():
+    """Full paths once filled the left of the plot (notebook 04 rewrote them by hand)."""
+    df = batch_frame()
+    df["source"] = df["source"].map({"b.wav": "/data/set/x/take1.wav", "a.wav": "/data/set/y/take1.wav",
+                                     "c.wav": "/data/set/y/sub/c.wav"})
+    ax = plot.plot_timeline(df, ax=plt.figure().gca(), colorbar=False)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["x/take1.wav", "y/take1.wav", "y/sub/c.wav"]
+    one = plot.plot_timeline(df[df["source"] == "/data/set/x/take1.wav"], ax=plt.figure().gca(), colorbar=False)
+    assert [t.get_text() for t in one.get_yticklabels()] == ["take1.wav"]
+
+
+def _timeline_frame():
+    rng = np.random.default_rng(7)
+    rows = []
+    for i, name in enumerate(["recordings/a/take1.wav", "recordings/b/take1.wav", "recordings/b/take2.wav"]):
+        for k in range(6 - i):
+            rows.append({"source": name, "start_time": 10.0 * k, "end_time": 10.0 * k + 10,
+                         "confidence": float(rng.uniform())})
+    return pd.DataFrame(rows)
+
+
+def draw_usage(path):
+    fig, ax = plt.subplots(figsize=(8, 3), dpi=80, layout="constrained")
+    plot.plot_usage(example_usage(), ax=ax)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def draw_usage_short(path):
+    fig, ax = plt.subplots(figsize=(5, 2.6), dpi=80, layout="constrained")
+    plot.plot_usage({"usage": [{"month": "2026-10", "totalJobs": 0, "totalMinutes": 0.0},
+                               {"month": "2026-11", "totalJobs": 2, "totalMinutes": 1.5},
+                               {"month": "2026-12", "totalJobs": 3, "totalMinutes": 2.2}]}, ax=ax)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def draw_timeline(path):
+    fig, ax = plt.subplots(figsize=(7, 2.4), dpi=80, layout="constrained")
+    plot.plot_timeline(_timeline_frame(), ax=ax)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def draw_confidence(path):
+    fig, ax = plt.subplots(figsize=(5, 2.6), dpi=80, layout="constrained")
+    plot.plot_confidence(_timeline_frame(), bins=10, ax=ax)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("name,draw", [("plot_usage", draw_usage), ("plot_usage_short", draw_usage_short),
+                                       ("plot_timeline", draw_timeline), ("plot_confidence", draw_confidence)])
+def test_main_plots_match_their_baselines(tmp_path, name, draw):
+    """Composition (labels, ticks, colour bar, legend) guarded with a tolerance; regenerate with
+    SHAKELAB_UPDATE_BASELINES=1 after a deliberate change, and look at the PNG."""
+    from matplotlib.testing.compare import compare_images
+
+    baseline = DATA / f"{name}_baseline.png"
+    if os.environ.get("SHAKELAB_UPDATE_BASELINES"):
+        draw(baseline)
+    actual = tmp_path / f"{name}.png"
+    draw(actual)
+    result = compare_images(str(baseline), str(actual), tol=3)
+    assert result is None, result

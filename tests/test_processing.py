@@ -111,6 +111,25 @@ def test_probe_accepts_each_input_format(tmp_path, fmt):
     assert info.duration == pytest.approx(1.0, abs=0.06)
 
 
+@pytest.mark.parametrize("name,data,what", [
+    ("notes.txt", b"shopping list\n", "it holds plain text"),
+    ("fake.mp3", b"this is not audio at all" * 10, "it holds plain text (despite its .mp3 name)"),
+    ("noise.mp3", bytes(range(256)) * 4, "it holds bytes of no known audio format (despite its .mp3 name)"),
+    ("tagged.mp3", b"ID3\x03\x00\x00\x00\x00\x00\x00" + b"\x00" * 64,
+     "it starts like an MP3 file (ID3 tag) but its audio cannot be decoded"),
+])
+def test_probe_says_in_one_layer_what_the_file_is_and_what_reads(tmp_path, name, data, what):
+    """The review found three nested messages and a false "possibly a pipe?" for a fake .mp3."""
+    p = tmp_path / name
+    p.write_bytes(data)
+    with pytest.raises(ValueError) as info:
+        processing.probe(p)
+    message = str(info.value)
+    assert message == (f"{str(p)!r} is not a readable audio file: {what}; "
+                       "readable: WAV, FLAC, AIFF, OGG, MP3 (AAC/M4A/MP4 with ffmpeg)")
+    assert "pipe" not in message and "Error opening" not in message
+
+
 def test_probe_rejects_empty_missing_and_non_audio(tmp_path):
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
@@ -118,7 +137,8 @@ def test_probe_rejects_empty_missing_and_non_audio(tmp_path):
         processing.probe(empty)
     text = tmp_path / "notes.wav"
     text.write_text("this is not audio at all\n" * 20)
-    with pytest.raises(ValueError, match="not audio"):
+    with pytest.raises(ValueError, match=r"'.*notes.wav' is not a readable audio file: it holds plain text "
+                                         r"\(despite its .wav name\); readable: WAV, FLAC"):
         processing.probe(text)
     with pytest.raises(ValueError, match="does not exist"):
         processing.probe(tmp_path / "missing.flac")

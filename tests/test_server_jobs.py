@@ -193,6 +193,14 @@ def test_input_formats_are_decoded(server, fmt, ext):
     assert job["status"] == "completed", job["statusInfo"]
 
 
+def test_non_audio_upload_fails_with_one_layer_message(server):
+    asset = upload(server, b"this is not audio at all" * 10, "fake.mp3")
+    job = wait(server, submit(server, asset["id"], "vocals", "wav")["id"])
+    assert job["statusInfo"] == {"code": "invalid_audio", "message": (
+        "'fake.mp3' is not a readable audio file: it holds plain text (despite its .mp3 name); "
+        "readable: WAV, FLAC, AIFF, OGG, MP3 (AAC/M4A/MP4 with ffmpeg)")}
+
+
 @pytest.mark.parametrize("data,name", [(b"", "empty.wav"), (b"this is not audio at all" * 10, "fake.mp3"),
                                        (audio_bytes(2.0, fmt="FLAC")[:30], "truncated.flac"),
                                        (b"RIFF\xff\xff\xff\xffWAVEjunkjunk", "header-only.wav")])

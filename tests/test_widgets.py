@@ -19,9 +19,10 @@ import soundfile as sf
 
 from shakelab import catalog
 from shakelab.client import Client
+from shakelab.client import output_folder
 from shakelab.widgets import (
-    DetectionExplorer, JobSubmitter, UsageDashboard, explore_segments, is_local, models_for,
-    status_table_html, validate_submission,
+    NATURAL, PER_KIND, DetectionExplorer, JobSubmitter, UsageDashboard, explore_segments, is_local,
+    models_for, status_table_html, usage_table_html, validate_submission,
 )
 
 WAIT = 180  # seconds: a bound for the background thread, never a timing assertion
@@ -106,8 +107,10 @@ def test_format_dropdown_offers_only_common_formats(fresh_client):
     sub.format.value = "flac"
     sub.models.value = ("bass",)
     assert sub.format.value == "flac"  # a still-valid choice is kept
-    sub.models.value = ("vocals", "music_detection")
-    assert list(sub.format.options) == [] and sub.format.disabled
+    sub.models.value = ("vocals", "music_detection")  # two kinds: each its own, or one choice per kind
+    assert [v for _, v in sub.format.options] == [NATURAL, PER_KIND] and sub.format.value == NATURAL
+    assert sub.format.options[0][0] == "each model's own format (wav, json)" and not sub.format.disabled
+    assert sub.family_box.children == () and sub.chosen_format() is None
     remote = JobSubmitter(Client(token="not-a-real-token-000", base_url="https://groovy.audioshake.ai"))
     assert list(remote.models.options) == list(catalog.SERVICE_MODELS)
     remote.models.value = ("transcription", "alignment")
@@ -122,9 +125,6 @@ def test_validation_errors_shown_and_nothing_sent(fresh_server, fresh_client, tm
     sub.submit_button.click()
     assert "nope.flac" in sub.messages.value and "does not exist" in sub.messages.value
     sub.path.value = str(_wav(tmp_path / "ok.wav"))
-    sub.models.value = ("vocals", "music_detection")
-    sub.submit_button.click()
-    assert "`format`" in sub.messages.value
     sub.models.value = ("music_detection",)
     sub.callback_url.value = "not a url"
     sub.submit_button.click()
@@ -375,3 +375,138 @@ def test_submitter_rejects_bad_arguments(client):
         JobSubmitter(client, catalogue={})
     only = JobSubmitter(client, catalogue={"vocals": ("wav", "flac")})
     assert list(only.models.options) == ["vocals"] and list(only.format.options) == ["wav", "flac"]
+
+
+# ---------------------------------------------------------------------------------- the browser review
+
+def test_mixed_models_get_each_their_own_format_or_one_per_kind(fresh_server, fresh_client, tmp_path):
+    """music_detection with a stem model: the Format list once emptied and Submit blamed `format`."""
+    sub = JobSubmitter(fresh_client, poll_interval=0.2)
+    sub.path.value = str(_wav(tmp_path / "tone.wav"))
+    sub.models.value = ("music_detection", "vocals")
+    sub.submit_button.click()
+    frame = sub.wait(timeout=WAIT)
+    assert "shakelab-error" not in sub.messages.value, sub.messages.value
+    assert frame["format"].tolist() == ["json", "wav"]          # what client.submit does by default
+    assert frame["status"].astype(str).tolist() == ["completed", "completed"]
+
+    sub.format.value = PER_KIND
+    boxes = {d.description: d for d in sub.family_box.children}
+    assert set(boxes) == {"music_detection", "vocals"}
+    assert list(boxes["vocals"].options) == ["wav", "mp3", "flac", "aiff"]
+    boxes["vocals"].value, boxes["music_detection"].value = "flac", "txt"
+    assert sub.chosen_format() == {"music_detection": "txt", "vocals": "flac"}
+    sub.submit_button.click()
+    frame = sub.wait(timeout=WAIT)
+    assert frame["format"].tolist()[2:] == ["txt", "flac"]
+    assert [r["format"] for r in sub.rows] == ["json", "wav", "txt", "flac"]
+    assert "vocals.flac" in sub.table.value and "music_detection.txt" in sub.table.value
+    sub.format.value = NATURAL
+    assert sub.family_box.children == ()
+
+
+def test_download_outputs_keep_two_take1_apart(fresh_server, fresh_client, tmp_path, monkeypatch):
+    """Two recordings' vocals.wav once landed on one name, silently."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _wav(tmp_path / "a" / "take1.wav", seconds=2.0)
+    _wav(tmp_path / "b" / "take1.wav", seconds=3.0)
+    sub = JobSubmitter(fresh_client, poll_interval=0.2, download_dir=tmp_path / "dl")
+    sub.models.value = ("vocals",)
+    for typed in ("a/take1.wav", "b/take1.wav"):
+        sub.path.value = typed
+        sub.submit_button.click()
+    sub.path.value = ""
+    content = _wav(tmp_path / "upload.wav", seconds=1.0).read_bytes()  # an upload named take1.wav too
+    sub.upload.set_state({"value": [{"name": "take1.wav", "type": "audio/wav", "size": len(content),
+                                     "content": memoryview(content), "last_modified": 1700000000000}]})
+    sub.submit_button.click()
+    sub.wait(timeout=WAIT)
+    sub.download_button.click()
+    sub.wait(timeout=WAIT)
+    saved = [r["downloaded"] for r in sub.rows]
+    rel = [[str(__import__("pathlib").Path(p).relative_to(tmp_path / "dl").as_posix()) for p in ps] for ps in saved]
+    assert rel == [["a/take1/vocals.wav"], ["b/take1/vocals.wav"], ["take1/vocals.wav"]]
+    frames = [sf.info(ps[0]).frames for ps in saved]
+    assert frames == [32000, 48000, 16000]                      # three files, none overwritten
+    assert "Saved 3 file(s)" in sub.messages.value
+    assert output_folder("a/take1.wav").as_posix() == "a/take1"  # the rule the widget used
+
+
+def test_clear_drops_the_upload_and_keeps_the_table(fresh_server, fresh_client, tmp_path):
+    """After Upload then a typed path every submit said "not both"; re-running the cell lost the table."""
+    content = _wav(tmp_path / "clip.wav").read_bytes()
+    sub = JobSubmitter(fresh_client, poll_interval=0.2)
+    assert sub.clear_button.disabled and sub.upload_label.value == ""
+    sub.upload.set_state({"value": [{"name": "clip.wav", "type": "audio/wav", "size": len(content),
+                                     "content": memoryview(content), "last_modified": 1700000000000}]})
+    assert not sub.clear_button.disabled and "clip.wav" in sub.upload_label.value
+    sub.submit_button.click()
+    sub.wait(timeout=WAIT)
+    sub.path.value = str(_wav(tmp_path / "other.wav", seconds=2.0))
+    sub.submit_button.click()
+    assert "not both" in sub.messages.value and "press Clear" in sub.messages.value
+    sub.clear_button.click()
+    assert sub.upload.value == () and sub.clear_button.disabled and sub.upload_label.value == ""
+    sub.submit_button.click()
+    frame = sub.wait(timeout=WAIT)
+    assert frame["source_name"].tolist() == ["clip.wav", "other.wav"]   # the first row is still there
+    assert "shakelab-error" not in sub.messages.value
+
+
+def test_job_reused_from_the_ledger_says_so(fresh_server, tmp_path):
+    """A reused job showed "completed, 0.0 s" and "Submitted ..." although nothing was sent."""
+    from shakelab.ledger import Ledger
+
+    client = Client(token=fresh_server.token, base_url=fresh_server.base_url,
+                    ledger=Ledger(tmp_path / "ledger.sqlite"))
+    wav = _wav(tmp_path / "tone.wav")
+    client.submit(wav, ["music_detection"], progress=False)
+    posts = fresh_server.stats()["requests"]["POST /job"]
+    sub = JobSubmitter(client, poll_interval=0.2, download_dir=tmp_path / "dl")
+    completed = []
+    sub.on_complete(completed.append)
+    sub.path.value = str(wav)
+    sub.submit_button.click()
+    sub.wait(timeout=WAIT)
+    assert fresh_server.stats()["requests"]["POST /job"] == posts        # nothing sent
+    (row,) = sub.rows
+    assert row["status"] == "reused" and row["elapsed"] is None and "nothing sent" in row["message"]
+    assert _table_statuses(sub.table.value) == ["reused"] and "0.0 s" not in sub.table.value
+    assert "Nothing sent for tone.wav" in sub.messages.value and "Submitted" not in sub.messages.value
+    assert completed == []                                                # it did not complete now
+    sub.download_button.click()                                          # its outputs still download
+    sub.wait(timeout=WAIT)
+    assert "Saved 1 file(s)" in sub.messages.value
+
+
+def test_usage_dashboard_refresh_merges_into_the_history(fresh_server, fresh_client, tmp_path):
+    """Refresh once threw a 36-month history away for the server's 3 months, with no warning."""
+    history = json.loads((__import__("pathlib").Path(__file__).resolve().parents[1]
+                          / "data" / "example_usage.json").read_text())
+    dash = UsageDashboard(fresh_client, usage=history)
+    fresh = fresh_client.usage()
+    dash.refresh_button.click()
+    months = [str(m) for m in dash.usage["month"]]
+    old = [u["month"] for u in history["usage"]]
+    assert months[:len(old) - 1] == old[:-1]                             # the old months stay
+    assert set(str(m) for m in fresh["month"]) <= set(months) and months == sorted(months)
+    updated = len(set(old) & set(str(m) for m in fresh["month"]))
+    assert len(months) == len(old) + len(fresh) - updated
+    assert f"merged them into the {len(old)}-month history: {updated} updated" in dash.messages.value
+    assert f"{len(fresh) - updated} added ({len(months)} months)" in dash.messages.value
+
+
+def test_usage_table_is_light_right_aligned_and_scrolls():
+    from shakelab.frames import usage_frame
+
+    history = json.loads((__import__("pathlib").Path(__file__).resolve().parents[1]
+                          / "data" / "example_usage.json").read_text())
+    text = usage_table_html(usage_frame(history))
+    assert "overflow-y:auto" in text and "max-height:18em" in text      # 36 rows scroll in a box
+    assert "border=" not in text and "1px solid #eaeef2" in text         # no heavy table borders
+    rows = re.findall(r"<tr><td[^>]*>([^<]*)</td><td style='([^']*)'>([^<]*)</td><td style='([^']*)'>([^<]*)</td>", text)
+    assert len(rows) == 36 and rows[0][0] == "2026-10" and rows[-1][0] == "2023-11"   # newest first
+    assert all("text-align:right" in r[1] and "text-align:right" in r[3] for r in rows)
+    assert rows[0][2] == "1,071" and rows[0][4] == "3,610.4"

@@ -88,8 +88,7 @@ def probe(path: PathLike) -> AudioInfo:
                              "declares)") from None
         other = _probe_other(p)
         if other is None:
-            raise ValueError(f"{name!r} is not audio in a format this server reads (WAV, FLAC, AIFF, OGG, "
-                             f"MP3; AAC/M4A with ffmpeg): {_short(exc, name)}") from None
+            raise ValueError(str(exc)) from None  # audio.info's message: the file, what it holds, what reads
         return other
     try:
         extra = sf.info(str(p)).extra_info

@@ -419,7 +419,7 @@ class Worker:
             shutil.rmtree(job_dir, ignore_errors=True)
             code, message = outcome
             if code == "invalid_audio":
-                message = f"{asset['name']!r} is not decodable audio: {_clean(message, src, asset['name'])}"
+                message = _clean(message, src, asset['name'])  # probe's message names the file already
             return self._finish(job_id, "failed", code, message)
         _, duration, paths, detail = outcome
         if self._stop.is_set():
