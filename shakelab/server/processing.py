@@ -5,7 +5,8 @@
   ``music_detection`` -> ``music_detection.json`` or ``.txt`` (windows of
   :func:`detect_music`); ``vocals``, ``instrumental``, ``drums``, ``bass``, ``other`` ->
   ``<model>.<fmt>`` from :mod:`shakelab.server.stems` (classical DSP, same sample rate,
-  channels and length as the input).
+  channels and length as the input); ``music_removal``, ``dialogue`` -> ``<model>.<fmt>``
+  from :mod:`shakelab.server.removal` through the same block writer.
 - :func:`detect_music` is the music detector on samples: windows
   ``[{start_time, end_time, confidence}]`` covering the whole signal, the last one shorter.
   The detector itself lives in :mod:`shakelab.server.detectors`.
@@ -225,7 +226,7 @@ def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *, op
     ----------
     model : str
         One of ``shakelab.catalog.LOCAL_MODELS``: ``music_detection``, ``vocals``,
-        ``instrumental``, ``drums``, ``bass``, ``other``.
+        ``instrumental``, ``drums``, ``bass``, ``other``, ``music_removal``, ``dialogue``.
     src_path : path
         The input audio.
     out_dir : path
