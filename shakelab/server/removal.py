@@ -7,7 +7,7 @@ audio (:func:`shakelab.server.stems.separate` streams 30-s blocks through :func:
    every 20 ms: speech, music and noise probabilities, the music one with the
    background-music cue), put on the STFT frames.
 2. **What** is music there: a background level per bin by minimum statistics (the 10th
-   percentile over 2.5 s, times 3: :func:`background`), since speech comes and goes in every
+   percentile over 2.5 s, times 5: :func:`background`), since speech comes and goes in every
    bin while a music bed stays. Speech is what exceeds it: a Wiener-like mask
    ``(S - M)+^2 / ((S - M)+^2 + M^2)``. (A running median along time, for held notes, and
    REPET-SIM's repeating background were tried as well: both take too much speech.)
@@ -44,7 +44,7 @@ MODELS = ("music_removal", "dialogue")
 FLOOR_DB = -30.0        # gain of the gated stretches (music alone; for dialogue, everything but speech)
 BACKGROUND_SECONDS = 2.5     # minimum statistics: the background is what every 2.5 s keeps
 BACKGROUND_PERCENTILE = 10.0
-MARGIN = 3.0                 # over-subtraction: the 10th percentile sits well under the mean level
+MARGIN = 5.0                 # over-subtraction: the 10th percentile sits well under the mean level
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -135,11 +135,16 @@ def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.n
     M = np.minimum(S, MARGIN * background(S, sr, hop))
     fg2 = np.maximum(S - M, 0.0) ** 2
     W = fg2 / (fg2 + M ** 2 + eps)
+    from scipy.ndimage import median_filter
+
+    # speech over a 2-s running median: neither a dip inside speech nor a blip inside music decides
+    held = _smoothstep(median_filter(ps, size=max(3, int(2.0 * sr / hop)) | 1, mode="nearest"), 0.08, 0.3)
     if model == "music_removal":
         G = 1.0 - music[None, :] * (1.0 - W)
-        alone = music * (1.0 - speech)               # music without speech: gate it
+        alone = music * (1.0 - held)                 # music without speech: gate it
         G *= (1.0 - alone * (1.0 - floor))[None, :]
     else:
+        speech = np.maximum(speech, held)            # what either view calls speech is kept
         G = W * speech[None, :] + floor * (1.0 - speech[None, :])
     return np.clip(G, floor, 1.0).astype(np.float32)
 
