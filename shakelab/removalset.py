@@ -225,6 +225,9 @@ def programme(speech: np.ndarray, music: np.ndarray, *, snr: float, sr: int = SR
     out = {"speech": (sp * speech_env).astype(np.float32), "music": (mu * music_env).astype(np.float32),
            "noise": (no * noise_env + floor).astype(np.float32)}
     out["mix"] = (out["speech"] + out["music"] + out["noise"]).astype(np.float32)
+    peak = float(np.abs(out["mix"]).max())
+    if peak > 0.99:   # scale everything together so that the PCM mix never clips (stems still add up)
+        out = {k: (v * np.float32(0.99 / peak)).astype(np.float32) for k, v in out.items()}
     return out
 
 

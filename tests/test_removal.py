@@ -199,3 +199,14 @@ def test_smart_mute_workflow_end_to_end(server, prog, tmp_path):
     level = lambda y, s, e: 20 * np.log10(np.sqrt(np.mean(y[int(s * sr):int(e * sr)] ** 2)) + 1e-12)  # noqa: E731
     assert level(processed, 28.5, 37.5) - level(original, 28.5, 37.5) <= -20.0
     assert abs(level(processed, 0.5, 19.5) - level(original, 0.5, 19.5)) <= 1.0
+
+
+def test_removal_set_keeps_its_stems(tmp_path):
+    manifest = removalset.build(tmp_path, synthetic=True)
+    progs = removalset.load(tmp_path)
+    assert manifest.name == "manifest.csv" and [p["snr"] for p in progs] == [-6, -12, -20] * 2
+    for p in progs:
+        assert len(p["mix"]) == int(removalset.DURATION * p["sr"])
+        assert np.max(np.abs(p["speech"] + p["music"] + p["noise"] - p["mix"])) < 1e-3   # PCM16 mix
+        r = removalset.score(p["mix"], p)
+        assert r["speech_db"] == 0.0 and r["sisdr_mix"] < 25
