@@ -34,7 +34,7 @@ SERVICE_MODELS: dict[str, tuple[str, ...]] = {
 
 # What the embedded local server really computes (classical DSP stems, a real detector).
 LOCAL_MODELS: dict[str, tuple[str, ...]] = {
-    **{m: AUDIO_FORMATS for m in ("vocals", "instrumental", "drums", "bass", "other")},
+    **{m: AUDIO_FORMATS for m in ("vocals", "instrumental", "drums", "bass", "other", "music_removal", "dialogue")},
     "music_detection": TEXT_FORMATS,
 }
 

@@ -535,12 +535,13 @@ def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int 
 
 
 def music_probability(y: np.ndarray, sr: int, *, hop: int = 2, cue: bool = True, smooth: float = 1.0,
-                      model: CNN | None = None) -> tuple[float, np.ndarray] | None:
+                      model: CNN | None = None, frames: FrameOutput | None = None) -> tuple[float, np.ndarray] | None:
     """Music probability every 20 ms: ``(0.02, probs)``, or None when the weights are missing.
 
     Per 20 ms step: p = max(P_cnn(music), P_bgm(music under speech)) where the energy is
     active (0 elsewhere: silence is not music), then averaged over ``smooth`` seconds. Step
     ``i`` is centred on ``(i + 0.5) * 0.02`` s (the patch centred on 10 ms frame ``2i``).
+    ``frames``, the :func:`frame_outputs` of ``y`` already computed, saves running the CNN again.
 
     Examples
     --------
@@ -548,7 +549,7 @@ def music_probability(y: np.ndarray, sr: int, *, hop: int = 2, cue: bool = True,
     >>> step                                        # doctest: +SKIP
     0.02
     """
-    out = frame_outputs(y, sr, model=model, hop=hop)
+    out = frames if frames is not None else frame_outputs(y, sr, model=model, hop=hop)
     if out is None:
         return None
     p = np.nan_to_num(out.probs[:, 1], nan=0.0).astype(np.float64)

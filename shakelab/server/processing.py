@@ -5,7 +5,8 @@
   ``music_detection`` -> ``music_detection.json`` or ``.txt`` (the segments of
   :func:`detect_music`, written by :func:`run_detection`); ``vocals``, ``instrumental``, ``drums``, ``bass``, ``other`` ->
   ``<model>.<fmt>`` from :mod:`shakelab.server.stems` (classical DSP, same sample rate,
-  channels and length as the input).
+  channels and length as the input); ``music_removal``, ``dialogue`` -> ``<model>.<fmt>``
+  from :mod:`shakelab.server.removal` through the same block writer.
 - :func:`detect_music` is music detection on samples: the segments where music is present
   ``[{start_time, end_time, confidence}]``, as the service answers (or every window with
   ``all_windows=True``). The detector's frame probabilities come from
@@ -243,7 +244,7 @@ def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *, op
     ----------
     model : str
         One of ``shakelab.catalog.LOCAL_MODELS``: ``music_detection``, ``vocals``,
-        ``instrumental``, ``drums``, ``bass``, ``other``.
+        ``instrumental``, ``drums``, ``bass``, ``other``, ``music_removal``, ``dialogue``.
     src_path : path
         The input audio.
     out_dir : path

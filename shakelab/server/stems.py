@@ -17,6 +17,9 @@ are consistent: ``vocals + instrumental == mix`` and ``vocals + drums + bass + o
   300 Hz.
 - ``other``: what is left: the harmonic part of the instrumental above the bass band.
 
+``music_removal`` and ``dialogue`` go through the same blocks and writer
+(:mod:`shakelab.server.removal`).
+
 Stereo is kept: the masks are computed on the channels' mean magnitude and applied to each
 channel. The output has the input's sample rate, channel count and length. Long files are
 processed in 30-s blocks that overlap by 2 s and are cross-faded, so memory stays flat.
@@ -36,6 +39,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from shakelab.server import removal
 
 __all__ = ["STEMS", "FORMATS", "separate", "masks", "stem_block"]
 
@@ -188,6 +193,8 @@ def stem_block(y: np.ndarray, sr: int, stem: str) -> np.ndarray:
     """
     import librosa
 
+    if stem in removal.MODELS:
+        return removal.removal_block(y, sr, stem)
     if stem not in STEMS:
         raise ValueError(f"`stem` must be one of {', '.join(map(repr, STEMS))}, not {stem!r}")
     n_fft, hop = _fft_sizes(sr)
@@ -244,7 +251,8 @@ def separate(src: str | os.PathLike, dest: str | os.PathLike, stem: str, fmt: st
     dest : path
         Output file to write.
     stem : str
-        One of :data:`STEMS`.
+        One of :data:`STEMS`, or ``music_removal`` / ``dialogue``
+        (:mod:`shakelab.server.removal`, same blocks).
     fmt : str
         ``wav``, ``flac``, ``aiff`` or ``mp3``.
     block_seconds, overlap_seconds : float
@@ -267,8 +275,8 @@ def separate(src: str | os.PathLike, dest: str | os.PathLike, stem: str, fmt: st
     """
     import soundfile as sf
 
-    if stem not in STEMS:
-        raise ValueError(f"`stem` must be one of {', '.join(map(repr, STEMS))}, not {stem!r}")
+    if stem not in STEMS + removal.MODELS:
+        raise ValueError(f"`stem` must be one of {', '.join(map(repr, STEMS + removal.MODELS))}, not {stem!r}")
     if fmt not in FORMATS:
         raise ValueError(f"`format` must be one of {', '.join(map(repr, FORMATS))} for model {stem!r}, not {fmt!r}")
     sr, channels, frames, subtype, read = _reader(Path(src))

@@ -1,0 +1,175 @@
+"""``music_removal`` and ``dialogue`` for the local server: classical DSP steered by the music detector.
+
+Both models are a soft time-frequency gain on the input's STFT, computed on one block of
+audio (:func:`shakelab.server.stems.separate` streams 30-s blocks through :func:`removal_block`):
+
+1. **Where** music is: the detector's frame tracks (the CNN of :mod:`shakelab.server.cnn`
+   every 20 ms: speech, music and noise probabilities, the music one with the
+   background-music cue), put on the STFT frames.
+2. **What** is music there: a background level per bin by minimum statistics (the 10th
+   percentile over 2.5 s, times 5: :func:`background`), since speech comes and goes in every
+   bin while a music bed stays. Speech is what exceeds it: a Wiener-like mask
+   ``(S - M)+^2 / ((S - M)+^2 + M^2)``. (A running median along time, for held notes, and
+   REPET-SIM's repeating background were tried as well: both take too much speech.)
+3. ``music_removal`` applies that mask as far as music is detected, and gates stretches of
+   music without speech down by 30 dB. Speech and effects where no music is found pass
+   untouched (gain 1).
+4. ``dialogue`` also removes effects and noise: the same mask wherever speech is (the
+   background estimate holds stationary noise too), and stretches without speech gated down
+   by 30 dB.
+
+Without the CNN weights the feature detector's music track (every 0.5 s) is used and speech
+is taken as present wherever music is not certain, so the gates are gentler.
+
+The output has the input's channels (the gain is computed on the channels' mean magnitude and
+applied to each), rate and length. This is not the service's neural separation: expect
+residual music under speech and some speech colouring (README, "What the local models are").
+
+Examples
+--------
+>>> import numpy as np
+>>> from shakelab.server.removal import removal_block
+>>> y = np.zeros((2, 22050), np.float32)
+>>> removal_block(y, 22050, "music_removal").shape
+(2, 22050)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["MODELS", "removal_block", "tracks", "background", "gains"]
+
+MODELS = ("music_removal", "dialogue")
+FLOOR_DB = -30.0        # gain of the gated stretches (music alone; for dialogue, everything but speech)
+BACKGROUND_SECONDS = 2.5     # minimum statistics: the background is what every 2.5 s keeps
+BACKGROUND_PERCENTILE = 10.0
+MARGIN = 5.0                 # over-subtraction: the 10th percentile sits well under the mean level
+
+
+def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    z = np.clip((np.asarray(x, np.float64) - lo) / (hi - lo), 0.0, 1.0)
+    return z * z * (3 - 2 * z)
+
+
+def tracks(y: np.ndarray, sr: int, n_frames: int, hop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Music, speech and noise probabilities of mono ``y`` on ``n_frames`` STFT frames of ``hop`` samples.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m, s, n = tracks(np.zeros(16000, np.float32), 16000, 63, 256)
+    >>> m.shape, float(m.max())
+    ((63,), 0.0)
+    """
+    from shakelab.server import cnn, detectors
+
+    t = np.arange(n_frames) * hop / sr
+    det = detectors.get_detector()
+    frames = cnn.frame_outputs(y, sr) if det.name == "cnn" else None
+    if frames is not None and len(frames.probs):
+        step, pm = cnn.music_probability(y, sr, frames=frames)
+        centres = (np.arange(len(frames.probs)) + 0.5) * cnn.PRED_S
+        probs = np.nan_to_num(frames.probs, nan=0.0)
+        ps = np.where(frames.active, probs[:, 0], 0.0)
+        pn = np.where(frames.active, probs[:, 2], 0.0)
+        from scipy.ndimage import uniform_filter1d
+
+        ps = uniform_filter1d(ps, size=25, mode="nearest")  # 0.5 s
+        pn = uniform_filter1d(pn, size=25, mode="nearest")
+        mc = (np.arange(len(pm)) + 0.5) * step
+        return (np.interp(t, mc, pm), np.interp(t, centres, ps), np.interp(t, centres, pn))
+    step, pm = det.music_probability(y, sr)
+    mc = (np.arange(len(pm)) + 0.5) * step
+    pm = np.interp(t, mc, pm) if len(pm) else np.zeros(n_frames)
+    return pm, 1.0 - 0.5 * pm, np.zeros(n_frames)
+
+
+def background(S: np.ndarray, sr: int, hop: int, *, seconds: float = BACKGROUND_SECONDS,
+               percentile: float = BACKGROUND_PERCENTILE, step: int = 4) -> np.ndarray:
+    """Per-bin background level: a low percentile of ``S`` over a sliding ``seconds`` (minimum statistics).
+
+    Speech comes and goes in every bin (syllables, pauses) while a music bed or room noise
+    stays, so the low percentile over a few seconds follows the background under speech.
+    Computed on every ``step``-th frame and interpolated back (the same curve, 4x faster).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> S = np.ones((4, 200)); S[:, ::3] = 10.0
+    >>> float(background(S, 8000, 128).max())
+    1.0
+    """
+    from scipy.ndimage import percentile_filter
+
+    frames = S.shape[1]
+    k = max(3, int(round(seconds * sr / hop / step))) | 1
+    coarse = percentile_filter(S[:, ::step], percentile, size=(1, k), mode="nearest")
+    if step == 1 or coarse.shape[1] == frames:
+        return coarse
+    idx = np.minimum(np.arange(frames) / step, coarse.shape[1] - 1)
+    lo = np.floor(idx).astype(int)
+    hi = np.minimum(lo + 1, coarse.shape[1] - 1)
+    w = (idx - lo)[None, :]
+    return coarse[:, lo] * (1 - w) + coarse[:, hi] * w
+
+
+def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.ndarray, pn: np.ndarray,
+          model: str) -> np.ndarray:
+    """The time-frequency gain of ``model`` for magnitude ``S`` (freq x frames) and the frame tracks.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> S = np.random.default_rng(0).random((257, 100))
+    >>> g = gains(S, 8000, 512, 128, np.zeros(100), np.ones(100), np.zeros(100), "music_removal")
+    >>> float(g.min()), float(g.max())
+    (1.0, 1.0)
+    """
+    eps = 1e-10
+    floor = 10 ** (FLOOR_DB / 20)
+    music = _smoothstep(pm, 0.25, 0.6)             # how sure the detector is that music is there
+    speech = _smoothstep(ps, 0.08, 0.3)            # the gates act only where speech is clearly absent
+    if model == "music_removal" and not music.any():
+        return np.ones_like(S, dtype=np.float32)
+    M = np.minimum(S, MARGIN * background(S, sr, hop))
+    fg2 = np.maximum(S - M, 0.0) ** 2
+    W = fg2 / (fg2 + M ** 2 + eps)
+    from scipy.ndimage import median_filter
+
+    # speech over a 2-s running median: neither a dip inside speech nor a blip inside music decides
+    held = _smoothstep(median_filter(ps, size=max(3, int(2.0 * sr / hop)) | 1, mode="nearest"), 0.08, 0.3)
+    if model == "music_removal":
+        G = 1.0 - music[None, :] * (1.0 - W)
+        alone = music * (1.0 - held)                 # music without speech: gate it
+        G *= (1.0 - alone * (1.0 - floor))[None, :]
+    else:
+        speech = np.maximum(speech, held)            # what either view calls speech is kept
+        G = W * speech[None, :] + floor * (1.0 - speech[None, :])
+    return np.clip(G, floor, 1.0).astype(np.float32)
+
+
+def removal_block(y: np.ndarray, sr: int, model: str) -> np.ndarray:
+    """``model`` (``music_removal`` or ``dialogue``) on one ``(channels, samples)`` block, same shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> removal_block(np.zeros((1, 8000), np.float32), 8000, "dialogue").shape
+    (1, 8000)
+    """
+    import librosa
+
+    from shakelab.server import stems
+
+    if model not in MODELS:
+        raise ValueError(f"`model` must be one of {', '.join(map(repr, MODELS))}, not {model!r}")
+    n_fft, hop = stems._fft_sizes(sr)
+    n = y.shape[-1]
+    yp = np.pad(y, ((0, 0), (0, n_fft - n))) if n < n_fft else y
+    X = librosa.stft(yp, n_fft=n_fft, hop_length=hop)
+    S = np.abs(X).mean(axis=0)
+    pm, ps, pn = tracks(yp.mean(axis=0), sr, S.shape[1], hop)
+    G = gains(S, sr, n_fft, hop, pm, ps, pn, model)
+    out = librosa.istft(X * G[None], hop_length=hop, n_fft=n_fft, length=yp.shape[-1])
+    return out[:, :n].astype(np.float32)
