@@ -302,10 +302,32 @@ def test_bgm_features_sustained_tones_vs_noise():
     assert ft[:, 3].mean() > fn[:, 3].mean()          # more of the energy is sustained
 
 
-def test_bgm_probability_is_bounded():
-    p = bgm.probability(np.zeros((50, 9)), np.full((50, 3), 1 / 3))
+def test_bgm_probability_is_bounded_and_needs_the_embedding():
+    p = bgm.probability(np.zeros((50, 9)), np.full((50, 3), 1 / 3), np.zeros((50, bgm.EMBED_DIM)))
     assert p is not None and p.shape == (50,) and np.all((p >= 0) & (p <= 1))
-    assert bgm.params()["coef"].shape == (12,)
+    assert bgm.params()["coef"].shape == (len(bgm.FUSED_NAMES),)
+    with pytest.raises(ValueError, match="embed"):
+        bgm.probability(np.zeros((50, 9)), np.full((50, 3), 1 / 3))
+
+
+def test_bgm_probability_equals_the_standardised_two_second_design():
+    """Scoring each step then averaging over 2 s is the regression on the 2-s means."""
+    rng = np.random.default_rng(3)
+    feats, embed = rng.standard_normal((300, 9)), rng.standard_normal((300, bgm.EMBED_DIM))
+    probs = rng.dirichlet(np.ones(3), 300)
+    prm = bgm.params()
+    x = np.concatenate([bgm.design(feats, probs), bgm.context(embed)], axis=1)
+    want = 1 / (1 + np.exp(-(((x - prm["mean"]) / prm["scale"]) @ prm["coef"] + prm["intercept"])))
+    assert np.allclose(bgm.probability(feats, probs, embed), want, atol=1e-9)
+
+
+def test_hmm_smooth_votes_down_flickers_and_keeps_blocks():
+    flicker = np.r_[np.full(500, 0.2), np.full(5, 0.8), np.full(500, 0.2)]
+    assert cnn.hmm_smooth(flicker).max() < 0.5
+    block = np.r_[np.full(500, 0.3), np.full(500, 0.7)]
+    post = cnn.hmm_smooth(block)
+    assert post[:490].max() < 0.5 < post[510:].min()
+    assert np.allclose(cnn.hmm_smooth(np.full(20, 0.5)), 0.5) and len(cnn.hmm_smooth(np.zeros(0))) == 0
 
 
 def test_block_analysis_equals_one_pass(model, monkeypatch):
