@@ -302,7 +302,7 @@ def _is_detection(model: str) -> bool:
 
 
 def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
-    """Outputs of a completed job: downloads (when asked) and detection windows; returns row values."""
+    """Outputs of a completed job: downloads (when asked) and music segments; returns row values."""
     from shakelab.frames import segments_frame
 
     values: dict[str, Any] = {"duration_s": job.duration_s if job.duration_s is not None else float("nan")}
@@ -319,16 +319,17 @@ def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
     segments = None
     if _is_detection(model):
         windows = ledger.lookup_result(job.id) if ledger is not None else None
+        origin = client.provenance(job) if hasattr(client, "provenance") else None
         if windows is not None:
-            segments = segments_frame(windows, job=job.id, source=task.source)
+            segments = segments_frame(windows, job=job.id, source=task.source, provenance=origin)
         else:
             mine = [p for p in paths if p.endswith("." + fmt)]
             if mine:
-                segments = segments_frame(Path(mine[0]), job=job.id, source=task.source)
+                segments = segments_frame(Path(mine[0]), job=job.id, source=task.source, provenance=origin)
             else:
                 segments = client.segments(job)
                 segments = segments_frame(segments[["start_time", "end_time", "confidence"]],
-                                          job=job.id, source=task.source)
+                                          job=job.id, source=task.source, provenance=origin)
             if ledger is not None:
                 ledger.record_result(job.id, segments[["start_time", "end_time", "confidence"]].to_dict("records"))
         values["n_segments"] = len(segments)
@@ -508,10 +509,18 @@ class BatchResult:
         request), ``error`` (string), ``started_at``/``finished_at`` (datetime64[ns, UTC], this
         run's handling), ``elapsed_s`` (float64, seconds this run spent on the file),
         ``duration_s`` (float64, the service's processing time), ``outputs`` (object: list of
-        downloaded paths), ``n_segments`` (Int64, detection windows; <NA> for other models).
+        downloaded paths), ``n_segments`` (Int64, music segments found, 0 when the recording
+        has no music; <NA> for other models and for jobs that did not complete).
     segments : pandas.DataFrame
-        Music-detection windows of every file, concatenated: the columns of
-        :func:`shakelab.frames.segments_frame` with ``source`` = the file's path.
+        The music segments of every file, concatenated: the columns of
+        :func:`shakelab.frames.segments_frame` with ``source`` = the file's path. A recording
+        without music has no row here (the service returns ``[]``): see ``coverage``.
+    coverage : pandas.DataFrame
+        One row per file run through ``music_detection``, in input order, whether or not music
+        was found: ``source`` (string), ``job_id`` (string), ``finding`` (category: ``music
+        found``, ``no music found``, or ``no result`` for a failed, missing or cancelled job),
+        ``music_seconds``, ``duration`` (the recording's length, read from the file), ``share``
+        (float64; NaN without a result), ``error`` (string).
     stats : dict
         ``files``, ``jobs``, ``completed``, ``failed``, ``submitted``, ``resumed``, ``skipped``,
         ``rate_limited`` (429 answers seen), ``throttled_s`` (worker-seconds held by the shared
@@ -526,6 +535,7 @@ class BatchResult:
     jobs: Any
     segments: Any
     stats: dict = field(default_factory=dict)
+    coverage: Any = None
 
     @property
     def failed(self):
@@ -625,8 +635,9 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
     Returns
     -------
     BatchResult
-        ``.jobs`` (one row per (file, model)), ``.segments`` (detection windows of all files),
-        ``.stats``.
+        ``.jobs`` (one row per (file, model)), ``.segments`` (the music segments of all
+        files), ``.coverage`` (one row per file run through music detection, a recording without
+        music included), ``.stats``.
 
     Raises
     ------
@@ -750,6 +761,7 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
 
     segments = pd.concat(frames, ignore_index=True) if frames else segments_frame([])
     jobs = _jobs_frame(rows)
+    coverage = _coverage(jobs, segments)
     completed = int((jobs["status"] == "completed").sum())
     actions = jobs["action"].astype(object)
     stats = {"files": len(tasks), "jobs": len(jobs), "completed": completed, "failed": len(jobs) - completed,
@@ -757,7 +769,51 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
              "skipped": int((actions == "skipped").sum()),
              "rate_limited": gate.hits, "throttled_s": round(gate.waited_s, 3),
              "wall_s": round(time.monotonic() - t0, 3)}
-    return BatchResult(jobs=jobs, segments=segments, stats=stats)
+    return BatchResult(jobs=jobs, segments=segments, stats=stats, coverage=coverage)
+
+
+FINDINGS = ("music found", "no music found", "no result")
+
+
+def _coverage(jobs, segments):
+    """One row per music_detection (file, job): music found, no music found (a result), or no result."""
+    import pandas as pd
+
+    from shakelab import segments as sg
+    from shakelab.audio import info
+
+    det = jobs[jobs["model"].astype(object) == "music_detection"]
+    done = det[det["status"] == "completed"]
+    lengths = {}
+    for src in done["source"]:
+        try:
+            lengths[src] = float(info(src).duration)
+        except Exception:  # noqa: BLE001 - the file went away after its job: no length, no share
+            lengths[src] = float("nan")
+    known = {k: v for k, v in lengths.items() if v == v}
+    found = sg.coverage(segments[segments["source"].isin(list(known))], duration=known) if known else None
+    music = dict(zip(found["source"], found["music_seconds"])) if found is not None else {}
+    rows = []
+    for r in det.itertuples(index=False):
+        if r.status != "completed":
+            rows.append((r.source, r.job_id, "no result", float("nan"), float("nan"), r.error))
+            continue
+        seconds = music.get(r.source, float("nan"))
+        if seconds != seconds:  # length unknown: the segments still say whether music was found
+            seconds = float(segments.loc[segments["source"] == r.source, "duration"].sum())
+        rows.append((r.source, r.job_id, "music found" if seconds > 0 else "no music found", seconds,
+                     lengths[r.source], r.error))
+    frame = pd.DataFrame({
+        "source": pd.array([r[0] for r in rows], dtype="string"),
+        "job_id": pd.array([r[1] for r in rows], dtype="string"),
+        "finding": pd.Categorical([r[2] for r in rows], categories=list(FINDINGS)),
+        "music_seconds": pd.array([r[3] for r in rows], dtype="float64"),
+        "duration": pd.array([r[4] for r in rows], dtype="float64"),
+        "error": pd.array([r[5] for r in rows], dtype="string"),
+    })
+    frame.insert(5, "share", (frame["music_seconds"] / frame["duration"].where(frame["duration"] > 0))
+                 .astype("float64"))
+    return frame
 
 
 def _record_remote(ledger, out: dict, *, base_url: str) -> None:
@@ -778,8 +834,10 @@ def main(args) -> int:
     """``shakelab batch SOURCE --models M1,M2 [--format F] [--out OUT] [--concurrency N]``.
 
     Runs :func:`run` with a progress bar, downloads the outputs under ``OUT``, and writes the
-    summary ``OUT/jobs.csv`` (one row per (file, model)) and ``OUT/segments.csv`` (detection
-    windows). Returns 0 when every job completed, 1 when some failed (they are listed).
+    summary ``OUT/jobs.csv`` (one row per (file, model)), ``OUT/segments.csv`` (the music
+    segments) and, for ``music_detection``, ``OUT/coverage.csv`` (one row per file: music
+    found, no music found, or no result). Returns 0 when every job completed, 1 when some
+    failed (they are listed).
 
     Examples
     --------
@@ -793,6 +851,8 @@ def main(args) -> int:
     jobs["outputs"] = jobs["outputs"].map(lambda paths: ";".join(paths))
     jobs.to_csv(out / "jobs.csv", index=False, quoting=csv.QUOTE_MINIMAL)
     result.segments.to_csv(out / "segments.csv", index=False)
+    if len(result.coverage):
+        result.coverage.to_csv(out / "coverage.csv", index=False)
     s = result.stats
     print(f"{s['jobs']} jobs over {s['files']} files: {s['completed']} completed, {s['failed']} failed "
           f"({s['submitted']} submitted, {s['resumed']} resumed, {s['skipped']} already done); "

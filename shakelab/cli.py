@@ -43,7 +43,10 @@ def _detect(args: argparse.Namespace) -> int:
 
     client = shakelab.connect()
     frame = client.music_detection(args.path)
-    print(frame.to_string(index=False))
+    if frame.empty:  # the service returns only segments where music is present
+        print(f"no music found in {args.path.name}")
+    else:
+        print(frame.to_string(index=False))
     return 0
 
 
@@ -95,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("detect", help="music detection of one file, printed as a table")
+    p = sub.add_parser("detect", help="music detection of one file: its music segments, as a table")
     p.add_argument("path", type=Path)
     p.set_defaults(func=_detect)
 
@@ -113,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="precision/recall/F1 of detections against reference labels")
     p.add_argument("ref_dir", type=Path, help="reference labels (<name>.txt/.json), optional manifest.csv")
     p.add_argument("est_dir", type=Path, help="detections (<name>.json/.txt)")
-    p.add_argument("--threshold", type=float, default=0.5, help="confidence from which a window is music")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="count only estimate segments with at least this confidence (default: every returned "
+                        "segment is music, as the service means it; give one for all-window estimates)")
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("models", help="manage the local detector's weights")

@@ -73,7 +73,7 @@ from shakelab.errors import (
 )
 from shakelab.models import Asset, Job, OutputAsset
 
-__all__ = ["Client", "connect", "DEFAULT_BASE_URL"]
+__all__ = ["Client", "connect", "DEFAULT_BASE_URL", "is_service_url", "LOCAL_ONLY_METADATA"]
 
 log = logging.getLogger("shakelab.client")
 
@@ -85,6 +85,20 @@ TOKEN_ENV = "AUDIOSHAKE_API_TOKEN"
 BASE_URL_ENV = "AUDIOSHAKE_BASE_URL"
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _CHUNK = 1024 * 1024
+#: metadata keys only shakelab's local server knows (the service must never receive them)
+LOCAL_ONLY_METADATA = ("window", "all_windows")
+
+
+def is_service_url(url: str) -> bool:
+    """Whether ``url`` is AudioShake's own service (a host under ``audioshake.ai``).
+
+    Examples
+    --------
+    >>> is_service_url("https://groovy.audioshake.ai"), is_service_url("http://127.0.0.1:8077")
+    (True, False)
+    """
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    return host == "audioshake.ai" or host.endswith(".audioshake.ai")
 
 
 # --------------------------------------------------------------------------- secrets
@@ -722,6 +736,16 @@ class Client:
             raise ValidationError(f"extra metadata must be JSON values, not {metadata!r:.200}") from None
         return dict(metadata)
 
+    def _check_local_only(self, metadata: dict) -> None:
+        """Refuse the local server's extensions before anything is sent to the real service."""
+        if not is_service_url(self.base_url):
+            return
+        for key in LOCAL_ONLY_METADATA:
+            if key in metadata:
+                raise ValidationError(f"`{key}` ({key}={metadata[key]!r}) is an extension of shakelab's local "
+                                      f"server; the AudioShake service at {self.base_url} does not know it "
+                                      "(it answers music segments on its 10-s grid): drop it")
+
     def create_job(self, asset: Asset | str, model: str, *, format: str | None = None,
                    callback_url: str | None = None, **metadata: Any) -> Job:
         """Create one job: ``model`` run on ``asset`` (``POST /job``). Never sent twice.
@@ -738,8 +762,10 @@ class Client:
         callback_url : str, optional
             Webhook the service calls on status changes.
         **metadata
-            Extra metadata passed through (``variant``, ``residual``, ``language``; the local
-            server also reads ``window``).
+            Extra metadata passed through (``variant``, ``residual``, ``language``). The local
+            server also reads ``window`` (seconds) and ``all_windows`` (every window with its
+            score) for ``music_detection``; they are refused, before sending, when this client
+            talks to the AudioShake service.
 
         Returns
         -------
@@ -764,6 +790,7 @@ class Client:
                                          or urlsplit(callback_url).scheme not in ("http", "https")):
             raise ValidationError(f"`callback_url` must be an http(s):// URL or None, not {callback_url!r}")
         extra = self._check_metadata(metadata)
+        self._check_local_only(extra)
         body: dict[str, Any] = {"metadata": {"name": model, "format": fmt, **extra}, "assetId": asset_id}
         if callback_url is not None:
             body["callbackUrl"] = callback_url
@@ -919,6 +946,7 @@ class Client:
         formats = [catalog.check_format(m, format) if format is not None else catalog.default_format(m)
                    for m in names]  # check_format checks the model too
         extra = self._check_metadata(metadata)
+        self._check_local_only(extra)
         if callback_url is not None and (not isinstance(callback_url, str)
                                          or urlsplit(callback_url).scheme not in ("http", "https")):
             raise ValidationError(f"`callback_url` must be an http(s):// URL or None, not {callback_url!r}")
@@ -1089,8 +1117,36 @@ class Client:
         self._ledger_call("record_outputs", current.id, [str(p.resolve()) for p in paths])
         return paths
 
+    def provenance(self, job: Job) -> str | None:
+        """Where ``job``'s music detection comes from, for the ``provenance`` column.
+
+        ``"audioshake"`` when this client talks to the service; for shakelab's local server,
+        ``"local:<detector>:window=<w>s[:all_windows]"`` from the detector the server reports
+        in the job (``shakelab`` field) and the window / all-window options of the job's own
+        request. None when neither is known (never guessed).
+
+        Examples
+        --------
+        >>> client.provenance(client.get_job("j1"))   # doctest: +SKIP
+        'local:cnn:window=10s'
+        """
+        from shakelab.frames import provenance
+
+        if is_service_url(self.base_url):
+            return provenance()
+        detail = job.raw.get("shakelab") if isinstance(job.raw, dict) else None
+        if not isinstance(detail, dict) or not isinstance(detail.get("detector"), str):
+            return None
+        meta = job.metadata or {}
+        window = meta.get("window", detail.get("window"))
+        return provenance(detail["detector"], window=10.0 if window is None else float(window),
+                          all_windows=bool(meta.get("all_windows", detail.get("allWindows", False))))
+
     def segments(self, job: Job | str):
         """The segments DataFrame of a completed ``music_detection`` job (its json or txt output).
+
+        Every row is a segment where music was found (or, with the local ``all_windows``
+        option, every window with its score); ``provenance`` says which (:meth:`provenance`).
 
         Returns
         -------
@@ -1108,7 +1164,7 @@ class Client:
                       if (o.format or Path(o.name or "").suffix.lstrip(".")) in ("json", "txt")), 0)
         current, content = self._fetch_output(current, index, lambda resp: resp.content)
         try:
-            return segments_frame(content, job=current)
+            return segments_frame(content, job=current, provenance=self.provenance(current))
         except ValueError as exc:
             raise APIError(200, f"music_detection output of job {current.id} is malformed: {exc}",
                            content[:2000]) from None
@@ -1127,13 +1183,16 @@ class Client:
         timeout : float, optional
             Seconds to wait for the job.
         **metadata
-            Extra metadata (the local server reads ``window``, in seconds).
+            Extra metadata. The local server reads ``window`` (seconds, its grid instead of
+            10 s) and ``all_windows=True`` (every window with its score, music or not, for
+            threshold studies); both are refused against the AudioShake service.
 
         Returns
         -------
         pandas.DataFrame
             Columns ``source``, ``job_id``, ``start_time``, ``end_time``, ``duration``,
-            ``confidence`` (see :func:`shakelab.frames.segments_frame`).
+            ``confidence``, ``provenance`` (see :func:`shakelab.frames.segments_frame`): one row
+            per music segment, none when no music was found.
 
         Examples
         --------

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-DEMO_RECORDING = Path(__file__).resolve().parents[1] / "data" / "demo.flac"
+# Inside the package, so that `shakelab demo` works from an installed wheel in any folder
+# (data/demo.flac in the checkout is a link to it).
+DEMO_RECORDING = Path(__file__).resolve().parent / "data" / "demo.flac"
 DEMO_MODELS = ("music_detection", "vocals")
 
 
@@ -56,7 +58,11 @@ def run(out_dir: str | Path = "out/demo", *, source: str | Path = DEMO_RECORDING
 
     detection_job = next(j for j in jobs if j.model == "music_detection")
     detection_file = next(p for p in files if p.suffix == ".json")
-    frame = segments_frame(json.loads(detection_file.read_text()), job=detection_job, source=source.name)
-    print(f"\nMusic detection of {source.name} (10-second windows):")
-    print(frame[["start_time", "end_time", "confidence"]].to_string(index=False, float_format="%.3f"))
+    frame = segments_frame(json.loads(detection_file.read_text()), job=detection_job, source=source.name,
+                           provenance=client.provenance(detection_job))
+    print(f"\nMusic found in {source.name} (segments where music is present, on the 10-second grid):")
+    if frame.empty:
+        print("  no music found")
+    else:
+        print(frame[["start_time", "end_time", "confidence"]].to_string(index=False, float_format="%.3f"))
     return frame

@@ -1,17 +1,22 @@
 """Quality of music detection against reference labels: ``shakelab evaluate REF_DIR EST_DIR``.
 
 ``REF_DIR`` holds one reference per recording: ``<name>.txt`` (Audacity labels, every interval
-is music) or ``<name>.json`` (a detection payload whose windows with confidence >= 0.5 are
-music); optionally ``<name>.wav`` (its length sets the duration) and ``manifest.csv`` (a
+is music) or ``<name>.json`` (a ``music_detection`` answer: every segment is music);
+optionally ``<name>.wav`` (its length sets the duration) and ``manifest.csv`` (a
 ``condition`` column groups the results, as written by :mod:`shakelab.devset`).
-``EST_DIR`` holds ``<name>.json`` (the ``music_detection`` payload, any window length, e.g.
-from ``metadata.window``) or ``<name>.txt`` (``start<TAB>end<TAB>confidence``).
+``EST_DIR`` holds ``<name>.json`` (the ``music_detection`` payload, on any grid, e.g. from
+``metadata.window``) or ``<name>.txt`` (``start<TAB>end<TAB>confidence``).
+
+An estimate is read as the service means it: **every returned segment is music**, whatever
+its confidence, and time no segment covers is not. ``threshold`` (``--threshold``) is an
+optional filter, for estimates that list every window with a probability (the local
+``metadata.all_windows`` output, or a detector's frame track): then a window is music when its
+confidence is >= ``threshold``.
 
 Scores of *music presence*:
 
-- frame level: 10 ms frames; an estimate frame is music when the window covering it has
-  confidence >= ``threshold``; counts pooled over files (``shakelab.segments.evaluate`` with
-  ``resolution=0.01``);
+- frame level: 10 ms frames; an estimate frame is music when a (kept) segment covers it;
+  counts pooled over files (``shakelab.segments.evaluate`` with ``resolution=0.01``);
 - window level: 10-s windows from 0; a window is music when at least half of its 10 ms frames
   are, on each side.
 
@@ -66,11 +71,12 @@ def read_segments(path: str | os.PathLike) -> list[dict]:
             for r in frame.itertuples(index=False)]
 
 
-def to_frames(segments: list[dict], duration: float, *, hop: float = HOP, threshold: float = 0.5) -> np.ndarray:
+def to_frames(segments: list[dict], duration: float, *, hop: float = HOP,
+              threshold: float | None = None) -> np.ndarray:
     """Boolean music track, one value per ``hop`` s over ``[0, duration)``.
 
-    Frame ``i`` spans ``[i*hop, (i+1)*hop)`` and is music when a segment with confidence >=
-    ``threshold`` overlaps it.
+    Frame ``i`` spans ``[i*hop, (i+1)*hop)`` and is music when a segment overlaps it (with
+    ``threshold``: a segment with confidence >= ``threshold``).
 
     Examples
     --------
@@ -80,7 +86,7 @@ def to_frames(segments: list[dict], duration: float, *, hop: float = HOP, thresh
     n = int(max(0, math.ceil(duration / hop - 1e-7)))
     diff = np.zeros(n + 1, np.int64)
     for s in segments:
-        if s["confidence"] < threshold:
+        if threshold is not None and s["confidence"] < threshold:
             continue
         a = int(np.clip(math.floor(s["start_time"] / hop + 1e-7), 0, n))
         b = int(np.clip(math.ceil(s["end_time"] / hop - 1e-7), 0, n))
@@ -134,7 +140,7 @@ def scores(c: dict) -> dict:
             "f1": ratio(2 * c["tp"], 2 * c["tp"] + c["fp"] + c["fn"]), "fpr": ratio(c["fp"], c["fp"] + c["tn"])}
 
 
-def _frame_counts(ref: list[dict], est: list[dict], duration: float, threshold: float) -> dict:
+def _frame_counts(ref: list[dict], est: list[dict], duration: float, threshold: float | None) -> dict:
     """Frame (10 ms) counts through :func:`shakelab.segments.evaluate`, plus the true negatives."""
     from shakelab.segments import evaluate
 
@@ -163,8 +169,11 @@ def _find(d: Path, name: str) -> Path | None:
     return None
 
 
-def evaluate_dirs(ref_dir: str | os.PathLike, est_dir: str | os.PathLike, *, threshold: float = 0.5):
+def evaluate_dirs(ref_dir: str | os.PathLike, est_dir: str | os.PathLike, *, threshold: float | None = None):
     """Per-group frame (10 ms) and window (10 s) scores of ``est_dir`` against ``ref_dir``.
+
+    Every estimate segment is music unless ``threshold`` is given (then those with confidence
+    >= it are: for all-window estimates).
 
     Returns a pandas DataFrame indexed by group (``condition`` from ``manifest.csv``, else one
     group per file) plus ``all``, with columns ``files``, ``seconds``, ``frame_precision``,
@@ -184,8 +193,8 @@ def evaluate_dirs(ref_dir: str | os.PathLike, est_dir: str | os.PathLike, *, thr
     for label, d in (("REF_DIR", ref_dir), ("EST_DIR", est_dir)):
         if not d.is_dir():
             raise FileNotFoundError(f"{label} {os.fspath(d)!r} is not a directory")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"`threshold` must be in [0, 1], not {threshold!r}")
+    if threshold is not None and (isinstance(threshold, bool) or not 0.0 <= threshold <= 1.0):
+        raise ValueError(f"`threshold` must be in [0, 1] or None, not {threshold!r}")
     groups: dict[str, str] = {}
     manifest = ref_dir / "manifest.csv"
     if manifest.is_file():
@@ -203,7 +212,7 @@ def evaluate_dirs(ref_dir: str | os.PathLike, est_dir: str | os.PathLike, *, thr
         ref = read_segments(_find(ref_dir, name))
         est = read_segments(est_path)
         dur = _duration(ref_dir, name, ref, est)
-        rf = to_frames(ref, dur, threshold=0.0)
+        rf = to_frames(ref, dur)
         ef = to_frames(est, dur, threshold=threshold)
         fc = _frame_counts(ref, est, dur, threshold)
         wc = counts(window_decisions(rf), window_decisions(ef))
@@ -234,7 +243,7 @@ def main(args) -> int:
     >>> main(argparse.Namespace(ref_dir="out/devset", est_dir="out/est"))   # doctest: +SKIP
     0
     """
-    threshold = getattr(args, "threshold", 0.5)
+    threshold = getattr(args, "threshold", None)
     table = evaluate_dirs(args.ref_dir, args.est_dir, threshold=threshold)
     import pandas as pd
 

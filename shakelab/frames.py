@@ -7,9 +7,10 @@ gives an empty frame with the same columns and dtypes; a malformed payload raise
 Examples
 --------
 >>> from shakelab.frames import segments_frame, usage_frame
->>> segments_frame([{"start_time": 0.0, "end_time": 10.0, "confidence": 0.9}], source="a.wav")
-  source job_id  start_time  end_time  duration  confidence
-0  a.wav   <NA>         0.0      10.0      10.0         0.9
+>>> segments_frame([{"start_time": 0.0, "end_time": 10.0, "confidence": 0.9}], source="a.wav",
+...                provenance="audioshake")
+  source job_id  start_time  end_time  duration  confidence  provenance
+0  a.wav   <NA>         0.0      10.0      10.0         0.9  audioshake
 >>> usage_frame({"usage": [{"month": "2026-03", "totalJobs": 4, "totalMinutes": 8.5}]})
      month  total_jobs  total_minutes
 0  2026-03           4            8.5
@@ -30,10 +31,13 @@ import pandas as pd
 
 from shakelab.models import Job, JobStatus
 
-__all__ = ["jobs_frame", "segments_frame", "usage_frame",
-           "JOBS_COLUMNS", "SEGMENTS_COLUMNS", "USAGE_COLUMNS"]
+__all__ = ["jobs_frame", "segments_frame", "usage_frame", "provenance", "is_all_windows",
+           "JOBS_COLUMNS", "SEGMENTS_COLUMNS", "USAGE_COLUMNS", "SERVICE"]
 
-SEGMENTS_COLUMNS = ("source", "job_id", "start_time", "end_time", "duration", "confidence")
+SEGMENTS_COLUMNS = ("source", "job_id", "start_time", "end_time", "duration", "confidence", "provenance")
+#: ``provenance`` of segments answered by the AudioShake service
+SERVICE = "audioshake"
+_ALL_WINDOWS = ":all_windows"
 USAGE_COLUMNS = ("month", "total_jobs", "total_minutes")
 JOBS_COLUMNS = ("job_id", "model", "format", "status", "asset_id", "source_name", "created_at",
                 "started_at", "updated_at", "duration_s", "outputs", "error")
@@ -122,29 +126,77 @@ def _column(records: Any, key: str) -> np.ndarray:
         raise
 
 
-def segments_frame(detection: Any, *, job: Job | str | None = None, source: str | os.PathLike | None = None
-                   ) -> pd.DataFrame:
-    """Music-detection output as a typed DataFrame, one row per window.
+def provenance(detector: str | None = None, *, window: float = 10.0, all_windows: bool = False) -> str:
+    """The ``provenance`` text of a segments frame: who answered, and how.
+
+    ``"audioshake"`` (:data:`SERVICE`) for the service (``detector=None``); for the local
+    server ``"local:<detector>:window=<w>s"``, ending in ``":all_windows"`` when every window
+    was asked for (then the rows are windows with their scores, music or not).
+
+    Examples
+    --------
+    >>> provenance(), provenance("cnn"), provenance("features", window=2.5, all_windows=True)
+    ('audioshake', 'local:cnn:window=10s', 'local:features:window=2.5s:all_windows')
+    """
+    if detector is None:
+        return SERVICE
+    return f"local:{detector}:window={float(window):g}s" + (_ALL_WINDOWS if all_windows else "")
+
+
+def is_all_windows(values: Any) -> np.ndarray:
+    """Which rows (or which provenance texts) come from all-window output.
+
+    Parameters
+    ----------
+    values : pandas.DataFrame, pandas.Series, str or iterable of str
+        A segments frame (its ``provenance`` column; none -> no row is), or provenance texts.
+
+    Examples
+    --------
+    >>> is_all_windows(["audioshake", "local:cnn:window=10s:all_windows", None]).tolist()
+    [False, True, False]
+    """
+    if isinstance(values, pd.DataFrame):
+        if "provenance" not in values.columns:
+            return np.zeros(len(values), bool)
+        values = values["provenance"]
+    if isinstance(values, str) or values is None:
+        values = [values]
+    return np.array([isinstance(v, str) and v.endswith(_ALL_WINDOWS) for v in values], dtype=bool)
+
+
+def segments_frame(detection: Any, *, job: Job | str | None = None, source: str | os.PathLike | None = None,
+                   provenance: str | None = None) -> pd.DataFrame:
+    """Music-detection output as a typed DataFrame, one row per segment.
+
+    Every returned segment is a detection of music, whatever its confidence (the service's
+    meaning); time no row covers has no music. Only the local ``all_windows`` extension
+    returns windows without music: its ``provenance`` says so (:func:`is_all_windows`).
 
     Parameters
     ----------
     detection : list of dict, str, bytes, path or DataFrame
         The ``music_detection`` JSON output (``[{"start_time", "end_time", "confidence"}]``),
         its text (JSON, or the ``txt`` output: ``start<TAB>end<TAB>confidence`` per line), a
-        path to either file, or a DataFrame with those three columns.
+        path to either file, or a DataFrame with those three columns (and a ``provenance``
+        column, kept when ``provenance`` is not given).
     job : Job or str, optional
         The job (or job id) that produced it, for the ``job_id`` column.
     source : str or path, optional
         What was analysed (a file name), for the ``source`` column; defaults to
         ``job.source_name`` when a Job is given.
+    provenance : str, optional
+        Where the segments come from (:func:`provenance`: ``"audioshake"``, or
+        ``"local:<detector>:window=<w>s[:all_windows]"``). Never guessed: missing (<NA>) when
+        not given.
 
     Returns
     -------
     pandas.DataFrame
         Columns, in order: ``source`` (string), ``job_id`` (string), ``start_time`` (float64,
         seconds), ``end_time`` (float64, seconds), ``duration`` (float64, ``end_time -
-        start_time``), ``confidence`` (float64, 0-1). Rows in input order. Empty input gives an
-        empty frame with these columns.
+        start_time``), ``confidence`` (float64, 0-1), ``provenance`` (string). Rows in input
+        order. Empty input gives an empty frame with these columns.
 
     Raises
     ------
@@ -156,7 +208,7 @@ def segments_frame(detection: Any, *, job: Job | str | None = None, source: str 
     --------
     >>> df = segments_frame([{"start_time": 20.0, "end_time": 30.0, "confidence": 0.179}], job="j1")
     >>> df.dtypes.astype(str).tolist()
-    ['string', 'string', 'float64', 'float64', 'float64', 'float64']
+    ['string', 'string', 'float64', 'float64', 'float64', 'float64', 'string']
     """
     records = _detection_records(detection)
     job_id = job.id if isinstance(job, Job) else (None if job is None else str(job))
@@ -185,6 +237,11 @@ def segments_frame(detection: Any, *, job: Job | str | None = None, source: str 
             i = int(np.argmax(bad))
             raise ValueError(f"`end_time` of detection row {i} ({float(end[i])!r}) is before its "
                              f"`start_time` ({float(start[i])!r})")
+    if provenance is None and isinstance(records, pd.DataFrame) and "provenance" in records.columns:
+        origin = pd.array(records["provenance"].astype(object).where(records["provenance"].notna(), None),
+                          dtype="string")
+    else:
+        origin = _constant_strings(None if provenance is None else str(provenance), n)
     return pd.DataFrame({
         "source": _constant_strings(source, n),
         "job_id": _constant_strings(job_id, n),
@@ -192,6 +249,7 @@ def segments_frame(detection: Any, *, job: Job | str | None = None, source: str 
         "end_time": end,
         "duration": end - start,
         "confidence": conf,
+        "provenance": origin,
     }, columns=list(SEGMENTS_COLUMNS))
 
 

@@ -2,9 +2,17 @@
 
 Every function takes segments as a DataFrame with the columns of
 :func:`shakelab.frames.segments_frame` (``source``, ``job_id``, ``start_time``, ``end_time``,
-``duration``, ``confidence``) or as the raw ``music_detection`` payload
+``duration``, ``confidence``, ``provenance``) or as the raw ``music_detection`` payload
 (``[{"start_time", "end_time", "confidence"}, ...]``), and returns new DataFrames; inputs are
 never modified. Pure pandas/numpy, no plotting.
+
+**What a segment means.** The service returns only the segments where music is present, so
+every returned segment is music whatever its confidence (the documented example's 0.18 and
+0.32 both are), and time no segment covers has none. With their defaults, :func:`coverage`
+and :func:`evaluate` count every segment; ``threshold=`` is an explicit, optional filter.
+Frames of the local all-window extension (every window with its score; their
+``provenance`` ends in ``:all_windows``) hold windows without music too: those functions then
+ask for a ``threshold`` rather than count every window as music.
 
 Bad input (an end before its start, a negative or non-finite time, a confidence outside
 [0, 1], overlapping intervals where a function does not allow them) raises ``ValueError``
@@ -13,14 +21,15 @@ naming the row and the value. Empty input gives empty output with the same colum
 Examples
 --------
 >>> from shakelab import segments as sg
->>> windows = [{"start_time": 0.0, "end_time": 10.0, "confidence": 0.9},
-...            {"start_time": 10.0, "end_time": 20.0, "confidence": 0.7},
-...            {"start_time": 20.0, "end_time": 30.0, "confidence": 0.1}]
->>> music = sg.merge(sg.threshold(windows, 0.5))
->>> music[["start_time", "end_time", "confidence"]].to_dict("records")
-[{'start_time': 0.0, 'end_time': 20.0, 'confidence': 0.8}]
->>> sg.coverage(windows, duration=40.0)["music_seconds"].tolist()
-[30.0]
+>>> documented = [{"start_time": 20.0, "end_time": 30.0, "confidence": 0.17867346107959747},
+...               {"start_time": 40.0, "end_time": 60.0, "confidence": 0.3173922598361969}]
+>>> sg.coverage(documented, duration=70.0)[["music_seconds", "share"]].to_dict("records")
+[{'music_seconds': 30.0, 'share': 0.42857142857142855}]
+>>> sg.evaluate([{"start_time": 20, "end_time": 30}, {"start_time": 40, "end_time": 60}],
+...             documented)["frame_recall"]
+1.0
+>>> sg.coverage(documented, duration=70.0, threshold=0.3)["music_seconds"].tolist()
+[20.0]
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ __all__ = [
 ]
 
 #: Column order of a segments frame (the ``segments_frame`` contract).
-COLUMNS = ["source", "job_id", "start_time", "end_time", "duration", "confidence"]
+COLUMNS = ["source", "job_id", "start_time", "end_time", "duration", "confidence", "provenance"]
 
 _KEYS = ["source", "job_id"]
 # Tolerance (in frames) when mapping times to frame indices, so that 10.0 s at a 0.01 s hop
@@ -61,6 +70,7 @@ def _empty() -> pd.DataFrame:
         "end_time": pd.Series([], dtype="float64"),
         "duration": pd.Series([], dtype="float64"),
         "confidence": pd.Series([], dtype="float64"),
+        "provenance": pd.Series([], dtype="string"),
     })
 
 
@@ -96,7 +106,7 @@ def _from_payload(rows: list) -> pd.DataFrame:
     from shakelab.frames import segments_frame
 
     as_frame(_payload_frame(rows))  # our checks first: messages name the row and value
-    return segments_frame(rows)
+    return segments_frame([r if "confidence" in r else {**r, "confidence": 1.0} for r in rows])
 
 
 def _bad(df: pd.DataFrame, mask: np.ndarray, message: str) -> None:
@@ -134,7 +144,8 @@ def as_frame(segments: Any, *, allow_overlap: bool = True) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns ``source`` (string), ``job_id`` (string), ``start_time``, ``end_time``,
-        ``duration``, ``confidence`` (float64), then any extra columns of the input.
+        ``duration``, ``confidence`` (float64), ``provenance`` (string; <NA> when the input has
+        none), then any extra columns of the input.
 
     Raises
     ------
@@ -145,7 +156,7 @@ def as_frame(segments: Any, *, allow_overlap: bool = True) -> pd.DataFrame:
     Examples
     --------
     >>> as_frame([{"start_time": 0, "end_time": 10, "confidence": 0.5}]).columns.tolist()
-    ['source', 'job_id', 'start_time', 'end_time', 'duration', 'confidence']
+    ['source', 'job_id', 'start_time', 'end_time', 'duration', 'confidence', 'provenance']
     >>> as_frame([{"start_time": 5, "end_time": 2, "confidence": 0.5}])
     Traceback (most recent call last):
     ...
@@ -170,7 +181,7 @@ def as_frame(segments: Any, *, allow_overlap: bool = True) -> pd.DataFrame:
             raise ValueError(f"`segments` has no `{key}` column (columns: {list(df.columns)})")
     if "confidence" not in df.columns:
         df["confidence"] = 1.0
-    for key in _KEYS:
+    for key in _KEYS + ["provenance"]:
         if key not in df.columns:
             df[key] = pd.Series(pd.NA, index=df.index, dtype="string")
         else:
@@ -299,7 +310,7 @@ def _merge_group(starts: np.ndarray, ends: np.ndarray, conf: np.ndarray, gap: fl
 
 
 def merge(segments: Any, *, gap: float = 0.0) -> pd.DataFrame:
-    """Join overlapping, touching or nearly touching segments of the same source and job.
+    """Join overlapping, touching or nearly touching segments of the same source, job and provenance.
 
     Two segments join when the second starts at most ``gap`` seconds after the end of the
     first. The merged confidence is the duration-weighted mean of its parts (the plain mean
@@ -331,13 +342,14 @@ def merge(segments: Any, *, gap: float = 0.0) -> pd.DataFrame:
     if df.empty:
         return df[COLUMNS].reset_index(drop=True)
     parts = []
-    for key, grp in df.groupby(_KEYS, dropna=False, sort=True):
+    for key, grp in df.groupby(_KEYS + ["provenance"], dropna=False, sort=True):
         s, e, c = _merge_group(grp["start_time"].to_numpy(), grp["end_time"].to_numpy(),
                                grp["confidence"].to_numpy(), g)
         parts.append(pd.DataFrame({
             "source": pd.Series([key[0]] * len(s), dtype="string"),
             "job_id": pd.Series([key[1]] * len(s), dtype="string"),
             "start_time": s, "end_time": e, "duration": e - s, "confidence": c,
+            "provenance": pd.Series([key[2]] * len(s), dtype="string"),
         }))
     return pd.concat(parts, ignore_index=True)[COLUMNS]
 
@@ -349,11 +361,15 @@ def _union_seconds(starts: np.ndarray, ends: np.ndarray) -> float:
     return float(np.sum(e - s))
 
 
-def _durations(df: pd.DataFrame, duration: Any, by: str = "source") -> dict:
-    """source -> total duration in seconds, from None / a number / a mapping."""
+def _durations(df: pd.DataFrame, duration: Any, by: str = "source", *, audio: Any = None,
+               fallback_end: bool = True) -> dict:
+    """source -> total duration in seconds, from a number / a mapping, else ``audio``.
+
+    A mapping may name sources without segments (recordings without music): they are added.
+    Without ``duration`` or ``audio``, ``fallback_end`` takes each source's last segment end;
+    otherwise a source that is itself an audio file gives its length, and any other raises.
+    """
     sources = list(pd.unique(df[by]))
-    if duration is None:
-        return {k: float(df.loc[_is(df[by], k), "end_time"].max()) for k in sources}
     if isinstance(duration, (Mapping, pd.Series)):
         out = {}
         for k in sources:
@@ -362,9 +378,51 @@ def _durations(df: pd.DataFrame, duration: Any, by: str = "source") -> dict:
                 raise ValueError(f"`duration` has no entry for source {key!r} "
                                  f"(keys: {list(duration.keys())!r})")
             out[k] = _check_number(f"duration[{key!r}]", duration[key])
+        for key in duration.keys():
+            if key not in out:
+                out[key] = _check_number(f"duration[{key!r}]", duration[key])
         return out
-    d = _check_number("duration", duration)
-    return {k: d for k in sources}
+    if duration is not None:
+        d = _check_number("duration", duration)
+        return {k: d for k in sources}
+    if fallback_end:
+        return {k: float(df.loc[_is(df[by], k), "end_time"].max()) for k in sources}
+    return _audio_durations(sources, audio)
+
+
+def _audio_durations(sources: list, audio: Any) -> dict:
+    """source -> length of its audio file (``audio``: one path, or a mapping source -> path)."""
+    from shakelab.audio import info
+
+    def length(path: Any, key: Any) -> float:
+        try:
+            return float(info(path).duration)
+        except Exception as exc:  # noqa: BLE001 - reported with the source it was for
+            raise ValueError(f"cannot read the length of {key!r} from `audio` {os.fspath(path)!r}: {exc}") \
+                from None
+
+    if audio is not None and not isinstance(audio, (Mapping, pd.Series)):
+        if len(sources) > 1:
+            raise ValueError(f"`audio` is one file but `segments` holds {len(sources)} sources; pass a "
+                             "mapping source -> file")
+        if not sources:  # no segment at all: the recording is the file
+            return {Path(os.fspath(audio)).name: length(audio, Path(os.fspath(audio)).name)}
+        return {k: length(audio, k) for k in sources}
+    files = dict(audio or {})
+    out = {}
+    for k in sources:
+        key = None if pd.isna(k) else k
+        if key in files:
+            out[k] = length(files[key], key)
+        elif key is not None and Path(key).is_file():
+            out[k] = length(key, key)
+        else:
+            raise ValueError(f"cannot know the length of recording {key!r}: pass `duration=` (seconds, "
+                             "or a mapping source -> seconds) or `audio=` (its audio file)")
+    for key, path in files.items():  # recordings without any segment: no music found
+        if key not in out:
+            out[key] = length(path, key)
+    return out
 
 
 def _is(col: pd.Series, key: Any) -> np.ndarray:
@@ -373,10 +431,30 @@ def _is(col: pd.Series, key: Any) -> np.ndarray:
     return (col == key).fillna(False).to_numpy(dtype=bool)
 
 
-def coverage(segments: Any, *, duration: Any = None) -> pd.DataFrame:
-    """Seconds and share of each source covered by segments (overlaps counted once).
+def _music(df: pd.DataFrame, threshold: Any, *, param: str = "threshold") -> pd.DataFrame:
+    """The rows that are music: every returned segment, or those >= ``threshold`` when given.
 
-    Threshold first (:func:`threshold`) to measure music rather than any detection window.
+    All-window output (windows without music too) needs an explicit threshold.
+    """
+    if threshold is not None:
+        t = _check_number(param, threshold, high=1.0)
+        return df[df["confidence"].to_numpy() >= t]
+    from shakelab.frames import is_all_windows
+
+    every = is_all_windows(df)
+    if every.any():
+        origin = df["provenance"].iloc[int(np.argmax(every))]
+        raise ValueError(f"these segments are every window of the local all-window output (provenance "
+                         f"{origin!r}), music or not: pass `{param}=` (e.g. 0.5) to say which are music")
+    return df
+
+
+def coverage(segments: Any, *, duration: Any = None, audio: Any = None,
+             threshold: float | None = None) -> pd.DataFrame:
+    """Seconds and share of each recording covered by music segments (overlaps counted once).
+
+    Every segment is music, whatever its confidence (what the service's answer means);
+    ``threshold`` keeps only segments with confidence >= it.
 
     Parameters
     ----------
@@ -384,33 +462,43 @@ def coverage(segments: Any, *, duration: Any = None) -> pd.DataFrame:
         Segments (see :func:`as_frame`).
     duration : float or mapping, optional
         Length of the recording(s) in seconds: one number for all sources, or a mapping
-        source -> seconds. ``None`` takes each source's last segment end. Segments beyond it
-        are clipped.
+        source -> seconds; a source of the mapping without segments (no music found) gets a
+        row with 0 music seconds. Segments beyond it are clipped.
+    audio : path or mapping, optional
+        Without ``duration``: the audio file (or a mapping source -> file) whose length is the
+        recording's. Without either, a ``source`` that is an existing audio file is read;
+        otherwise ``ValueError`` says the length cannot be known (the last segment's end is
+        not the recording's end: time after it has no music).
+    threshold : float, optional
+        In [0, 1]: count only segments with confidence >= it. Required for all-window output.
 
     Returns
     -------
     pandas.DataFrame
         One row per source: ``source`` (string), ``music_seconds`` (float64), ``duration``
         (float64), ``share`` (float64, ``music_seconds / duration``; NaN when the duration
-        is 0). Empty in, empty out.
+        is 0). Empty in (and no mapping), empty out.
 
     Examples
     --------
-    >>> coverage([{"start_time": 0, "end_time": 10, "confidence": 0.9},
+    >>> coverage([{"start_time": 0, "end_time": 10, "confidence": 0.1},
     ...           {"start_time": 5, "end_time": 15, "confidence": 0.9}], duration=60)[
     ...     ["music_seconds", "share"]].to_dict("records")
     [{'music_seconds': 15.0, 'share': 0.25}]
+    >>> coverage([], duration={"silent.wav": 30.0})[["source", "music_seconds"]].to_dict("records")
+    [{'source': 'silent.wav', 'music_seconds': 0.0}]
     """
     df = as_frame(segments)
-    durations = _durations(df, duration)
+    durations = _durations(df, duration, audio=audio, fallback_end=False)
+    df = _music(df, threshold)
     rows = []
-    for key, grp in df.groupby("source", dropna=False, sort=True):
-        key = key[0] if isinstance(key, tuple) else key
-        d = durations[next(k for k in durations if (pd.isna(k) and pd.isna(key)) or k == key)]
+    for key, d in durations.items():
+        grp = df[_is(df["source"], key)]
         s = np.clip(grp["start_time"].to_numpy(), 0.0, d)
         e = np.clip(grp["end_time"].to_numpy(), 0.0, d)
         music = _union_seconds(s, e)
-        rows.append((key, music, d, music / d if d > 0 else math.nan))
+        rows.append((None if pd.isna(key) else key, music, d, music / d if d > 0 else math.nan))
+    rows.sort(key=lambda r: (r[0] is None, "" if r[0] is None else str(r[0])))
     return pd.DataFrame({
         "source": pd.Series([r[0] for r in rows], dtype="string"),
         "music_seconds": pd.Series([r[1] for r in rows], dtype="float64"),
@@ -502,11 +590,13 @@ def _pairs(ref: pd.DataFrame, est: pd.DataFrame) -> list[tuple[pd.DataFrame, pd.
 
 
 def evaluate(reference: Any, estimate: Any, *, resolution: float = 0.01,
-             threshold: float = 0.5, collar: float = 0.5) -> dict:
+             threshold: float | None = None, collar: float = 0.5) -> dict:
     """Score detected music against a reference annotation.
 
-    Every reference segment counts as music (its confidence is ignored); estimate segments
-    count when their confidence is >= ``threshold``. With several sources, reference and
+    Every reference segment counts as music (its confidence is ignored), and so does every
+    estimate segment (the service returns only music), unless ``threshold`` is given: then
+    estimate segments count when their confidence is >= it (required for all-window
+    output, whose rows are every window). With several sources, reference and
     estimate are paired by ``source`` and counts are pooled; with one source on each side
     they are taken to be the same recording whatever their names.
 
@@ -524,8 +614,8 @@ def evaluate(reference: Any, estimate: Any, *, resolution: float = 0.01,
         Segments (see :func:`as_frame`).
     resolution : float
         Block length for the frame-level scores, > 0.
-    threshold : float
-        Minimum estimate confidence, in [0, 1].
+    threshold : float, optional
+        Minimum estimate confidence, in [0, 1]; default none (every estimate segment is music).
     collar : float
         Onset and offset tolerance in seconds, >= 0.
 
@@ -535,27 +625,29 @@ def evaluate(reference: Any, estimate: Any, *, resolution: float = 0.01,
         ``frame_precision``, ``frame_recall``, ``frame_f1``, ``frame_tp``, ``frame_fp``,
         ``frame_fn`` (counts of blocks), ``segment_precision``, ``segment_recall``,
         ``segment_f1``, ``segment_tp``, ``segment_fp``, ``segment_fn`` (counts of events),
-        and the ``resolution``, ``threshold`` and ``collar`` used. A ratio whose denominator
+        and the ``resolution``, ``threshold`` (None when not given) and ``collar`` used. A ratio
+        whose denominator
         is 0 is NaN (e.g. precision with no estimated music).
 
     Examples
     --------
     >>> ref = [{"start_time": 0, "end_time": 10, "confidence": 1}]
     >>> est = [{"start_time": 0, "end_time": 5, "confidence": 0.9},
-    ...        {"start_time": 5, "end_time": 20, "confidence": 0.8}]
+    ...        {"start_time": 5, "end_time": 20, "confidence": 0.2}]
     >>> r = evaluate(ref, est, resolution=1.0)
     >>> r["frame_precision"], r["frame_recall"], r["segment_tp"], r["segment_fp"]
     (0.5, 1.0, 0, 1)
+    >>> evaluate(ref, est, resolution=1.0, threshold=0.5)["frame_recall"]
+    0.5
     """
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import maximum_bipartite_matching
 
     res = _check_number("resolution", resolution, low_open=True)
-    thr = _check_number("threshold", threshold, high=1.0)
+    thr = None if threshold is None else _check_number("threshold", threshold, high=1.0)
     col = _check_number("collar", collar)
     ref = as_frame(reference)
-    est = as_frame(estimate)
-    est = est[est["confidence"].to_numpy() >= thr]
+    est = _music(as_frame(estimate), thr)
     ftp = ffp = ffn = stp = sfp = sfn = 0
     for r, e in _pairs(ref, est):
         end = max(r["end_time"].max() if len(r) else 0.0, e["end_time"].max() if len(e) else 0.0)
@@ -726,9 +818,10 @@ def read_labels(path: Any, *, source: str | None = None,
 
 
 def write_csv(segments: Any, path: Any) -> None:
-    """Write segments as CSV with the six columns of :func:`as_frame` (repr-exact floats).
+    """Write segments as CSV with the seven columns of :func:`as_frame` (repr-exact floats).
 
-    Missing ``source``/``job_id`` are written as empty fields (and read back as missing).
+    Missing ``source``/``job_id``/``provenance`` are written as empty fields (and read back
+    as missing).
 
     Examples
     --------
@@ -736,7 +829,7 @@ def write_csv(segments: Any, path: Any) -> None:
     >>> f = io.StringIO()
     >>> write_csv([{"start_time": 0.0, "end_time": 0.1, "confidence": 1/3}], f)
     >>> f.getvalue().splitlines()[1]
-    ',,0.0,0.1,0.1,0.3333333333333333'
+    ',,0.0,0.1,0.1,0.3333333333333333,'
     """
     df = as_frame(segments)
     buf = io.StringIO()
@@ -746,7 +839,7 @@ def write_csv(segments: Any, path: Any) -> None:
         w.writerow(["" if pd.isna(row.source) else row.source,
                     "" if pd.isna(row.job_id) else row.job_id,
                     _num(row.start_time), _num(row.end_time), _num(row.duration),
-                    _num(row.confidence)])
+                    _num(row.confidence), "" if pd.isna(row.provenance) else row.provenance])
     _write_text(path, buf.getvalue())
 
 
@@ -778,7 +871,7 @@ def read_csv(path: Any) -> pd.DataFrame:
     if not cols:
         return _empty()
     df = pd.DataFrame(cols)
-    for c in _KEYS:
+    for c in _KEYS + ["provenance"]:
         if c in df.columns:
             df[c] = df[c].astype("string")
     return as_frame(df)

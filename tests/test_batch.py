@@ -24,15 +24,27 @@ from shakelab.ledger import Ledger
 SR = 8000
 
 
-def make_audio(folder: Path, n: int, *, seconds=(1.0, 2.0), prefix="rec", sub_every: int = 0) -> list[Path]:
-    """n short, distinct recordings (tone + noise), some in a subfolder."""
+DEMO = Path(__file__).resolve().parents[1] / "data" / "demo.flac"
+
+
+def make_audio(folder: Path, n: int, *, seconds=(1.0, 2.0), prefix="rec", sub_every: int = 0,
+               music_every: int = 0) -> list[Path]:
+    """n short, distinct recordings (noise), some in a subfolder; every ``music_every``-th
+    (from the first) is 10 s of the demo's music instead."""
     rng = np.random.default_rng(len(str(folder)) + n)
+    music, music_sr = sf.read(DEMO, dtype="float32", start=10 * 22050, stop=20 * 22050) if music_every else (None, 0)
     paths = []
     for i in range(n):
         dur = seconds[0] + (seconds[1] - seconds[0]) * (i % 5) / 4
         t = np.arange(int(SR * dur)) / SR
-        y = 0.3 * np.sin(2 * np.pi * (220 + 17 * i) * t) + 0.05 * rng.standard_normal(t.size)
+        y = 0.1 * rng.standard_normal(t.size)  # noise: no music (a steady tone can read as music)
         where = folder / "sub" if sub_every and i % sub_every == 0 else folder
+        if music_every and i % music_every == 0:
+            where.mkdir(parents=True, exist_ok=True)
+            path = where / f"{prefix}{i:03d}.wav"
+            sf.write(path, music + 1e-4 * rng.standard_normal(music.size).astype(np.float32), music_sr)
+            paths.append(path)
+            continue
         where.mkdir(parents=True, exist_ok=True)
         path = where / f"{prefix}{i:03d}.wav"
         sf.write(path, y.astype(np.float32), SR, subtype="PCM_16")
@@ -89,7 +101,8 @@ def test_bad_arguments_fail_before_any_request(fresh_server, tmp_path):
 
 # --------------------------------------------------------------------------- the main path
 def test_fifty_files_then_rerun_costs_nothing(fresh_server, tmp_path):
-    files = make_audio(tmp_path / "rec", 50, sub_every=7)
+    files = make_audio(tmp_path / "rec", 50, sub_every=7, music_every=10)
+    music = {str(f) for f in files[::10]}
     client = client_for(fresh_server)
     first = batch.run(tmp_path / "rec", ["music_detection"], client=client, concurrency=4, progress=False)
     assert first.ok, first.failed[["source", "error"]].to_string()
@@ -99,10 +112,21 @@ def test_fifty_files_then_rerun_costs_nothing(fresh_server, tmp_path):
     assert (jobs["action"] == "submitted").all() and (jobs["format"] == "json").all()
     assert str(jobs["finished_at"].dtype) == "datetime64[ns, UTC]"
     seg = first.segments
-    assert list(seg.columns) == ["source", "job_id", "start_time", "end_time", "duration", "confidence"]
-    assert set(seg["source"]) == {str(f) for f in files}              # every file has its windows
-    assert (seg.groupby("source").size() == jobs.set_index("source")["n_segments"]).all()
+    assert list(seg.columns) == ["source", "job_id", "start_time", "end_time", "duration", "confidence",
+                                 "provenance"]
+    assert set(seg["source"]) == music                                 # only music is returned
+    assert seg["provenance"].str.match(r"local:\w+:window=10s$").all()
+    n = jobs.set_index("source")["n_segments"]
+    assert seg.groupby("source").size().to_dict() == n[sorted(music)].to_dict()
+    assert (n.drop(list(music)) == 0).all()
     assert seg["confidence"].between(0, 1).all()
+    # a recording without music is a result: a coverage row with 0 s, not a missing one
+    cov = first.coverage.set_index("source")
+    assert list(first.coverage["source"]) == list(jobs["source"])
+    assert (cov.loc[list(music), "finding"] == "music found").all()
+    assert (cov.drop(list(music))["finding"] == "no music found").all()
+    assert (cov.drop(list(music))[["music_seconds", "share"]] == 0).all().all()
+    assert cov["duration"].between(1.0, 10.01).all()
     uploads, created, requests_made = stats(fresh_server)
     assert (uploads, created) == (50, 50)                               # one upload, one job each
 
@@ -232,7 +256,7 @@ def test_429_storm_slows_the_batch_without_failures(fresh_server, tmp_path):
     result = batch.run(tmp_path / "rec", ["music_detection"], client=client_for(fresh_server), concurrency=4,
                        progress=False)
     assert result.ok, result.failed[["source", "error"]].to_string()
-    assert result.stats["failed"] == 0 and len(result.segments) > 0
+    assert result.stats["failed"] == 0 and len(result.coverage) == 10
     assert result.stats["rate_limited"] == 3 + 4 + 12                 # every 429 was seen and waited out
     assert faults.take("GET", "/job/x") is None                        # the storm was used up
     assert fresh_server.stats()["jobs"] == 10                          # a refused POST /job is not a job
@@ -304,7 +328,11 @@ def test_corrupt_and_missing_files_fail_alone(fresh_server, tmp_path):
     assert "broken.wav" in message or "audio" in message.lower(), message
     assert jobs.loc[str(missing), "status"] == "failed"
     assert jobs.loc[str(missing), "error"] == f"file not found: {str(missing)!r}"
-    assert result.stats["failed"] == 2 and set(result.segments["source"]) == {str(p) for p in good}
+    assert result.stats["failed"] == 2
+    cov = result.coverage.set_index("source")
+    assert (cov.loc[[str(p) for p in good], "finding"] != "no result").all()
+    assert cov.loc[str(bad), "finding"] == cov.loc[str(missing), "finding"] == "no result"
+    assert cov.loc[str(missing), "error"] == f"file not found: {str(missing)!r}"
 
 
 def test_several_models_one_upload_per_file_and_downloads(fresh_server, tmp_path):
@@ -351,7 +379,7 @@ def test_process_executor_builds_its_own_clients(fresh_server, tmp_path, monkeyp
     with cf.ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
         result = batch.run(tmp_path / "rec", ["music_detection"], client=client, executor=pool, progress=False)
     assert result.ok, result.failed[["source", "error"]].to_string()
-    assert len(result.segments) > 0 and fresh_server.stats()["jobs"] == 3
+    assert len(result.coverage) == 3 and fresh_server.stats()["jobs"] == 3
     again = batch.run(tmp_path / "rec", ["music_detection"], client=client, progress=False)
     assert (again.jobs["action"] == "skipped").all() and fresh_server.stats()["jobs"] == 3
 
@@ -366,7 +394,7 @@ def test_progress_bar_counts(fresh_server, tmp_path, capsys):
 
 
 def test_cli_writes_csv_summary(fresh_server, tmp_path, monkeypatch, capsys):
-    files = make_audio(tmp_path / "rec", 3)
+    files = make_audio(tmp_path / "rec", 3, music_every=2)
     (tmp_path / "rec" / "bad.wav").write_bytes(b"nope")
     monkeypatch.setenv("AUDIOSHAKE_API_TOKEN", fresh_server.token)
     monkeypatch.setenv("AUDIOSHAKE_BASE_URL", fresh_server.base_url)
@@ -382,7 +410,10 @@ def test_cli_writes_csv_summary(fresh_server, tmp_path, monkeypatch, capsys):
     assert sorted(summary["source"]) == sorted([str(f) for f in files] + [str(tmp_path / "rec" / "bad.wav")])
     assert (summary["status"] == "completed").sum() == 3
     segments = pd.read_csv(tmp_path / "out" / "segments.csv")
-    assert set(segments["source"]) == {str(f) for f in files}
+    assert set(segments["source"]) == {str(files[0]), str(files[2])}   # the music files
+    coverage = pd.read_csv(tmp_path / "out" / "coverage.csv").set_index("source")
+    assert coverage.loc[str(files[1]), "finding"] == "no music found"
+    assert coverage.loc[str(tmp_path / "rec" / "bad.wav"), "finding"] == "no result"
     assert all((tmp_path / "out" / f.stem / "music_detection.json").is_file() for f in files)
     jobs_before = fresh_server.stats()["jobs"]
     code = main(["batch", str(tmp_path / "rec" / "rec000.wav"), "--models", "music_detection",

@@ -324,10 +324,13 @@ def test_download_refuses_unfinished_job(fresh_server, wav, tmp_path):
 
 
 def test_music_detection_frame(client, wav):
-    frame = client.music_detection(wav, window=1.0, progress=False)
+    frame = client.music_detection(wav, window=1.0, all_windows=True, progress=False)
     assert tuple(frame.columns) == SEGMENTS_COLUMNS
-    assert frame.dtypes.astype(str).tolist() == ["string", "string", "float64", "float64", "float64", "float64"]
+    assert frame.dtypes.astype(str).tolist() == ["string", "string", "float64", "float64", "float64", "float64",
+                                                 "string"]
     assert len(frame) == 3 and frame["start_time"].tolist() == [0.0, 1.0, 2.0]
+    detector = client.get_job(frame["job_id"].iloc[0]).raw["shakelab"]["detector"]
+    assert set(frame["provenance"]) == {f"local:{detector}:window=1s:all_windows"}
     assert frame["end_time"].iloc[-1] == pytest.approx(3.0)
     assert frame["confidence"].between(0, 1).all() and set(frame["source"]) == {"tone.wav"}
     job_id = frame["job_id"].iloc[0]
@@ -341,19 +344,37 @@ def test_music_detection_reuses_an_asset(fresh_server, wav):
     frame = client.music_detection(asset, progress=False)
     by_id = client.music_detection(asset.id, progress=False)
     assert fresh_server.stats()["uploads"] == 1 and fresh_server.stats()["jobs"] == 2
-    assert len(frame) == len(by_id) >= 1 and frame["job_id"].iloc[0] != by_id["job_id"].iloc[0]
+    assert len(frame) == len(by_id)  # a tone is not music: both answers may well be empty
     job = client.music_detection(asset, wait=False, progress=False)
     assert isinstance(job, Job) and job.model == "music_detection"
 
 
 def test_music_detection_of_the_demo(client, demo_path):
+    """The service's meaning: one merged segment where music is (10-44 s), none for the speech."""
     frame = client.music_detection(demo_path, progress=False)
     import shakelab.audio
 
     duration = shakelab.audio.info(demo_path).duration
-    assert len(frame) == int(np.ceil(duration / 10.0))
-    assert frame["end_time"].iloc[-1] == pytest.approx(duration, abs=0.01)
-    assert (frame["duration"] > 0).all() and frame["source"].iloc[0] == demo_path.name
+    assert frame[["start_time", "end_time"]].to_numpy().tolist() == [[10.0, pytest.approx(duration, abs=0.01)]]
+    assert frame["source"].iloc[0] == demo_path.name
+    assert frame["provenance"].iloc[0].startswith("local:") and frame["provenance"].iloc[0].endswith(":window=10s")
+
+
+def test_local_only_options_are_refused_before_anything_reaches_the_service(wav):
+    """`window` and `all_windows` are extensions of the local server: refused, not sent, for the service."""
+    from shakelab.client import is_service_url
+
+    service = Client(token="not-a-real-token", base_url="https://groovy.audioshake.ai", max_retries=0)
+    for options in ({"window": 2.0}, {"all_windows": True}):
+        key = next(iter(options))
+        # a request would fail with TransportError (no network here): a ValidationError means nothing was sent
+        with pytest.raises(ValidationError, match=rf"`{key}` .*extension of shakelab's local server.*"
+                                                  r"https://groovy.audioshake.ai"):
+            service.music_detection(wav, progress=False, **options)
+        with pytest.raises(ValidationError, match=rf"`{key}`"):
+            service.create_job("some-asset-id", "music_detection", **options)
+    assert service.provenance(Job.from_payload({"id": "j1", "status": "completed"})) == "audioshake"
+    assert is_service_url("https://api.audioshake.ai/x") and not is_service_url("https://audioshake.ai.evil.example")
 
 
 def test_usage_frame_counts_jobs(fresh_server, wav):
@@ -474,14 +495,17 @@ def test_connect_embedded_server(monkeypatch, tmp_path, capsys, wav):
         shakelab.server.start().stop()
 
 
-def test_cli_detect_and_usage(server, monkeypatch, capsys, wav):
+def test_cli_detect_and_usage(server, monkeypatch, capsys, wav, demo_path):
     from shakelab.cli import main
 
     monkeypatch.setenv("AUDIOSHAKE_API_TOKEN", server.token)
     monkeypatch.setenv("AUDIOSHAKE_BASE_URL", server.base_url)
-    assert main(["detect", str(wav)]) == 0
-    out = capsys.readouterr().out
-    assert out.split("\n")[0].split() == list(SEGMENTS_COLUMNS) and "tone.wav" in out
+    assert main(["detect", str(demo_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == list(SEGMENTS_COLUMNS) and len(out) == 2 and out[1].split()[:3] == [
+        "demo.flac", out[1].split()[1], "10.0"]
+    assert main(["detect", str(wav)]) == 0  # a tone is no music: a result, not an empty table
+    assert capsys.readouterr().out == "no music found in tone.wav\n"
     assert main(["usage"]) == 0
     out = capsys.readouterr().out
     assert out.split()[:3] == ["month", "total_jobs", "total_minutes"]

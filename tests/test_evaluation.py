@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,9 +28,10 @@ def test_read_segments_json_and_labels(tmp_path):
 
 
 def test_to_frames_threshold_and_edges():
-    f = ev.to_frames([{"start_time": 0.0, "end_time": 0.02, "confidence": 0.9},
-                      {"start_time": 0.03, "end_time": 0.05, "confidence": 0.4}], 0.05)
-    assert f.tolist() == [True, True, False, False, False]
+    rows = [{"start_time": 0.0, "end_time": 0.02, "confidence": 0.9},
+            {"start_time": 0.03, "end_time": 0.05, "confidence": 0.4}]
+    assert ev.to_frames(rows, 0.05, threshold=0.5).tolist() == [True, True, False, False, False]
+    assert ev.to_frames(rows, 0.05).tolist() == [True, True, False, True, True]  # every segment is music
     assert ev.to_frames([], 0.1).sum() == 0 and len(ev.to_frames([], 0.1)) == 10
 
 
@@ -65,7 +67,7 @@ def dirs(tmp_path):
 
 
 def test_evaluate_dirs_per_condition(dirs):
-    t = ev.evaluate_dirs(dirs / "ref", dirs / "est")
+    t = ev.evaluate_dirs(dirs / "ref", dirs / "est", threshold=0.5)  # the estimates list every window
     assert list(t.index) == ["music", "speech", "all"]
     assert t.loc["music", "frame_recall"] == 0.75 and t.loc["music", "frame_precision"] == 1.0
     assert t.loc["speech", "frame_fpr"] == 0.1 and math.isnan(t.loc["speech", "frame_recall"])
@@ -88,10 +90,27 @@ def test_evaluate_dirs_errors(dirs, tmp_path):
 
 
 def test_cli_evaluate_prints_the_table(dirs, capsys):
-    assert cli.main(["evaluate", str(dirs / "ref"), str(dirs / "est")]) == 0
+    assert cli.main(["evaluate", str(dirs / "ref"), str(dirs / "est"), "--threshold", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "frame_f1" in out and "window_f1" in out and out.strip().splitlines()[-1].startswith("all")
     assert cli.main(["evaluate", str(dirs / "ref"), str(dirs / "missing")]) == 2
+
+
+def test_documented_answer_scores_as_music_by_default(tmp_path, capsys):
+    """The service's documented answer (verbatim) against a reference marking exactly its segments."""
+    documented = (Path(__file__).parent / "data" / "music-detection-documented.json").read_text()
+    for d in ("ref", "est"):
+        (tmp_path / d).mkdir()
+    sf.write(tmp_path / "ref" / "doc.wav", np.zeros(70 * 100), 100)
+    (tmp_path / "ref" / "doc.txt").write_text("20\t30\tmusic\n40\t60\tmusic\n")
+    (tmp_path / "est" / "doc.json").write_text(documented)
+    t = ev.evaluate_dirs(tmp_path / "ref", tmp_path / "est")
+    assert t.loc["all", "frame_recall"] == 1.0 and t.loc["all", "frame_precision"] == 1.0
+    assert t.loc["all", "window_recall"] == 1.0 and t.loc["all", "frame_fpr"] == 0.0
+    assert ev.evaluate_dirs(tmp_path / "ref", tmp_path / "est", threshold=0.5).loc["all", "frame_recall"] == 0.0
+    assert cli.main(["evaluate", str(tmp_path / "ref"), str(tmp_path / "est")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert last[0] == "all" and last[3:6] == ["1.000", "1.000", "1.000"]  # frame precision, recall, F1
 
 
 def test_frame_counts_agree_with_the_window_tracks(dirs):
@@ -101,4 +120,6 @@ def test_frame_counts_agree_with_the_window_tracks(dirs):
         est = ev.read_segments(next((dirs / "est").glob(ref_path.stem + ".*")))
         duration = max(s["end_time"] for s in ref + est)
         tracks = ev.counts(ev.to_frames(ref, duration, threshold=0.0), ev.to_frames(est, duration))
-        assert ev._frame_counts(ref, est, duration, 0.5) == tracks
+        assert ev._frame_counts(ref, est, duration, None) == tracks
+        thresholded = ev.counts(ev.to_frames(ref, duration), ev.to_frames(est, duration, threshold=0.5))
+        assert ev._frame_counts(ref, est, duration, 0.5) == thresholded

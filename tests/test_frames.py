@@ -17,7 +17,7 @@ DETECTION = [
     {"start_time": 10.0, "end_time": 20.0, "confidence": 0.97},
     {"start_time": 20.0, "end_time": 25.5, "confidence": 0.5},
 ]
-SEG_DTYPES = ["string", "string", "float64", "float64", "float64", "float64"]
+SEG_DTYPES = ["string", "string", "float64", "float64", "float64", "float64", "string"]
 
 
 def test_segments_frame_columns_dtypes_values():

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from shakelab.server import detectors, processing, stems
+from shakelab.frames import segments_frame
+from shakelab.server import decision, detectors, processing, stems
 
 SR = 22050
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -137,6 +138,38 @@ def test_probe_rejects_a_truncated_file(tmp_path, fmt):
         processing.probe(cut)
 
 
+# ----------------------------------------------------------------------------- the decision rule
+def test_a_short_jingle_makes_its_window_music():
+    """3 s of music inside 10 s of speech: the window is music (its mean probability is 0.3)."""
+    hop = 0.02
+    p = np.full(1000, 0.05)            # 20 s of speech
+    p[200:350] = 0.95                  # a 3-s jingle at 4-7 s
+    assert p[:500].mean() < 0.5
+    (seg,) = decision.music_segments(hop, p, 20.0)
+    assert (seg["start_time"], seg["end_time"]) == (0.0, 10.0)
+    assert seg["confidence"] == pytest.approx(0.95)
+    # scattered frames (here 1 s in all, never 2 s in a row) do not make music
+    q = np.full(500, 0.05)
+    q[::10] = 0.95
+    assert decision.music_segments(hop, q, 10.0) == []
+
+
+def test_adjacent_music_windows_merge_with_a_duration_weighted_confidence():
+    hop = 0.5
+    p = np.r_[np.full(20, 0.9), np.full(20, 0.6), np.zeros(20), np.full(8, 0.8)]  # 10 + 10 + 10 + 4 s
+    assert decision.music_segments(hop, p, 34.0) == [
+        {"start_time": 0.0, "end_time": 20.0, "confidence": 0.75},
+        {"start_time": 30.0, "end_time": 34.0, "confidence": 0.8}]
+    every = decision.music_segments(hop, p, 34.0, all_windows=True)
+    assert [w["confidence"] for w in every] == [0.9, 0.6, 0.0, 0.8]
+    # all windows at >= 0.5 are exactly the answer's windows
+    music = [w for w in every if w["confidence"] >= decision.MUSIC_PROBABILITY]
+    assert [(w["start_time"], w["end_time"]) for w in music] == [(0, 10), (10, 20), (30, 34)]
+    assert decision.music_segments(hop, np.zeros(68), 34.0) == []
+    with pytest.raises(ValueError, match="`window`"):
+        decision.music_segments(hop, p, 34.0, window=0)
+
+
 # ----------------------------------------------------------------------------- detection
 def test_windows_average_the_track_and_cover_the_duration():
     w = detectors.windows(0.5, np.array([1, 1, 0, 0, 0.5]), 2.5, window=1.0)
@@ -151,26 +184,34 @@ def test_windows_average_the_track_and_cover_the_duration():
 def test_detect_music_finds_the_music_block_of_a_generated_sequence(sequence, monkeypatch, name):
     monkeypatch.setenv("SHAKELAB_DETECTOR", name)
     y, sr = sequence
-    w = processing.detect_music(y, sr)
+    w = processing.detect_music(y, sr, all_windows=True)
     assert [(s["start_time"], s["end_time"]) for s in w] == [(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]
     speech, music, silence = (s["confidence"] for s in w)
     assert music > 0.7, w
-    assert speech < 0.3 and silence < 0.1, w
+    assert speech < 0.5 and silence < 0.1, w
+    # the answer: only the music window, with its score
+    assert processing.detect_music(y, sr) == [w[1]]
 
 
 @pytest.mark.parametrize("name", ["auto", "features"])
 def test_detect_music_on_the_demo_matches_its_labels(demo, monkeypatch, name):
     monkeypatch.setenv("SHAKELAB_DETECTOR", name)
     y, sr = demo
-    w = processing.detect_music(y, sr)
+    w = processing.detect_music(y, sr, all_windows=True)
     assert [s["start_time"] for s in w] == [0.0, 10.0, 20.0, 30.0, 40.0]
     assert w[-1]["end_time"] == pytest.approx(44.0)  # last window shorter
     conf = [s["confidence"] for s in w]
-    assert conf[0] < 0.3  # speech alone
+    assert conf[0] < 0.5  # speech alone
     assert conf[1] > 0.8  # music alone
+    assert conf[2] >= 0.5  # music until 22 s: 2 s of it make the window music
     assert conf[3] > 0.6 and conf[4] > 0.6  # speech over music
+    # the answer: music from 10 s to the end, one merged segment; nothing for the speech
+    (answer,) = processing.detect_music(y, sr)
+    assert (answer["start_time"], answer["end_time"]) == (10.0, pytest.approx(44.0))
+    assert answer["confidence"] == pytest.approx(sum(c * d for c, d in zip(conf[1:], (10, 10, 10, 4))) / 34,
+                                                 abs=1e-4)
     # at 2-s resolution: every window fully inside a labelled section gets it right
-    fine = processing.detect_music(y, sr, window=2.0)
+    fine = processing.detect_music(y, sr, window=2.0, all_windows=True)
     music = demo_labels()
     inside = lambda s, a, b: s["start_time"] >= a and s["end_time"] <= b  # noqa: E731
     for s in fine:
@@ -225,7 +266,7 @@ def test_get_detector_auto_is_cnn_with_weights_else_features(monkeypatch):
 
 # ----------------------------------------------------------------------------- run_model
 @pytest.mark.parametrize("fmt", ["json", "txt"])
-def test_run_model_music_detection_writes_windows(tmp_path, sequence, fmt):
+def test_run_model_music_detection_writes_the_music_segments(tmp_path, sequence, fmt):
     y, sr = sequence
     src = write(tmp_path / "seq.flac", y, sr)
     paths = processing.run_model("music_detection", src, tmp_path / "out", fmt)
@@ -236,20 +277,33 @@ def test_run_model_music_detection_writes_windows(tmp_path, sequence, fmt):
     else:
         rows = [dict(zip(("start_time", "end_time", "confidence"), map(float, line.split("\t"))))
                 for line in text.splitlines()]
-    assert [(r["start_time"], r["end_time"]) for r in rows] == [(0.0, 10.0), (10.0, 20.0), (20.0, 30.0)]
-    assert rows[1]["confidence"] > 0.7 > max(rows[0]["confidence"], rows[2]["confidence"])
+    assert [(r["start_time"], r["end_time"]) for r in rows] == [(10.0, 20.0)]  # speech and silence: nothing
+    assert rows[0]["confidence"] > 0.7
+    (path,), detail = processing.run_detection(src, tmp_path / "all", fmt, options={"all_windows": True})
+    assert detail == {"detector": detectors.get_detector().name, "window": 10.0, "allWindows": True}
+    every = segments_frame(path)
+    assert every["start_time"].tolist() == [0.0, 10.0, 20.0]
+    assert every["confidence"].iloc[1] == pytest.approx(rows[0]["confidence"], abs=1e-4)
 
 
 def test_run_model_window_option(tmp_path, sequence):
     y, sr = sequence
     src = write(tmp_path / "seq.wav", y[: 25 * sr], sr)
-    (path,) = processing.run_model("music_detection", src, tmp_path, "json", options={"window": 4, "variant": "x"})
+    (path,) = processing.run_model("music_detection", src, tmp_path, "json",
+                                   options={"window": 4, "all_windows": True, "variant": "x"})
     rows = json.loads(path.read_text())
     assert [r["start_time"] for r in rows] == [0, 4, 8, 12, 16, 20, 24]
     assert rows[-1]["end_time"] == pytest.approx(25.0)
+    # the answer on the 4-s grid: the music (10-20 s) touches windows 8-12 .. 16-20, merged
+    (path,) = processing.run_model("music_detection", src, tmp_path, "json", options={"window": 4})
+    (music,) = json.loads(path.read_text())
+    assert music["start_time"] in (8.0, 12.0) and music["end_time"] in (20.0, 24.0)
     for bad in (0, -3, "ten", float("nan"), True):
         with pytest.raises(ValueError, match="`window`"):
             processing.run_model("music_detection", src, tmp_path, "json", options={"window": bad})
+    for bad in ("yes", 1, None):
+        with pytest.raises(ValueError, match="`all_windows`"):
+            processing.run_model("music_detection", src, tmp_path, "json", options={"all_windows": bad})
 
 
 def test_run_model_rejects_unknown_model_format_and_undecodable_input(tmp_path):

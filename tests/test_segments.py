@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ def frame(rows, source="a.wav", job_id="j1"):
     df.insert(0, "job_id", pd.Series([job_id] * len(df), dtype="string"))
     df.insert(0, "source", pd.Series([source] * len(df), dtype="string"))
     df["duration"] = df["end_time"] - df["start_time"]
+    df["provenance"] = pd.Series([pd.NA] * len(df), dtype="string")
     return df[sg.COLUMNS]
 
 
@@ -140,9 +142,11 @@ def test_coverage_known_answer():
     assert out.to_dict("records") == [
         {"source": "a", "music_seconds": 25.0, "duration": 100.0, "share": 0.25},
         {"source": "b", "music_seconds": 30.0, "duration": 40.0, "share": 0.75}]
-    # duration=None: last end per source; a number clips segments beyond it
-    assert sg.coverage(df)["share"].tolist() == [25 / 60, 1.0]
+    # a number clips segments beyond it
     assert sg.coverage(df, duration=12)["music_seconds"].tolist() == [12.0, 12.0]
+    # the last segment's end is not the recording's end: without a length, coverage says so
+    with pytest.raises(ValueError, match="cannot know the length of recording 'a'.*`duration=`.*`audio=`"):
+        sg.coverage(df)
 
 
 def test_coverage_mapping_missing_source():
@@ -182,7 +186,7 @@ EST = [seg(0, 5, 0.9), seg(5, 12, 0.8), seg(12, 20, 0.3), seg(20, 29.6, 0.7), se
 
 
 def test_evaluate_frame_level_hand_computed_1s():
-    r = sg.evaluate(REF, EST, resolution=1.0)
+    r = sg.evaluate(REF, EST, resolution=1.0, threshold=0.5)
     # est active: [0,12) [20,30) [40,45) = 27 blocks; ref 20 blocks, all hit
     assert (r["frame_tp"], r["frame_fp"], r["frame_fn"]) == (20, 7, 0)
     assert r["frame_precision"] == pytest.approx(20 / 27)
@@ -191,19 +195,19 @@ def test_evaluate_frame_level_hand_computed_1s():
 
 
 def test_evaluate_frame_level_hand_computed_10ms():
-    r = sg.evaluate(REF, EST)
+    r = sg.evaluate(REF, EST, threshold=0.5)
     # est: 1200 + 960 + 500 = 2660 blocks; hits 1000 + 960; misses [29.6, 30) = 40
     assert (r["frame_tp"], r["frame_fp"], r["frame_fn"]) == (1960, 700, 40)
     assert r["frame_recall"] == pytest.approx(0.98)
 
 
 def test_evaluate_segment_level_collar():
-    r = sg.evaluate(REF, EST, collar=0.5)
+    r = sg.evaluate(REF, EST, collar=0.5, threshold=0.5)
     # events est [0,12] [20,29.6] [40,45]; only [20,29.6]~[20,30] is within 0.5 s
     assert (r["segment_tp"], r["segment_fp"], r["segment_fn"]) == (1, 2, 1)
     assert (r["segment_precision"], r["segment_recall"], r["segment_f1"]) == \
         pytest.approx((1 / 3, 1 / 2, 0.4))
-    r = sg.evaluate(REF, EST, collar=2.0)
+    r = sg.evaluate(REF, EST, collar=2.0, threshold=0.5)
     assert (r["segment_tp"], r["segment_fp"], r["segment_fn"]) == (2, 1, 0)
 
 
@@ -240,7 +244,7 @@ def test_evaluate_empty():
 def test_empty_in_empty_out():
     for out in (sg.as_frame([]), sg.threshold([], 0.5), sg.merge([]), sg.drop_short([], 1)):
         assert out.empty and list(out.columns) == sg.COLUMNS
-    cov = sg.coverage([])
+    cov = sg.coverage([], duration=10.0)
     assert cov.empty and list(cov.columns) == ["source", "music_seconds", "duration", "share"]
     tf = sg.to_frames([])
     assert tf.empty and list(tf.columns) == ["source", "frame", "time", "confidence"]
@@ -398,7 +402,7 @@ def test_merge_invariants(df, gap):
 @settings(max_examples=80, deadline=None)
 @given(df=seg_frames(), t=unit)
 def test_coverage_invariants(df, t):
-    cov = sg.coverage(df)
+    cov = sg.coverage(df, duration=df.groupby("source")["end_time"].max().to_dict())
     for row in cov.itertuples():
         inp = df[df["source"] == row.source]
         assert 0.0 <= row.music_seconds <= row.duration + 1e-9
@@ -428,3 +432,59 @@ def test_to_frames_invariants(df, hop):
         n_seg = int((inp["confidence"] > 0).sum())
         assert active <= music + 2 * hop * n_seg + 1e-6
         assert active >= music - 1e-6  # covered time is never lost
+
+
+# --------------------------------------------------------------------------- the service's meaning
+DOCUMENTED = Path(__file__).parent / "data" / "music-detection-documented.json"  # verbatim; see data/README.md
+
+
+def documented():
+    return sg.read_json(DOCUMENTED, source="documented.wav")
+
+
+def test_documented_example_is_30_s_of_music_by_default():
+    est = documented()
+    assert est["confidence"].tolist() == [0.17867346107959747, 0.3173922598361969]
+    cov = sg.coverage(est, duration=70)
+    assert cov.to_dict("records") == [{"source": "documented.wav", "music_seconds": 30.0, "duration": 70.0,
+                                       "share": 30 / 70}]
+    ref = [seg(20, 30), seg(40, 60)]
+    r = sg.evaluate(ref, est)
+    assert (r["frame_recall"], r["frame_precision"], r["segment_recall"]) == (1.0, 1.0, 1.0)
+    assert r["threshold"] is None
+    # a threshold is an explicit filter, and a 0.5 cut throws the documented music away
+    assert sg.evaluate(ref, est, threshold=0.5)["frame_recall"] == 0.0
+    assert sg.coverage(est, duration=70, threshold=0.3)["music_seconds"].tolist() == [20.0]
+
+
+def test_all_window_output_asks_for_a_threshold():
+    from shakelab.frames import provenance, segments_frame
+
+    every = segments_frame([seg(0, 10, 0.1), seg(10, 20, 0.9)], source="a.wav",
+                           provenance=provenance("cnn", all_windows=True))
+    for call in (lambda: sg.coverage(every, duration=20), lambda: sg.evaluate([seg(10, 20)], every)):
+        with pytest.raises(ValueError, match="all-window output.*local:cnn:window=10s:all_windows.*`threshold=`"):
+            call()
+    assert sg.coverage(every, duration=20, threshold=0.5)["music_seconds"].tolist() == [10.0]
+    assert sg.evaluate([seg(10, 20)], every, threshold=0.5)["frame_f1"] == 1.0
+    # merge never joins rows of different provenance, and keeps it
+    music = segments_frame([seg(20, 30, 0.6)], source="a.wav", provenance=provenance("cnn"))
+    merged = sg.merge(pd.concat([every, music], ignore_index=True))
+    assert merged["provenance"].tolist() == ["local:cnn:window=10s", "local:cnn:window=10s:all_windows"]
+
+
+def test_coverage_keeps_recordings_without_music_and_reads_lengths_from_audio(tmp_path):
+    import soundfile as sf
+
+    cov = sg.coverage(frame([(0, 10, 0.2)], "a.wav"), duration={"a.wav": 40.0, "silent.wav": 30.0})
+    assert cov.to_dict("records") == [
+        {"source": "a.wav", "music_seconds": 10.0, "duration": 40.0, "share": 0.25},
+        {"source": "silent.wav", "music_seconds": 0.0, "duration": 30.0, "share": 0.0}]
+    wav = tmp_path / "take.wav"
+    sf.write(wav, np.zeros(8000 * 12, np.float32), 8000)
+    assert sg.coverage(frame([(0, 3, 0.9)], "take.wav"), audio=wav)["duration"].tolist() == [12.0]
+    assert sg.coverage([], audio=wav).to_dict("records") == [
+        {"source": "take.wav", "music_seconds": 0.0, "duration": 12.0, "share": 0.0}]
+    assert sg.coverage(frame([(0, 3, 0.9)], str(wav)))["duration"].tolist() == [12.0]  # the source is the file
+    with pytest.raises(ValueError, match="cannot read the length of 'x.wav'"):
+        sg.coverage(frame([(0, 3, 0.9)], "x.wav"), audio={"x.wav": tmp_path / "missing.wav"})

@@ -96,11 +96,19 @@ def test_stem_models_produce_audio_of_input_length(server, clip, model, fmt, tmp
     assert abs(info.duration - 2.0) <= tolerance
 
 
+def meta(model: str, fmt: str, **options) -> dict:
+    return {"metadata": {"name": model, "format": fmt, **options}}
+
+
 @pytest.mark.parametrize("fmt", ["json", "txt"])
 def test_music_detection_formats(server, fmt):
+    """The local all-window extension: every window of the 10-s grid, with its score."""
     asset = upload(server, audio_bytes(25.0, 16000), "long.wav")
-    job = wait(server, submit(server, asset["id"], "music_detection", fmt)["id"])
+    body = {**meta("music_detection", fmt, all_windows=True), "assetId": asset["id"]}
+    job = requests.post(f"{server.base_url}/job", json=body, headers=auth(server), timeout=30).json()["job"]
+    job = wait(server, job["id"])
     assert job["status"] == "completed", job["statusInfo"]
+    assert job["shakelab"]["allWindows"] is True and job["shakelab"]["window"] == 10.0
     (out,) = job["outputAssets"]
     assert out["format"] == fmt
     text = requests.get(out["link"], timeout=30).text
@@ -116,14 +124,65 @@ def test_music_detection_formats(server, fmt):
 
 def test_detection_window_option_reaches_the_model(server):
     asset = upload(server, audio_bytes(6.0, 16000), "six.wav")
-    job = wait(server, submit(server, asset["id"], "music_detection", "json")["id"])
-    body = {"metadata": {"name": "music_detection", "format": "json", "window": 2}, "assetId": asset["id"]}
-    job2 = requests.post(f"{server.base_url}/job", json=body, headers=auth(server), timeout=30).json()["job"]
-    job2 = wait(server, job2["id"])
-    assert job2["metadata"]["window"] == 2
-    coarse = requests.get(job["outputAssets"][0]["link"], timeout=30).json()
-    fine = requests.get(job2["outputAssets"][0]["link"], timeout=30).json()
+    jobs = []
+    for options in ({"all_windows": True}, {"window": 2, "all_windows": True}):
+        body = {**meta("music_detection", "json", **options), "assetId": asset["id"]}
+        job = requests.post(f"{server.base_url}/job", json=body, headers=auth(server), timeout=30).json()["job"]
+        jobs.append(wait(server, job["id"]))
+    assert jobs[1]["metadata"]["window"] == 2 and jobs[1]["shakelab"]["window"] == 2.0
+    coarse, fine = (requests.get(j["outputAssets"][0]["link"], timeout=30).json() for j in jobs)
     assert len(coarse) == 1 and len(fine) == 3
+
+
+@pytest.mark.parametrize("fmt", ["json", "txt"])
+def test_music_detection_answers_like_the_service(server, demo_path, fmt):
+    """Only the segments where music is present, on the 10-s grid, adjacent ones merged.
+
+    The demo is speech to 10 s, music to 22 s, silence and noise to 30 s, speech over music
+    to 44 s: the speech-only window is not returned; 10-44 s is one segment.
+    """
+    asset = upload(server, demo_path.read_bytes(), "demo.flac")
+    job = wait(server, submit(server, asset["id"], "music_detection", fmt)["id"])
+    assert job["status"] == "completed", job["statusInfo"]
+    assert job["shakelab"] == {"detector": job["shakelab"]["detector"], "window": 10.0, "allWindows": False}
+    text = requests.get(job["outputAssets"][0]["link"], timeout=30).text
+    if fmt == "json":
+        rows = json.loads(text)
+    else:
+        rows = [dict(zip(("start_time", "end_time", "confidence"), map(float, line.split("\t"))))
+                for line in text.strip().splitlines()]
+    assert [(r["start_time"], r["end_time"]) for r in rows] == [(10.0, 44.0)]
+    assert 0.5 <= rows[0]["confidence"] <= 1.0
+    # the all-window extension holds the same decision: windows scoring >= 0.5 are the answer's
+    body = {**meta("music_detection", fmt, all_windows=True), "assetId": asset["id"]}
+    every = wait(server, requests.post(f"{server.base_url}/job", json=body, headers=auth(server),
+                                       timeout=30).json()["job"]["id"])
+    text = requests.get(every["outputAssets"][0]["link"], timeout=30).text
+    scores = [float(r["confidence"]) for r in json.loads(text)] if fmt == "json" else \
+        [float(line.split("\t")[2]) for line in text.strip().splitlines()]
+    assert len(scores) == 5 and scores[0] < 0.5 <= min(scores[1:])
+
+
+def test_music_detection_of_a_recording_without_music_is_empty(server):
+    silence = io.BytesIO()
+    sf.write(silence, np.zeros(12 * 16000, np.float32), 16000, format="WAV")
+    asset = upload(server, silence.getvalue(), "silence.wav")
+    job = wait(server, submit(server, asset["id"], "music_detection", "json")["id"])
+    assert job["status"] == "completed", job["statusInfo"]
+    assert requests.get(job["outputAssets"][0]["link"], timeout=30).json() == []
+
+
+@pytest.mark.parametrize("options, needle", [
+    ({"all_windows": "yes"}, "`metadata.all_windows` must be true or false, not 'yes'"),
+    ({"all_windows": 1}, "`metadata.all_windows` must be true or false, not 1"),
+])
+def test_all_windows_is_validated(server, options, needle):
+    body = {**meta("music_detection", "json", **options), "assetId": "A"}
+    r = requests.post(f"{server.base_url}/job", json=body, headers=auth(server), timeout=30)
+    assert r.status_code == 400 and needle in r.json()["message"]
+    body = {**meta("vocals", "wav", all_windows=True), "assetId": "A"}
+    r = requests.post(f"{server.base_url}/job", json=body, headers=auth(server), timeout=30)
+    assert r.status_code == 400 and "applies only to 'music_detection'" in r.json()["message"]
 
 
 @pytest.mark.parametrize("fmt,ext", [("FLAC", "flac"), ("OGG", "ogg"), ("MP3", "mp3"), ("AIFF", "aiff")])
@@ -389,7 +448,7 @@ def test_model_process_survives_a_notebook_interrupt(tmp_path):
         os.kill(proc.pid, signal.SIGINT)
         time.sleep(0.5)
         assert proc.alive()
-        status, _duration, outputs = proc.run("bass", str(src), str(tmp_path / "b"), "wav", {}, timeout=120)
+        status, _duration, outputs, _detail = proc.run("bass", str(src), str(tmp_path / "b"), "wav", {}, timeout=120)
         assert status == "ok" and os.path.getsize(outputs[0]) > 0
     finally:
         proc.close()

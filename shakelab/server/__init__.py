@@ -181,6 +181,8 @@ class LocalServer:
             "callbackUrl": job["callback_url"],
             "outputAssets": [self.asset_payload(a, base_url) for a in outputs],
         }
+        if job.get("detail"):  # local-only: how music detection was computed (detector, window, allWindows)
+            payload["shakelab"] = job["detail"]
         if variant == "stemAssets":
             payload["stemAssets"] = payload.pop("outputAssets")
             payload["stemMetadata"] = payload.pop("metadata")

@@ -421,6 +421,13 @@ def _validate_job(body: dict) -> tuple[dict, str | None]:
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not (0.5 <= w <= 600):
             raise APIProblem(400, "invalid_field", f"`metadata.window` must be a number of seconds between "
                              f"0.5 and 600, not {w!r}"[:300])
+    if "all_windows" in metadata:  # local-only: every window with its score, for threshold studies
+        if name != "music_detection":
+            raise APIProblem(400, "invalid_field", f"`metadata.all_windows` applies only to 'music_detection', "
+                             f"not to {name!r}")
+        if not isinstance(metadata["all_windows"], bool):
+            raise APIProblem(400, "invalid_field", f"`metadata.all_windows` must be true or false, "
+                             f"not {metadata['all_windows']!r}"[:300])
     if len(json.dumps(metadata)) > 16384:
         raise APIProblem(400, "invalid_field", "`metadata` must be at most 16384 bytes of JSON")
     asset_id = body.get("assetId")

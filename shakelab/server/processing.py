@@ -2,13 +2,15 @@
 
 - :func:`probe` checks that a file is complete, decodable audio and says what it holds.
 - :func:`run_model` runs one model on one file and writes its output file(s):
-  ``music_detection`` -> ``music_detection.json`` or ``.txt`` (windows of
-  :func:`detect_music`); ``vocals``, ``instrumental``, ``drums``, ``bass``, ``other`` ->
+  ``music_detection`` -> ``music_detection.json`` or ``.txt`` (the segments of
+  :func:`detect_music`, written by :func:`run_detection`); ``vocals``, ``instrumental``, ``drums``, ``bass``, ``other`` ->
   ``<model>.<fmt>`` from :mod:`shakelab.server.stems` (classical DSP, same sample rate,
   channels and length as the input).
-- :func:`detect_music` is the music detector on samples: windows
-  ``[{start_time, end_time, confidence}]`` covering the whole signal, the last one shorter.
-  The detector itself lives in :mod:`shakelab.server.detectors`.
+- :func:`detect_music` is music detection on samples: the segments where music is present
+  ``[{start_time, end_time, confidence}]``, as the service answers (or every window with
+  ``all_windows=True``). The detector's frame probabilities come from
+  :mod:`shakelab.server.detectors`; the rule that turns them into segments is
+  :func:`shakelab.server.decision.music_segments`.
 
 Examples
 --------
@@ -32,7 +34,7 @@ import numpy as np
 from shakelab import catalog
 from shakelab.audio import AudioInfo
 
-__all__ = ["probe", "run_model", "detect_music", "load_mono", "DETECTION_SR"]
+__all__ = ["probe", "run_model", "run_detection", "detect_music", "load_mono", "DETECTION_SR"]
 
 DETECTION_SR = 8000  # the feature detector's rate (the detector's own ``sample_rate`` decides in run_model)
 MIN_WINDOW = 0.5
@@ -158,8 +160,8 @@ def load_mono(path: PathLike, sr: int = DETECTION_SR) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-def detect_music(y: np.ndarray, sr: int, *, window: float = 10.0) -> list[dict]:
-    """Music presence per window over the whole signal.
+def detect_music(y: np.ndarray, sr: int, *, window: float = 10.0, all_windows: bool = False) -> list[dict]:
+    """Music detection on samples: the segments where music is present, as the service answers.
 
     Parameters
     ----------
@@ -169,14 +171,15 @@ def detect_music(y: np.ndarray, sr: int, *, window: float = 10.0) -> list[dict]:
         Sample rate of ``y``.
     window : float
         Window length in seconds (the real service uses 10).
+    all_windows : bool
+        Every window with its score instead of the music segments (local-only extension).
 
     Returns
     -------
     list of dict
-        ``{"start_time": float, "end_time": float, "confidence": float}`` per window, in
-        order, from 0 to the end of the signal (the last window is shorter when needed).
-        ``confidence`` is the mean music probability of the detector's 0.5-s steps in the
-        window (:mod:`shakelab.server.detectors`).
+        ``{"start_time": float, "end_time": float, "confidence": float}`` per music segment
+        (adjacent music windows merged), ``[]`` without music; the rule is
+        :func:`shakelab.server.decision.music_segments`.
 
     Raises
     ------
@@ -187,6 +190,8 @@ def detect_music(y: np.ndarray, sr: int, *, window: float = 10.0) -> list[dict]:
     --------
     >>> import numpy as np
     >>> detect_music(np.zeros(8000 * 15, np.float32), 8000)
+    []
+    >>> detect_music(np.zeros(8000 * 15, np.float32), 8000, all_windows=True)
     [{'start_time': 0.0, 'end_time': 10.0, 'confidence': 0.0}, {'start_time': 10.0, 'end_time': 15.0, 'confidence': 0.0}]
     """
     y = np.asarray(y, dtype=np.float32)
@@ -196,14 +201,21 @@ def detect_music(y: np.ndarray, sr: int, *, window: float = 10.0) -> list[dict]:
         raise ValueError(f"`y` must hold audio samples (1-D, or 2-D channels x samples), not shape {y.shape}")
     if not isinstance(sr, (int, np.integer)) or sr <= 0:
         raise ValueError(f"`sr` must be a positive integer sample rate, not {sr!r}")
-    return _detect(y, int(sr), _check_window(window), len(y) / sr)
+    return _detect(y, int(sr), _check_window(window), len(y) / sr, all_windows=_check_all_windows(all_windows))
 
 
-def _detect(y: np.ndarray, sr: int, window: float, duration: float, detector=None) -> list[dict]:
-    from shakelab.server import detectors
+def _detect(y: np.ndarray, sr: int, window: float, duration: float, detector=None, *,
+            all_windows: bool = False) -> list[dict]:
+    from shakelab.server import decision, detectors
 
     hop, probs = (detector or detectors.get_detector()).music_probability(y, sr)
-    return detectors.windows(hop, probs, duration, window=window)
+    return decision.music_segments(hop, probs, duration, window=window, all_windows=all_windows)
+
+
+def _check_all_windows(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"`all_windows` must be true or false, not {value!r}")
+    return value
 
 
 def _check_window(window: object) -> float:
@@ -233,15 +245,16 @@ def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *, op
     fmt : str
         ``json``/``txt`` for ``music_detection``; ``wav``, ``mp3``, ``flac``, ``aiff`` for stems.
     options : dict, optional
-        Extra job metadata. ``window`` (seconds, local-only extension) sets the
-        music-detection resolution; other keys (``variant``, ``residual``, ...) are accepted
-        and ignored.
+        Extra job metadata. ``window`` (seconds) and ``all_windows`` (bool), local-only
+        extensions, set the music-detection grid and ask for every window (see
+        :func:`run_detection`); other keys (``variant``, ``residual``, ...) are accepted and
+        ignored.
 
     Returns
     -------
     list of pathlib.Path
         The files written: ``[out_dir/music_detection.json]`` (or ``.txt``, one line
-        ``start<TAB>end<TAB>confidence`` per window) or ``[out_dir/<model>.<fmt>]``.
+        ``start<TAB>end<TAB>confidence`` per segment) or ``[out_dir/<model>.<fmt>]``.
 
     Raises
     ------
@@ -259,25 +272,56 @@ def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *, op
     options = dict(options or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    info = probe(src_path)
     if model == "music_detection":
-        window = _check_window(10.0 if options.get("window") is None else options["window"])
-        from shakelab.server import detectors
-
-        detector = detectors.get_detector()
-        sr = getattr(detector, "sample_rate", None) or 16000
-        y = load_mono(src_path, sr)
-        if y.size == 0:
-            raise ValueError(f"{os.fspath(src_path)!r} holds no decodable audio")
-        # windows follow the header's duration (an MP3's decoded length can differ by a few ms)
-        segments = _detect(y, sr, window, info.duration, detector)
-        dest = out / f"music_detection.{fmt}"
-        if fmt == "json":
-            dest.write_text(json.dumps(segments, indent=2) + "\n")
-        else:
-            dest.write_text("".join(f"{s['start_time']:.3f}\t{s['end_time']:.3f}\t{s['confidence']:.4f}\n"
-                                    for s in segments))
-        return [dest]
+        return run_detection(src_path, out, fmt, options=options)[0]
+    probe(src_path)
     from shakelab.server import stems
 
     return [stems.separate(src_path, out / f"{model}.{fmt}", model, fmt)]
+
+
+def run_detection(src_path: PathLike, out_dir: PathLike, fmt: str, *, options: dict | None = None
+                  ) -> tuple[list[Path], dict]:
+    """Run ``music_detection`` on a file, write its output, and say how it was computed.
+
+    Parameters
+    ----------
+    src_path, out_dir, fmt
+        As in :func:`run_model` (``fmt`` is ``json`` or ``txt``).
+    options : dict, optional
+        ``window`` (seconds >= 0.5, default 10) and ``all_windows`` (default False).
+
+    Returns
+    -------
+    (list of pathlib.Path, dict)
+        ``[out_dir/music_detection.<fmt>]`` and ``{"detector", "window", "allWindows"}``
+        (what the job payload reports, so that a client can label the frame it builds).
+
+    Examples
+    --------
+    >>> run_detection("data/demo.flac", "out", "json")   # doctest: +SKIP
+    ([PosixPath('out/music_detection.json')], {'detector': 'cnn', 'window': 10.0, 'allWindows': False})
+    """
+    catalog.check_format("music_detection", fmt, catalog.LOCAL_MODELS)
+    options = dict(options or {})
+    window = _check_window(10.0 if options.get("window") is None else options["window"])
+    all_windows = _check_all_windows(options.get("all_windows", False))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    info = probe(src_path)
+    from shakelab.server import detectors
+
+    detector = detectors.get_detector()
+    sr = getattr(detector, "sample_rate", None) or 16000
+    y = load_mono(src_path, sr)
+    if y.size == 0:
+        raise ValueError(f"{os.fspath(src_path)!r} holds no decodable audio")
+    # windows follow the header's duration (an MP3's decoded length can differ by a few ms)
+    segments = _detect(y, sr, window, info.duration, detector, all_windows=all_windows)
+    dest = out / f"music_detection.{fmt}"
+    if fmt == "json":
+        dest.write_text(json.dumps(segments, indent=2) + "\n")
+    else:
+        dest.write_text("".join(f"{s['start_time']:.3f}\t{s['end_time']:.3f}\t{s['confidence']:.4f}\n"
+                                for s in segments))
+    return [dest], {"detector": detector.name, "window": window, "allWindows": all_windows}

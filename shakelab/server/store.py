@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     status_message TEXT NOT NULL,
     callback_url TEXT,
     outputs TEXT NOT NULL DEFAULT '[]',
-    input_seconds REAL
+    input_seconds REAL,
+    detail TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, created_at);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created_at);
@@ -141,6 +142,8 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
+            if "detail" not in {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}:
+                self._db.execute("ALTER TABLE jobs ADD COLUMN detail TEXT")  # a data dir of an older version
         self.client_id = self._setting("client_id", lambda: "local-" + secrets.token_hex(6))
         self._clean_tmp()
 
@@ -224,6 +227,7 @@ class Store:
         job = dict(row)
         job["metadata"] = json.loads(job["metadata"])
         job["outputs"] = json.loads(job["outputs"])
+        job["detail"] = json.loads(job["detail"]) if job.get("detail") else None
         return job
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
@@ -233,8 +237,13 @@ class Store:
         return self._decode_job(row) if row else None
 
     def update_job(self, job_id: str, *, status: str, code: str, message: str, started: bool = False,
-                   outputs: list[str] | None = None, input_seconds: float | None = None) -> dict[str, Any]:
-        """Move a job to ``status`` with ``statusInfo`` (code, message); returns the updated job."""
+                   outputs: list[str] | None = None, input_seconds: float | None = None,
+                   detail: dict | None = None) -> dict[str, Any]:
+        """Move a job to ``status`` with ``statusInfo`` (code, message); returns the updated job.
+
+        ``detail`` is how the output was computed (music detection: detector, window,
+        all-windows flag), reported in the job payload under ``shakelab``.
+        """
         now = time.time()
         sets = ["status=?", "status_code=?", "status_message=?", "updated_at=?"]
         args: list[Any] = [status, code, message, now]
@@ -247,6 +256,9 @@ class Store:
         if input_seconds is not None:
             sets.append("input_seconds=?")
             args.append(float(input_seconds))
+        if detail is not None:
+            sets.append("detail=?")
+            args.append(json.dumps(detail))
         with self._lock:
             self._db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*args, job_id))
             return self.get_job(job_id)

@@ -358,7 +358,7 @@ class Worker:
             if code == "invalid_audio":
                 message = f"{asset['name']!r} is not decodable audio: {_clean(message, src, asset['name'])}"
             return self._finish(job_id, "failed", code, message)
-        _, duration, paths = outcome
+        _, duration, paths, detail = outcome
         if self._stop.is_set():
             return
         outputs = []
@@ -375,7 +375,7 @@ class Worker:
             return self._finish(job_id, "failed", "processing_error", f"{model!r} produced no output")
         self._finish(job_id, "completed", "completed",
                      f"{model!r} finished: {len(outputs)} output file(s), {duration:.1f} s of audio",
-                     outputs=outputs, input_seconds=duration)
+                     outputs=outputs, input_seconds=duration, detail=detail)
 
 
 def _clean(exc: BaseException | str, path: Path, name: str) -> str:
@@ -386,8 +386,10 @@ def _clean(exc: BaseException | str, path: Path, name: str) -> str:
 def execute(model: str, src: str, out_dir: str, fmt: str, options: dict) -> tuple:
     """Probe and run one job (in a worker process or thread).
 
-    Returns ``("ok", duration_seconds, [output paths])``, or ``(code, message)`` for a failure
-    the user caused (``invalid_audio``, ``input_too_long``). Other errors propagate.
+    Returns ``("ok", duration_seconds, [output paths], detail)`` (``detail``: how music
+    detection was computed, see :func:`shakelab.server.processing.run_detection`; None for other
+    models), or ``(code, message)`` for a failure the user caused (``invalid_audio``,
+    ``input_too_long``). Other errors propagate.
     """
     from shakelab.server import processing
 
@@ -398,11 +400,15 @@ def execute(model: str, src: str, out_dir: str, fmt: str, options: dict) -> tupl
     if info.duration > MAX_INPUT_SECONDS:
         return ("input_too_long", f"the input lasts {info.duration / 60:.1f} min; the limit is "
                                   f"{MAX_INPUT_SECONDS / 60:.0f} min")
+    detail = None
     try:
-        paths = processing.run_model(model, src, out_dir, fmt, options=options)
+        if model == "music_detection":
+            paths, detail = processing.run_detection(src, out_dir, fmt, options=options)
+        else:
+            paths = processing.run_model(model, src, out_dir, fmt, options=options)
     except ValueError as exc:
         return ("invalid_audio", str(exc))
-    return ("ok", float(info.duration), [str(p) for p in paths])
+    return ("ok", float(info.duration), [str(p) for p in paths], detail)
 
 
 # -- model processes ---------------------------------------------------------------------------

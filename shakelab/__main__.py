@@ -1,0 +1,5 @@
+"""``python -m shakelab`` is the ``shakelab`` command."""
+
+from shakelab.cli import main
+
+raise SystemExit(main())
