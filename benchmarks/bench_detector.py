@@ -186,7 +186,8 @@ def broadcast(devset: Path) -> None:
     minutes = sum(v[2] for v in cols["CNN alone"].values()) / 60
     print(f"\nbroadcast split {devset} ({minutes:.0f} min, {len(table)} clips; {fit_s:.0f} s CPU for the "
           "leave-one-source-out fits): share of time called music, 10 ms / 10-s windows")
-    print("  (music conditions: recall; others: false-positive rate; window: mean probability >= 0.5, provisional)")
+    print("  (music conditions: recall; others: false-positive rate; windows by the server's rule, "
+          "shakelab.server.decision: best 2-s mean >= 0.5)")
     print(f"  {'condition':18s}" + "".join(f" {h:>30s}" for h in cols))
     for g in cols["CNN alone"]:
         print(f"  {g:18s}" + "".join(f" {c[g][0]:>21.3f} / {c[g][1]:.3f}" for c in cols.values()))

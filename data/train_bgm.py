@@ -184,18 +184,22 @@ def track(r: dict, prm: dict | None, *, hmm: bool = True) -> np.ndarray:
     return uniform_filter1d(p, size=int(round(1.0 / (cnn.PRED_S * SUBSAMPLE))), mode="nearest")
 
 
-def score(table: list[dict], tracks: list[np.ndarray], *, by: str = "condition", window: float = 10.0):
-    """Share of time called music per group (threshold 0.5), on the 10-ms grid and per window.
+def score(table: list[dict], tracks: list[np.ndarray], *, by: str = "condition", window: float = 10.0,
+          step: float = cnn.PRED_S * SUBSAMPLE):
+    """Share of time called music per group, on the 10-ms grid and in the service's windows.
 
-    Returns ``{group: (frame_share, window_share, seconds)}``; every clip is homogeneous, so
-    the share is recall for music groups and the false-positive rate for the others. A window
-    is called music when its mean probability is >= 0.5 (provisional window rule).
+    Returns ``{group: (frame_share, window_share, seconds)}``. A frame is music when its
+    probability is >= 0.5; a window when the local server's rule
+    (:func:`shakelab.server.decision.window_scores`, presence semantics: the best 2-s mean in
+    the window) says so. Every clip is homogeneous, so the share is recall for the music
+    groups and the false-positive rate for the others.
     """
-    step = cnn.PRED_S * SUBSAMPLE
+    from shakelab.server.decision import MUSIC_PROBABILITY, window_scores
+
     acc: dict[str, list[float]] = {}
     for r, p in zip(table, tracks):
-        k = int(round(window / step))
-        wins = [p[a:a + k].mean() >= 0.5 for a in range(0, len(p) - k + 1, k)]
+        wins = [w["confidence"] >= MUSIC_PROBABILITY for w in window_scores(step, p, float(r["duration"]),
+                                                                             window=window)]
         a = acc.setdefault(r[by] or "-", [0.0, 0.0, 0.0, 0.0])
         a[0] += float(np.sum(p >= 0.5))
         a[1] += len(p)
