@@ -17,6 +17,13 @@ real speech ``pyannote/audio/sample/sample.wav`` (pyannote.audio wheel, MIT), mu
 directory you give and is not to be committed (the song files' licences are those of their
 wheels).
 
+The ``broadcast`` split (67 min, 200 clips of 20 s) tags every clip with its speech source
+(:data:`SPEECH_SOURCES`: real voices from the pyannote sample and Debian voice prompts, espeak-ng
+and flite), music source (:data:`MUSIC_SOURCES`, GM songs in six :data:`GENRES` among them),
+recording chain (:data:`CHAINS`, :func:`chain`) and noise bed (:data:`BEDS`, :func:`bed`), for
+leave-one-source-out scoring (``data/train_bgm.py``); its manifest adds ``chain`` and ``bed``.
+Debian packages it reads: :data:`BROADCAST_DEBS`.
+
 Output: ``<clip>.wav`` (16 kHz mono PCM16), ``<clip>.txt`` (Audacity labels,
 ``start<TAB>end<TAB>music`` for music presence, empty when none) and ``manifest.csv``
 (``name, condition, duration, speech, music, snr_db``).
