@@ -21,13 +21,19 @@ $(STAMP): pyproject.toml
 models: $(STAMP)
 	$(BIN)/shakelab models fetch
 
-# The labelled development set (16 min) that benchmarks/bench_detector.py scores.
-devset: setup system-deps
-	$(BIN)/python -m shakelab.devset out/devset
+# The labelled development sets that benchmarks/bench_detector.py scores: `dev` (16 min) and
+# `broadcast` (67 min, every speech/music source tagged for leave-one-source-out); each is
+# rebuilt only when shakelab/devset.py changed.
+devset: out/devset/manifest.csv out/broadcast/manifest.csv
+
+out/devset/manifest.csv out/broadcast/manifest.csv: shakelab/devset.py | setup system-deps
+	$(BIN)/python -m shakelab.devset $(@D) --split $(if $(findstring broadcast,$@),broadcast,dev)
 
 # Real programs the tests drive: curl (the API page's commands), Chromium (the browser test),
-# espeak-ng, fluidsynth and a General MIDI soundfont (the detector's development set).
-APT_PACKAGES := curl chromium espeak-ng fluidsynth timgm6mb-soundfont
+# espeak-ng, flite, fluidsynth, a General MIDI soundfont and the licensed voice prompts and
+# music of the detector's development sets (shakelab.devset.BROADCAST_DEBS).
+APT_PACKAGES := curl chromium espeak-ng fluidsynth timgm6mb-soundfont flite alsa-utils sound-theme-freedesktop \
+  asterisk-core-sounds-en-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-es-wav asterisk-moh-opsound-wav asc-music
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -1,21 +1,29 @@
-"""Fit the background-music cue (shakelab/server/bgm_cue.npz) on the devset's ``train`` split.
+"""Fit the background-music cue (shakelab/server/bgm_cue.npz) and score it leave-one-source-out.
 
-Usage (needs the CNN weights: ``shakelab models fetch``; and espeak-ng + fluidsynth +
-timgm6mb-soundfont to build the split)::
+Usage (needs the CNN weights: ``shakelab models fetch``; and the Debian packages of
+``make devset`` to build the ``broadcast`` split of :mod:`shakelab.devset`)::
 
-    python data/train_bgm.py out/trainset            # builds the split there if missing
+    python data/train_bgm.py [out/broadcast]          # LOSO report, then fit on all and write the .npz
+    python data/train_bgm.py --check [out/broadcast]  # refit and compare with the committed .npz
 
 Per 20 ms step of every clip: the nine sustained-spectrum features of
-:mod:`shakelab.server.bgm` and the CNN's log probabilities, averaged over 2 s; label 1 when
-music is present (music alone, speech over music at -3..-25 dB), 0 otherwise (speech alone,
-reverberant speech, speech in noise, noise, silence); steps without energy are left out.
-L2-regularised logistic regression (scipy L-BFGS, C=0.1 as in scikit-learn's convention),
-fitted on 80 % of the clips; the other 20 % are reported as validation. Deterministic.
+:mod:`shakelab.server.bgm` and the CNN's log probabilities, averaged over 2 s
+(:func:`bgm.design`) and the CNN's last hidden layer (2-s means, reduced to ``K_EMBED``
+principal components); label 1 when music is present (music alone, speech over music), 0
+otherwise (speech through every chain, speech over noise beds, noise, silence); steps without
+energy are left out, every 5th step is kept. L2-regularised logistic regression (scipy
+L-BFGS, C=0.01 as in scikit-learn's convention), every clip weighing the same. Deterministic.
+
+Leave-one-source-out (:func:`loso_params`): a clip is scored by a decision fitted on the
+clips that share none of its group's sources (speech source, music source, noise bed), so
+every figure is on speakers, voices, songs and beds it never saw. The CNN's frame outputs are cached next to the set
+(``<set>.frames.npz``), keyed by the clips' sizes and times, so re-running costs seconds.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import sys
 from pathlib import Path
 
@@ -27,62 +35,202 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from shakelab import devset  # noqa: E402
 from shakelab.server import bgm, cnn  # noqa: E402
 
-C = 0.1
+C = 0.01
+SUBSAMPLE = 5           # every 5th 20-ms step: the design is a 2-s average, neighbours are near copies
+FRAMES_VERSION = "2"    # bump when cnn.frame_outputs or bgm.features change
 
 
-def collect(d: Path):
+def manifest(d: Path) -> list[dict]:
+    with open(d / "manifest.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def frame_table(d: Path) -> list[dict]:
+    """Per clip: manifest row + ``probs`` (P, 3), ``active`` (P,), ``cue`` (P, 9), ``label``.
+
+    Cached in ``<d>.frames.npz``; recomputed only when a clip changed.
+    """
     import soundfile as sf
 
-    rows = list(csv.DictReader(open(d / "manifest.csv")))
+    rows = manifest(d)
+    key = hashlib.sha256(FRAMES_VERSION.encode())
+    for r in rows:
+        st = (d / f"{r['name']}.wav").stat()
+        key.update(f"{r['name']}:{st.st_size}:{st.st_mtime_ns};".encode())
+    cache = d.parent / f"{d.name}.frames.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            if str(z["key"]) == key.hexdigest():
+                for i, r in enumerate(rows):
+                    r.update(probs=z[f"p{i}"], active=z[f"a{i}"], cue=z[f"c{i}"], embed=z[f"e{i}"])
+                return _labelled(d, rows)
     model = cnn.load_model()
     if model is None:
         raise SystemExit("CNN weights missing: run `shakelab models fetch` first")
-    X, Y, G, K = [], [], [], []
+    arrays = {"key": np.array(key.hexdigest())}
     for i, r in enumerate(rows):
         y, sr = sf.read(str(d / f"{r['name']}.wav"), dtype="float32")
-        out = cnn.frame_outputs(y, sr, model=model)
-        x = bgm.design(out.cue, out.probs)[out.active]
-        lab = 1 if (d / f"{r['name']}.txt").read_text().strip() else 0
-        X.append(x)
-        Y.append(np.full(len(x), lab))
-        G.append(np.full(len(x), i))
-        K.append(np.array([r["condition"]] * len(x)))
-    return np.concatenate(X), np.concatenate(Y), np.concatenate(G), np.concatenate(K)
+        out = cnn.frame_outputs(y, sr, model=model, embed=True)
+        emb = bgm.context(out.embed)[::SUBSAMPLE].astype(np.float16)   # 2-s means, every 100 ms
+        r.update(probs=out.probs, active=out.active, cue=out.cue, embed=emb)
+        arrays.update({f"p{i}": out.probs, f"a{i}": out.active, f"c{i}": out.cue, f"e{i}": emb})
+    np.savez(cache, **arrays)
+    return _labelled(d, rows)
 
 
-def fit(x: np.ndarray, y: np.ndarray, c: float = C):
+def _labelled(d: Path, rows: list[dict]) -> list[dict]:
+    for r in rows:
+        r["label"] = 1 if (d / f"{r['name']}.txt").read_text().strip() else 0
+        r["sources"] = {f"{k}:{r.get(k)}" for k in ("speech", "music", "bed") if r.get(k)}
+    return rows
+
+
+def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, c: float = C):
+    """Weighted L2 logistic regression; returns ``(coef, intercept)``."""
     n, d = x.shape
+    w = np.ones(n) if w is None else w
 
-    def loss(w):
-        z = x @ w[:d] + w[d]
+    def loss(v):
+        z = x @ v[:d] + v[d]
         p = 1 / (1 + np.exp(-z))
-        ll = np.sum(np.logaddexp(0, z) - y * z)
-        g = x.T @ (p - y)
-        return ll + w[:d] @ w[:d] / (2 * c), np.r_[g + w[:d] / c, np.sum(p - y)]
+        ll = np.sum(w * (np.logaddexp(0, z) - y * z))
+        g = x.T @ (w * (p - y))
+        return ll + v[:d] @ v[:d] / (2 * c), np.r_[g + v[:d] / c, np.sum(w * (p - y))]
 
-    res = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B", options={"maxiter": 2000})
+    res = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B", options={"maxiter": 3000})
     return res.x[:d], float(res.x[d])
 
 
-def main(argv: list[str]) -> int:
-    d = Path(argv[0]) if argv else Path("out/trainset")
-    if not (d / "manifest.csv").is_file():
-        devset.build(d, split="train")
-    x, y, g, k = collect(d)
+K_EMBED = 48           # principal components of the embedding the regression sees
+
+
+def design_rows(r: dict) -> np.ndarray:
+    """The fused design of one clip every ``SUBSAMPLE`` steps: 12 cue columns + 256 embedding."""
+    return np.concatenate([bgm.design(r["cue"], r["probs"])[::SUBSAMPLE], r["embed"].astype(np.float64)], axis=1)
+
+
+def fit_params(table: list[dict]) -> dict:
+    """Standardisation and coefficients of the fused decision, fitted on ``table``'s clips.
+
+    The embedding is reduced to its first ``K_EMBED`` principal components (of the training
+    rows) before the regression; the projection is folded into the 268 coefficients.
+    """
+    X, Y, W = [], [], []
+    for r in table:
+        x = design_rows(r)[r["active"][::SUBSAMPLE]]
+        if len(x):
+            X.append(x)
+            Y.append(np.full(len(x), r["label"], float))
+            W.append(np.full(len(x), 1.0 / len(x)))     # every clip weighs the same
+    x, y, w = np.concatenate(X), np.concatenate(Y), np.concatenate(W)
+    w = w * len(w) / w.sum()
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
-    xs = (x - mean) / scale
-    val = (g % 5) == 4
-    coef, icpt = fit(xs[~val], y[~val])
-    p = 1 / (1 + np.exp(-(xs[val] @ coef + icpt)))
-    print("validation (held-out 20 % of clips), share of steps called music by the cue:")
-    for cond in sorted(set(k[val])):
-        m = k[val] == cond
-        print(f"  {cond:20s} {np.mean(p[m] >= 0.5):.3f}")
-    coef, icpt = fit(xs, y)       # final fit on all clips
-    out = bgm.PARAMS_PATH
-    np.savez(out, mean=mean, scale=scale, coef=coef, intercept=np.array(icpt),
-             feature_names=np.array(bgm.FEATURE_NAMES))
-    print(f"wrote {out} ({len(coef)} weights): " + ", ".join(f"{n}={w:+.2f}" for n, w in zip(bgm.FEATURE_NAMES, coef)))
+    z = (x - mean) / scale
+    n = len(bgm.FEATURE_NAMES)
+    proj = np.linalg.svd(z[::4, n:], full_matrices=False)[2][:K_EMBED].T       # (256, K)
+    coef, icpt = fit(np.concatenate([z[:, :n], z[:, n:] @ proj], axis=1), y, w)
+    return {"mean": mean, "scale": scale, "coef": np.r_[coef[:n], proj @ coef[n:]], "intercept": np.array(icpt)}
+
+
+def folds(table: list[dict]) -> dict[tuple, list[int]]:
+    """Clips grouped so that each group's sources can be held out together.
+
+    Group (i, j): speech source i (or none) with music source j, or with noise bed j when the
+    clip has no music (5 music sources, 5 beds); clips without a source are spread evenly.
+    """
+    out: dict[tuple, list[int]] = {}
+    for n, r in enumerate(table):
+        i = devset.SPEECH_SOURCES.index(r["speech"]) if r["speech"] else n % len(devset.SPEECH_SOURCES)
+        if r["music"]:
+            j = devset.MUSIC_SOURCES.index(r["music"])
+        elif r["bed"] in devset.BEDS:
+            j = devset.BEDS.index(r["bed"])
+        else:
+            j = n % len(devset.MUSIC_SOURCES)
+        out.setdefault((i, j), []).append(n)
+    return out
+
+
+def loso_params(table: list[dict]) -> list[dict]:
+    """For each clip, the decision fitted on the clips sharing no source with its group.
+
+    A group holds out every source (speech, music, bed) of its clips, so each clip is scored
+    by a model that never heard its speaker or voice, its song and its noise bed.
+    """
+    out: list[dict] = [{}] * len(table)
+    for idx in folds(table).values():
+        hold = set().union(*(table[n]["sources"] for n in idx))
+        prm = fit_params([t for t in table if not (t["sources"] & hold)])
+        for n in idx:
+            out[n] = prm
+    return out
+
+
+def track(r: dict, prm: dict | None, *, hmm: bool = True) -> np.ndarray:
+    """Music probability every 100 ms of one cached clip, as the server computes it (every
+    ``SUBSAMPLE``-th step): fused decision (or the CNN alone when ``prm`` is None), energy
+    gate, then the HMM (or, without it, the 1-s mean)."""
+    act = r["active"][::SUBSAMPLE]
+    if prm is None:
+        p = np.nan_to_num(r["probs"][::SUBSAMPLE, 1], nan=0.0).astype(np.float64)
+    else:
+        x = (design_rows(r) - prm["mean"]) / prm["scale"]
+        p = 1 / (1 + np.exp(-np.clip(x @ prm["coef"] + prm["intercept"], -50, 50)))
+    p = np.where(act, p, 0.0)
+    if hmm:
+        return np.where(act, cnn.hmm_smooth(p, cnn.STAY ** SUBSAMPLE), 0.0)
+    from scipy.ndimage import uniform_filter1d
+
+    return uniform_filter1d(p, size=int(round(1.0 / (cnn.PRED_S * SUBSAMPLE))), mode="nearest")
+
+
+def score(table: list[dict], tracks: list[np.ndarray], *, by: str = "condition", window: float = 10.0,
+          step: float = cnn.PRED_S * SUBSAMPLE):
+    """Share of time called music per group, on the 10-ms grid and in the service's windows.
+
+    Returns ``{group: (frame_share, window_share, seconds)}``. A frame is music when its
+    probability is >= 0.5; a window when the local server's rule
+    (:func:`shakelab.server.decision.window_scores`, presence semantics: the best 2-s mean in
+    the window) says so. Every clip is homogeneous, so the share is recall for the music
+    groups and the false-positive rate for the others.
+    """
+    from shakelab.server.decision import MUSIC_PROBABILITY, window_scores
+
+    acc: dict[str, list[float]] = {}
+    for r, p in zip(table, tracks):
+        wins = [w["confidence"] >= MUSIC_PROBABILITY for w in window_scores(step, p, float(r["duration"]),
+                                                                             window=window)]
+        a = acc.setdefault(r[by] or "-", [0.0, 0.0, 0.0, 0.0])
+        a[0] += float(np.sum(p >= 0.5))
+        a[1] += len(p)
+        a[2] += float(np.sum(wins))
+        a[3] += len(wins)
+    return {g: (a[0] / a[1], a[2] / max(a[3], 1), a[1] * step) for g, a in sorted(acc.items())}
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    args = [a for a in argv if a != "--check"]
+    d = Path(args[0]) if args else Path("out/broadcast")
+    if not (d / "manifest.csv").is_file():
+        devset.build(d, split="broadcast")
+    table = frame_table(d)
+    prm = fit_params(table)
+    if check:
+        old = bgm.params()
+        if old is None:
+            print(f"{bgm.PARAMS_PATH} missing")
+            return 1
+        diff = max(float(np.max(np.abs(prm[k] - old[k]))) for k in prm)
+        print(f"refit vs committed {bgm.PARAMS_PATH.name}: max |difference| {diff:.2e}")
+        return 0 if diff < 1e-6 else 1
+    tracks = [track(r, p) for r, p in zip(table, loso_params(table))]
+    print("leave-one-source-out, share of time called music (10 ms / 10-s windows):")
+    for g, (f, w, sec) in score(table, tracks).items():
+        print(f"  {g:18s} {f:.3f}  {w:.3f}  ({sec / 60:.1f} min)")
+    np.savez(bgm.PARAMS_PATH, **prm, feature_names=np.array(bgm.FUSED_NAMES))
+    print(f"wrote {bgm.PARAMS_PATH} ({len(prm['coef'])} weights): "
+          + ", ".join(f"{n}={w:+.2f}" for n, w in zip(bgm.FEATURE_NAMES, prm["coef"])))
     return 0
 
 

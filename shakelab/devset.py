@@ -17,6 +17,13 @@ real speech ``pyannote/audio/sample/sample.wav`` (pyannote.audio wheel, MIT), mu
 directory you give and is not to be committed (the song files' licences are those of their
 wheels).
 
+The ``broadcast`` split (67 min, 200 clips of 20 s) tags every clip with its speech source
+(:data:`SPEECH_SOURCES`: real voices from the pyannote sample and Debian voice prompts, espeak-ng
+and flite), music source (:data:`MUSIC_SOURCES`, GM songs in six :data:`GENRES` among them),
+recording chain (:data:`CHAINS`, :func:`chain`) and noise bed (:data:`BEDS`, :func:`bed`), for
+leave-one-source-out scoring (``data/train_bgm.py``); its manifest adds ``chain`` and ``bed``.
+Debian packages it reads: :data:`BROADCAST_DEBS`.
+
 Output: ``<clip>.wav`` (16 kHz mono PCM16), ``<clip>.txt`` (Audacity labels,
 ``start<TAB>end<TAB>music`` for music presence, empty when none) and ``manifest.csv``
 (``name, condition, duration, speech, music, snr_db``).
@@ -27,7 +34,7 @@ Examples
 >>> devset.build("out/devset")            # doctest: +SKIP
 PosixPath('out/devset/manifest.csv')
 
-$ python -m shakelab.devset out/devset [--split train]
+$ python -m shakelab.devset out/devset [--split train|broadcast]
 """
 
 from __future__ import annotations
@@ -99,7 +106,8 @@ VOICES = {
               ("en-gb", "+belinda"), ("en-us", "+steph"), ("pt-br", "+Mike"), ("en-gb", "+norbert")],
 }
 
-__all__ = ["build", "CONDITIONS", "sources", "main"]
+__all__ = ["build", "CONDITIONS", "BROADCAST_CONDITIONS", "SPEECH_SOURCES", "MUSIC_SOURCES", "CHAINS", "BEDS",
+           "sources", "chain", "bed", "main"]
 
 
 # ----------------------------------------------------------------------------- sources
@@ -365,8 +373,10 @@ def build(out_dir: str | os.PathLike, *, split: str = "dev", cache: str | os.Pat
     >>> build("out/devset")                 # doctest: +SKIP
     PosixPath('out/devset/manifest.csv')
     """
-    if split not in ("dev", "train"):
-        raise ValueError(f"`split` must be 'dev' or 'train', not {split!r}")
+    if split not in ("dev", "train", "broadcast"):
+        raise ValueError(f"`split` must be 'dev', 'train' or 'broadcast', not {split!r}")
+    if split == "broadcast":
+        return _build_broadcast(Path(out_dir), cache)
     import soundfile as sf
 
     out = Path(out_dir)
@@ -467,13 +477,397 @@ def build(out_dir: str | os.PathLike, *, split: str = "dev", cache: str | os.Pat
     return manifest
 
 
+# ----------------------------------------------------------------------------- broadcast split
+# Held-out style material: every allowed source tagged, so that an evaluation can leave a
+# source out (fit on the others). Real speech from Debian packages (asterisk prompts: Allison
+# Smith en/es, June Wallack fr, CC-BY-SA-3.0; alsa-utils and sound-theme-freedesktop voice
+# prompts, GPL-2+), the pyannote sample, espeak-ng and flite voices; music from the arcade and
+# pygame wheels, asterisk-moh-opsound (CC-BY-SA-3.0), asc-music (GPL-2+) and GM songs in six
+# genres rendered by fluidsynth.
+BROADCAST_CONDITIONS = ("music", "speech", "speech_bed", "speech_music_-6", "speech_music_-12",
+                        "speech_music_-20", "noise", "silence")
+SPEECH_SOURCES = ("pyannote", "asterisk-en", "asterisk-fr", "asterisk-es", "prompts", "espeak-ng", "flite")
+MUSIC_SOURCES = ("arcade", "pygame", "moh-opsound", "asc-music", "synth-gm")
+CHAINS = ("clean", "telephone", "am", "mp3", "reverb", "mic", "hum")
+BEDS = ("wind", "rain", "traffic", "crowd", "room")
+GENRES = ("pop", "piano", "ambient", "rock", "jazz", "orchestral")
+ASTERISK = {"asterisk-en": "en_US_f_Allison", "asterisk-fr": "fr_CA_f_June", "asterisk-es": "es_MX_f_Allison"}
+ASTERISK_DIR = Path("/usr/share/asterisk/sounds")
+MOH_DIR = Path("/usr/share/asterisk/moh")
+ASC_DIR = Path("/usr/share/games/asc/music")
+PROMPT_FILES = sorted(Path("/usr/share/sounds/alsa").glob("[FRS]*_*.wav")) + sorted(
+    Path("/usr/share/sounds/freedesktop/stereo").glob("audio-channel-*.oga"))
+FLITE_VOICES = ("kal16", "awb", "rms", "slt", "kal")
+ESPEAK_VOICES = [("en-us", "+m3"), ("en-gb", "+f2"), ("en-gb-scotland", "+m1"), ("en-us", "+f4"), ("de", "+m2"),
+                 ("fr-fr", "+f1"), ("en-029", "+m6"), ("es", "+m3"), ("en-us", "+klatt3"), ("en-gb", "+Annie")]
+#: Debian packages the broadcast split reads (besides espeak-ng, fluidsynth, timgm6mb-soundfont)
+BROADCAST_DEBS = ("flite", "alsa-utils", "sound-theme-freedesktop", "asterisk-core-sounds-en-wav",
+                  "asterisk-core-sounds-fr-wav", "asterisk-core-sounds-es-wav", "asterisk-moh-opsound-wav", "asc-music")
+BROADCAST_CLIP = 20.0
+
+
+def _butter(y: np.ndarray, lo: float | None, hi: float | None, order: int = 4) -> np.ndarray:
+    from scipy.signal import butter, sosfilt
+
+    if lo and hi:
+        sos = butter(order, [lo, hi], btype="bandpass", fs=SR, output="sos")
+    elif lo:
+        sos = butter(order, lo, btype="highpass", fs=SR, output="sos")
+    else:
+        sos = butter(order, hi, btype="lowpass", fs=SR, output="sos")
+    return sosfilt(sos, y).astype(np.float32)
+
+
+def _resample(y: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
+    import soxr
+
+    return soxr.resample(np.asarray(y, np.float32), sr_from, sr_to, quality="HQ").astype(np.float32)
+
+
+def chain(y: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A recording/transmission chain applied to 16 kHz audio (level kept).
+
+    ``kind`` is one of :data:`CHAINS`: ``telephone`` (300-3400 Hz, through 8 kHz), ``am``
+    (100-4500 Hz, soft clipping, hiss), ``mp3`` (round trip at about 24-40 kbit/s), ``reverb``
+    (RT60 0.2-0.8 s), ``mic`` (80 Hz high-pass, 7 kHz low-pass, self-noise 35-45 dB down),
+    ``hum`` (50/60 Hz and harmonics 30-40 dB down) or ``clean``.
+
+    Examples
+    --------
+    >>> y = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    >>> chain(y, "telephone", np.random.default_rng(1)).shape
+    (16000,)
+    """
+    if kind not in CHAINS:
+        raise ValueError(f"`kind` must be one of {CHAINS}, not {kind!r}")
+    y = np.asarray(y, np.float32)
+    lvl = _rms(y)
+    if kind == "telephone":
+        y = _fit(_resample(_resample(_butter(y, 300, 3400), SR, 8000), 8000, SR), len(y))
+    elif kind == "am":
+        y = _butter(y, 100, 4500, order=6)
+        y = np.tanh(2.5 * y / (4 * lvl + 1e-9)) * (4 * lvl) / 2.5
+        y = y + _butter(rng.standard_normal(len(y)).astype(np.float32), 100, 4500) * np.float32(lvl * 0.02)
+    elif kind == "mp3":
+        import io
+
+        import soundfile as sf
+
+        buf = io.BytesIO()
+        sf.write(buf, np.clip(y, -1, 1), SR, format="MP3", compression_level=float(rng.uniform(0.85, 1.0)),
+                 bitrate_mode="CONSTANT")
+        buf.seek(0)
+        z, _ = sf.read(buf, dtype="float32")
+        y = _fit(z if z.ndim == 1 else z.mean(axis=1), len(y))
+    elif kind == "reverb":
+        y = _reverb(y, rng)
+    elif kind == "mic":
+        y = _butter(_butter(y, 80, None, 2), None, 7000, 2)
+        y = y + _noise("pink", len(y), rng) * np.float32(lvl * 10 ** (-float(rng.uniform(35, 45)) / 20))
+    elif kind == "hum":
+        f0 = 50.0 if rng.random() < 0.5 else 60.0
+        t = np.arange(len(y)) / SR
+        h = sum(np.sin(2 * np.pi * f0 * k * t + k) / k for k in range(1, 6)).astype(np.float32)
+        y = y + h / _rms(h) * np.float32(lvl * 10 ** (-float(rng.uniform(30, 40)) / 20))
+    return (y / max(_rms(y), 1e-12) * lvl).astype(np.float32)
+
+
+def bed(kind: str, n: int, rng: np.random.Generator, babble: np.ndarray | None = None) -> np.ndarray:
+    """A background bed of ``n`` samples at unit RMS: one of :data:`BEDS`.
+
+    ``crowd`` needs ``babble`` (several voices summed; see the broadcast builder).
+
+    Examples
+    --------
+    >>> y = bed("rain", 16000, np.random.default_rng(0))
+    >>> round(float(np.sqrt(np.mean(y ** 2))), 3)
+    1.0
+    """
+    if kind not in BEDS:
+        raise ValueError(f"`kind` must be one of {BEDS}, not {kind!r}")
+    if kind == "wind":        # low rumble with gusts
+        env = np.interp(np.arange(n), np.linspace(0, n, max(2, n // 4000)), rng.uniform(0.1, 1.0, max(2, n // 4000)))
+        y = _butter(_noise("pink", n, rng), None, float(rng.uniform(300, 800)), 2) * env
+    elif kind == "rain":      # hiss and droplets
+        y = _butter(_noise("white", n, rng), 1000, None, 2) * 0.5
+        drops = np.zeros(n, np.float32)
+        at = rng.integers(0, n, size=max(1, int(n / SR * rng.uniform(40, 120))))
+        drops[at] = rng.uniform(0.5, 3.0, len(at))
+        ir = rng.standard_normal(160) * np.exp(-np.arange(160) / 25.0)
+        y = y + _butter(np.convolve(drops, ir)[:n].astype(np.float32), 800, None, 2)
+    elif kind == "traffic":   # rumble and passing vehicles
+        y = _noise("brown", n, rng)
+        t = np.arange(n) / SR
+        for c in rng.uniform(0, n / SR, size=max(1, int(n / SR / 4))):
+            y = y + 3 * np.exp(-((t - c) / rng.uniform(0.8, 2.0)) ** 2) * _butter(
+                _noise("pink", n, rng), 60, 2000, 2)
+    elif kind == "crowd":
+        if babble is None:
+            raise ValueError("`babble` is needed for the 'crowd' bed")
+        y = _fit(babble, n) + 0.3 * _noise("pink", n, rng)
+    else:                     # room tone: ventilation
+        y = _butter(_noise("pink", n, rng), 40, 2500, 2)
+    y = np.asarray(y, np.float32)
+    return (y / max(_rms(y), 1e-12)).astype(np.float32)
+
+
+def _flite(text: str, voice: str, stretch: float, f0: float, tmp: Path) -> np.ndarray:
+    exe = _need("flite", "flite")
+    wav = tmp / "flite.wav"
+    subprocess.run([exe, "-voice", voice, "--setf", f"duration_stretch={stretch:.2f}",
+                    "--setf", f"int_f0_target_mean={f0:.0f}", "-t", text, "-o", str(wav)],
+                   check=True, capture_output=True)
+    y = _load(wav)
+    nz = np.flatnonzero(np.abs(y) > 1e-4)
+    return y[nz[0]:nz[-1] + 1] if len(nz) else y
+
+
+def _varispeed(y: np.ndarray, factor: float) -> np.ndarray:
+    """Pitch and tempo together (a tape running ``factor`` times faster)."""
+    return _resample(y, int(round(SR * factor)), SR) if abs(factor - 1) > 1e-3 else y
+
+
+def _genre_song(seed: int, seconds: float, genre: str) -> bytes:
+    """A MIDI song in one of :data:`GENRES` (instrumentation, tempo and drums by genre)."""
+    rng = np.random.default_rng(seed)
+    lead, pad, bass, drums, tempo, arp = {
+        "pop": (int(rng.choice([0, 4, 80, 81])), 89, 33, True, rng.integers(95, 130), False),
+        "piano": (0, 0, 0, False, rng.integers(66, 100), True),
+        "ambient": (int(rng.choice([88, 91, 95])), int(rng.choice([89, 90, 92])), 38, False, rng.integers(60, 80), False),
+        "rock": (30, 29, 34, True, rng.integers(110, 150), False),
+        "jazz": (int(rng.choice([4, 11, 65, 66])), 4, 32, True, rng.integers(90, 140), False),
+        "orchestral": (int(rng.choice([40, 56, 73, 71])), 48, 42, False, rng.integers(70, 110), True),
+    }[genre]
+    tempo = float(tempo)
+    beats = int(seconds * tempo / 60) + 4
+    root = 45 + int(rng.integers(0, 12))
+    scale = SCALES["major" if rng.random() < 0.6 else "minor"]
+    prog = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
+    ev: list[tuple[float, bytes]] = [(0, bytes([0xC0, lead])), (0, bytes([0xC1, pad])), (0, bytes([0xC2, bass]))]
+
+    def note(ch, t, dur, pitch, vel):
+        pitch = int(np.clip(pitch, 0, 127))
+        ev.append((t, bytes([0x90 | ch, pitch, int(vel)])))
+        ev.append((t + dur, bytes([0x80 | ch, pitch, 0])))
+
+    def degree(d, octave=0):
+        return root + scale[d % 7] + 12 * (d // 7 + octave)
+
+    deg = 7
+    for bar in range(0, beats, 4):
+        chord = prog[(bar // 4) % len(prog)]
+        if arp:
+            for k in range(8):
+                note(1, bar + 0.5 * k, 0.5, degree(chord + (0, 2, 4, 7)[k % 4]), 55)
+        else:
+            for k in (0, 2, 4):
+                note(1, bar, 4, degree(chord + k), 50 if genre == "ambient" else 60)
+        if genre != "ambient":
+            for b in range(4):
+                note(2, bar + b, 0.9, degree(chord + (b if genre == "jazz" else 0), -1), 85)
+        t = float(bar)
+        while t < bar + 4:
+            dur = float(rng.choice([2.0, 4.0] if genre == "ambient" else [0.5, 0.5, 1.0, 1.0, 1.5, 2.0]))
+            deg = int(np.clip(deg + rng.integers(-2, 3), 3, 14))
+            if rng.random() < 0.85:
+                note(0, t, dur * 0.95, degree(deg, 1), int(rng.integers(70, 105)))
+            t += dur
+        if drums:
+            for b in range(4):
+                if genre == "jazz":
+                    note(9, bar + b, 0.1, 51, 70)
+                    note(9, bar + b + 0.66, 0.1, 51, 55)
+                    if b % 2:
+                        note(9, bar + b, 0.1, 44, 60)
+                else:
+                    note(9, bar + b, 0.1, 36 if b % 2 == 0 else 38, 95)
+                    note(9, bar + b, 0.1, 42, 70)
+                    note(9, bar + b + 0.5, 0.1, 42, 60)
+    return _midi(ev, tempo)
+
+
+def _broadcast_plan() -> list[dict]:
+    """One dict per clip: condition, speech source, music source, chain, bed, snr_db."""
+    nc = len(CHAINS)
+    plan = []
+    for i, s in enumerate(SPEECH_SOURCES):
+        for j, c in enumerate(CHAINS):
+            plan.append({"condition": "speech", "speech": s, "chain": c})
+        for j, b in enumerate(BEDS):
+            plan.append({"condition": "speech_bed", "speech": s, "bed": b, "snr_db": -(10 + 10 * ((i + j) % 3)),
+                         "chain": CHAINS[(i + j) % nc]})
+    music_clips = {"arcade": 4, "pygame": 2, "moh-opsound": 5, "asc-music": 3, "synth-gm": 6}
+    k = 0
+    for m in MUSIC_SOURCES:
+        for _ in range(music_clips[m]):
+            plan.append({"condition": "music", "music": m, "chain": CHAINS[k % nc]})
+            k += 1
+    for i, s in enumerate(SPEECH_SOURCES):
+        for j, m in enumerate(MUSIC_SOURCES):
+            for snr in (-12, -20):
+                plan.append({"condition": f"speech_music_{snr}", "speech": s, "music": m, "snr_db": snr,
+                             "chain": CHAINS[(i + j + snr) % nc]})
+            if (i + j) % 5 < 2:
+                plan.append({"condition": "speech_music_-6", "speech": s, "music": m, "snr_db": -6,
+                             "chain": CHAINS[(i + 2 * j) % nc]})
+    for j, b in enumerate(BEDS + ("white", "pink", "brown", "hum")):
+        plan.append({"condition": "noise", "bed": b, "chain": CHAINS[j % nc]})
+    for kind in ("zero", "floor", "floor"):
+        plan.append({"condition": "silence", "bed": kind, "chain": "clean"})
+    for p in plan:
+        for key in ("speech", "music", "bed", "snr_db"):
+            p.setdefault(key, "")
+    return plan
+
+
+class _BroadcastSources:
+    """Deterministic supply of speech and music per source name."""
+
+    def __init__(self, src: dict[str, Path], soundfont: str, tmp: Path, rng: np.random.Generator):
+        self.rng, self.tmp, self.soundfont = rng, tmp, soundfont
+        self.pyannote = _load(src["sample.wav"])
+        self.arcade = [_load(src["1918.mp3"]), _load(src["funkyrobot.mp3"])]
+        self.pygame = _fit(_load(src["house_lo.ogg"]), 40 * SR)
+        for d, pkg in ((MOH_DIR, "asterisk-moh-opsound-wav"), (ASC_DIR, "asc-music")):
+            if not d.is_dir():
+                raise RuntimeError(f"{d} not found: apt-get install {pkg}")
+        self.moh = sorted(MOH_DIR.glob("*.wav"))
+        self.asc = sorted(ASC_DIR.glob("*.mp3"))
+        self.prompts = [_load(p) for p in PROMPT_FILES]
+        if not self.prompts:
+            raise RuntimeError("no voice prompts: apt-get install alsa-utils sound-theme-freedesktop")
+        self.count: dict[str, int] = {}
+
+    def _next(self, name: str) -> int:
+        self.count[name] = self.count.get(name, 0) + 1
+        return self.count[name] - 1
+
+    def speech(self, name: str, seconds: float) -> np.ndarray:
+        n, rng, k = int(seconds * SR), self.rng, self._next(name)
+        parts, total = [], 0
+        if name == "pyannote":
+            a = int(rng.integers(0, max(1, len(self.pyannote) - n)))
+            y = _fit(self.pyannote[a:], n)
+        else:
+            if name in ASTERISK:
+                d = ASTERISK_DIR / ASTERISK[name]
+                if not d.is_dir():
+                    raise RuntimeError(f"{d} not found: apt-get install asterisk-core-sounds-{name[9:]}-wav")
+                files = sorted(d.rglob("*.wav"))
+            while total < n:
+                if name in ASTERISK:
+                    s = _load(files[int(rng.integers(len(files)))])
+                elif name == "prompts":
+                    s = self.prompts[int(rng.integers(len(self.prompts)))]
+                elif name == "espeak-ng":
+                    voice, variant = ESPEAK_VOICES[(k + len(parts)) % len(ESPEAK_VOICES)]
+                    lang = voice.split("-")[0]
+                    pool = [t for key, v in FOREIGN.items() if key.startswith(lang) for t in v] or SENTENCES
+                    s = _espeak(pool[int(rng.integers(len(pool)))], voice, variant, int(rng.integers(125, 200)),
+                                int(rng.integers(20, 80)), self.tmp)
+                else:
+                    s = _flite(SENTENCES[int(rng.integers(len(SENTENCES)))], FLITE_VOICES[k % len(FLITE_VOICES)],
+                               float(rng.uniform(0.8, 1.25)), float(rng.uniform(90, 220)), self.tmp)
+                nz = np.flatnonzero(np.abs(s) > 1e-3)
+                s = s[nz[0]:nz[-1] + 1] if len(nz) else s
+                pause = np.zeros(int(rng.uniform(0.15, 0.7) * SR), np.float32)
+                parts += [s, pause]
+                total += len(s) + len(pause)
+            y = np.concatenate(parts)[:n]
+        if name in ("pyannote", "prompts") or name in ASTERISK:   # real voices: pitch/tempo variation
+            y = _fit(_varispeed(y, float(rng.uniform(0.9, 1.1))), n)
+        return y
+
+    def music(self, name: str, seconds: float) -> np.ndarray:
+        n, rng, k = int(seconds * SR), self.rng, self._next(name)
+        if name == "synth-gm":
+            genre = GENRES[k % len(GENRES)]
+            y = _render(_genre_song(500 + k, seconds + 2, genre), self.tmp, self.soundfont)
+            return _fit(y[int(0.5 * SR):], n)
+        if name == "arcade":
+            y = self.arcade[k % 2]
+        elif name == "pygame":
+            y = self.pygame
+        else:
+            files = self.moh if name == "moh-opsound" else self.asc
+            y = _load(files[k % len(files)])
+        a = int(rng.integers(0, max(1, len(y) - n)))
+        return _fit(y[a:], n)
+
+    def babble(self, seconds: float) -> np.ndarray:
+        """Crowd: six espeak voices talking at once (never a source under test as foreground)."""
+        n = int(seconds * SR)
+        voices = [_fit(np.roll(self.speech("espeak-ng", seconds), int(self.rng.integers(n))), n) for _ in range(6)]
+        self.count["espeak-ng"] -= 6      # keep the foreground espeak stream where it was
+        return np.sum([_level(v, 0.0) for v in voices], axis=0).astype(np.float32)
+
+
+def _build_broadcast(out: Path, cache) -> Path:
+    import soundfile as sf
+
+    out.mkdir(parents=True, exist_ok=True)
+    src = sources(cache)
+    soundfont = next((s for s in SOUNDFONTS if Path(s).is_file()), None)
+    if soundfont is None:
+        raise RuntimeError("no General MIDI soundfont: apt-get install timgm6mb-soundfont")
+    rng = np.random.default_rng(2026)
+    secs = BROADCAST_CLIP
+    n = int(secs * SR)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="shakelab-broadcast-") as tmpd:
+        tmp = Path(tmpd)
+        supply = _BroadcastSources(src, soundfont, tmp, rng)
+        for i, p in enumerate(_broadcast_plan()):
+            cond = p["condition"]
+            lvl = float(rng.uniform(-26, -16))
+            labels: list[tuple[float, float]] = []
+            if cond == "music":
+                y = _level(supply.music(p["music"], secs), lvl)
+                labels = [(0.0, secs)]
+            elif cond == "speech":
+                y = _level(supply.speech(p["speech"], secs), lvl)
+            elif cond == "speech_bed":
+                b = bed(p["bed"], n, rng, supply.babble(secs) if p["bed"] == "crowd" else None)
+                y = _level(supply.speech(p["speech"], secs), lvl) + b * np.float32(10 ** ((lvl + p["snr_db"]) / 20))
+            elif cond.startswith("speech_music"):
+                y = (_level(supply.speech(p["speech"], secs), lvl)
+                     + _level(supply.music(p["music"], secs), lvl + p["snr_db"]))
+                labels = [(0.0, secs)]
+            elif cond == "noise":
+                if p["bed"] in BEDS:
+                    y = bed(p["bed"], n, rng, supply.babble(secs) if p["bed"] == "crowd" else None)
+                elif p["bed"] == "hum":
+                    t = np.arange(n) / SR
+                    y = sum(np.sin(2 * np.pi * 50 * k * t + k) / k for k in range(1, 8)).astype(np.float32)
+                    y = y / _rms(y) + 0.2 * _noise("pink", n, rng)
+                else:
+                    y = _noise(p["bed"], n, rng)
+                y = (y * np.float32(10 ** (float(rng.uniform(-40, -20)) / 20) / _rms(y))).astype(np.float32)
+            else:
+                y = np.zeros(n, np.float32) if p["bed"] == "zero" else _floor(n, rng, -70.0)
+            if cond != "silence":
+                y = chain(y, p["chain"], rng) + _floor(n, rng)
+            y = np.clip(y, -1, 1)
+            name = f"{i:03d}_{cond}"
+            sf.write(str(out / f"{name}.wav"), y, SR, subtype="PCM_16")
+            (out / f"{name}.txt").write_text("".join(f"{a}\t{b}\tmusic\n" for a, b in labels))
+            rows.append({"name": name, "condition": cond, "duration": secs, "speech": p["speech"],
+                         "music": p["music"], "snr_db": p["snr_db"], "chain": p["chain"], "bed": p["bed"]})
+    manifest = out / "manifest.csv"
+    with open(manifest, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return manifest
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m shakelab.devset OUT_DIR [--split dev|train]``."""
+    """``python -m shakelab.devset OUT_DIR [--split dev|train|broadcast]``."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m shakelab.devset", description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", type=Path)
-    p.add_argument("--split", default="dev", choices=["dev", "train"])
+    p.add_argument("--split", default="dev", choices=["dev", "train", "broadcast"])
     args = p.parse_args(argv)
     manifest = build(args.out_dir, split=args.split)
     print(f"wrote {manifest}")

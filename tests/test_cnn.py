@@ -302,10 +302,32 @@ def test_bgm_features_sustained_tones_vs_noise():
     assert ft[:, 3].mean() > fn[:, 3].mean()          # more of the energy is sustained
 
 
-def test_bgm_probability_is_bounded():
-    p = bgm.probability(np.zeros((50, 9)), np.full((50, 3), 1 / 3))
+def test_bgm_probability_is_bounded_and_needs_the_embedding():
+    p = bgm.probability(np.zeros((50, 9)), np.full((50, 3), 1 / 3), np.zeros((50, bgm.EMBED_DIM)))
     assert p is not None and p.shape == (50,) and np.all((p >= 0) & (p <= 1))
-    assert bgm.params()["coef"].shape == (12,)
+    assert bgm.params()["coef"].shape == (len(bgm.FUSED_NAMES),)
+    with pytest.raises(ValueError, match="embed"):
+        bgm.probability(np.zeros((50, 9)), np.full((50, 3), 1 / 3))
+
+
+def test_bgm_probability_equals_the_standardised_two_second_design():
+    """Scoring each step then averaging over 2 s is the regression on the 2-s means."""
+    rng = np.random.default_rng(3)
+    feats, embed = rng.standard_normal((300, 9)), rng.standard_normal((300, bgm.EMBED_DIM))
+    probs = rng.dirichlet(np.ones(3), 300)
+    prm = bgm.params()
+    x = np.concatenate([bgm.design(feats, probs), bgm.context(embed)], axis=1)
+    want = 1 / (1 + np.exp(-(((x - prm["mean"]) / prm["scale"]) @ prm["coef"] + prm["intercept"])))
+    assert np.allclose(bgm.probability(feats, probs, embed), want, atol=1e-9)
+
+
+def test_hmm_smooth_votes_down_flickers_and_keeps_blocks():
+    flicker = np.r_[np.full(500, 0.2), np.full(5, 0.8), np.full(500, 0.2)]
+    assert cnn.hmm_smooth(flicker).max() < 0.5
+    block = np.r_[np.full(500, 0.3), np.full(500, 0.7)]
+    post = cnn.hmm_smooth(block)
+    assert post[:490].max() < 0.5 < post[510:].min()
+    assert np.allclose(cnn.hmm_smooth(np.full(20, 0.5)), 0.5) and len(cnn.hmm_smooth(np.zeros(0))) == 0
 
 
 def test_block_analysis_equals_one_pass(model, monkeypatch):
@@ -319,3 +341,39 @@ def test_block_analysis_equals_one_pass(model, monkeypatch):
     assert np.array_equal(np.isnan(one.probs), np.isnan(blocks.probs))
     assert np.nanmax(np.abs(one.probs - blocks.probs)) < 1e-5     # per-patch sums start elsewhere
     assert np.allclose(one.cue, blocks.cue, atol=1e-5) and np.array_equal(one.active, blocks.active)
+
+
+def _train_bgm():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_bgm", ROOT / "data" / "train_bgm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fused_fit_is_deterministic_and_leave_one_source_out_never_sees_a_clips_sources():
+    tb = _train_bgm()
+    rng = np.random.default_rng(0)
+    table = []
+    for k, (speech, music) in enumerate([("pyannote", ""), ("flite", ""), ("", "arcade"), ("", "pygame"),
+                                         ("pyannote", "arcade"), ("flite", "pygame")]):
+        label = int(bool(music))
+        n = 500
+        probs = rng.dirichlet(np.ones(3), n).astype(np.float32)
+        r = {"name": f"c{k}", "condition": "x", "speech": speech, "music": music, "bed": "", "duration": n * 0.02,
+             "label": label, "probs": probs, "active": np.ones(n, bool),
+             "cue": (rng.standard_normal((n, 9)) + 2 * label).astype(np.float32),
+             "embed": rng.standard_normal((n // tb.SUBSAMPLE, bgm.EMBED_DIM)).astype(np.float16)}
+        r["sources"] = {f"{key}:{r[key]}" for key in ("speech", "music") if r[key]}
+        table.append(r)
+    a, b = tb.fit_params(table), tb.fit_params(table)
+    assert all(np.array_equal(a[k], b[k]) for k in a) and a["coef"].shape == (len(bgm.FUSED_NAMES),)
+    p = [tb.track(r, a).mean() for r in table]
+    assert min(p[2:]) > 0.5 > max(p[:2])            # the cue columns separate music from speech
+    loso = tb.loso_params(table)           # clip 4 (pyannote over arcade) is scored by a fit without both
+    unseen = tb.fit_params([table[1], table[3], table[5]])
+    assert all(np.array_equal(loso[4][k], unseen[k]) for k in unseen)
+    assert not np.array_equal(loso[4]["coef"], a["coef"])
+    scores = tb.score(table, [tb.track(r, a) for r in table])
+    assert scores["x"][2] == pytest.approx(60.0) and 0 <= scores["x"][1] <= 1

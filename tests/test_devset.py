@@ -52,3 +52,49 @@ def test_render_a_song(tmp_path):
 def test_espeak_speech(tmp_path):
     y = devset._espeak("Hello there.", "en-us", "+m3", 160, 50, tmp_path)
     assert 0.3 * devset.SR < len(y) < 3 * devset.SR and np.abs(y).max() > 0.01
+
+
+def test_broadcast_plan_pairs_every_speech_source_with_every_music_source():
+    plan = devset._broadcast_plan()
+    assert {p["condition"] for p in plan} == set(devset.BROADCAST_CONDITIONS)
+    pairs = {(p["speech"], p["music"]) for p in plan if p["condition"] == "speech_music_-20"}
+    assert pairs == {(s, m) for s in devset.SPEECH_SOURCES for m in devset.MUSIC_SOURCES}
+    speech = [p for p in plan if p["condition"] == "speech"]
+    assert {(p["speech"], p["chain"]) for p in speech} == {(s, c) for s in devset.SPEECH_SOURCES for c in devset.CHAINS}
+    beds = [p for p in plan if p["condition"] == "speech_bed"]
+    assert {p["bed"] for p in beds} == set(devset.BEDS) and {p["snr_db"] for p in beds} == {-10, -20, -30}
+    assert len(plan) * devset.BROADCAST_CLIP <= 70 * 60         # bounded build
+
+
+@pytest.mark.parametrize("kind", devset.CHAINS)
+def test_chains_keep_length_and_level_and_are_deterministic(kind):
+    y = (devset._noise("pink", 32000, np.random.default_rng(2)) * 0.05).astype(np.float32)
+    a = devset.chain(y, kind, np.random.default_rng(3))
+    assert len(a) == len(y) and abs(devset._rms(a) / devset._rms(y) - 1) < 0.01
+    assert np.array_equal(a, devset.chain(y, kind, np.random.default_rng(3)))
+
+
+def test_telephone_chain_removes_the_band_above_3400_hz():
+    y = devset._noise("white", 32000, np.random.default_rng(4)) * np.float32(0.05)
+    z = devset.chain(y, "telephone", np.random.default_rng(0))
+    spec = np.abs(np.fft.rfft(z)) ** 2
+    f = np.fft.rfftfreq(len(z), 1 / devset.SR)
+    assert spec[f > 4500].sum() < 1e-3 * spec[(f > 500) & (f < 3000)].sum()
+    with pytest.raises(ValueError, match="kind"):
+        devset.chain(y, "vinyl", np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("kind", [b for b in devset.BEDS if b != "crowd"])
+def test_beds_are_unit_rms_and_deterministic(kind):
+    a = devset.bed(kind, 16000, np.random.default_rng(5))
+    assert a.dtype == np.float32 and abs(devset._rms(a) - 1) < 1e-3
+    assert np.array_equal(a, devset.bed(kind, 16000, np.random.default_rng(5)))
+    with pytest.raises(ValueError, match="babble"):
+        devset.bed("crowd", 16000, np.random.default_rng(5))
+
+
+def test_genre_songs_differ_and_are_valid_midi():
+    songs = {g: devset._genre_song(1, 4.0, g) for g in devset.GENRES}
+    assert len(set(songs.values())) == len(devset.GENRES)
+    assert all(s[:4] == b"MThd" and s.endswith(b"\xff\x2f\x00") for s in songs.values())
+    assert b"\x99" not in songs["piano"]          # no drums (channel 10) on solo piano

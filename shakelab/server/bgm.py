@@ -12,12 +12,14 @@ spectrum falls to a flat noise floor. Nine features per 20 ms step, in three ban
 - ``tonal``: the same on the instantaneous log spectrum (voiced speech is tonal too: the
   contrast between the two is what matters);
 
-plus the CNN's log probabilities (speech, music, noise). Features are averaged over 2 s,
-standardised and fed to a logistic regression; its probability is the cue. The
-coefficients (``bgm_cue.npz`` beside this module, 12 weights, ours, MIT like the project) are
-fitted by ``data/train_bgm.py`` on the ``train`` split of :mod:`shakelab.devset` (voices,
-sentences, synthetic songs and song excerpts that the ``dev`` split does not use; speech in
-noise and reverberant speech as negatives).
+plus the CNN's log probabilities (speech, music, noise) and its last hidden layer (256
+units, :func:`shakelab.server.cnn.frame_outputs` with ``embed=True``). Features are averaged
+over 2 s, standardised and fed to one logistic regression, whose probability is the fused
+music decision (it reads the CNN's own music probability, so it replaces rather than adds to
+it). The coefficients (``bgm_cue.npz`` beside this module, 268 weights: a 48-dimensional
+principal-component projection of the embedding folded into them; ours, MIT like the project)
+are fitted by ``data/train_bgm.py`` on the ``broadcast`` split of :mod:`shakelab.devset`,
+which also scores them leave-one-source-out.
 
 Examples
 --------
@@ -40,11 +42,14 @@ GROUPS = ((0, 13), (13, 61), (61, 197))
 SUSTAIN_STEPS = 16         # 20 ms steps in the minimum filter (0.32 s)
 CONTEXT_STEPS = 100        # 20 ms steps averaged (2 s)
 PARAMS_PATH = Path(__file__).with_name("bgm_cue.npz")
+EMBED_DIM = 256
 FEATURE_NAMES = tuple(f"{kind}_{band}" for band in ("low", "mid", "high")
                       for kind in ("sustained", "tonal_sustained", "tonal")) + (
     "log_p_speech", "log_p_music", "log_p_noise")
+FUSED_NAMES = FEATURE_NAMES + tuple(f"embed_{i}" for i in range(EMBED_DIM))
 
-__all__ = ["features", "design", "probability", "params", "FEATURE_NAMES", "PARAMS_PATH"]
+__all__ = ["features", "design", "context", "probability", "params", "FEATURE_NAMES", "FUSED_NAMES", "EMBED_DIM",
+           "PARAMS_PATH"]
 
 
 def features(spec: np.ndarray) -> np.ndarray:
@@ -90,6 +95,20 @@ def design(feats: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return x
 
 
+def context(x: np.ndarray) -> np.ndarray:
+    """Mean over the 2-s context (``CONTEXT_STEPS``) of each column, per 20 ms step.
+
+    Examples
+    --------
+    >>> context(np.r_[np.zeros(100), np.ones(100)][:, None])[[0, 199], 0].tolist()
+    [0.0, 1.0]
+    """
+    from scipy.ndimage import uniform_filter1d
+
+    x = np.asarray(x, np.float64)
+    return uniform_filter1d(x, size=CONTEXT_STEPS, axis=0, mode="nearest") if len(x) > 1 else x
+
+
 @lru_cache(maxsize=1)
 def params() -> dict | None:
     """The fitted cue (``mean``, ``scale``, ``coef``, ``intercept``), or None if not trained yet.
@@ -105,18 +124,30 @@ def params() -> dict | None:
         return {k: np.asarray(z[k], np.float64) for k in ("mean", "scale", "coef", "intercept")}
 
 
-def probability(feats: np.ndarray, probs: np.ndarray) -> np.ndarray | None:
-    """Probability of music under the sound, per 20 ms step (None when no coefficients).
+def probability(feats: np.ndarray, probs: np.ndarray, embed: np.ndarray | None = None, *,
+                prm: dict | None = None) -> np.ndarray | None:
+    """Probability that music is present, per 20 ms step (None when no coefficients).
+
+    ``embed`` (steps, 256) is needed when the coefficients use the CNN's embedding (the
+    shipped ones do). The model is linear before its logistic, so each step's score is
+    computed first and averaged over 2 s after: the same as standardising the 2-s means.
 
     Examples
     --------
-    >>> p = probability(np.zeros((5, 9)), np.full((5, 3), 1 / 3))
+    >>> p = probability(np.zeros((5, 9)), np.full((5, 3), 1 / 3), np.zeros((5, 256)))
     >>> p is None or p.shape == (5,)
     True
     """
-    prm = params()
+    prm = prm if prm is not None else params()
     if prm is None or len(feats) == 0:
         return None
-    x = (design(feats, probs) - prm["mean"]) / prm["scale"]
-    z = x @ prm["coef"] + prm["intercept"]
+    p = np.nan_to_num(np.asarray(probs, np.float64), nan=1 / 3)
+    parts = [np.asarray(feats, np.float64), np.log(p + 1e-6)]
+    if len(prm["coef"]) > len(FEATURE_NAMES):
+        if embed is None:
+            raise ValueError("`embed` (the CNN's last hidden layer, frame_outputs(..., embed=True)) is needed "
+                             "by these coefficients")
+        parts.append(np.asarray(embed, np.float64))
+    w = prm["coef"] / prm["scale"]
+    z = context((np.concatenate(parts, axis=1) @ w)[:, None])[:, 0] + float(prm["intercept"]) - prm["mean"] @ w
     return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))

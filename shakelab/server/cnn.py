@@ -15,8 +15,9 @@ patch only rescales and gathers the pooled maps (exact, not an approximation). T
 layers are im2col + one float32 GEMM each, batch norms folded into the weights.
 
 :func:`music_probability` (and :class:`CNNDetector`, the ``detectors.Detector`` interface)
-gives one music probability per 20 ms: max(CNN music probability, background-music cue of
-:mod:`shakelab.server.bgm`) where the energy is active, 0 elsewhere, averaged over 1 s.
+gives one music probability per 20 ms: the fused decision of :mod:`shakelab.server.bgm` (CNN
+probabilities and embedding + sustained-spectrum cue) where the energy is active, 0 elsewhere,
+smoothed by a two-state HMM (:func:`hmm_smooth`).
 :func:`detect_music_cnn` averages it into windows: **confidence = mean music probability**
 over the window. By default every other patch is evaluated (40 ms, ``hop=2``: twice as
 fast; the values at computed patches are the reference's); ``hop=1`` evaluates all.
@@ -61,7 +62,7 @@ PRED_S = STEP * FRAME_S  # 0.02
 LABELS = ("speech", "music", "noise")
 
 __all__ = ["SR", "LABELS", "melspec", "resample_16k", "CNN", "load_model", "FrameOutput",
-           "frame_outputs", "energy_activity", "music_probability", "windows", "CNNDetector",
+           "frame_outputs", "energy_activity", "hmm_smooth", "music_probability", "windows", "CNNDetector",
            "detect_music_cnn", "available", "warn_missing"]
 
 
@@ -465,13 +466,14 @@ class FrameOutput:
 
     Attributes: ``probs`` (P, 3) speech/music/noise (NaN where not finite), ``active`` (P,)
     energy activity, ``cue`` (P, 9) background-music features (:func:`bgm.features`),
-    ``duration`` (s).
+    ``duration`` (s), ``embed`` (P, 256) the CNN's last hidden layer (None unless asked for).
     """
 
     probs: np.ndarray
     active: np.ndarray
     cue: np.ndarray
     duration: float
+    embed: np.ndarray | None = None
 
     @property
     def times(self) -> np.ndarray:
@@ -489,12 +491,14 @@ def _fit_rows(a: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([a, np.repeat(a[-1:], n - len(a), axis=0)])
 
 
-def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int = 2) -> FrameOutput | None:
+def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int = 2,
+                  embed: bool = False) -> FrameOutput | None:
     """Run features, energy activity, the CNN and the cue features; None when weights are missing.
 
     Long signals are analysed in blocks of 60 s with 1 s of context on each side, so memory
     stays flat (about 100 MB whatever the length); the result is the same as one pass (the
     patch grid and every receptive field are unchanged; energy activity uses the whole file).
+    ``embed`` also returns the CNN's last hidden layer per step (the fused detector's input).
 
     Examples
     --------
@@ -511,13 +515,14 @@ def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int 
     duration = len(y16) / SR
     n = (len(y16) - WIN) // HOP + 1 if len(y16) >= WIN else 0
     if n == 0:
-        return FrameOutput(np.zeros((0, 3), np.float32), np.zeros(0, bool), np.zeros((0, 9), np.float32), duration)
-    probs, finite, cues, loges = [], [], [], []
+        return FrameOutput(np.zeros((0, 3), np.float32), np.zeros(0, bool), np.zeros((0, 9), np.float32), duration,
+                           np.zeros((0, 256), np.float32) if embed else None)
+    probs, finite, cues, loges, embeds = [], [], [], [], []
     for b0 in range(0, n, BLOCK):
         b1 = min(n, b0 + BLOCK)
         f0, f1 = max(0, b0 - MARGIN), min(n, b1 + MARGIN)
         mspec, loge, spec20 = melspec(y16[f0 * HOP:(f1 - 1) * HOP + WIN], spec=True)
-        p, fin = model.predict(mspec, hop=hop)
+        p, fin, *e = model.predict(mspec, hop=hop, embed=embed)
         cue = _fit_rows(bgm.features(spec20), len(p))
         r0, r1 = (b0 - f0) // 2, (b1 - f0 + 1) // 2
         if f1 == n:
@@ -525,23 +530,75 @@ def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int 
         probs.append(p[r0:r1])
         finite.append(fin[r0:r1])
         cues.append(cue[r0:r1])
+        if embed:
+            embeds.append(e[0][r0:r1])
         loges.append(loge[b0 - f0:b1 - f0])
     probs, finite, cue = np.concatenate(probs), np.concatenate(finite), np.concatenate(cues)
     active = energy_activity(np.concatenate(loges))[::2]
     k = min(len(active), len(probs))
     active = np.concatenate([active[:k], np.zeros(len(probs) - k, bool)])
     active &= finite
-    return FrameOutput(probs, active, cue, duration)
+    return FrameOutput(probs, active, cue, duration, np.concatenate(embeds) if embed else None)
+
+
+STAY = 0.999   # probability of staying in the music / no-music state from one 20 ms step to the next
+
+
+def hmm_smooth(p: np.ndarray, stay: float = STAY) -> np.ndarray:
+    """Posterior of a two-state (music / no music) hidden Markov model over a probability track.
+
+    Each step's ``p`` is read as the posterior under an even prior; the states persist with
+    probability ``stay`` per step (0.999: a mean stay of 20 s at 20 ms), and the forward-backward
+    posterior of "music" is returned. Isolated flickers inside a block are voted down by their
+    neighbours, boundaries stay sharp (a Viterbi decision would give the same blocks, but no
+    probability for the window rule to read).
+
+    Examples
+    --------
+    >>> p = np.r_[np.full(200, 0.1), 0.9, np.full(200, 0.1)]
+    >>> float(hmm_smooth(p)[200]) < 0.5
+    True
+    """
+    p = np.clip(np.asarray(p, np.float64), 1e-4, 1 - 1e-4)
+    n = len(p)
+    if n == 0:
+        return p
+    sw = 1.0 - stay
+    fwd = np.empty(n)
+    a1 = p[0]
+    fwd[0] = a1
+    pl = p.tolist()
+    for i in range(1, n):          # scalar recursion: two states, faster in floats than in arrays
+        prior = a1 * stay + (1 - a1) * sw
+        m = prior * pl[i]
+        a1 = m / (m + (1 - prior) * (1 - pl[i]))
+        fwd[i] = a1
+    out = np.empty(n)
+    b1 = b0 = 0.5
+    fl = fwd.tolist()
+    for i in range(n - 1, -1, -1):
+        q1, q0 = fl[i] * b1, (1 - fl[i]) * b0
+        out[i] = q1 / (q1 + q0)
+        e1, e0 = pl[i] * b1, (1 - pl[i]) * b0
+        b1, b0 = stay * e1 + sw * e0, sw * e1 + stay * e0
+        t = b1 + b0
+        b1, b0 = b1 / t, b0 / t
+    return out
 
 
 def music_probability(y: np.ndarray, sr: int, *, hop: int = 2, cue: bool = True, smooth: float = 1.0,
-                      model: CNN | None = None, frames: FrameOutput | None = None) -> tuple[float, np.ndarray] | None:
+                      hmm: bool | None = None, model: CNN | None = None,
+                      frames: FrameOutput | None = None) -> tuple[float, np.ndarray] | None:
     """Music probability every 20 ms: ``(0.02, probs)``, or None when the weights are missing.
 
-    Per 20 ms step: p = max(P_cnn(music), P_bgm(music under speech)) where the energy is
-    active (0 elsewhere: silence is not music), then averaged over ``smooth`` seconds. Step
-    ``i`` is centred on ``(i + 0.5) * 0.02`` s (the patch centred on 10 ms frame ``2i``).
-    ``frames``, the :func:`frame_outputs` of ``y`` already computed, saves running the CNN again.
+    With ``cue`` (the default): per 20 ms step, the fused decision of :mod:`shakelab.server.bgm`
+    (one logistic regression over the CNN's probabilities and embedding and the
+    sustained-spectrum features, 2-s context), 0 where the energy is inactive (silence is not
+    music), then :func:`hmm_smooth` (``hmm``, default on with the cue). Without: the CNN's
+    music probability, gated the same way and averaged over ``smooth`` seconds (the smoothing
+    used whenever ``hmm`` is off). Step ``i`` is centred on ``(i + 0.5) * 0.02`` s.
+    ``frames``, the :func:`frame_outputs` of ``y`` already computed (with ``embed=True`` when
+    ``cue``), saves running the CNN again.
 
     Examples
     --------
@@ -549,19 +606,23 @@ def music_probability(y: np.ndarray, sr: int, *, hop: int = 2, cue: bool = True,
     >>> step                                        # doctest: +SKIP
     0.02
     """
-    out = frames if frames is not None else frame_outputs(y, sr, model=model, hop=hop)
+    hmm = cue if hmm is None else hmm
+    reusable = frames is not None and (not cue or frames.embed is not None)
+    out = frames if reusable else frame_outputs(y, sr, model=model, hop=hop, embed=cue)
     if out is None:
         return None
     p = np.nan_to_num(out.probs[:, 1], nan=0.0).astype(np.float64)
     if cue and len(p):
         from shakelab.server import bgm
 
-        pb = bgm.probability(out.cue, out.probs)
+        pb = bgm.probability(out.cue, out.probs, out.embed)
         if pb is not None:
-            p = np.maximum(p, pb)
+            p = pb
     p = np.where(out.active, p, 0.0)
     k = max(1, int(round(smooth / PRED_S)))
-    if k > 1 and len(p) > 1:
+    if hmm and len(p):
+        p = np.where(out.active, hmm_smooth(p), 0.0)
+    elif k > 1 and len(p) > 1:
         from scipy.ndimage import uniform_filter1d
 
         p = uniform_filter1d(p, size=k, mode="nearest")
@@ -584,11 +645,11 @@ class CNNDetector:
     name = "cnn"
     sample_rate = SR
 
-    def __init__(self, *, hop: int = 2, cue: bool = True, smooth: float = 1.0):
-        self.hop, self.cue, self.smooth = hop, cue, smooth
+    def __init__(self, *, hop: int = 2, cue: bool = True, smooth: float = 1.0, hmm: bool | None = None):
+        self.hop, self.cue, self.smooth, self.hmm = hop, cue, smooth, hmm
 
     def music_probability(self, y: np.ndarray, sr: int) -> tuple[float, np.ndarray]:
-        res = music_probability(y, sr, hop=self.hop, cue=self.cue, smooth=self.smooth)
+        res = music_probability(y, sr, hop=self.hop, cue=self.cue, smooth=self.smooth, hmm=self.hmm)
         if res is None:
             from shakelab import weights
 

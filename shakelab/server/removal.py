@@ -66,7 +66,7 @@ def tracks(y: np.ndarray, sr: int, n_frames: int, hop: int) -> tuple[np.ndarray,
 
     t = np.arange(n_frames) * hop / sr
     det = detectors.get_detector()
-    frames = cnn.frame_outputs(y, sr) if det.name == "cnn" else None
+    frames = cnn.frame_outputs(y, sr, embed=True) if det.name == "cnn" else None
     if frames is not None and len(frames.probs):
         step, pm = cnn.music_probability(y, sr, frames=frames)
         centres = (np.arange(len(frames.probs)) + 0.5) * cnn.PRED_S
