@@ -509,8 +509,12 @@ def test_cli_detect_and_usage(server, monkeypatch, capsys, wav, demo_path):
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == list(SEGMENTS_COLUMNS) and len(out) == 2 and out[1].split()[:3] == [
         "demo.flac", out[1].split()[1], "10.0"]
-    assert main(["detect", str(wav)]) == 0  # a tone is no music: a result, not an empty table
-    assert capsys.readouterr().out == "no music found in tone.wav\n"
+    import soundfile as sf
+
+    hiss = wav.parent / "hiss.wav"        # noise is no music: a result, not an empty table
+    sf.write(hiss, 0.05 * np.random.default_rng(7).standard_normal(3 * SR).astype(np.float32), SR)
+    assert main(["detect", str(hiss)]) == 0
+    assert capsys.readouterr().out == "no music found in hiss.wav\n"
     assert main(["usage"]) == 0
     out = capsys.readouterr().out
     assert out.split()[:3] == ["month", "total_jobs", "total_minutes"]

@@ -398,10 +398,10 @@ def test_dropped_download_is_retried_without_partial_files(fresh_server, wav, tm
     client = make_client(fresh_server)
     (done,) = client.submit(wav, ["vocals"], progress=False)
     fresh_server.faults.add(method="GET", path="/files/*", drop=True, times=1)
-    (path,) = client.download(done, tmp_path / "a", progress=False)
+    (path,) = client.download(done, tmp_path / "a", folder="", progress=False)
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["vocals.wav"]
     client.max_retries = 1
     fresh_server.faults.add(method="GET", path="/files/*", drop=True, times=None)
     with pytest.raises(TransportError):
-        client.download(done, tmp_path / "b", progress=False)
+        client.download(done, tmp_path / "b", folder="", progress=False)
     assert list((tmp_path / "b").iterdir()) == []  # nothing half-written left behind
