@@ -68,6 +68,9 @@ def lab(tmp_path_factory):
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces"),
         "TMPDIR": str(tmp_path),
     })
+    # kernels keep their server inside them, gone with them (this module-scoped fixture starts
+    # before conftest's per-test setting; test_browser_shared asks for "shared" and stops it)
+    env.setdefault("SHAKELAB_LOCAL_SERVER", "private")
     settings = tmp_path / "lab-settings" / "@jupyterlab"
     # no "get Jupyter news?" prompt (and no news fetch)
     news = settings / "apputils-extension" / "notification.jupyterlab-settings"
@@ -116,6 +119,11 @@ def lab(tmp_path_factory):
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+        from shakelab.server import daemon
+
+        # a detached server a kernel may have started in this lab's data home outlives nothing
+        assert daemon.stop(tmp_path / "xdg-data" / "shakelab" / "server") is None, \
+            "a kernel started a detached server that outlived JupyterLab"
 
 
 def _loopback_only(route):
