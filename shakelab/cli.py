@@ -39,6 +39,13 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_dir(args: argparse.Namespace) -> Path:
+    """The ``--data-dir`` given, resolved, else the per-user local server's."""
+    from shakelab.server import default_data_dir
+
+    return args.data_dir.expanduser().resolve() if args.data_dir else default_data_dir()
+
+
 def _server_start(args: argparse.Namespace) -> int:
     from shakelab.server import daemon
 
@@ -48,9 +55,9 @@ def _server_start(args: argparse.Namespace) -> int:
 
 
 def _server_status(args: argparse.Namespace) -> int:
-    from shakelab.server import daemon, default_data_dir, read_holder
+    from shakelab.server import daemon, read_holder
 
-    data_dir = args.data_dir.expanduser().resolve() if args.data_dir else default_data_dir()
+    data_dir = _data_dir(args)
     info = daemon.find(data_dir)
     if info is None:
         holder = read_holder(data_dir)
@@ -75,9 +82,9 @@ def _server_status(args: argparse.Namespace) -> int:
 
 
 def _server_stop(args: argparse.Namespace) -> int:
-    from shakelab.server import daemon, default_data_dir
+    from shakelab.server import daemon
 
-    data_dir = args.data_dir.expanduser().resolve() if args.data_dir else default_data_dir()
+    data_dir = _data_dir(args)
     stopped = daemon.stop(data_dir)
     if stopped is None:
         print(f"shakelab local server: not running (data dir {data_dir})")
@@ -89,9 +96,9 @@ def _server_stop(args: argparse.Namespace) -> int:
 def _server_logs(args: argparse.Namespace) -> int:
     import time
 
-    from shakelab.server import daemon, default_data_dir
+    from shakelab.server import daemon
 
-    data_dir = args.data_dir.expanduser().resolve() if args.data_dir else default_data_dir()
+    data_dir = _data_dir(args)
     path = data_dir / daemon.LOG_NAME
     if not path.exists():
         print(f"shakelab server logs: no log yet ({path})", file=sys.stderr)

@@ -208,6 +208,22 @@ PADS = [48, 49, 16, 19, 88, 89, 52, 0, 46]
 BASSES = [32, 33, 34, 38, 43]
 
 
+class _Score:
+    """The MIDI events of one generated song: lead, pad and bass programs, then notes on a scale."""
+
+    def __init__(self, root: int, scale, lead: int, pad: int, bass: int):
+        self.root, self.scale = root, scale
+        self.events: list[tuple[float, bytes]] = [(0, bytes([0xC0, lead])), (0, bytes([0xC1, pad])),
+                                                  (0, bytes([0xC2, bass]))]
+
+    def note(self, ch: int, t: float, dur: float, pitch: int, vel: int) -> None:
+        pitch = int(np.clip(pitch, 0, 127))
+        self.events.append((t, bytes([0x90 | ch, pitch, int(vel)])))
+        self.events.append((t + dur, bytes([0x80 | ch, pitch, 0])))
+
+    def degree(self, d: int, octave: int = 0) -> int:
+        return self.root + self.scale[d % 7] + 12 * (d // 7 + octave)
+
 def _song(seed: int, seconds: float) -> tuple[bytes, float]:
     rng = np.random.default_rng(seed)
     tempo = float(rng.integers(72, 150))
@@ -217,15 +233,8 @@ def _song(seed: int, seconds: float) -> tuple[bytes, float]:
     prog = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
     lead, pad, bass = (int(rng.choice(LEADS)), int(rng.choice(PADS)), int(rng.choice(BASSES)))
     drums = rng.random() < 0.7
-    ev: list[tuple[float, bytes]] = [(0, bytes([0xC0, lead])), (0, bytes([0xC1, pad])), (0, bytes([0xC2, bass]))]
-
-    def note(ch, t, dur, pitch, vel):
-        pitch = int(np.clip(pitch, 0, 127))
-        ev.append((t, bytes([0x90 | ch, pitch, int(vel)])))
-        ev.append((t + dur, bytes([0x80 | ch, pitch, 0])))
-
-    def degree(d, octave=0):
-        return root + scale[d % 7] + 12 * (d // 7 + octave)
+    score = _Score(root, scale, lead, pad, bass)
+    note, degree, ev = score.note, score.degree, score.events
 
     deg = 7
     for bar in range(0, beats, 4):
@@ -643,15 +652,8 @@ def _genre_song(seed: int, seconds: float, genre: str) -> bytes:
     root = 45 + int(rng.integers(0, 12))
     scale = SCALES["major" if rng.random() < 0.6 else "minor"]
     prog = PROGRESSIONS[int(rng.integers(len(PROGRESSIONS)))]
-    ev: list[tuple[float, bytes]] = [(0, bytes([0xC0, lead])), (0, bytes([0xC1, pad])), (0, bytes([0xC2, bass]))]
-
-    def note(ch, t, dur, pitch, vel):
-        pitch = int(np.clip(pitch, 0, 127))
-        ev.append((t, bytes([0x90 | ch, pitch, int(vel)])))
-        ev.append((t + dur, bytes([0x80 | ch, pitch, 0])))
-
-    def degree(d, octave=0):
-        return root + scale[d % 7] + 12 * (d // 7 + octave)
+    score = _Score(root, scale, lead, pad, bass)
+    note, degree, ev = score.note, score.degree, score.events
 
     deg = 7
     for bar in range(0, beats, 4):
