@@ -17,7 +17,7 @@ from typing import Any
 
 from shakelab.errors import (  # noqa: F401  (re-exported)
     APIError, AuthenticationError, JobFailedError, JobTimeoutError, NotFoundError,
-    RateLimitError, ServerError, ShakelabError, TransportError, ValidationError,
+    RateLimitError, ServerError, ShakelabError, TransportError, UnconfirmedJobError, ValidationError,
 )
 
 __version__ = "0.1.0"

@@ -162,7 +162,7 @@ class Notebook:
         # a workspace of its own, reset: JupyterLab would otherwise reopen the notebooks of the
         # previous test beside this one
         self.page.goto(f"{lab['base']}/lab/workspaces/{path.stem}/tree/{path.name}?reset&token={lab['token']}")
-        self.page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=120_000)
+        self.page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=300_000)  # a loaded machine is slow
         self.wait_idle()
 
     # the notebook's panel, found by its path (not "the current widget")
