@@ -224,6 +224,17 @@ class _Score:
     def degree(self, d: int, octave: int = 0) -> int:
         return self.root + self.scale[d % 7] + 12 * (d // 7 + octave)
 
+    def melody(self, rng: np.random.Generator, bar: int, deg: int, durations: list[float]) -> int:
+        """One bar of a random-walk lead line (channel 0); returns the scale degree it ends on."""
+        t = float(bar)
+        while t < bar + 4:
+            dur = float(rng.choice(durations))
+            deg = int(np.clip(deg + rng.integers(-2, 3), 3, 14))
+            if rng.random() < 0.85:
+                self.note(0, t, dur * 0.95, self.degree(deg, 1), int(rng.integers(70, 105)))
+            t += dur
+        return deg
+
 def _song(seed: int, seconds: float) -> tuple[bytes, float]:
     rng = np.random.default_rng(seed)
     tempo = float(rng.integers(72, 150))
@@ -243,13 +254,7 @@ def _song(seed: int, seconds: float) -> tuple[bytes, float]:
             note(1, bar, 4, degree(chord + k), 60)
         for b in range(4):
             note(2, bar + b, 0.9, degree(chord, -1), 85)
-        t = float(bar)
-        while t < bar + 4:
-            dur = float(rng.choice([0.5, 0.5, 1.0, 1.0, 1.5, 2.0]))
-            deg = int(np.clip(deg + rng.integers(-2, 3), 3, 14))
-            if rng.random() < 0.85:
-                note(0, t, dur * 0.95, degree(deg, 1), int(rng.integers(70, 105)))
-            t += dur
+        deg = score.melody(rng, bar, deg, [0.5, 0.5, 1.0, 1.0, 1.5, 2.0])
         if drums:
             for b in range(4):
                 note(9, bar + b, 0.1, 36 if b % 2 == 0 else 38, 90)
@@ -667,13 +672,7 @@ def _genre_song(seed: int, seconds: float, genre: str) -> bytes:
         if genre != "ambient":
             for b in range(4):
                 note(2, bar + b, 0.9, degree(chord + (b if genre == "jazz" else 0), -1), 85)
-        t = float(bar)
-        while t < bar + 4:
-            dur = float(rng.choice([2.0, 4.0] if genre == "ambient" else [0.5, 0.5, 1.0, 1.0, 1.5, 2.0]))
-            deg = int(np.clip(deg + rng.integers(-2, 3), 3, 14))
-            if rng.random() < 0.85:
-                note(0, t, dur * 0.95, degree(deg, 1), int(rng.integers(70, 105)))
-            t += dur
+        deg = score.melody(rng, bar, deg, [2.0, 4.0] if genre == "ambient" else [0.5, 0.5, 1.0, 1.0, 1.5, 2.0])
         if drums:
             for b in range(4):
                 if genre == "jazz":
