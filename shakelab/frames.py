@@ -31,8 +31,8 @@ import pandas as pd
 
 from shakelab.models import Job, JobStatus
 
-__all__ = ["jobs_frame", "segments_frame", "usage_frame", "merge_usage", "provenance", "is_all_windows",
-           "JOBS_COLUMNS", "SEGMENTS_COLUMNS", "USAGE_COLUMNS", "SERVICE"]
+__all__ = ["jobs_frame", "tasks_frame", "segments_frame", "usage_frame", "merge_usage", "provenance",
+           "is_all_windows", "JOBS_COLUMNS", "TASKS_COLUMNS", "SEGMENTS_COLUMNS", "USAGE_COLUMNS", "SERVICE"]
 
 SEGMENTS_COLUMNS = ("source", "job_id", "start_time", "end_time", "duration", "confidence", "provenance")
 #: ``provenance`` of segments answered by the AudioShake service
@@ -41,6 +41,8 @@ _ALL_WINDOWS = ":all_windows"
 USAGE_COLUMNS = ("month", "total_jobs", "total_minutes")
 JOBS_COLUMNS = ("job_id", "model", "format", "status", "asset_id", "source_name", "created_at",
                 "started_at", "updated_at", "processing_s", "audio_s", "outputs", "error")
+#: the columns of a jobs frame of Tasks API tasks: one row per target
+TASKS_COLUMNS = (*JOBS_COLUMNS, "task_id", "target_id", "cost")
 
 _UTC = "datetime64[ns, UTC]"
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])(\b|-|T|$)")
@@ -365,7 +367,9 @@ def jobs_frame(jobs: Iterable[Job | Mapping[str, Any]], *, audio_s: Mapping[str,
     Returns
     -------
     pandas.DataFrame
-        Columns, in order:
+        Given Tasks API tasks (payloads with ``targets``, or task objects), the frame of
+        :func:`tasks_frame`: one row per target, these columns plus ``task_id``, ``target_id``
+        and ``cost``. Otherwise columns, in order:
 
         - ``job_id`` (string)
         - ``model`` (category): ``metadata.name``
@@ -394,6 +398,9 @@ def jobs_frame(jobs: Iterable[Job | Mapping[str, Any]], *, audio_s: Mapping[str,
       job_id   model  status
     0     j1  vocals  queued
     """
+    jobs = list(jobs)
+    if any(_is_task(job) for job in jobs):
+        return tasks_frame(jobs, audio_s=audio_s)
     parsed: list[Job] = []
     for i, job in enumerate(jobs):
         if isinstance(job, Job):
@@ -429,3 +436,161 @@ def jobs_frame(jobs: Iterable[Job | Mapping[str, Any]], *, audio_s: Mapping[str,
         "error": pd.array([j.error for j in parsed], dtype="string"),
     }, columns=list(JOBS_COLUMNS))
     return frame
+
+
+# --------------------------------------------------------------------------- tasks
+def _is_task(item: Any) -> bool:
+    """Tell whether ``item`` is a Tasks API task: a payload (or an object with ``.raw``) with ``targets``."""
+    raw = getattr(item, "raw", item)
+    return isinstance(raw, Mapping) and isinstance(raw.get("targets"), list)
+
+
+def _output_name(output: Mapping[str, Any], model: str | None) -> str:
+    # Tasks outputs are named without extension ("bass", "vocals_high_quality"): the file name adds the format
+    name, fmt = str(output.get("name") or model or "output"), output.get("format")
+    return name if not fmt or name.endswith(f".{fmt}") else f"{name}.{fmt}"
+
+
+def _target_error(target: Mapping[str, Any], status: str) -> str | None:
+    if status not in ("error", "failed"):
+        return None
+    error = target.get("error")
+    message = error.get("message") or error.get("code") if isinstance(error, Mapping) else error
+    return str(message) if message else f"the service reported status {status!r} without a message"
+
+
+def tasks_frame(tasks: Iterable[Any], *, audio_s: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """Tasks API tasks as a jobs frame: one row per target, in task then target order.
+
+    A target is what a legacy job was (one model on one recording), so the columns are those
+    of :func:`jobs_frame` plus ``task_id``, ``target_id`` and ``cost``; frames of both APIs
+    concatenate. Legacy jobs in ``tasks`` give their usual rows (<NA> in the three new columns).
+
+    Parameters
+    ----------
+    tasks : iterable of dict or task objects
+        ``GET /tasks/{id}`` payloads (or objects keeping one in ``.raw``).
+    audio_s : mapping, optional
+        Asset id -> length of the recording in seconds, used where a target has no
+        ``duration`` yet.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`TASKS_COLUMNS`, with the dtypes of :func:`jobs_frame`. For a target:
+
+        - ``job_id`` and ``target_id`` (string): the target's id; ``task_id`` (string)
+        - ``model`` (category), ``format`` (string): ``model`` and its ``formats`` joined by ``,``
+        - ``status`` (category): the target's status as written (``processing``, ``completed``,
+          ``error``, ...); the task has none
+        - ``asset_id`` (string): the task's ``assetId`` (<NA> for a ``url`` task);
+          ``source_name`` (string): the asset's name when the task says it, else the ``url``
+        - ``created_at``: the target's ``createdAt``, else the task's; ``started_at``: the
+          target's ``startedAt`` (NaT: the API sends none); ``updated_at``: the target's
+          ``updatedAt``, else the task's ``completedAt`` once the target is done
+        - ``processing_s`` (float64): ``updated_at`` minus ``started_at`` (else ``created_at``)
+          of a finished target, so queueing is included when no start time is sent
+        - ``audio_s`` (float64): the target's ``duration`` (seconds of source audio)
+        - ``outputs`` (object): file names, ``name.format`` per entry of ``output``
+        - ``error`` (string): ``error.message`` of a failed target
+        - ``cost`` (float64): the target's credits, NaN while not known
+
+    Raises
+    ------
+    ValueError
+        A task without ``id``, or a target that is not an object with an ``id``.
+
+    Examples
+    --------
+    >>> task = {"id": "t1", "assetId": "a1", "targets": [
+    ...     {"id": "g1", "model": "bass", "formats": ["wav"], "status": "completed", "cost": 4,
+    ...      "duration": 200.53, "output": [{"name": "bass", "format": "wav", "link": "https://x"}]}]}
+    >>> tasks_frame([task])[["task_id", "target_id", "model", "status", "audio_s", "outputs", "cost"]]
+      task_id target_id model     status  audio_s     outputs  cost
+    0      t1        g1  bass  completed   200.53  [bass.wav]   4.0
+    """
+    items = list(tasks)
+    if not all(_is_task(item) for item in items):  # legacy jobs among them: their own rows, in order
+        parts = [tasks_frame([item], audio_s=audio_s) if _is_task(item) else jobs_frame([item], audio_s=audio_s)
+                 for item in items]
+        frame = pd.concat([p.reindex(columns=list(TASKS_COLUMNS)) for p in parts], ignore_index=True)
+        return _typed_tasks(frame.to_dict("list"))
+    cols: dict[str, list] = {c: [] for c in TASKS_COLUMNS}
+    known = audio_s or {}
+    for i, item in enumerate(items):
+        task = getattr(item, "raw", item)
+        if not task.get("id"):
+            raise ValueError(f"`tasks` item {i} has no `id` field: {dict(task)!r:.200}")
+        asset = task.get("asset") if isinstance(task.get("asset"), Mapping) else {}
+        asset_id = _str(task.get("assetId") or asset.get("id"))
+        for j, target in enumerate(task["targets"]):
+            if not isinstance(target, Mapping) or not target.get("id"):
+                raise ValueError(f"target {j} of task {task['id']!r} must be an object with an `id`, "
+                                 f"not {target!r:.120}")
+            status = str(target.get("status") or "unknown")
+            done = status in ("completed", "error", "failed")
+            formats = target.get("formats")
+            formats = [formats] if isinstance(formats, str) else formats if isinstance(formats, list) else []
+            outputs: list = target["output"] if isinstance(target.get("output"), list) else []
+            duration = target.get("duration")
+            cols["job_id"].append(str(target["id"]))
+            cols["target_id"].append(str(target["id"]))
+            cols["task_id"].append(str(task["id"]))
+            cols["model"].append(_str(target.get("model")))
+            cols["format"].append(",".join(map(str, formats)) or None)
+            cols["status"].append(status)
+            cols["asset_id"].append(asset_id)
+            cols["source_name"].append(_str(asset.get("name") or task.get("url")))
+            cols["created_at"].append(target.get("createdAt") or task.get("createdAt"))
+            cols["started_at"].append(target.get("startedAt"))
+            cols["updated_at"].append(target.get("updatedAt") or (task.get("completedAt") if done else None))
+            cols["processing_s"].append(done)  # placeholder: computed from the timestamps below
+            cols["audio_s"].append(duration if isinstance(duration, (int, float)) and not isinstance(duration, bool)
+                                   else known.get(asset_id or "", np.nan))
+            cols["outputs"].append([_output_name(o, target.get("model")) for o in outputs if isinstance(o, Mapping)])
+            cols["error"].append(_target_error(target, status))
+            cost = target.get("cost")
+            cols["cost"].append(cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else np.nan)
+    done_mask = np.asarray(cols["processing_s"], dtype=bool)
+    cols["processing_s"] = [np.nan] * len(done_mask)
+    frame = _typed_tasks(cols)
+    began = frame["started_at"].fillna(frame["created_at"]) if len(frame) else frame["started_at"]
+    seconds = (frame["updated_at"] - began).dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
+    frame["processing_s"] = np.where(done_mask, seconds, np.nan)
+    return frame
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _typed_tasks(cols: Mapping[str, list]) -> pd.DataFrame:
+    def ts(values: list) -> pd.Series:
+        return pd.Series(pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")).astype(_UTC)
+
+    def text(values: list) -> pd.arrays.StringArray:
+        return pd.array([None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else str(v)
+                         for v in values], dtype="string")
+
+    statuses = [str(s) for s in cols["status"]]
+    models = [m for m in text(cols["model"])]
+    return pd.DataFrame({
+        "job_id": text(cols["job_id"]),
+        "model": pd.Categorical([None if m is pd.NA else m for m in models],
+                                categories=sorted({m for m in models if m is not pd.NA})),
+        "format": text(cols["format"]),
+        "status": pd.Categorical(statuses, categories=_STATUS_CATEGORIES
+                                 + sorted({s for s in statuses if s not in _STATUS_CATEGORIES})),
+        "asset_id": text(cols["asset_id"]),
+        "source_name": text(cols["source_name"]),
+        "created_at": ts(cols["created_at"]),
+        "started_at": ts(cols["started_at"]),
+        "updated_at": ts(cols["updated_at"]),
+        "processing_s": np.asarray(cols["processing_s"], dtype=np.float64),
+        "audio_s": np.asarray(cols["audio_s"], dtype=np.float64),
+        "outputs": pd.Series([list(o) if isinstance(o, list) else [] for o in cols["outputs"]], dtype=object),
+        "error": text(cols["error"]),
+        "task_id": text(cols["task_id"]),
+        "target_id": text(cols["target_id"]),
+        "cost": np.asarray(cols["cost"], dtype=np.float64),
+    }, columns=list(TASKS_COLUMNS))

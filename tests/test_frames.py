@@ -147,3 +147,87 @@ def test_jobs_frame_empty_and_bad_items():
         jobs_frame([{"id": "a"}, {"status": "queued"}])
     with pytest.raises(ValueError, match=r"`jobs` item 0 must be a Job or a job payload dict, not int"):
         jobs_frame([1])
+
+
+# --------------------------------------------------------------------------- Tasks API payloads
+# The documented payloads, verbatim (../shared/reference/examples/, copied into tests/data/tasks/).
+TASKS_DATA = __import__("pathlib").Path(__file__).parent / "data" / "tasks"
+
+
+def _documented(name):
+    return json.loads((TASKS_DATA / name).read_text())
+
+
+def test_jobs_frame_of_the_documented_task_one_row_per_target():
+    from shakelab.frames import TASKS_COLUMNS
+
+    task = _documented("tasks-get-documented.json")
+    df = jobs_frame([task])
+    assert tuple(df.columns) == TASKS_COLUMNS and TASKS_COLUMNS[:len(JOBS_COLUMNS)] == JOBS_COLUMNS
+    # the legacy dtypes, then task_id, target_id (string) and cost (float64)
+    assert df.dtypes.astype(str).tolist() == [
+        "string", "category", "string", "category", "string", "string", "datetime64[ns, UTC]",
+        "datetime64[ns, UTC]", "datetime64[ns, UTC]", "float64", "float64", "object", "string",
+        "string", "string", "float64"]
+    assert df["task_id"].tolist() == ["cmn5h1wv600edx8fgoboeeg06"] * 2
+    assert df["target_id"].tolist() == df["job_id"].tolist() == ["cmn5h1vsn010001pv1cjg2n4t",
+                                                                  "cmn5h1vsn00zz01pv6xjn3hxd"]
+    assert df["model"].tolist() == ["bass", "drums"] and df["format"].tolist() == ["wav", "wav"]
+    assert df["status"].astype(str).tolist() == ["completed", "processing"]
+    assert df["asset_id"].tolist() == ["cmn5gz2s800xp01phe9v3bm5r"] * 2
+    assert df["created_at"].tolist() == [pd.Timestamp("2026-03-25T03:16:17.442Z")] * 2
+    # the target's duration is the recording's length; cost is only known for the first target
+    assert df["audio_s"].iloc[0] == 200.53 and np.isnan(df["audio_s"].iloc[1])
+    assert df["cost"].iloc[0] == 4.0 and np.isnan(df["cost"].iloc[1])
+    assert df["outputs"].tolist() == [["bass.wav"], []]      # name without extension + its format
+    assert df["error"].isna().all()
+    # no completedAt, no updatedAt, no startedAt: the API says nothing about processing time
+    assert df["updated_at"].isna().all() and df["processing_s"].isna().all()
+
+
+def test_tasks_frame_failed_target_processing_time_formats_and_mixed_input():
+    from shakelab.frames import TASKS_COLUMNS, tasks_frame
+
+    task = {"id": "t2", "createdAt": "2026-03-25T03:16:17.442Z", "completedAt": "2026-03-25T03:16:30Z",
+            "url": "https://example.com/a.mp3", "cost": 1.5, "targets": [
+                {"id": "g1", "model": "vocals", "variant": "high_quality", "formats": ["wav", "mp3"],
+                 "status": "completed", "cost": 1.5, "duration": 9.49, "error": None,
+                 "updatedAt": "2026-03-25T03:16:20.442Z",
+                 "output": [
+                     {"name": "vocals_high_quality", "format": "wav", "link": "https://x/1", "type": "audio/wav"},
+                     {"name": "vocals_high_quality", "format": "mp3", "link": "https://x/2", "type": "audio/mpeg"}]},
+                {"id": "g2", "model": "music_detection", "formats": ["json"], "status": "error", "output": [],
+                 "error": {"code": 422, "message": "audio too short"}}]}
+    legacy = {"id": "j1", "status": "completed", "metadata": {"name": "bass", "format": "wav"}}
+    df = tasks_frame([task, legacy])
+    assert tuple(df.columns) == TASKS_COLUMNS and len(df) == 3
+    assert df["format"].tolist()[:2] == ["wav,mp3", "json"]
+    assert df["outputs"].iloc[0] == ["vocals_high_quality.wav", "vocals_high_quality.mp3"]
+    assert df["processing_s"].iloc[0] == pytest.approx(3.0)     # updatedAt - createdAt (no start sent)
+    assert df["processing_s"].iloc[1] == pytest.approx(12.558)  # the task's completedAt
+    assert pd.isna(df["error"].iloc[0]) and df["error"].iloc[1] == "audio too short"
+    assert df["source_name"].iloc[0] == "https://example.com/a.mp3" and pd.isna(df["asset_id"].iloc[0])
+    # the legacy job keeps its row, without task columns
+    assert df["job_id"].iloc[2] == "j1" and pd.isna(df["task_id"].iloc[2]) and np.isnan(df["cost"].iloc[2])
+    assert tasks_frame([]).columns.tolist() == list(TASKS_COLUMNS)
+    with pytest.raises(ValueError, match=r"target 0 of task 't3' must be an object with an `id`"):
+        tasks_frame([{"id": "t3", "targets": [{"model": "bass"}]}])
+
+
+def test_segments_frame_of_the_documented_music_detection_output():
+    raw = (TASKS_DATA / "music-detection-documented.json").read_bytes()
+    df = segments_frame(raw, job="cmn5h1vsn010001pv1cjg2n4t", source="song.wav", provenance="audioshake")
+    assert df.dtypes.astype(str).tolist() == SEG_DTYPES
+    assert df[["start_time", "end_time"]].values.tolist() == [[20.0, 30.0], [40.0, 60.0]]
+    assert df["confidence"].tolist() == [0.17867346107959747, 0.3173922598361969]
+    assert df["duration"].sum() == 30.0 and set(df["job_id"]) == {"cmn5h1vsn010001pv1cjg2n4t"}
+
+
+def test_usage_frame_of_the_documented_statistics():
+    stats = _documented("tasks-statistics-documented.json")
+    df = usage_frame(stats)
+    assert tuple(df.columns) == USAGE_COLUMNS
+    assert df.dtypes.astype(str).tolist() == ["period[M]", "int64", "float64"]
+    assert df.to_dict("records") == [{"month": pd.Period("2026-03", "M"), "total_jobs": 42, "total_minutes": 123.5}]
+    with pytest.raises(ValueError, match=r"`totalMinutes` of usage row 0 must be a number, not 'lots'"):
+        usage_frame([{"month": "2026-03", "totalTargets": 1, "totalMinutes": "lots"}])
