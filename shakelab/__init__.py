@@ -31,6 +31,7 @@ _LAZY = {
     "OutputAsset": "shakelab.models",
     "JobStatus": "shakelab.models",
     "jobs_frame": "shakelab.frames",
+    "tasks_frame": "shakelab.frames",
     "segments_frame": "shakelab.frames",
     "usage_frame": "shakelab.frames",
     "plot_detection": "shakelab.plot",
@@ -43,8 +44,8 @@ _LAZY = {
 
 
 # Submodules reachable as attributes (``shakelab.segments.merge``) without importing them up front.
-_SUBMODULES = {"audio", "batch", "catalog", "client", "frames", "ledger", "models", "plot", "segments",
-               "widgets"}
+_SUBMODULES = {"audio", "batch", "catalog", "client", "frames", "ledger", "migrate", "models", "plot",
+               "segments", "widgets"}
 
 
 def __getattr__(name: str) -> Any:
