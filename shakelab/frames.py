@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from shakelab.models import Job, JobStatus
+from shakelab.models import Job, JobStatus, OutputAsset, Task, parse_timestamp
 
 __all__ = ["jobs_frame", "tasks_frame", "segments_frame", "usage_frame", "merge_usage", "provenance",
            "is_all_windows", "JOBS_COLUMNS", "TASKS_COLUMNS", "SEGMENTS_COLUMNS", "USAGE_COLUMNS", "SERVICE"]
@@ -445,18 +445,10 @@ def _is_task(item: Any) -> bool:
     return isinstance(raw, Mapping) and isinstance(raw.get("targets"), list)
 
 
-def _output_name(output: Mapping[str, Any], model: str | None) -> str:
+def _output_name(output: OutputAsset, model: str | None) -> str:
     # Tasks outputs are named without extension ("bass", "vocals_high_quality"): the file name adds the format
-    name, fmt = str(output.get("name") or model or "output"), output.get("format")
+    name, fmt = output.name or model or "output", output.format
     return name if not fmt or name.endswith(f".{fmt}") else f"{name}.{fmt}"
-
-
-def _target_error(target: Mapping[str, Any], status: str) -> str | None:
-    if status not in ("error", "failed"):
-        return None
-    error = target.get("error")
-    message = error.get("message") or error.get("code") if isinstance(error, Mapping) else error
-    return str(message) if message else f"the service reported status {status!r} without a message"
 
 
 def tasks_frame(tasks: Iterable[Any], *, audio_s: Mapping[str, float] | None = None) -> pd.DataFrame:
@@ -468,8 +460,9 @@ def tasks_frame(tasks: Iterable[Any], *, audio_s: Mapping[str, float] | None = N
 
     Parameters
     ----------
-    tasks : iterable of dict or task objects
-        ``GET /tasks/{id}`` payloads (or objects keeping one in ``.raw``).
+    tasks : iterable of Task or dict
+        :class:`shakelab.models.Task` objects or ``GET /tasks/{id}`` payloads; a task's
+        ``source_name`` attribute, when it has one, fills ``source_name``.
     audio_s : mapping, optional
         Asset id -> length of the recording in seconds, used where a target has no
         ``duration`` yet.
@@ -518,39 +511,33 @@ def tasks_frame(tasks: Iterable[Any], *, audio_s: Mapping[str, float] | None = N
     cols: dict[str, list] = {c: [] for c in TASKS_COLUMNS}
     known = audio_s or {}
     for i, item in enumerate(items):
-        task = getattr(item, "raw", item)
-        if not task.get("id"):
-            raise ValueError(f"`tasks` item {i} has no `id` field: {dict(task)!r:.200}")
-        asset = task.get("asset") if isinstance(task.get("asset"), Mapping) else {}
-        asset_id = _str(task.get("assetId") or asset.get("id"))
-        for j, target in enumerate(task["targets"]):
+        try:
+            task = item if isinstance(item, Task) else Task.from_payload(getattr(item, "raw", item))
+        except ValueError as exc:
+            raise ValueError(f"`tasks` item {i}: {exc}") from None
+        source_name = getattr(item, "source_name", None) or task.url
+        for j, target in enumerate(task.raw["targets"]):
             if not isinstance(target, Mapping) or not target.get("id"):
-                raise ValueError(f"target {j} of task {task['id']!r} must be an object with an `id`, "
+                raise ValueError(f"target {j} of task {task.id!r} must be an object with an `id`, "
                                  f"not {target!r:.120}")
-            status = str(target.get("status") or "unknown")
-            done = status in ("completed", "error", "failed")
-            formats = target.get("formats")
-            formats = [formats] if isinstance(formats, str) else formats if isinstance(formats, list) else []
-            outputs: list = target["output"] if isinstance(target.get("output"), list) else []
-            duration = target.get("duration")
-            cols["job_id"].append(str(target["id"]))
-            cols["target_id"].append(str(target["id"]))
-            cols["task_id"].append(str(task["id"]))
-            cols["model"].append(_str(target.get("model")))
-            cols["format"].append(",".join(map(str, formats)) or None)
-            cols["status"].append(status)
-            cols["asset_id"].append(asset_id)
-            cols["source_name"].append(_str(asset.get("name") or task.get("url")))
-            cols["created_at"].append(target.get("createdAt") or task.get("createdAt"))
-            cols["started_at"].append(target.get("startedAt"))
-            cols["updated_at"].append(target.get("updatedAt") or (task.get("completedAt") if done else None))
-            cols["processing_s"].append(done)  # placeholder: computed from the timestamps below
-            cols["audio_s"].append(duration if isinstance(duration, (int, float)) and not isinstance(duration, bool)
-                                   else known.get(asset_id or "", np.nan))
-            cols["outputs"].append([_output_name(o, target.get("model")) for o in outputs if isinstance(o, Mapping)])
-            cols["error"].append(_target_error(target, status))
-            cost = target.get("cost")
-            cols["cost"].append(cost if isinstance(cost, (int, float)) and not isinstance(cost, bool) else np.nan)
+        for target in task.targets:
+            cols["job_id"].append(target.id)
+            cols["target_id"].append(target.id)
+            cols["task_id"].append(task.id)
+            cols["model"].append(target.model)
+            cols["format"].append(",".join(target.formats) or None)
+            cols["status"].append(target.status_text)
+            cols["asset_id"].append(task.asset_id)
+            cols["source_name"].append(source_name)
+            cols["created_at"].append(target.created_at or task.created_at)
+            cols["started_at"].append(parse_timestamp(target.raw.get("startedAt")))
+            cols["updated_at"].append(target.updated_at or (task.completed_at if target.is_done else None))
+            cols["processing_s"].append(target.is_done)  # placeholder: computed from the timestamps below
+            cols["audio_s"].append(target.duration if target.duration is not None
+                                   else known.get(task.asset_id or "", np.nan))
+            cols["outputs"].append([_output_name(o, target.model) for o in target.outputs])
+            cols["error"].append(target.error)
+            cols["cost"].append(np.nan if target.cost is None else target.cost)
     done_mask = np.asarray(cols["processing_s"], dtype=bool)
     cols["processing_s"] = [np.nan] * len(done_mask)
     frame = _typed_tasks(cols)

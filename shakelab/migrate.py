@@ -23,12 +23,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from shakelab import catalog
 from shakelab.errors import ValidationError
+from shakelab.models import MAX_TARGETS, check_task_request
 
 __all__ = ["MAX_TARGETS", "tasks_request"]
 
-#: Most targets one ``POST /tasks`` may carry (the reference page; older pages said 10).
-MAX_TARGETS = 20
 # the target options a legacy job carries in its metadata, under the Tasks API's names
 _OPTIONS = ("variant", "residual", "language")
 
@@ -73,8 +73,10 @@ def tasks_request(jobs: Any, *, assets: Mapping[str, str] | None = None) -> list
 
     Jobs are grouped per asset (one task each, in first-seen order); the jobs of one model with
     the same ``variant``, ``residual`` and ``language`` become one target whose ``formats``
-    lists their formats (first-seen order, no repeats); more than :data:`MAX_TARGETS` targets
-    on one asset give several tasks. A job repeated (a rerun) asks for nothing more.
+    lists their formats (first-seen order, no repeats). A task holds each model (and variant)
+    once and at most :data:`~shakelab.models.MAX_TARGETS` targets, so one model in two
+    languages, or more than 20 targets, give several tasks on one asset. A job repeated (a
+    rerun) asks for nothing more.
 
     Parameters
     ----------
@@ -97,7 +99,9 @@ def tasks_request(jobs: Any, *, assets: Mapping[str, str] | None = None) -> list
     Raises
     ------
     ValidationError
-        A job without asset, model or format (naming its row), or input that is not jobs.
+        A job without asset, model or format (naming its row), a model the Tasks API does not
+        run (the Jobs API's ``music``), a target the Tasks API would refuse (an undocumented
+        ``variant``, a format the model does not write), or input that is not jobs.
 
     Examples
     --------
@@ -115,6 +119,9 @@ def tasks_request(jobs: Any, *, assets: Mapping[str, str] | None = None) -> list
             if _blank(row.get(field)):
                 raise ValidationError(f"job {i} has no `{field}` ({row!r:.160}): a Tasks request needs its "
                                       "asset, model and format")
+        if str(row["model"]) not in catalog.TASKS_MODELS:
+            raise ValidationError(f"job {i}: model {row['model']!r} has no Tasks API equivalent; the Tasks API "
+                                  f"runs {', '.join(map(repr, catalog.TASKS_MODELS))}")
         options = {k: row[k] for k in _OPTIONS if not _blank(row.get(k))}
         if "residual" in options:
             options["residual"] = bool(options["residual"])
@@ -130,7 +137,14 @@ def tasks_request(jobs: Any, *, assets: Mapping[str, str] | None = None) -> list
         if not isinstance(source, str) or not source:
             raise ValidationError(f"`assets` maps {asset_id!r} to {source!r}: give a Tasks asset id or an https:// URL")
         where = {"url": source} if source.startswith(("https://", "http://")) else {"assetId": source}
-        chosen = list(targets.values())
-        for start in range(0, len(chosen), MAX_TARGETS):
-            bodies.append({**where, "targets": chosen[start:start + MAX_TARGETS]})
+        tasks: list[list[dict]] = []   # a task holds each (model, variant) once, at most MAX_TARGETS
+        for target in targets.values():
+            model_variant = (target["model"], target.get("variant"))
+            home = next((t for t in tasks if len(t) < MAX_TARGETS
+                         and all((o["model"], o.get("variant")) != model_variant for o in t)), None)
+            if home is None:
+                tasks.append(home := [])
+            home.append(target)
+        for chosen in tasks:  # checked as TasksClient checks what it sends
+            bodies.append(check_task_request(asset_id=where.get("assetId"), url=where.get("url"), targets=chosen))
     return bodies

@@ -150,8 +150,8 @@ def test_jobs_frame_empty_and_bad_items():
 
 
 # --------------------------------------------------------------------------- Tasks API payloads
-# The documented payloads, verbatim (../shared/reference/examples/, copied into tests/data/tasks/).
-TASKS_DATA = __import__("pathlib").Path(__file__).parent / "data" / "tasks"
+# The documented payloads, verbatim (../shared/reference/examples/, copied into tests/data/).
+TASKS_DATA = __import__("pathlib").Path(__file__).parent / "data"
 
 
 def _documented(name):
@@ -183,6 +183,10 @@ def test_jobs_frame_of_the_documented_task_one_row_per_target():
     assert df["error"].isna().all()
     # no completedAt, no updatedAt, no startedAt: the API says nothing about processing time
     assert df["updated_at"].isna().all() and df["processing_s"].isna().all()
+    # a parsed Task gives the same frame as its payload
+    from shakelab.models import Task
+
+    pd.testing.assert_frame_equal(jobs_frame([Task.from_payload(task)]), df)
 
 
 def test_tasks_frame_failed_target_processing_time_formats_and_mixed_input():

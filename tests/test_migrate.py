@@ -8,11 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from shakelab import catalog
 from shakelab.errors import ValidationError
 from shakelab.frames import jobs_frame
-from shakelab.migrate import MAX_TARGETS, tasks_request
+from shakelab.migrate import tasks_request
+from shakelab.models import MAX_TARGETS
 
-DOCUMENTED_TASK = Path(__file__).parent / "data" / "tasks" / "tasks-get-documented.json"
+DOCUMENTED_TASK = Path(__file__).parent / "data" / "tasks-get-documented.json"
 
 
 def test_a_real_jobs_frame_becomes_one_task_per_asset(client, demo_path):
@@ -54,13 +56,22 @@ def test_variants_options_and_other_sources_are_kept_apart():
     json.dumps(bodies)  # JSON-ready
 
 
-def test_more_than_twenty_targets_on_one_asset_split_into_several_tasks():
-    jobs = [{"id": f"j{i}", "assetId": "a1", "metadata": {"name": "transcription", "format": "json",
-                                                          "language": f"l{i:02d}"}} for i in range(MAX_TARGETS + 3)]
+def test_more_than_twenty_targets_or_one_model_twice_split_into_several_tasks():
+    stems = ["vocals", "instrumental", "vocals_lead", "vocals_backing", "drums", "bass", "guitar",
+             "guitar_electric", "guitar_acoustic", "piano", "strings", "wind", "other", "other-x-guitar",
+             "dialogue", "effects", "music_fx", "music_removal", "music_detection", "transcription", "alignment"]
+    natural = {m: catalog.default_format(m, catalog.TASKS_MODELS) for m in stems}
+    jobs = [{"id": f"j{i}", "assetId": "a1", "metadata": {"name": m, "format": natural[m]}}
+            for i, m in enumerate(stems)]
+    jobs.append({"id": "jfr", "assetId": "a1", "metadata": {"name": "transcription", "format": "srt",
+                                                            "language": "fr"}})
     bodies = tasks_request(jobs)
-    assert [len(b["targets"]) for b in bodies] == [MAX_TARGETS, 3]
+    assert len(stems) == MAX_TARGETS + 1
+    assert [len(b["targets"]) for b in bodies] == [MAX_TARGETS, 2]
     assert {b["assetId"] for b in bodies} == {"a1"}
-    assert bodies[1]["targets"][0]["language"] == f"l{MAX_TARGETS:02d}"
+    # the 21st target, and the second transcription (French) that cannot share a task with the first
+    assert bodies[1]["targets"] == [{"model": "alignment", "formats": ["json"]},
+                                    {"model": "transcription", "formats": ["srt"], "language": "fr"}]
 
 
 def test_a_tasks_frame_round_trips_to_its_request():
@@ -82,6 +93,10 @@ def test_a_tasks_frame_round_trips_to_its_request():
     ([{"id": "j1", "assetId": "a", "metadata": {"name": "vocals", "format": "wav"}}], {"assets": {"a": ""}},
      r"`assets` maps 'a' to ''"),
     ([], {"assets": ["a"]}, r"`assets` must be a mapping"),
+    ([{"id": "j1", "assetId": "a", "metadata": {"name": "music", "format": "wav"}}], {},
+     r"job 0: model 'music' has no Tasks API equivalent"),
+    ([{"id": "j1", "assetId": "a", "metadata": {"name": "drums", "format": "wav", "variant": "high_quality"}}], {},
+     r"`targets\[0\].variant` is documented only for models"),
 ])
 def test_bad_input_names_the_parameter(jobs, kwargs, pattern):
     with pytest.raises(ValidationError, match=pattern):
