@@ -1460,6 +1460,50 @@ class Client:
             raise APIError(200, f"/usage answered a malformed payload: {exc}", payload) from None
 
 
+    # ------------------------------------------------------------------ runs (what TasksClient shares)
+    @property
+    def catalogue(self) -> dict[str, tuple[str, ...]]:
+        """The models this client can run, with their formats: the local server's on loopback, else the Jobs API's.
+
+        Examples
+        --------
+        >>> sorted(Client(token="t", base_url="http://127.0.0.1:8077").catalogue)[:2]
+        ['bass', 'dialogue']
+        """
+        loopback = urlsplit(self.base_url).hostname in ("127.0.0.1", "localhost", "::1")
+        return catalog.LOCAL_MODELS if loopback else catalog.SERVICE_MODELS
+
+    def start(self, source: Any, models: str | Iterable[str], *, format: str | dict | None = None,
+              force: bool = False, progress: bool = True, **options: Any) -> list[Job]:
+        """Start ``models`` on ``source`` without waiting: one run per model, in the order of ``models``.
+
+        The call widgets and batches make on either client (``TasksClient.start`` returns the
+        targets of one task); here the jobs of :meth:`submit` with ``wait=False``. A run has
+        ``id``, ``model``, ``status_text``, ``is_done``, ``failed``, ``error``, ``outputs`` and
+        ``reused``; :meth:`refresh`, :meth:`poller`, :meth:`download`, :meth:`segments` and
+        :meth:`provenance` take it.
+
+        Examples
+        --------
+        >>> runs = client.start("song.wav", ["vocals", "drums"])   # doctest: +SKIP
+        >>> [r.status_text for r in client.refresh(runs)]           # doctest: +SKIP
+        ['processing', 'queued']
+        """
+        return self.submit(source, models, format=format, wait=False, force=force, progress=progress, **options)
+
+    def refresh(self, runs: Any) -> Any:
+        """The newest state of a run of :meth:`start` (``get_job``), or of each run of a list, in order.
+
+        Examples
+        --------
+        >>> client.refresh(client.start("song.wav", ["vocals"]))   # doctest: +SKIP
+        [Job(id='...', status=<JobStatus.QUEUED: 'queued'>, model='vocals', format='wav', ...)]
+        """
+        if isinstance(runs, (list, tuple)):
+            return [self.get_job(run) for run in runs]
+        return self.get_job(runs)
+
+
 # --------------------------------------------------------------------------- connect
 _ANNOUNCED: set[str] = set()
 

@@ -84,14 +84,18 @@ def is_local(client: Any) -> bool:
 
 
 def models_for(client: Any) -> dict[str, tuple[str, ...]]:
-    """The model catalogue a client can use: ``LOCAL_MODELS`` on a local server, else ``SERVICE_MODELS``.
+    """The model catalogue a client can use: its ``catalogue`` (each client knows its API's), else
+    ``LOCAL_MODELS`` on a local server and ``SERVICE_MODELS`` elsewhere.
 
     Examples
     --------
     >>> class C: base_url = "http://127.0.0.1:8765"
     >>> sorted(models_for(C()))[:3]
-    ['bass', 'drums', 'instrumental']
+    ['bass', 'dialogue', 'drums']
     """
+    catalogue = getattr(client, "catalogue", None)
+    if isinstance(catalogue, dict) and catalogue:
+        return catalogue
     return catalog.LOCAL_MODELS if is_local(client) else catalog.SERVICE_MODELS
 
 
@@ -366,7 +370,8 @@ class JobSubmitter(_Displayable):
     Notes
     -----
     Each submission runs in its own daemon thread (upload, one job per model through
-    ``client.submit(wait=False)``, then polling). A job the ledger already had is shown as
+    ``client.start``, then polling with ``client.refresh``: the same with a
+    :class:`shakelab.TasksClient`, where the models are the targets of one task). A job the ledger already had is shown as
     ``reused`` (nothing was sent). *Download outputs* saves each recording's outputs in its
     own folder (:func:`shakelab.client.output_folder`), so two ``take1.wav`` never overwrite
     each other. Every widget change made from those
@@ -621,7 +626,7 @@ class JobSubmitter(_Displayable):
     # -- background work ----------------------------------------------------------------
 
     def _run(self, spec: dict, rows: list[dict]) -> None:
-        """Upload once and create one job per model (``client.submit(wait=False)``), then poll
+        """Upload once and create one job per model (``client.start``), then poll
         until every job is done. Runs in a background thread; every error ends up in the table."""
         try:
             jobs = self._submit(spec)
@@ -652,15 +657,18 @@ class JobSubmitter(_Displayable):
         self._poll(rows)
 
     def _submit(self, spec: dict) -> list:
-        kwargs = dict(format=spec["formats"], wait=False, callback_url=spec["callback_url"], progress=False)
+        # client.start: one run per model on either client (Jobs: a job each; Tasks: the targets of one task)
+        kwargs: dict[str, Any] = dict(format=spec["formats"], progress=False)
+        if spec["callback_url"]:
+            kwargs["callback_url"] = spec["callback_url"]
         source = spec["source"]
         if isinstance(source, tuple):  # (name, bytes) from the FileUpload widget
             name, content = source
             with tempfile.TemporaryDirectory(prefix="shakelab-upload-") as tmp:
                 path = Path(tmp) / (Path(name).name or "upload")
                 path.write_bytes(content)
-                return self.client.submit(path, spec["models"], **kwargs)
-        return self.client.submit(source, spec["models"], **kwargs)
+                return self.client.start(path, spec["models"], **kwargs)
+        return self.client.start(source, spec["models"], **kwargs)
 
     def _poll(self, rows: list[dict]) -> None:
         interval = self.poll_interval
@@ -673,7 +681,7 @@ class JobSubmitter(_Displayable):
                 if self._stop.is_set():
                     return
                 try:
-                    job = self.client.get_job(r["job"])
+                    job = self.client.refresh(r["job"])
                 except NotFoundError:
                     # the real service answers 404 for a few seconds after creation
                     if time.monotonic() - r["start"] > 60:
@@ -734,7 +742,7 @@ class JobSubmitter(_Displayable):
         dest.mkdir(parents=True, exist_ok=True)
         fetched: dict[str, list] = {}  # a job shown twice (reused again) is downloaded once
         for r in rows:
-            key = r["job"].asset_id or r["job_id"]
+            key = getattr(r["job"], "asset_id", None) or getattr(r["job"], "task_id", None) or r["job_id"]
             with self._lock:
                 folder = output_folder(r["source"], taken=self._folders, key=key)
             if r["job_id"] in fetched:
