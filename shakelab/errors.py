@@ -83,6 +83,7 @@ class ScrubFilter(logging.Filter):
     """A logging filter that :func:`scrub`-s each record's message (installed on shakelab's loggers)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Scrub ``record`` in place; always keep it."""
         if isinstance(record.msg, str):
             record.msg = scrub(record.msg)
         if isinstance(record.args, tuple):  # kept as arguments (numbers stay numbers for %d, %.2f)
@@ -118,7 +119,12 @@ class ValidationError(ShakelabError, ValueError):
 
 
 class TransportError(ShakelabError):
-    """The request never got an HTTP answer (connection refused, reset, timeout)."""
+    """The request never got an HTTP answer (connection refused, reset, timeout).
+
+    ``maybe_sent`` is False only when the request certainly never left this machine.
+    """
+
+    maybe_sent: bool = True
 
 
 class APIError(ShakelabError):
@@ -172,6 +178,28 @@ class ServerError(APIError):
     """5xx: the service is unavailable or failed."""
 
 
+class MalformedResponseError(APIError, ValueError):
+    """A 2xx answer whose body is not what the API documents (not JSON, no ``id``, no outputs).
+
+    ``status`` is the (successful) HTTP status; the body is kept only when it is safe to show.
+
+    Examples
+    --------
+    >>> str(MalformedResponseError("GET /job/j1: the service answered a body that is not JSON"))
+    'HTTP 200: GET /job/j1: the service answered a body that is not JSON'
+    """
+
+    def __init__(self, message: str, body: Any = None, request_id: str | None = None, *, status: int = 200):
+        super().__init__(status, message, body, request_id)
+
+    def __reduce__(self):
+        return _rebuild_malformed, (self.message, self.body, self.request_id, self.status), self.__dict__
+
+
+def _rebuild_malformed(message: str, body: Any, request_id: str | None, status: int) -> MalformedResponseError:
+    return MalformedResponseError(message, body, request_id, status=status)
+
+
 class JobFailedError(ShakelabError):
     """A job ended ``failed`` or ``error``; carries the job and the server's message."""
 
@@ -186,20 +214,50 @@ class JobFailedError(ShakelabError):
 
 
 class JobTimeoutError(ShakelabError):
-    """Waiting for a job ran out of time; the job itself is still running on the service."""
+    """Waiting for a job ran out of time; the job itself is still running on the service.
 
-    def __init__(self, job: Any, timeout: float):
+    ``resume_hint`` says how to pick it up again (default ``client.wait('<id>')``).
+    """
+
+    def __init__(self, job: Any, timeout: float, resume_hint: str | None = None):
         self.job = job
         self.timeout = timeout
+        self.resume_hint = resume_hint
         job_id = getattr(job, "id", job)
         status = getattr(job, "status", "pending")
+        hint = resume_hint or f"client.wait({job_id!r})"
         super().__init__(
             f"job {job_id} is still {status} after waiting {timeout:g} s; it keeps running on the "
-            f"service (nothing is lost). Pick it up again with client.wait({job_id!r})."
+            f"service (nothing is lost). Pick it up again with {hint}."
         )
 
     def __reduce__(self):
-        return type(self), (self.job, self.timeout), self.__dict__
+        return type(self), (self.job, self.timeout, self.resume_hint), self.__dict__
+
+
+class BatchCancelled(ShakelabError):
+    """Waiting was cancelled (a batch interrupted, a widget stopped); the job keeps running.
+
+    Attributes
+    ----------
+    job : Job, str or None
+        The job as last seen (or its id), None when cancelled before it was created.
+    """
+
+    def __init__(self, job: Any = None, resume_hint: str | None = None):
+        self.job = job
+        self.resume_hint = resume_hint
+        if job is None:
+            message = "cancelled before the job was created; rerun to resume"
+        else:
+            job_id = getattr(job, "id", job)
+            status = getattr(job, "status", "pending")
+            message = (f"cancelled while job {job_id} was still {status}; it keeps running on the service. "
+                       f"Pick it up again with {resume_hint or 'a rerun (the ledger resumes it)'}.")
+        super().__init__(message)
+
+    def __reduce__(self):
+        return type(self), (self.job, self.resume_hint), self.__dict__
 
 
 class UnconfirmedJobError(ShakelabError):
