@@ -16,8 +16,8 @@ import importlib
 from typing import Any
 
 from shakelab.errors import (  # noqa: F401  (re-exported)
-    APIError, AuthenticationError, JobFailedError, JobTimeoutError, NotFoundError,
-    RateLimitError, ServerError, ShakelabError, TransportError, UnconfirmedJobError, ValidationError,
+    APIError, AuthenticationError, BatchCancelled, JobFailedError, JobTimeoutError, MalformedResponseError,
+    NotFoundError, RateLimitError, ServerError, ShakelabError, TransportError, UnconfirmedJobError, ValidationError,
 )
 
 __version__ = "0.1.0"
@@ -45,7 +45,7 @@ _LAZY = {
 
 # Submodules reachable as attributes (``shakelab.segments.merge``) without importing them up front.
 _SUBMODULES = {"audio", "batch", "catalog", "client", "frames", "ledger", "migrate", "models", "plot",
-               "segments", "widgets"}
+               "segments", "transport", "widgets"}
 
 
 def __getattr__(name: str) -> Any:

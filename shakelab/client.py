@@ -46,16 +46,13 @@ Examples
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import io
 import json as _json
-import logging
 import os
-import random
 import re
+import secrets
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -65,27 +62,25 @@ from typing import Any, Callable, Iterable
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
-import urllib3
 
 from shakelab import catalog
 from shakelab.errors import (
-    APIError, AuthenticationError, JobFailedError, JobTimeoutError, NotFoundError, RateLimitError,
-    ServerError, ShakelabError, TransportError, UnconfirmedJobError, ValidationError, register_secret,
-    scrubbed_logger,
+    APIError, AuthenticationError, JobFailedError, MalformedResponseError, NotFoundError, ShakelabError,
+    TransportError, UnconfirmedJobError, ValidationError, scrubbed_logger,
 )
 from shakelab.models import Asset, Job, OutputAsset
+from shakelab.transport import (  # noqa: F401  (parse_retry_after: re-exported, its old home)
+    BEFORE_SEND, IDEMPOTENT, NEVER, BearerAuth, Poller, Schedule, Secret, Transport, describe, is_loopback,
+    parse_retry_after,
+)
 
 __all__ = ["Client", "connect", "output_folder", "DEFAULT_BASE_URL", "is_service_url", "LOCAL_ONLY_METADATA"]
 
 log = scrubbed_logger("shakelab.client")
 
 DEFAULT_BASE_URL = "https://groovy.audioshake.ai"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once at import, when no other thread creates files yet
-_FILE_MODE = 0o666 & ~_UMASK
 TOKEN_ENV = "AUDIOSHAKE_API_TOKEN"
 BASE_URL_ENV = "AUDIOSHAKE_BASE_URL"
-_RETRY_STATUSES = frozenset({502, 503, 504})
 #: Local-only (shakelab's server): the id of a POST /job attempt, so that sending it again cannot
 #: create a second job. The AudioShake Jobs API has no such header; it is sent to loopback hosts only.
 IDEMPOTENCY_HEADER = "X-Shakelab-Idempotency-Key"
@@ -170,97 +165,6 @@ def output_folder(source: str | os.PathLike, *, root: str | os.PathLike | None =
         n += 1
         candidate = folder.with_name(f"{folder.name}-{n}")
     return candidate
-
-
-# --------------------------------------------------------------------------- secrets
-class _Secret:
-    """Holds the token; its repr/str never show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<hidden>"
-
-    __str__ = __repr__
-
-    def __reduce__(self):  # never pickled along with a client
-        raise TypeError("the API token cannot be pickled")
-
-
-class _BearerAuth(requests.auth.AuthBase):
-    """Adds ``Authorization: Bearer <token>`` to an API request at send time."""
-
-    def __init__(self, secret: _Secret):
-        self._secret = secret
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._secret.reveal()}"
-        return request
-
-    def __repr__(self) -> str:
-        return "_BearerAuth(<hidden>)"
-
-
-class _RetryLater(Exception):
-    """Internal: this attempt failed in a retryable way."""
-
-    def __init__(self, error: ShakelabError, delay: float | None = None):
-        self.error = error
-        self.delay = delay
-
-
-def _sent_nothing(exc: requests.RequestException) -> bool:
-    """True when the request certainly never left this machine (connection not established)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        reason = exc.args[0] if exc.args else None
-        reason = getattr(reason, "reason", reason)  # MaxRetryError -> its reason
-        return isinstance(reason, (urllib3.exceptions.NewConnectionError,
-                                   urllib3.exceptions.ConnectTimeoutError,
-                                   urllib3.exceptions.NameResolutionError))
-    return False
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, token-free description of a transport exception."""
-    reason = exc.args[0] if exc.args else exc
-    reason = getattr(reason, "reason", reason)
-    text = str(reason) or type(reason).__name__
-    text = re.sub(r"<urllib3\.[^>]*>:?\s*", "", text)
-    return f"{type(exc).__name__}: {text}"[:300]
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), else None.
-
-    Examples
-    --------
-    >>> parse_retry_after("3")
-    3.0
-    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
-    10.0
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _refused(exc: BaseException) -> bool:
@@ -432,6 +336,20 @@ def _chunked_multipart(src: "_Source", stream: Any, bar: Any) -> tuple[Any, dict
 
 
 # --------------------------------------------------------------------------- client
+class _Policy:
+    """A Client attribute that lives on its transport (``client.max_retries = 1`` sets the transport's)."""
+
+    def __init__(self, name: str, doc: str):
+        self.name = name
+        self.__doc__ = doc
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        return self if obj is None else getattr(obj.transport, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj.transport, self.name, value)
+
+
 class Client:
     """A client for the AudioShake legacy Jobs API (or shakelab's local server).
 
@@ -503,24 +421,16 @@ class Client:
             raise ValidationError(f"`max_retries` must be a whole number >= 0, not {max_retries!r}")
         if service is not None and (not isinstance(service, str) or not service.strip()):
             raise ValidationError(f"`service` must be a non-empty string, not {service!r}")
-        self._token = _Secret(token.strip())
-        register_secret(self._token.reveal())
-        self._auth = _BearerAuth(self._token)
-        self.base_url = base_url.rstrip("/")
+        #: the session, the token (a :class:`~shakelab.transport.BearerAuth`) and the retry rule
+        self.transport = Transport(base_url, BearerAuth(Secret(token.strip())), timeout=timeout,
+                                   max_retries=max_retries, max_retry_after=max_retry_after, backoff=backoff,
+                                   max_backoff=max_backoff, logger=log)
+        self.base_url = self.transport.base_url
         #: what the ledger knows this service by: a local server's id, else the base URL
         self.service = service.strip() if service is not None else self.base_url
-        self.timeout = float(timeout)
-        self.max_retries = max_retries
-        self.max_retry_after = float(max_retry_after)
-        self.backoff = float(backoff)
-        self.max_backoff = float(max_backoff)
         self.ledger = ledger
-        self.session = requests.Session()
-        self.session.headers.update({"Accept": "application/json", "User-Agent": "shakelab/0.1"})
-        self._local = urlsplit(self.base_url).hostname in ("127.0.0.1", "localhost", "::1")
-        self.session.trust_env = not self._local
         #: send shakelab's local-only ``X-Shakelab-Idempotency-Key`` with POST /job (loopback servers)
-        self.local_idempotency = self._local
+        self.local_idempotency = is_loopback(self.base_url)
         self._jobs: dict[str, Job] = {}
         self._assets: dict[str, Asset] = {}
         self._asset_paths: dict[str, str] = {}
@@ -539,7 +449,7 @@ class Client:
 
     def close(self) -> None:
         """Close the HTTP session (connections are pooled until then)."""
-        self.session.close()
+        self.transport.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -548,138 +458,16 @@ class Client:
         self.close()
 
     # ------------------------------------------------------------------ transport
-    def _url(self, path: str) -> str:
-        if path.startswith(("http://", "https://")):
-            return path
-        return urljoin(self.base_url + "/", path.lstrip("/"))
+    session = _Policy("session", "the ``requests.Session`` of :attr:`transport`")
+    timeout = _Policy("timeout", "seconds to connect and to read each answer")
+    max_retries = _Policy("max_retries", "retries of one request under the retry rule")
+    max_retry_after = _Policy("max_retry_after", "longest ``Retry-After`` honoured, seconds")
+    backoff = _Policy("backoff", "first delay of the exponential backoff, seconds")
+    max_backoff = _Policy("max_backoff", "cap of the exponential backoff, seconds")
 
-    def _backoff_delay(self, attempt: int) -> float:
-        return min(self.max_backoff, self.backoff * (2 ** attempt)) * random.uniform(0.5, 1.0)
-
-    def _error_for(self, resp: requests.Response, method: str, path: str) -> APIError:
-        body: Any = None
-        message = ""
-        try:
-            body = resp.json()
-        except ValueError:
-            body = resp.text[:2000] if resp.content else None
-        if isinstance(body, dict):
-            msg = body.get("message") or body.get("detail") or body.get("error")
-            if isinstance(msg, (dict, list)):
-                msg = _json.dumps(msg)[:500]
-            message = str(msg) if msg else ""
-            code = body.get("error")
-            if isinstance(code, str) and code and message and code != message:
-                message = f"{message} [{code}]"
-        elif isinstance(body, str):
-            message = body.strip()[:300]
-        if not message:
-            message = resp.reason or "no message"
-        secret = self._token.reveal()
-        if secret and secret in message:
-            message = message.replace(secret, "<hidden>")
-        if isinstance(body, str) and secret and secret in body:
-            body = body.replace(secret, "<hidden>")
-        message = f"{method} {path}: {message}"
-        request_id = resp.headers.get("X-Request-Id") or resp.headers.get("x-amzn-requestid")
-        if request_id is None and isinstance(body, dict) and isinstance(body.get("requestId"), str):
-            request_id = body["requestId"]
-        status = resp.status_code
-        if status in (401, 403):
-            return AuthenticationError(status, message, body, request_id)
-        if status == 404:
-            return NotFoundError(status, message, body, request_id)
-        if status == 429:
-            return RateLimitError(status, message, body, request_id,
-                                  retry_after=parse_retry_after(resp.headers.get("Retry-After")))
-        if status >= 500:
-            return ServerError(status, message, body, request_id)
-        return APIError(status, message, body, request_id)
-
-    def _request(self, method: str, path: str, *, retry: str = "idempotent", json: Any = None,
-                 body: Callable[[], tuple[Any, dict]] | None = None, params: dict | None = None,
-                 auth: bool = True, stream: bool = False, parse: bool = True,
-                 headers: dict | None = None) -> Any:
-        """Send one API request under the retry rule; return the decoded JSON (or the Response).
-
-        Parameters
-        ----------
-        retry : {"idempotent", "before-send", "never"}
-            ``"idempotent"``: retry on connection errors, 429, 502/503/504 and undecodable 2xx
-            bodies; ``"before-send"`` (``POST /job``): retry only when the connection failed
-            before anything was sent, or on 429 (refused unprocessed); ``"never"``.
-        body : callable, optional
-            Returns ``(data, headers)`` fresh for each attempt (uploads rewind their file).
-        auth : bool
-            Add the token (False for signed download links).
-        stream, parse
-            ``stream=True`` returns the open streamed ``Response``; ``parse=False`` returns the
-            ``Response`` without decoding JSON.
-        """
-        url = self._url(path)
-        shown = urlsplit(url).path if url.startswith(self.base_url) else urlsplit(url).path.rsplit("/", 1)[-1]
-        attempt = 0
-        while True:
-            try:
-                result = self._attempt(method, url, shown, retry=retry, json=json, body=body, params=params,
-                                       auth=auth, stream=stream, parse=parse, attempt=attempt,
-                                       extra_headers=headers)
-                return result
-            except _RetryLater as later:
-                if attempt >= self.max_retries:
-                    raise later.error from None
-                delay = later.delay if later.delay is not None else self._backoff_delay(attempt)
-                log.warning("%s %s: %s; retry %d/%d in %.2f s", method, shown, later.error, attempt + 1,
-                            self.max_retries, delay)
-                time.sleep(delay)
-                attempt += 1
-
-    def _attempt(self, method: str, url: str, shown: str, *, retry: str, json: Any, body: Any,
-                 params: Any, auth: bool, stream: bool, parse: bool, attempt: int,
-                 extra_headers: dict | None = None) -> Any:
-        data, headers = (None, None) if body is None else body()
-        if extra_headers:
-            headers = {**(headers or {}), **extra_headers}
-        try:
-            resp = self.session.request(method, url, json=json, data=data, headers=headers, params=params,
-                                        auth=self._auth if auth else None, stream=stream,
-                                        timeout=(self.timeout, self.timeout), allow_redirects=True)
-        except requests.RequestException as exc:
-            error = TransportError(f"{method} {shown} failed: {_describe(exc)}")
-            error.maybe_sent = not _sent_nothing(exc)
-            if retry == "idempotent" or (retry == "before-send" and _sent_nothing(exc)):
-                raise _RetryLater(error) from None
-            raise error from None
-        finally:
-            if data is not None and hasattr(data, "close"):
-                data.close()
-        log.debug("%s %s -> %s", method, shown, resp.status_code)
-        if resp.status_code >= 400:
-            error = self._error_for(resp, method, shown)
-            resp.close()
-            if retry in ("idempotent", "before-send") and resp.status_code == 429:
-                wait = error.retry_after
-                if wait is not None and wait > self.max_retry_after:
-                    raise RateLimitError(429, f"{error.message} (Retry-After {wait:g} s is longer than "
-                                              f"max_retry_after={self.max_retry_after:g} s)", error.body,
-                                         error.request_id, retry_after=wait) from None
-                raise _RetryLater(error, wait)
-            if retry == "idempotent" and resp.status_code in _RETRY_STATUSES:
-                raise _RetryLater(error)
-            raise error
-        if stream or not parse:
-            return resp
-        try:
-            return resp.json()
-        except ValueError:
-            # never the body itself: it may echo anything, the token included
-            ctype = resp.headers.get("Content-Type", "no Content-Type")
-            error = APIError(resp.status_code, f"{method} {shown}: the service answered a body that is not "
-                                               f"JSON ({len(resp.content)} bytes, {ctype[:60]})", None,
-                             resp.headers.get("X-Request-Id"))
-            if retry == "idempotent":
-                raise _RetryLater(error) from None
-            raise error from None
+    def _request(self, method: str, path: str, **options: Any) -> Any:
+        """One API request under the retry rule (:meth:`shakelab.transport.Transport.request`)."""
+        return self.transport.request(method, path, **options)
 
     # ------------------------------------------------------------------ bookkeeping
     def _ledger_call(self, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -787,7 +575,7 @@ class Client:
 
         try:
             payload = self._request("POST", "/upload", body=make_body,
-                                    retry="idempotent" if src.rewindable else "never")
+                                    retry=IDEMPOTENT if src.rewindable else NEVER)
         finally:
             bar.close()
         asset = Asset.from_payload(payload)
@@ -953,7 +741,7 @@ class Client:
         attempt = self._begin_attempt(asset_id, model, fmt, extra, source, force)
         headers = {IDEMPOTENCY_HEADER: attempt} if attempt is not None and self.local_idempotency else None
         try:
-            payload = self._request("POST", "/job", json=body, retry="before-send", headers=headers)
+            payload = self._request("POST", "/job", json=body, retry=BEFORE_SEND, headers=headers)
         except BaseException as exc:
             if attempt is not None and _refused(exc):
                 self._ledger_call("settle_attempt", attempt, None)
@@ -1043,45 +831,43 @@ class Client:
                 raise ValidationError(f"`{pname}` must be a positive number of seconds or None, not {value!r}")
         from tqdm.auto import tqdm
 
-        last: Job | str = job if isinstance(job, Job) else jid
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
-        seen = isinstance(job, Job) and job.is_done
-        interval = 1.0
         bar = tqdm(total=None, desc=f"job {jid}", bar_format="{desc} [{elapsed}]{postfix}", disable=not progress,
                    leave=False)
+        poller = self.poller(job, timeout=timeout, poll_interval=poll_interval,
+                             on_update=lambda current: bar.set_postfix_str(current.status_text, refresh=True))
         try:
-            while True:
-                try:
-                    current = self.get_job(last if isinstance(last, Job) else jid)
-                    seen = True
-                    last = current
-                    bar.set_postfix_str(current.status_text, refresh=True)
-                    if current.failed:
-                        raise JobFailedError(current, current.error or "no message")
-                    if current.is_done:
-                        return current
-                except NotFoundError:
-                    if seen or time.monotonic() - started > self.not_found_grace:
-                        raise
-                    log.info("job %s not found yet (the service answers 404 just after creation); polling", jid)
-                except (TransportError, ServerError, RateLimitError) as exc:
-                    log.warning("polling job %s: %s; still waiting", jid, exc)
-                except APIError as exc:
-                    if exc.status < 300:  # garbled body after the retries
-                        log.warning("polling job %s: %s; still waiting", jid, exc)
-                    else:
-                        raise
-                pause = poll_interval if poll_interval is not None else interval
-                interval = min(15.0, interval * 1.5)
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise JobTimeoutError(last, timeout)
-                    pause = min(pause, remaining)
-                time.sleep(pause)
+            return poller.run()
         finally:
             bar.close()
+
+    def poller(self, job: Job | str, *, timeout: float | None = None, poll_interval: float | None = None,
+               first_delay: float = 0.0, cancel: threading.Event | None = None,
+               on_update: Callable[[Job], Any] | None = None) -> Poller[Job]:
+        """A :class:`~shakelab.transport.Poller` of ``job`` with this client's rule (what ``wait`` runs).
+
+        Backoff 1 s growing by 1.5 to 15 s (``poll_interval`` fixes it), the 404 grace of
+        :attr:`not_found_grace`, transient errors logged and survived. Drive it with ``.run()``
+        (blocking) or ``.step()`` / ``.next_delay()`` (a widget's thread).
+
+        Examples
+        --------
+        >>> client.poller("j1", timeout=60).run().status   # doctest: +SKIP
+        <JobStatus.COMPLETED: 'completed'>
+        """
+        jid = self._job_id(job)
+        schedule = Schedule() if poll_interval is None else Schedule(first=poll_interval, growth=1.0,
+                                                                     cap=poll_interval)
+
+        def fetch() -> Job:
+            last = poller.last
+            return self.get_job(last if isinstance(last, Job) else jid)
+
+        poller: Poller[Job] = Poller(
+            fetch, lambda current: current.status, subject=job if isinstance(job, Job) else jid,
+            schedule=schedule, first_delay=first_delay, timeout=timeout, not_found_grace=self.not_found_grace,
+            seen=isinstance(job, Job) and job.is_done, cancel=cancel, on_update=on_update,
+            on_error=lambda exc: log.warning("polling job %s: %s; still waiting", jid, exc))
+        return poller
 
     def submit(self, source: Any, models: str | Iterable[str], *, format: str | dict | None = None, wait: bool = True,
                callback_url: str | None = None, force: bool = False, timeout: float | None = None,
@@ -1206,7 +992,7 @@ class Client:
             raise ValidationError(f"`job` {current.id!r} is still {current.status_text}; call "
                                   f"client.wait({current.id!r}) before fetching its outputs")
         if not current.outputs:
-            raise APIError(200, f"job {current.id} is completed but lists no output assets", current.raw)
+            raise MalformedResponseError(f"job {current.id} is completed but lists no output assets", current.raw)
         return current
 
     def _fetch_output(self, job: Job, index: int, consume: Callable[[requests.Response], Any]) -> tuple[Job, Any]:
@@ -1215,7 +1001,7 @@ class Client:
         while True:
             output = job.outputs[index]
             if not output.link:
-                raise APIError(200, f"output {output.name!r} of job {job.id} has no link", output.raw)
+                raise MalformedResponseError(f"output {output.name!r} of job {job.id} has no link", output.raw)
             try:
                 resp = self._request("GET", urljoin(self.base_url + "/", output.link), auth=False, stream=True)
             except (AuthenticationError, NotFoundError) as exc:
@@ -1298,7 +1084,9 @@ class Client:
 
             def consume(resp: requests.Response, target: Path = target, name: str = name) -> Path:
                 total = int(resp.headers.get("Content-Length") or 0) or None
-                fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.", suffix=".part")
+                tmp = os.fspath(dest_dir / f".{name}.{secrets.token_hex(6)}.part")
+                # 0o666 less the umask, like any file the user saves (not mkstemp's 0600)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
                 try:
                     with os.fdopen(fd, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                                                         desc=f"download {name}", disable=not progress,
@@ -1309,11 +1097,10 @@ class Client:
                     if total is not None and os.path.getsize(tmp) != total:
                         raise TransportError(f"download of {name} stopped after {os.path.getsize(tmp)} of "
                                              f"{total} bytes")
-                    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; a download gets the usual mode
                     os.replace(tmp, target)
                 except requests.RequestException as exc:
                     os.unlink(tmp)
-                    raise TransportError(f"download of {name} failed: {_describe(exc)}") from None
+                    raise TransportError(f"download of {name} failed: {describe(exc)}") from None
                 except BaseException:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
@@ -1328,7 +1115,7 @@ class Client:
                 except TransportError as exc:
                     if attempt >= self.max_retries:
                         raise
-                    delay = self._backoff_delay(attempt)
+                    delay = self.transport.backoff_delay(attempt)
                     log.warning("%s; retry %d/%d in %.2f s", exc, attempt + 1, self.max_retries, delay)
                     time.sleep(delay)
                     attempt += 1
@@ -1396,8 +1183,8 @@ class Client:
         try:
             return segments_frame(content, job=current, provenance=self.provenance(current))
         except ValueError as exc:
-            raise APIError(200, f"music_detection output of job {current.id} is malformed: {exc}",
-                           content[:2000]) from None
+            raise MalformedResponseError(f"music_detection output of job {current.id} is malformed: {exc}",
+                                         content[:2000]) from None
 
     def music_detection(self, source: Any, *, wait: bool = True, timeout: float | None = None,
                         progress: bool = True, **metadata: Any):
@@ -1457,7 +1244,7 @@ class Client:
         try:
             return usage_frame(payload)
         except ValueError as exc:
-            raise APIError(200, f"/usage answered a malformed payload: {exc}", payload) from None
+            raise MalformedResponseError(f"/usage answered a malformed payload: {exc}", payload) from None
 
 
     # ------------------------------------------------------------------ runs (what TasksClient shares)

@@ -42,7 +42,8 @@ import ipywidgets as widgets
 
 from shakelab import catalog
 from shakelab.client import output_folder
-from shakelab.errors import NotFoundError, ShakelabError, ValidationError
+from shakelab.errors import JobFailedError, JobTimeoutError, NotFoundError, ShakelabError, ValidationError
+from shakelab.transport import Poller, Schedule
 
 __all__ = [
     "JobSubmitter", "DetectionExplorer", "UsageDashboard",
@@ -670,31 +671,40 @@ class JobSubmitter(_Displayable):
                 return self.client.start(path, spec["models"], **kwargs)
         return self.client.start(source, spec["models"], **kwargs)
 
+    #: Seconds a job the service answers 404 for is still polled (the real service answers 404
+    #: for a few seconds after creating a job).
+    not_found_grace = 60.0
+
     def _poll(self, rows: list[dict]) -> None:
-        interval = self.poll_interval
-        while not self._stop.is_set():
-            pending = [r for r in rows if r["end"] is None and r["job"] is not None]
-            if not pending:
-                return
-            self._stop.wait(interval)
-            for r in pending:
+        """Track ``rows`` until done: one :class:`~shakelab.transport.Poller` per job, each
+        stepped once a round from this (background) thread, so the kernel never blocks."""
+        schedule = Schedule(first=self.poll_interval, growth=1.5, cap=self.max_poll_interval)
+        active = [(r, self._poller(r)) for r in rows if r["end"] is None and r["job"] is not None]
+        round_ = 0
+        while active and not self._stop.wait(schedule.delay(round_)):
+            round_ += 1
+            for r, poller in list(active):
                 if self._stop.is_set():
                     return
                 try:
-                    job = self.client.refresh(r["job"])
+                    if poller.step() is None and r["end"] is None:
+                        continue
+                except JobFailedError:
+                    pass  # shown by _update (on_update) with the service's message
                 except NotFoundError:
-                    # the real service answers 404 for a few seconds after creation
-                    if time.monotonic() - r["start"] > 60:
-                        self._finish(r, "failed", "the service does not know this job (404 for 60 s)")
-                    continue
-                except Exception as exc:  # noqa: BLE001 - transient; shown in the table, polling goes on
-                    self._set_row(r, message=f"still polling: {exc}")
-                    continue
-                self._update(r, job)
-                if self.timeout is not None and r["end"] is None and time.monotonic() - r["start"] > self.timeout:
+                    self._finish(r, "failed", f"the service does not know this job (404 for "
+                                              f"{self.not_found_grace:g} s)")
+                except JobTimeoutError:
                     self._set_row(r, message=f"stopped tracking after {self.timeout:g} s; the job keeps "
                                              f"running: client.wait({r['job_id']!r})", end=time.monotonic())
-            interval = min(self.max_poll_interval, interval * 1.5)
+                active.remove((r, poller))
+
+    def _poller(self, row: dict) -> Poller:
+        return Poller(lambda: self.client.refresh(row["job"]), lambda job: job.status, subject=row["job"],
+                      timeout=self.timeout, not_found_grace=self.not_found_grace, cancel=self._stop,
+                      transient=(Exception,),  # shown in the table; polling goes on until the timeout
+                      on_update=lambda job: self._update(row, job),
+                      on_error=lambda exc: self._set_row(row, message=f"still polling: {exc}"))
 
     def _update(self, row: dict, job: Any) -> None:
         with self._lock:
