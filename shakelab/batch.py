@@ -157,7 +157,8 @@ def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
     """Outputs of a completed job: downloads (when asked) and music segments; returns row values."""
     from shakelab.frames import segments_frame
 
-    values: dict[str, Any] = {"processing_s": job.duration_s if job.duration_s is not None else float("nan")}
+    processing = getattr(job, "duration_s", None)
+    values: dict[str, Any] = {"processing_s": processing if processing is not None else float("nan")}
     paths: list[str] = []
     if task.out_dir is not None:
         rec = ledger.get_job(job.id) if ledger is not None else None
@@ -209,6 +210,8 @@ class _ClientSpec:
     ledger_path: str | None
     timeout: float
     max_retries: int
+    #: the client's class (Client or TasksClient: the worker reads its own token or key)
+    client_type: type | None = None
 
 
 _WORKER_CLIENTS: dict[_ClientSpec, Any] = {}
@@ -222,8 +225,9 @@ def _worker_client(spec: _ClientSpec):
             from shakelab.client import Client
             from shakelab.ledger import Ledger
 
-            client = Client(base_url=spec.base_url, timeout=spec.timeout, max_retries=spec.max_retries,
-                            ledger=Ledger(spec.ledger_path) if spec.ledger_path else None, service=spec.service)
+            client = (spec.client_type or Client)(
+                base_url=spec.base_url, timeout=spec.timeout, max_retries=spec.max_retries,
+                ledger=Ledger(spec.ledger_path) if spec.ledger_path else None, service=spec.service)
             client.transport.gate = RateGate()   # one backoff per worker process, for its lifetime
             _WORKER_CLIENTS[spec] = client
         return client
@@ -259,7 +263,6 @@ def _process_file_once(client, ledger, task: _Task, cancel):
     from shakelab.models import Job
 
     rows, segments = [], []
-    service = _service(client)
 
     def done(model, fmt, started, t0, **values):
         values.setdefault("started_at", started)
@@ -288,17 +291,15 @@ def _process_file_once(client, ledger, task: _Task, cancel):
                 break
             try:
                 job, action = None, "submitted"
-                rec = None
-                asset = ledger.lookup_asset(sha256=sha, service=service) if ledger is not None else None
-                if asset is not None and not task.force:
-                    rec = ledger.lookup_job(asset_id=asset["id"], model=model, format=fmt, metadata={},
-                                            service=service)
-                if rec is not None:
-                    job = Job.from_payload(rec["payload"])
-                    action = "skipped" if job.completed else "resumed"
+                # the run protocol both clients share: what the ledger has (no request), else start one
+                known = None if task.force or ledger is None else client.recorded(task.path, model, fmt,
+                                                                                   sha256=sha)
+                if known is not None:
+                    job = known
                 else:
-                    (job,) = client.submit(task.path, [model], format=fmt, wait=False, force=task.force,
-                                           progress=False)
+                    (job,) = client.start(task.path, [model], format=fmt, force=task.force, progress=False)
+                if known is not None or getattr(job, "reused", False):
+                    action = "skipped" if job.completed else "resumed"
                 if not job.is_done:
                     # A job polled right after POST /job is always still queued (and the real
                     # service may even answer 404): the first look at a new job waits a moment.
@@ -307,8 +308,9 @@ def _process_file_once(client, ledger, task: _Task, cancel):
                 if job.failed:
                     raise JobFailedError(job, job.error or "failed")
                 finished = _finish_job(client, ledger, task, model, fmt, job)
-                done(model, fmt, started, t0, status="completed", job_id=job.id, asset_id=job.asset_id,
-                     action=action, _payload=job.raw, **finished["values"])
+                done(model, fmt, started, t0, status="completed", job_id=job.id,
+                     asset_id=getattr(job, "asset_id", None), action=action,
+                     _payload=job.raw if isinstance(job, Job) else None, **finished["values"])
                 if finished["segments"] is not None:
                     segments.append(finished["segments"])
                 break
@@ -563,7 +565,8 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
     spec = None if in_process else _ClientSpec(
         base_url=str(client.base_url), service=_service(client),
         ledger_path=os.fspath(ledger.path) if ledger is not None else None,
-        timeout=float(getattr(client, "timeout", 30.0)), max_retries=int(getattr(client, "max_retries", 4)))
+        timeout=float(getattr(client, "timeout", 30.0)), max_retries=int(getattr(client, "max_retries", 4)),
+        client_type=type(client))
     try:
         with _gated(client, gate) as gate:
             pending: dict[cf.Future, _Task] = {}

@@ -1278,6 +1278,26 @@ class Client:
         """
         return self.submit(source, models, format=format, wait=False, force=force, progress=progress, **options)
 
+    def recorded(self, source: str | os.PathLike, model: str, format: str, *, sha256: str | None = None) -> Job | None:
+        """The job the ledger has for this file, model and format on this service (no request), else None.
+
+        What ``batch.run`` resumes or skips without asking the service (``TasksClient.recorded``
+        answers from the Tasks API's records: the two APIs' records stay apart).
+
+        Examples
+        --------
+        >>> client.recorded("song.wav", "vocals", "wav")   # doctest: +SKIP
+        Job(id='...', status=<JobStatus.COMPLETED: 'completed'>, model='vocals', format='wav')
+        """
+        from shakelab.ledger import file_sha256
+
+        if self.ledger is None:
+            return None
+        asset = self._ledger_call("lookup_asset", sha256=sha256 or file_sha256(source), service=self.service)
+        record = asset and self._ledger_call("lookup_job", asset_id=asset["id"], model=model, format=format,
+                                             metadata={}, service=self.service)
+        return Job.from_payload(record["payload"]) if record else None
+
     def refresh(self, runs: Any) -> Any:
         """The newest state of a run of :meth:`start` (``get_job``), or of each run of a list, in order.
 
