@@ -87,3 +87,38 @@ def common_formats(models_chosen: Iterable[str], models: dict[str, tuple[str, ..
         return []
     first = models[chosen[0]]
     return [f for f in first if all(f in models[m] for m in chosen[1:])]
+
+
+# -- the Tasks API (tasks-api.md) ------------------------------------------------------------------
+#: Credits per minute of source audio, per model (tasks-api.md, "Models"); a target costs
+#: ceil(duration / 60) x this rate.
+CREDITS_PER_MINUTE: dict[str, float] = {
+    **{m: 1.0 for m in ("vocals", "instrumental", "vocals_lead", "vocals_backing", "drums", "bass", "guitar",
+                        "guitar_electric", "guitar_acoustic", "piano", "strings", "wind", "other",
+                        "other-x-guitar", "transcription", "alignment")},
+    **{m: 1.5 for m in ("dialogue", "effects", "music_fx", "music_removal")},
+    "music_detection": 0.5,
+}
+#: Documented variants and their rate (a variant exists only where listed).
+TASK_VARIANTS: dict[str, dict[str, float]] = {
+    "vocals": {"high_quality": 1.5}, "instrumental": {"high_quality": 1.5},
+    "multi_voice": {"two_speaker": 1.0, "n_speaker": 1.0},
+}
+#: Output formats a Tasks API target may ask for; ``mp4`` is audio in a video container.
+TASK_AUDIO_FORMATS = (*AUDIO_FORMATS, "mp4")
+
+
+def target_cost(model: str, duration: float, variant: str | None = None) -> float:
+    """Credits of one Tasks API target: ceil(duration / 60) x the model's (or variant's) rate per minute.
+
+    Examples
+    --------
+    >>> target_cost("bass", 200.53)
+    4.0
+    >>> target_cost("vocals", 9.49, "high_quality")
+    1.5
+    """
+    import math
+
+    rate = TASK_VARIANTS.get(model, {}).get(variant or "", CREDITS_PER_MINUTE.get(model, 1.0))
+    return math.ceil(duration / 60.0) * rate
