@@ -118,6 +118,15 @@ TASKS_CREDITS_PER_MINUTE: dict[str, float | None] = {
 }
 _VARIANT_CREDITS = {("vocals", "high_quality"): 1.5, ("instrumental", "high_quality"): 1.5}
 
+# The same table under the names the local server reads (one table, two views).
+#: Credits per minute of the models with a published price.
+CREDITS_PER_MINUTE: dict[str, float] = {m: r for m, r in TASKS_CREDITS_PER_MINUTE.items() if r is not None}
+#: Documented variants and their rate per minute (on-request prices: the local server bills 1.0).
+TASK_VARIANTS: dict[str, dict[str, float]] = {
+    m: {v: _VARIANT_CREDITS.get((m, v), CREDITS_PER_MINUTE.get(m, 1.0)) for v in vs}
+    for m, vs in TASKS_VARIANTS.items()}
+TASK_AUDIO_FORMATS = TASKS_AUDIO_FORMATS
+
 
 def tasks_cost(model: str, duration: float, variant: str | None = None) -> float | None:
     """Return the credits a Tasks API target costs: ceil(duration / 60) x the model's credits per minute.
@@ -136,3 +145,17 @@ def tasks_cost(model: str, duration: float, variant: str | None = None) -> float
     if rate is None:
         return None
     return math.ceil(max(0.0, float(duration)) / 60.0) * rate
+
+
+def target_cost(model: str, duration: float, variant: str | None = None) -> float:
+    """Return what the local server bills a target: :func:`tasks_cost`, at 1.0 per minute where unpublished.
+
+    Examples
+    --------
+    >>> target_cost("bass", 200.53), target_cost("vocals", 9.49, "high_quality"), target_cost("multi_voice", 60)
+    (4.0, 1.5, 1.0)
+    """
+    import math
+
+    cost = tasks_cost(model, duration, variant) if model in TASKS_MODELS else None
+    return cost if cost is not None else math.ceil(max(0.0, float(duration)) / 60.0) * 1.0

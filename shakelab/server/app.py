@@ -144,6 +144,11 @@ def stats_key(method: str, path: str) -> str:
     >>> stats_key("GET", "/job/cabc123")
     'GET /job/{id}'
     """
+    from shakelab.server import api_tasks
+
+    tasks_key = api_tasks.stats_key(method, path)
+    if tasks_key is not None:
+        return tasks_key
     if path in ("/upload", "/upload/link", "/job", "/usage", "/_stats", "/_faults"):
         return f"{method} {path}"
     if path.startswith("/job/"):
@@ -166,7 +171,16 @@ class Gate:
             return await self.app(scope, receive, send)
         method, path = scope["method"], scope["path"]
         self.ctx.count_request(stats_key(method, path))
-        if not path.startswith("/files/"):
+        from shakelab.server import api_tasks
+
+        tasks_api = api_tasks.is_tasks_path(path)
+        if tasks_api:
+            key = next((v for k, v in scope["headers"] if k == b"x-api-key"), b"")
+            if not hmac.compare_digest(key.strip(), self._token):
+                msg = ("Unauthorized: Missing or incorrect API key (send `x-api-key: <key>`)" if not key
+                       else "Unauthorized: Missing or incorrect API key")
+                return await api_tasks.fastify_error(401, msg, "unauthorized")(scope, receive, send)
+        elif not path.startswith("/files/"):
             given = b""
             for k, v in scope["headers"]:
                 if k == b"authorization":
@@ -186,7 +200,14 @@ class Gate:
             return await self.app(scope, receive, send)
         if fault.delay:
             await asyncio.sleep(fault.delay)
+        if fault.after:  # the request is handled (a job or task is created), then its answer is lost
+            async def lost(message):
+                pass
+
+            await self.app(scope, receive, lost)
         if fault.drop:
+            return await _drop(scope, send)
+        if fault.status is None and fault.after:
             return await _drop(scope, send)
         if fault.status is None and fault.delay_after:
             async def late_send(message, _send=send, _wait=fault.delay_after):
@@ -198,7 +219,10 @@ class Gate:
         if fault.status is None:
             return await self.app(scope, receive, send)
         headers = dict(fault.headers)
-        if fault.body is None:
+        if fault.body is None and tasks_api:
+            resp = api_tasks.fastify_error(fault.status, f"fault injected for {method} {path}", "injected_fault",
+                                           headers)
+        elif fault.body is None:
             resp = problem(fault.status, "injected_fault", f"fault injected for {method} {path}", headers)
         elif isinstance(fault.body, (dict, list)):
             resp = JSONResponse(fault.body, status_code=fault.status, headers=headers)
@@ -336,6 +360,13 @@ def create_app(ctx) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        from shakelab.server import api_tasks
+
+        if api_tasks.is_tasks_path(request.url.path):
+            message = (f"no such endpoint: {request.method} {request.url.path}" if exc.status_code == 404 else
+                       f"{request.method} is not allowed on {request.url.path}" if exc.status_code == 405 else
+                       str(exc.detail))
+            return api_tasks.fastify_error(exc.status_code, message, None, dict(exc.headers or {}) or None)
         if exc.status_code == 404:
             return problem(404, "not_found", f"no such endpoint: {request.method} {request.url.path}; the API has "
                            "POST /upload, POST /upload/link, POST /job, GET /job/{id}, GET|POST /usage")
@@ -450,6 +481,10 @@ def create_app(ctx) -> FastAPI:
         if asset is None or not Path(asset["path"]).is_file():
             raise APIProblem(404, "file_not_found", f"asset {asset_id!r} has no stored file any more")
         return FileResponse(asset["path"], media_type=asset["file_type"], filename=asset["name"])
+
+    from shakelab.server import api_tasks
+
+    app.include_router(api_tasks.build_router(ctx))
 
     # -- test hooks (token required) --------------------------------------------------------
     @app.get("/_stats")
