@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from shakelab.models import Job, JobStatus, OutputAsset, Task, parse_timestamp
+from shakelab.models import Job, JobStatus, OutputAsset, Target, Task, parse_timestamp
 
 __all__ = ["jobs_frame", "tasks_frame", "segments_frame", "usage_frame", "merge_usage", "provenance",
            "is_all_windows", "JOBS_COLUMNS", "TASKS_COLUMNS", "SEGMENTS_COLUMNS", "USAGE_COLUMNS", "SERVICE"]
@@ -484,7 +484,9 @@ def jobs_frame(jobs: Iterable[Job | Mapping[str, Any]], *, audio_s: Mapping[str,
 
 # --------------------------------------------------------------------------- tasks
 def _is_task(item: Any) -> bool:
-    """Tell whether ``item`` is a Tasks API task: a payload (or an object with ``.raw``) with ``targets``."""
+    """Tell whether ``item`` is of the Tasks API: a Target, or a task (payload or object with ``.raw``)."""
+    if isinstance(item, Target):
+        return True
     raw = getattr(item, "raw", item)
     return isinstance(raw, Mapping) and isinstance(raw.get("targets"), list)
 
@@ -504,9 +506,10 @@ def tasks_frame(tasks: Iterable[Any], *, audio_s: Mapping[str, float] | None = N
 
     Parameters
     ----------
-    tasks : iterable of Task or dict
-        :class:`shakelab.models.Task` objects or ``GET /tasks/{id}`` payloads; a task's
-        ``source_name`` attribute, when it has one, fills ``source_name``.
+    tasks : iterable of Task, Target or dict
+        :class:`shakelab.models.Task` objects, ``GET /tasks/{id}`` payloads, or single
+        :class:`shakelab.models.Target` objects (the runs of ``TasksClient.start``: a row each);
+        a task's ``source_name`` attribute, when it has one, fills ``source_name``.
     audio_s : mapping, optional
         Asset id -> length of the recording in seconds, used where a target has no
         ``duration`` yet.
@@ -556,7 +559,11 @@ def tasks_frame(tasks: Iterable[Any], *, audio_s: Mapping[str, float] | None = N
     known = audio_s or {}
     for i, item in enumerate(items):
         try:
-            task = item if isinstance(item, Task) else Task.from_payload(getattr(item, "raw", item))
+            if isinstance(item, Target):  # a run of TasksClient.start: one target, its own row
+                task = Task(id=item.task_id or "", targets=[item], asset_id=item.asset_id,
+                            raw={"targets": [item.raw]})
+            else:
+                task = item if isinstance(item, Task) else Task.from_payload(getattr(item, "raw", item))
         except ValueError as exc:
             raise ValueError(f"`tasks` item {i}: {exc}") from None
         source_name = getattr(item, "source_name", None) or task.url

@@ -443,6 +443,10 @@ class Target:
     created_at, updated_at : datetime or None
     raw : dict
         The target object as received.
+    asset_id : str or None
+        The task's ``assetId`` (filled in by the :class:`Task`).
+    reused : bool
+        True when ``TasksClient.start`` found its task in the ledger instead of creating one.
 
     Examples
     --------
@@ -467,9 +471,13 @@ class Target:
     created_at: _dt.datetime | None = field(default=None, repr=False)
     updated_at: _dt.datetime | None = field(default=None, repr=False)
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+    #: the task's ``assetId`` (the :class:`Task` fills it in), as a legacy job has one
+    asset_id: str | None = field(default=None, repr=False)
+    #: True when ``TasksClient.start`` returned it from a task it did not create (nothing sent)
+    reused: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
-    def from_payload(cls, payload: Any, *, task_id: str | None = None) -> Target:
+    def from_payload(cls, payload: Any, *, task_id: str | None = None, asset_id: str | None = None) -> Target:
         """Build from one entry of a task's ``targets`` (tolerant: missing fields become None/empty)."""
         data = _mapping(payload, "target")
         formats = data.get("formats")
@@ -499,6 +507,7 @@ class Target:
             created_at=parse_timestamp(data.get("createdAt")),
             updated_at=parse_timestamp(data.get("updatedAt")),
             raw=dict(data),
+            asset_id=asset_id,
         )
 
     @property
@@ -602,7 +611,8 @@ class Task:
             metadata = json.dumps(metadata, sort_keys=True, default=str)
         return cls(
             id=str(task_id),
-            targets=[Target.from_payload(t, task_id=str(task_id)) for t in targets if isinstance(t, Mapping)]
+            targets=[Target.from_payload(t, task_id=str(task_id), asset_id=_str_or_none(data.get("assetId")))
+                     for t in targets if isinstance(t, Mapping)]
             if isinstance(targets, list) else [],
             created_at=parse_timestamp(data.get("createdAt")),
             completed_at=parse_timestamp(data.get("completedAt")),

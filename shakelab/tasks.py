@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
+from shakelab import catalog
 from shakelab.client import (
     BASE_URL_ENV, _download_to, _local_server, _multipart_body, _refused, _Source, check_client_options,
     is_service_url, output_folder,
@@ -64,7 +65,7 @@ from shakelab.errors import (
 from shakelab.models import (
     Asset, JobStatus, Target, Task, TaskOutput, check_targets, check_task_request, tag_metadata,
 )
-from shakelab.transport import BEFORE_SEND, ApiKeyAuth, Poller, Schedule, Secret, Transport
+from shakelab.transport import BEFORE_SEND, ApiKeyAuth, Poller, Schedule, Secret, Transport, is_loopback
 
 __all__ = ["DEFAULT_BASE_URL", "KEY_ENV", "TasksClient"]
 
@@ -533,13 +534,18 @@ class TasksClient:
             skip += len(batch)
 
     # ------------------------------------------------------------------ waiting
-    def poller(self, task: Task | str, *, timeout: float | None = None, poll_interval: float | None = None,
-               cancel: threading.Event | None = None) -> Poller[Task]:
+    def poller(self, task: Task | Target | str, *, timeout: float | None = None, poll_interval: float | None = None,
+               cancel: threading.Event | None = None, first_delay: float = 0.0) -> Poller[Any]:
         """Build the :class:`~shakelab.transport.Poller` that :meth:`wait` runs (widgets drive its ``step``).
 
         Done when ``completedAt`` is set; a failed target raises :class:`~shakelab.errors.TaskFailedError`
-        then, never before the other targets finished.
+        then, never before the other targets finished. Given a :class:`Target` (a run of
+        :meth:`start`), it polls that target (done when it ends; a failure raises
+        ``JobFailedError`` with its ``error.message``), as ``Client.poller`` polls a job.
         """
+        if isinstance(task, Target):
+            return self._run_poller(task, timeout=timeout, poll_interval=poll_interval, cancel=cancel,
+                                    first_delay=first_delay)
         tid = _task_id(task)
         for pname, value in (("timeout", timeout), ("poll_interval", poll_interval)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
@@ -553,7 +559,7 @@ class TasksClient:
         schedule = Schedule(first=poll_interval, growth=1.0, cap=poll_interval) if poll_interval else None
         return Poller(lambda: self.get_task(tid), classify, subject=task, schedule=schedule, timeout=timeout,
                       not_found_grace=self.not_found_grace, seen=isinstance(task, Task), cancel=cancel,
-                      failure=TaskFailedError, resume_hint=f"client.wait({tid!r})")
+                      failure=TaskFailedError, resume_hint=f"client.wait({tid!r})", first_delay=first_delay)
 
     def wait(self, task: Task | str, *, timeout: float | None = None, poll_interval: float | None = None,
              progress: bool = True, cancel: threading.Event | None = None) -> Task:
@@ -796,8 +802,14 @@ class TasksClient:
         if folder is not None and (not isinstance(folder, (str, os.PathLike)) or Path(folder).is_absolute()
                                    or ".." in Path(folder).parts):
             raise ValidationError(f"`folder` must be a relative path inside `dest`, not {folder!r}")
-        current = self._done(task)
-        completed = [t for t in current.targets if t.completed]
+        if isinstance(task, Target):  # one run of start(): that target's outputs only
+            current, run = self._run_state(task)
+            if run.failed:
+                raise TaskFailedError(current, [run])
+            completed = [run]
+        else:
+            current = self._done(task)
+            completed = [t for t in current.targets if t.completed]
         if not completed:
             raise TaskFailedError(current)
         for failed in current.failed_targets:
@@ -867,17 +879,20 @@ class TasksClient:
         """
         from shakelab.frames import segments_frame
 
-        current = self._done(task)
-        try:
-            target = current.target("music_detection")
-        except KeyError as exc:
-            raise ValidationError(f"`task` {current.id!r}: {exc.args[0]}") from None
+        if isinstance(task, Target):  # a music_detection run of start()
+            current, target = self._run_state(task)
+        else:
+            current = self._done(task)
+            try:
+                target = current.target("music_detection")
+            except KeyError as exc:
+                raise ValidationError(f"`task` {current.id!r}: {exc.args[0]}") from None
         if target.failed:
             raise TaskFailedError(current, [target])
         index = next((i for i, o in enumerate(target.outputs) if o.format in ("json", "txt")), 0)
         fmt = target.outputs[index].format if index < len(target.outputs) else None
         current, content = self._fetch(current, target.id, fmt, index, lambda resp: resp.content)
-        target = current.target("music_detection")
+        target = next(t for t in current.targets if t.id == target.id)
         source = self._asset_sources.get(current.asset_id or "") or current.url
         try:
             return segments_frame(content, job=target.id, source=source, provenance=self.provenance(target))
@@ -927,6 +942,112 @@ class TasksClient:
             tasks = list(self._tasks.values())
             audio_s = dict(self._audio_s)
         return jobs_frame(tasks, audio_s=audio_s)
+
+    # ------------------------------------------------------------------ runs (what Client shares)
+    @property
+    def catalogue(self) -> dict[str, tuple[str, ...]]:
+        """The models this client can run, with their formats: the local server's on loopback, else the Tasks API's.
+
+        Examples
+        --------
+        >>> "vocals_lead" in TasksClient(api_key="k", base_url="https://api.audioshake.ai").catalogue
+        True
+        """
+        return catalog.LOCAL_MODELS if is_loopback(self.base_url) else catalog.TASKS_MODELS
+
+    def start(self, source: Any, models: str | Iterable[str], *, format: str | Mapping[str, Any] | None = None,
+              force: bool = False, progress: bool = True, callback_url: str | None = None,
+              **options: Any) -> list[Target]:
+        """Start ``models`` on ``source`` without waiting: ONE task, its targets returned in the order of ``models``.
+
+        The call widgets and batches make on either client (``Client.start`` returns one job per
+        model). Each target has the ``id``, ``model``, ``status_text``, ``is_done``, ``failed``,
+        ``error``, ``outputs``, ``asset_id`` and ``reused`` a job has; :meth:`refresh`,
+        :meth:`poller`, :meth:`download`, :meth:`segments` and :meth:`provenance` take it.
+
+        Parameters
+        ----------
+        source, models, force, progress, **options
+            As :meth:`submit`; ``format`` is its ``formats`` (a format, or a dict model -> format(s)).
+        callback_url : str, optional
+            Refused: the Tasks API has no per-task callback (one webhook per account).
+
+        Examples
+        --------
+        >>> runs = client.start("song.wav", ["vocals", "drums"])   # doctest: +SKIP
+        >>> [r.status_text for r in client.refresh(runs)]           # doctest: +SKIP
+        ['processing', 'completed']
+        """
+        if callback_url:
+            raise ValidationError(f"`callback_url` {callback_url!r}: the Tasks API has no per-task callback; it posts "
+                                  "every finished target to the account's one webhook (`shakelab serve --webhook "
+                                  "URL` on the local server)")
+        names = [models] if isinstance(models, str) else list(models) if isinstance(models, Iterable) else []
+        task = self.submit(source, names or models, formats=format, wait=False, force=force, progress=progress,
+                           **options)
+        return [replace(task.target(model), reused=task.reused) for model in names]
+
+    def _run_state(self, run: Target) -> tuple[Task, Target]:
+        """The task of a run, fetched now, and the run's newest state in it."""
+        if not run.task_id:
+            raise ValidationError(f"`run` target {run.id!r} does not say its task (no task_id)")
+        task = self.get_task(run.task_id)
+        fresh = next((t for t in task.targets if t.id == run.id), None)
+        if fresh is None:
+            raise MalformedResponseError(f"task {task.id} no longer lists its target {run.id}", task.raw)
+        return task, replace(fresh, reused=run.reused)
+
+    def refresh(self, runs: Any) -> Any:
+        """The newest state of a run of :meth:`start` (a Target), or of each run of a list (one GET per task).
+
+        Examples
+        --------
+        >>> client.refresh(client.start("song.wav", ["vocals", "drums"]))   # doctest: +SKIP
+        [Target(id='...', model='vocals', status=<JobStatus.PROCESSING: 'processing'>, ...), ...]
+        """
+        if not isinstance(runs, (list, tuple)):
+            return self._run_state(runs)[1]
+        tasks: dict[str, Task] = {}
+        fresh = []
+        for run in runs:
+            if run.task_id not in tasks:
+                tasks[run.task_id], state = self._run_state(run)
+            else:
+                state = next(t for t in tasks[run.task_id].targets if t.id == run.id)
+                state = replace(state, reused=run.reused)
+            fresh.append(state)
+        return fresh
+
+    def _run_poller(self, run: Target, *, timeout: float | None, poll_interval: float | None,
+                    cancel: threading.Event | None, first_delay: float) -> Poller[Target]:
+        schedule = Schedule(first=poll_interval, growth=1.0, cap=poll_interval) if poll_interval else None
+        return Poller(lambda: self.refresh(run), lambda t: t.status, subject=run, schedule=schedule,
+                      first_delay=first_delay, timeout=timeout, not_found_grace=self.not_found_grace,
+                      seen=True, cancel=cancel, resume_hint=f"client.wait({run.task_id!r})")
+
+    def recorded(self, source: str | os.PathLike, model: str, format: str, *,
+                 sha256: str | None = None) -> Target | None:
+        """The target the ledger has for this file, model and format (a one-target task of :meth:`start`), else None.
+
+        No request; only the Tasks API's records, within the 72 hours the service keeps results
+        (``Client.recorded`` answers from the Jobs API's).
+
+        Examples
+        --------
+        >>> client.recorded("song.wav", "vocals", "wav")   # doctest: +SKIP
+        """
+        from shakelab.ledger import file_sha256
+
+        if self.ledger is None:
+            return None
+        asset = self._ledger_call("lookup_asset", sha256=sha256 or file_sha256(source), service=self.service,
+                                  api=self.api)
+        record = asset and self._ledger_call("lookup_task", service=self.service, source_key=f"asset:{asset['id']}",
+                                             targets=[{"model": model, "formats": [format]}], metadata=None)
+        if not record or not record.get("payload"):
+            return None
+        task = Task.from_payload(record["payload"])
+        return next((t for t in task.targets if t.model == model), None)
 
     # ------------------------------------------------------------------ statistics
     def _statistics(self, name: str) -> Any:

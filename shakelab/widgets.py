@@ -373,9 +373,9 @@ class JobSubmitter(_Displayable):
     Each submission runs in its own daemon thread (upload, one job per model through
     ``client.start``, then polling with ``client.refresh``: the same with a
     :class:`shakelab.TasksClient`, where the models are the targets of one task). A job the
-    ledger already had is shown as ``reused`` (nothing was sent). *Download outputs* saves each recording's outputs in its
-    own folder (:func:`shakelab.client.output_folder`), so two ``take1.wav`` never overwrite
-    each other. Every widget change made from those
+    ledger already had is shown as ``reused`` (nothing was sent). *Download outputs* saves
+    each recording's outputs in its own folder (:func:`shakelab.client.output_folder`), so two
+    ``take1.wav`` never overwrite each other. Every widget change made from those
     threads goes through one lock-protected method; ipykernel sends the resulting comm
     messages from any thread, so the browser sees updates while the kernel is idle or busy
     with other cells. ``on_complete`` callbacks run in the tracking thread.

@@ -510,3 +510,88 @@ def test_usage_table_is_light_right_aligned_and_scrolls():
     assert len(rows) == 36 and rows[0][0] == "2026-10" and rows[-1][0] == "2023-11"   # newest first
     assert all("text-align:right" in r[1] and "text-align:right" in r[3] for r in rows)
     assert rows[0][2] == "1,071" and rows[0][4] == "3,610.4"
+
+
+# ---------------------------------------------------------------------------------- the Tasks API
+# The same widgets on a TasksClient: they never ask which API they talk to (client.start/refresh).
+
+@pytest.fixture
+def tasks_client(fresh_server):
+    from shakelab.tasks import TasksClient
+
+    with TasksClient(api_key=fresh_server.token, base_url=fresh_server.base_url) as tasks:
+        yield tasks
+
+
+def test_submitter_on_the_tasks_api_runs_one_task_and_downloads_each_target(fresh_server, tasks_client, tmp_path):
+    from shakelab.frames import TASKS_COLUMNS
+
+    fresh_server.faults.processing_delay = 1.0
+    wav = _wav(tmp_path / "tone.wav")
+    sub = JobSubmitter(tasks_client, poll_interval=0.2, download_dir=tmp_path / "downloads")
+    assert sub.catalogue == catalog.LOCAL_MODELS  # the local server's models (its Tasks API runs the same)
+    completed = []
+    sub.on_complete(completed.append)
+    sub.path.value = str(wav)
+    sub.models.value = ("vocals", "bass")
+    sub.format.value = "flac"
+    sub.submit_button.click()
+    frame = sub.wait(timeout=WAIT)
+    assert _statuses(sub) == ["completed", "completed"]
+    assert _table_statuses(sub.table.value) == ["completed", "completed"]
+    requests = fresh_server.stats()["requests"]
+    # one upload and ONE task for both models; nothing through the Jobs API
+    assert requests.get("POST /assets") == 1 and requests.get("POST /tasks") == 1
+    assert not requests.get("POST /job") and not requests.get("POST /upload")
+    assert tuple(frame.columns) == TASKS_COLUMNS
+    assert frame["model"].astype(str).tolist() == ["vocals", "bass"]
+    assert frame["format"].tolist() == ["flac", "flac"]
+    assert frame["task_id"].nunique() == 1 and frame["target_id"].tolist() == frame["job_id"].tolist()
+    assert (frame["cost"] > 0).all() and (frame["audio_s"] > 0).all()
+    assert sorted(t.id for t in completed) == sorted(frame["target_id"])
+
+    sub.download_button.click()
+    sub.wait(timeout=WAIT)
+    saved = [Path(p) for r in sub.rows for p in r["downloaded"]]
+    # each row downloads its own target's output, into the recording's folder
+    assert [p.name for p in saved] == ["vocals.flac", "bass.flac"]
+    assert saved[0].parent == saved[1].parent and saved[0].parent.name == "tone"
+    assert saved[0].is_relative_to(tmp_path / "downloads") and all(p.stat().st_size > 0 for p in saved)
+    assert "Saved 2 file(s)" in sub.messages.value
+
+
+def test_submitter_on_the_tasks_api_shows_a_failed_target_and_refuses_a_callback(fresh_server, tasks_client,
+                                                                                  tmp_path):
+    bogus = tmp_path / "not-audio.wav"
+    bogus.write_bytes(b"this is plain text, not a RIFF file\n" * 50)
+    sub = JobSubmitter(tasks_client, poll_interval=0.2)
+    failures = []
+    sub.on_complete(failures.append, failed=True)
+    sub.path.value = str(bogus)
+    sub.models.value = ("music_detection",)
+    sub.submit_button.click()
+    sub.wait(timeout=WAIT)
+    (row,) = sub.rows
+    assert row["status"] == "error"                       # the Tasks API's word for a failed target
+    task = tasks_client.get_task(failures[0].task_id)
+    (target,) = task.targets
+    assert target.failed and row["message"] == target.error and [t.id for t in failures] == [target.id]
+
+    # a per-task callback does not exist in the Tasks API: said before anything is sent
+    before = fresh_server.stats()["requests"].get("POST /tasks", 0)
+    sub.path.value = str(_wav(tmp_path / "a.wav"))
+    sub.callback_url.value = "https://example.com/hook"
+    sub.submit_button.click()
+    sub.wait(timeout=WAIT)
+    assert "no per-task callback" in sub.rows[-1]["message"]
+    assert fresh_server.stats()["requests"].get("POST /tasks", 0) == before
+
+
+def test_usage_dashboard_on_the_tasks_api(fresh_server, tasks_client, tmp_path):
+    dash = UsageDashboard(tasks_client)
+    before = int(dash.usage["total_jobs"].sum())
+    tasks_client.submit(_wav(tmp_path / "a.wav"), ["music_detection", "vocals"], progress=False)
+    dash.refresh_button.click()
+    # the statistics count targets (a target is what a legacy job was): two more
+    assert int(dash.usage["total_jobs"].sum()) == before + 2
+    assert dash.image.value[:4] == b"\x89PNG" and str(dash.usage["month"].iloc[-1]) in dash.table.value
