@@ -183,7 +183,7 @@ def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
                 segments = client.segments(job)
                 segments = segments_frame(segments[["start_time", "end_time", "confidence"]],
                                           job=job.id, source=task.source, provenance=origin)
-            if ledger is not None:
+            if ledger is not None and ledger.get_job(job.id) is not None:  # a Tasks target is no ledger job
                 ledger.record_result(job.id, segments[["start_time", "end_time", "confidence"]].to_dict("records"))
         values["n_segments"] = len(segments)
         values["_windows"] = segments[["start_time", "end_time", "confidence"]].to_dict("records")
@@ -247,9 +247,9 @@ def _process_file(client, task: _Task, cancel: threading.Event | None = None) ->
 
 def _unconfirmed(client, ledger, sha: str | None, model: str, fmt: str, exc: BaseException) -> bool:
     """True when POST /job of this (file, model) lost its answer: now, or in an earlier run."""
-    from shakelab.errors import UnconfirmedJobError
+    from shakelab.errors import UnconfirmedJobError, UnconfirmedTaskError
 
-    if isinstance(exc, UnconfirmedJobError):
+    if isinstance(exc, (UnconfirmedJobError, UnconfirmedTaskError)):
         return True
     if ledger is None or sha is None:
         return False
@@ -281,7 +281,12 @@ def _process_file_once(client, ledger, task: _Task, cancel):
             done(model, fmt, _now(), time.monotonic(), error=f"cannot read {task.source!r}: {exc}")
         return rows, segments
 
-    for model, fmt in task.specs:
+    def recorded(model: str, fmt: str) -> Any:
+        """What the client's ledger has for this file, model and format (no request)."""
+        return None if task.force or ledger is None else client.recorded(task.path, model, fmt, sha256=sha)
+
+    runs: dict[str, Any] = {}   # started for this file, not yet polled
+    for index, (model, fmt) in enumerate(task.specs):
         started, t0 = _now(), time.monotonic()
         job, action = None, "submitted"
         for round_ in range(_MAX_RATE_LIMIT_ROUNDS + 1):
@@ -292,12 +297,17 @@ def _process_file_once(client, ledger, task: _Task, cancel):
             try:
                 job, action = None, "submitted"
                 # the run protocol both clients share: what the ledger has (no request), else start one
-                known = None if task.force or ledger is None else client.recorded(task.path, model, fmt,
-                                                                                   sha256=sha)
+                known = recorded(model, fmt)
                 if known is not None:
                     job = known
                 else:
-                    (job,) = client.start(task.path, [model], format=fmt, force=task.force, progress=False)
+                    if model not in runs:  # this model and every later one not done yet, at once:
+                        # one task with a target each on the Tasks API, a job each on the Jobs API
+                        rest = dict([(model, fmt)] + [(m, f) for m, f in task.specs[index + 1:]
+                                                      if m not in runs and recorded(m, f) is None])
+                        runs.update(zip(rest, client.start(task.path, list(rest), format=rest, force=task.force,
+                                                           progress=False)))
+                    job = runs.pop(model)
                 if known is not None or getattr(job, "reused", False):
                     action = "skipped" if job.completed else "resumed"
                 if not job.is_done:

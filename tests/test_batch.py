@@ -437,3 +437,43 @@ def test_downloads_of_a_list_mirror_relative_paths_with_the_client_rule(fresh_se
     assert outs[0] == (output_folder(files[0], root=tmp_path / "set") / "vocals.wav").as_posix()
     assert [sf.info(tmp_path / "out" / o).frames for o in outs] == [8000, 16000]
     assert "processing_s" in result.jobs.columns and "duration_s" not in result.jobs.columns
+
+
+# --------------------------------------------------------------------------- the Tasks API
+def tasks_client_for(server):
+    from shakelab.tasks import TasksClient
+
+    return TasksClient(api_key=server.token, base_url=server.base_url, ledger=Ledger())
+
+
+def test_batch_on_the_tasks_api_one_task_per_file_and_a_cheap_rerun(fresh_server, tmp_path):
+    files = make_audio(tmp_path / "rec", 4, music_every=2)
+    music = {str(files[0]), str(files[2])}
+    client = tasks_client_for(fresh_server)
+    result = batch.run(tmp_path / "rec", ["music_detection", "vocals"], client=client, progress=False,
+                       download_to=tmp_path / "out", concurrency=2)
+    assert result.ok, result.failed[["source", "error"]].to_string()
+    s = fresh_server.stats()
+    # one upload and ONE task (two targets) per file; the Jobs API is never asked
+    assert (s["uploads"], s["tasks"], s["jobs"]) == (4, 4, 0)
+    assert s["requests"].get("POST /tasks") == 4 and not s["requests"].get("POST /job")
+    jobs = result.jobs
+    assert list(jobs["model"].astype(str)) == ["music_detection", "vocals"] * 4
+    assert jobs["job_id"].is_unique and (jobs["action"] == "submitted").all()
+    targets = {t.id: t for task in client.iter_tasks() for t in task.targets}
+    assert set(jobs["job_id"]) == set(targets)                      # a row's job_id is its target's id
+    vocals = jobs[jobs["model"] == "vocals"]
+    assert all(Path(p).name == "vocals.wav" and Path(p).is_file() for paths in vocals["outputs"] for p in paths)
+    seg = result.segments
+    assert set(seg["source"]) == music and seg["provenance"].str.match(r"local:\w+:window=10s$").all()
+    cov = result.coverage.set_index("source")
+    assert (cov.loc[sorted(music), "finding"] == "music found").all()
+    assert (cov.drop(sorted(music))["finding"] == "no music found").all()
+
+    # a rerun creates nothing: each file's task comes back from the ledger
+    again = batch.run(tmp_path / "rec", ["music_detection", "vocals"], client=client, progress=False,
+                      download_to=tmp_path / "out")
+    assert again.ok and (again.jobs["action"] == "skipped").all()
+    assert list(again.jobs["job_id"]) == list(jobs["job_id"])
+    assert fresh_server.stats()["tasks"] == 4 and fresh_server.stats()["uploads"] == 4
+    pd.testing.assert_frame_equal(again.segments, seg)
