@@ -713,7 +713,7 @@ def _record_remote(ledger, out: dict, *, service: str) -> None:
 
 # --------------------------------------------------------------------------- CLI
 def main(args) -> int:
-    """``shakelab batch SOURCE --models M1,M2 [--format F] [--out OUT] [--concurrency N]``.
+    """``shakelab batch SOURCE --models M1,M2 [--format F] [--out OUT] [--concurrency N] [--api jobs|tasks]``.
 
     Runs :func:`run` with a progress bar, downloads the outputs under ``OUT``, and writes the
     summary ``OUT/jobs.csv`` (one row per (file, model)), ``OUT/segments.csv`` (the music
@@ -726,7 +726,12 @@ def main(args) -> int:
     $ shakelab batch recordings/ --models music_detection --out out/batch
     """
     out = Path(args.out)
-    result = run(args.source, args.models, format=args.format, concurrency=args.concurrency,
+    client = None
+    if getattr(args, "api", None) is not None:
+        from shakelab.client import connect
+
+        client = connect(api=args.api)
+    result = run(args.source, args.models, client=client, format=args.format, concurrency=args.concurrency,
                  download_to=out, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     jobs = result.jobs.copy()

@@ -2,8 +2,10 @@
 
 Subcommands: ``serve`` (the local Jobs API), ``server start | status | stop | logs`` (the
 per-user local server that ``connect()`` shares), ``demo`` (the main job, offline), ``detect``
-(music detection of a file, as a table), ``usage``, ``batch`` (many files x models),
-``evaluate`` (detection quality against labels), ``models fetch`` (detector weights).
+(music detection of a file, as a table), ``submit`` (models on a file: wait, download, the
+jobs table), ``usage``, ``batch`` (many files x models), ``evaluate`` (detection quality
+against labels), ``models fetch`` (detector weights). ``detect``, ``submit``, ``usage`` and
+``batch`` take ``--api jobs|tasks`` (default: from the environment, as ``shakelab.connect``).
 
 Examples
 --------
@@ -11,6 +13,7 @@ $ shakelab serve --port 8077
 $ shakelab server status
 $ shakelab demo
 $ shakelab detect data/demo.flac
+$ shakelab submit data/demo.flac --models vocals,drums --api tasks --out out/
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
+
+from shakelab.errors import ShakelabError
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -126,10 +132,14 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _detect(args: argparse.Namespace) -> int:
+def _connect(args: argparse.Namespace) -> Any:
     import shakelab
 
-    client = shakelab.connect()
+    return shakelab.connect(api=args.api)
+
+
+def _detect(args: argparse.Namespace) -> int:
+    client = _connect(args)
     frame = client.music_detection(args.path)
     if frame.empty:  # the service returns only segments where music is present
         print(f"no music found in {args.path.name}")
@@ -138,10 +148,34 @@ def _detect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _usage(args: argparse.Namespace) -> int:
-    import shakelab
+def _submit(args: argparse.Namespace) -> int:
+    client = _connect(args)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    runs = client.start(args.path, models, format=args.format)
+    done, failed = [], 0
+    for run in runs:  # the same on both APIs: one job per model, or the targets of one task
+        try:
+            done.append(client.poller(run).run())
+        except ShakelabError as exc:
+            failed += 1
+            done.append(getattr(exc, "job", run))
+            print(f"shakelab submit: {run.model} failed: {exc}", file=sys.stderr)
+    saved = [p for run in done if run.completed for p in client.download(run, args.out, progress=False)]
+    from shakelab.frames import jobs_frame
 
-    print(shakelab.connect().usage().to_string(index=False))
+    frame = jobs_frame(done)
+    print(frame[[c for c in _SUBMIT_COLUMNS if c in frame.columns]].to_string(index=False))
+    for path in saved:
+        print(f"saved {path}")
+    return 1 if failed else 0
+
+
+#: what ``shakelab submit`` prints of the jobs frame (``task_id``/``cost`` only on the Tasks API)
+_SUBMIT_COLUMNS = ("job_id", "task_id", "model", "format", "status", "processing_s", "audio_s", "cost", "error")
+
+
+def _usage(args: argparse.Namespace) -> int:
+    print(_connect(args).usage().to_string(index=False))
     return 0
 
 
@@ -210,14 +244,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("detect", help="music detection of one file: its music segments, as a table")
+    api = argparse.ArgumentParser(add_help=False)
+    api.add_argument("--api", choices=("jobs", "tasks"), default=None,
+                     help="the legacy Jobs API or the Tasks API (default: from the environment: "
+                          "AUDIOSHAKE_API_KEY -> tasks, AUDIOSHAKE_API_TOKEN -> jobs; neither: the local server)")
+
+    p = sub.add_parser("detect", parents=[api], help="music detection of one file: its music segments, as a table")
     p.add_argument("path", type=Path)
     p.set_defaults(func=_detect)
 
-    p = sub.add_parser("usage", help="usage of the last three months")
+    p = sub.add_parser("submit", parents=[api], help="run models on one file, wait, download the outputs")
+    p.add_argument("path", type=Path)
+    p.add_argument("--models", required=True, help="comma-separated model names")
+    p.add_argument("--format", default=None, help="one output format for every model (default: each its own)")
+    p.add_argument("--out", type=Path, default=Path("out"), help="where the outputs go (a folder per recording)")
+    p.set_defaults(func=_submit)
+
+    p = sub.add_parser("usage", parents=[api], help="usage of the last months")
     p.set_defaults(func=_usage)
 
-    p = sub.add_parser("batch", help="run models over a folder of recordings, resumable")
+    p = sub.add_parser("batch", parents=[api], help="run models over a folder of recordings, resumable")
     p.add_argument("source", help="folder, glob or file")
     p.add_argument("--models", required=True, help="comma-separated model names")
     p.add_argument("--format", default=None)
@@ -246,8 +292,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``shakelab`` console script."""
     args = build_parser().parse_args(argv)
-    from shakelab.errors import ShakelabError
-
     try:
         return int(args.func(args) or 0)
     except (ShakelabError, ValueError, FileNotFoundError) as exc:

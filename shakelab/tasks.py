@@ -893,7 +893,8 @@ class TasksClient:
         fmt = target.outputs[index].format if index < len(target.outputs) else None
         current, content = self._fetch(current, target.id, fmt, index, lambda resp: resp.content)
         target = next(t for t in current.targets if t.id == target.id)
-        source = self._asset_sources.get(current.asset_id or "") or current.url
+        asset = self._assets.get(current.asset_id or "")  # the recording's name, as Client.segments gives it
+        source = (asset.name if asset is not None else None) or current.url
         try:
             return segments_frame(content, job=target.id, source=source, provenance=self.provenance(target))
         except ValueError as exc:
