@@ -35,7 +35,7 @@ def _kernel_env(tmp_path: Path) -> dict[str, str]:
 def test_notebooks_exist():
     names = [p.name for p in PATHS]
     for expected in ("01-quickstart.ipynb", "02-music-detection.ipynb", "03-usage-trends.ipynb",
-                     "04-batch-research.ipynb", "05-smart-mute.ipynb"):
+                     "04-batch-research.ipynb", "05-smart-mute.ipynb", "06-tasks-api.ipynb"):
         assert expected in names
 
 
