@@ -406,6 +406,27 @@ def _download_to(dest_dir: Path, name: str, fetch: Callable[[Callable[[requests.
             attempt += 1
 
 
+def note_done_elsewhere(ledger: Any, sha256: str, *, api: str, source: str, logger: logging.Logger) -> None:
+    """Warn when the ledger shows this content was already processed through the *other* API.
+
+    The two APIs never share uploads or results, so what runs now is billed again; both clients
+    say so when such a file is uploaded (:meth:`shakelab.ledger.Ledger.done_elsewhere`).
+    """
+    try:
+        done = ledger.done_elsewhere(sha256=sha256, api=api)
+    except Exception as exc:  # the ledger is a convenience: never let it break an upload
+        logger.warning("ledger.done_elsewhere failed: %s: %s", type(exc).__name__, exc)
+        return
+    if not done:
+        return
+    other, this = ("Jobs", "Tasks") if api == "tasks" else ("Tasks", "Jobs")
+    kind = "job" if other == "Jobs" else "task"
+    listed = ", ".join(f"{'/'.join(map(str, d['models']))} ({kind} {d['id']}, {d['status']})" for d in done[:5])
+    more = f" and {len(done) - 5} more" if len(done) > 5 else ""
+    logger.warning("%s was already processed through the %s API: %s%s; the %s API cannot reuse those results, "
+                   "so what runs on it now is billed again", source, other, listed, more, this)
+
+
 def check_client_options(*, base_url: Any, default_url: str, timeout: Any, max_retries: Any, max_retry_after: Any,
                          backoff: Any, max_backoff: Any, service: Any) -> None:
     """Refuse a malformed ``base_url``, timing option or ``service`` of a client (both clients' rule).
@@ -640,6 +661,7 @@ class Client:
         if self.ledger is not None:
             sha256 = src.sha256()
             if sha256 is not None:
+                note_done_elsewhere(self.ledger, sha256, api="jobs", source=src.name, logger=log)
                 payload = self._ledger_call("lookup_asset", sha256=sha256, service=self.service)
                 if payload:
                     asset = Asset.from_payload(payload)

@@ -248,9 +248,15 @@ def test_ledger_says_when_a_file_was_done_through_the_jobs_api(fresh_server, wav
     task = tasks.submit(wav, ["bass"], progress=False, timeout=120)
     assert not task.reused  # the Tasks API does not share the Jobs API's results
     said = [r.getMessage() for r in caplog.records if r.name == "shakelab.tasks"]
-    assert any("already run through the Jobs API" in m and "bass" in m for m in said)
+    assert any("take1.wav was already processed through the Jobs API: bass (job" in m and "billed again" in m
+               for m in said)
     assert sorted(ledger.assets_frame()["api"]) == ["jobs", "tasks"]  # two uploads, kept apart
     assert ledger.get_task(task.id)["status"] == "completed"
+    caplog.clear()
+    caplog.set_level(logging.WARNING, logger="shakelab.client")
+    jobs.upload(wav, progress=False)  # and the other way round
+    said = [r.getMessage() for r in caplog.records if r.name == "shakelab.client"]
+    assert any(f"through the Tasks API: bass (task {task.id}, completed)" in m for m in said)
 
 
 # --------------------------------------------------------------------------- connect(api=)
@@ -298,3 +304,41 @@ def test_connect_without_variables_uses_the_local_server(monkeypatch, wav):
     finally:
         tasks.close()
         jobs.close()
+
+
+def test_local_only_options_and_http_urls_are_refused_for_the_service(wav):
+    client = TasksClient(api_key="ashke_example_key_1", base_url="https://api.audioshake.ai", max_retries=0)
+    with pytest.raises(ValidationError, match=r"window.*local server"):
+        client.create_task(asset="a1", targets=[{"model": "music_detection", "window": 5}])
+    with pytest.raises(ValidationError, match="public https:// URL"):
+        client.create_task(url="http://example.com/a.wav", targets=[{"model": "bass"}])
+    with pytest.raises(ValidationError, match=r"all_windows.*local server"):
+        client.music_detection(wav, all_windows=True)  # refused before the upload
+
+
+def test_no_key_means_the_local_servers_tasks_api(monkeypatch):
+    monkeypatch.delenv("AUDIOSHAKE_API_KEY", raising=False)
+    with TasksClient() as client:
+        assert client.base_url.startswith("http://127.0.0.1:") and client.local is not None
+        assert client.service == client.local.server_id and isinstance(client.tasks(), list)  # it answers
+
+
+def test_unknown_task_is_not_found(tclient):
+    from shakelab.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        tclient.get_task("no-such-task-id")
+
+
+def test_download_keeps_two_take1_recordings_apart(fresh_server, wav, tmp_path, monkeypatch):
+    import soundfile as sf
+
+    monkeypatch.chdir(tmp_path)
+    for folder, hz in (("a", 220), ("b", 440)):
+        (tmp_path / folder).mkdir()
+        t = np.arange(SR) / SR
+        sf.write(tmp_path / folder / "take1.wav", (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), SR)
+    client = make(fresh_server)
+    paths = [client.download(client.submit(f"{folder}/take1.wav", ["bass"], progress=False, timeout=120), "out",
+                             progress=False)[0] for folder in ("a", "b")]
+    assert [p.as_posix() for p in paths] == ["out/a/take1/bass.wav", "out/b/take1/bass.wav"]

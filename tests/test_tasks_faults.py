@@ -231,3 +231,106 @@ def test_links_are_fetched_without_the_key(uploaded, fresh_server, tmp_path):
     client.download(task, tmp_path / "out", progress=False)
     files = [r for r in seen if "/files/" in r.url]
     assert files and all("x-api-key" not in {k.lower() for k in r.headers} for r in files)
+
+
+# --------------------------------------------------------------------------- more of Client's behaviour
+def test_post_tasks_answered_too_late_bills_once(fresh_server, wav):
+    client = make(fresh_server, timeout=0.5)
+    asset = client.upload(wav, progress=False)
+    fresh_server.faults.add(method="POST", path="/tasks", status=None, delay_after=2.0, times=1)
+    task = client.create_task(asset=asset, targets=TARGETS)  # read timeout: found in the list, not resent
+    assert [t["id"] for t in server_tasks(fresh_server)] == [task.id] and count(fresh_server, "POST /tasks") == 1
+
+
+def test_post_tasks_retried_when_the_connection_was_refused(wav):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = TasksClient(api_key="ashke_unused_key_123", base_url=f"http://127.0.0.1:{port}", max_retries=2,
+                         backoff=0.01)
+    from shakelab.errors import TransportError
+
+    with pytest.raises(TransportError) as err:
+        client.create_task(asset="a1", targets=TARGETS)
+    assert err.value.maybe_sent is False  # refused: never sent, so retried (then given up), no scan
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_5xx_on_get_is_retried(uploaded, fresh_server, status):
+    client, asset = uploaded
+    task = client.create_task(asset=asset, targets=TARGETS)
+    fresh_server.faults.add(method="GET", path="/tasks/*", status=status, times=2)
+    assert client.get_task(task.id).id == task.id
+
+
+def test_500_on_get_is_not_retried(uploaded, fresh_server):
+    client, asset = uploaded
+    task = client.create_task(asset=asset, targets=TARGETS)
+    fresh_server.faults.add(method="GET", path="/tasks/*", status=500, times=1)
+    before = count(fresh_server, "GET /tasks/{id}")
+    with pytest.raises(ServerError):
+        client.get_task(task.id)
+    assert count(fresh_server, "GET /tasks/{id}") == before + 1
+
+
+def test_slow_and_dropped_reads_are_retried(uploaded, fresh_server):
+    client, asset = uploaded
+    task = client.create_task(asset=asset, targets=TARGETS)
+    client.transport.timeout = 0.5
+    fresh_server.faults.add(method="GET", path="/tasks/*", status=None, delay=2.0, times=1)
+    fresh_server.faults.add(method="GET", path="/tasks/*", drop=True, times=1)
+    assert client.get_task(task.id).id == task.id
+
+
+def test_wait_tolerates_404_just_after_creation_and_gives_up_later(uploaded, fresh_server, monkeypatch):
+    from shakelab.errors import NotFoundError
+
+    client, asset = uploaded
+    task = client.create_task(asset=asset, targets=TARGETS)
+    fresh_server.faults.add(method="GET", path="/tasks/*", status=404, times=2)
+    assert client.wait(task.id, timeout=120, poll_interval=0.1, progress=False).completed
+    monkeypatch.setattr(client, "not_found_grace", 0.3)
+    with pytest.raises(NotFoundError):
+        client.wait("no-such-task", timeout=30, poll_interval=0.1, progress=False)
+
+
+def test_upload_retried_after_503_rewinds_the_file(fresh_server, wav):
+    client = make(fresh_server)
+    fresh_server.faults.add(method="POST", path="/assets", status=503, times=1)
+    with open(wav, "rb") as f:
+        asset = client.upload(f, progress=False)
+    assert count(fresh_server, "POST /assets") == 2
+    resp = requests.get(asset.link, timeout=10)
+    assert resp.content == wav.read_bytes()  # the whole file arrived the second time
+
+
+def test_unseekable_upload_is_sent_once(fresh_server, wav):
+    import subprocess
+
+    client = make(fresh_server)
+    fresh_server.faults.add(method="POST", path="/assets", status=503, times=1)
+    with subprocess.Popen(["cat", str(wav)], stdout=subprocess.PIPE) as proc, pytest.raises(ServerError):
+        client.upload(proc.stdout, name="pipe.wav", progress=False)
+    assert count(fresh_server, "POST /assets") == 1
+
+
+def test_dropped_download_is_retried_without_partial_files(uploaded, fresh_server, tmp_path):
+    client, asset = uploaded
+    task = client.wait(client.create_task(asset=asset, targets=[{"model": "bass"}]), timeout=120, progress=False)
+    fresh_server.faults.add(method="GET", path="/files/*", drop=True, times=1)
+    (path,) = client.download(task, tmp_path / "out", folder="", progress=False)
+    assert path.name == "bass.wav" and path.stat().st_size > 1000
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["bass.wav"]
+
+
+def test_key_never_logged(fresh_server, wav, caplog, tmp_path):
+    caplog.set_level(logging.DEBUG)
+    client = make(fresh_server, ledger=Ledger(tmp_path / "l.sqlite"))
+    fresh_server.faults.add(method="POST", path="/tasks", after=True, drop=True, times=1)
+    fresh_server.faults.add(method="GET", path="/tasks/*", status=503, times=1)
+    task = client.submit(wav, ["bass"], progress=False, timeout=120)
+    client.download(task, tmp_path / "out", progress=False)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "looking for attempt" in text and fresh_server.token not in text
