@@ -65,10 +65,10 @@ import requests
 
 from shakelab import catalog
 from shakelab.errors import (
-    APIError, AuthenticationError, JobFailedError, MalformedResponseError, NotFoundError, ShakelabError,
-    TransportError, UnconfirmedJobError, ValidationError, scrubbed_logger,
+    APIError, AuthenticationError, JobFailedError, MalformedResponseError, NotFoundError, NotPicklableError,
+    ShakelabError, TransportError, UnconfirmedJobError, ValidationError, scrubbed_logger,
 )
-from shakelab.models import Asset, Job, OutputAsset
+from shakelab.models import FAILED_STATUSES, Asset, Job, OutputAsset
 from shakelab.transport import (  # noqa: F401  (parse_retry_after: re-exported, its old home)
     BEFORE_SEND, IDEMPOTENT, NEVER, BearerAuth, Poller, Schedule, Secret, Transport, describe, is_loopback,
     parse_retry_after,
@@ -445,7 +445,7 @@ class Client:
     __str__ = __repr__
 
     def __getstate__(self):
-        raise TypeError("a Client cannot be pickled (it holds the API token); pass base_url and build a new one")
+        raise NotPicklableError("a Client cannot be pickled (it holds the API token); pass base_url and build a new one")
 
     def close(self) -> None:
         """Close the HTTP session (connections are pooled until then)."""
@@ -939,7 +939,7 @@ class Client:
             if self.ledger is not None and not force:
                 record = self._ledger_call("lookup_job", asset_id=asset_id, model=model, format=fmt,
                                            metadata=extra, service=self.service)
-                if record and record.get("status") not in ("failed", "error"):
+                if record and record.get("status") not in FAILED_STATUSES:
                     try:
                         previous = self.get_job(record["job_id"])
                     except NotFoundError:

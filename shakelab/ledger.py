@@ -32,14 +32,13 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from collections.abc import Iterable
+from typing import Any, BinaryIO
 
-__all__ = ["Ledger", "default_path", "file_sha256", "FAILED_STATUSES", "TERMINAL_STATUSES"]
+from shakelab.errors import MalformedResponseError, NotInLedgerError, ValidationError
+from shakelab.models import FAILED_STATUSES, TERMINAL_STATUSES, Job, JobStatus
 
-#: Job statuses that mean the job is over and did not produce outputs.
-FAILED_STATUSES = frozenset({"failed", "error"})
-#: Job statuses after which the service never changes the job again.
-TERMINAL_STATUSES = frozenset({"completed"}) | FAILED_STATUSES
+__all__ = ["FAILED_STATUSES", "TERMINAL_STATUSES", "Ledger", "default_path", "file_sha256"]
 
 # 2: the key column ``base_url`` became ``service`` (a local server's id, else the URL);
 # 3: the ``attempts`` table (POST /job attempts whose answer may have been lost)
@@ -140,7 +139,7 @@ def file_sha256(source: str | os.PathLike | BinaryIO, *, chunk_size: int = 1 << 
 
 def _norm_service(service: str) -> str:
     if not isinstance(service, str) or not service:
-        raise ValueError(f"`service` must be a non-empty string (a base URL or a local server id), not {service!r}")
+        raise ValidationError(f"`service` must be a non-empty string (a base URL or a local server id), not {service!r}")
     return service.rstrip("/")
 
 
@@ -149,42 +148,29 @@ def _metadata_key(metadata: dict | None) -> str:
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):
-        raise ValueError(f"`metadata` must be a dict, not {metadata!r}")
+        raise ValidationError(f"`metadata` must be a dict, not {metadata!r}")
     extra = {k: v for k, v in metadata.items() if k not in ("name", "format") and v is not None}
     return json.dumps(extra, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _unwrap_job(payload: Any) -> dict:
+def _job_fields(payload: Any) -> tuple[dict, dict]:
+    """The job's API JSON (unwrapped) and the columns the ledger keeps, read through :class:`Job`."""
     if not isinstance(payload, dict):
-        raise ValueError(f"`payload` must be a job's API JSON (a dict), not {type(payload).__name__}")
-    if "id" not in payload and isinstance(payload.get("job"), dict):
-        payload = payload["job"]
-    if not payload.get("id"):
-        raise ValueError(f"`payload` must carry the job's 'id'; got keys {sorted(payload)}")
-    return payload
-
-
-def _job_fields(payload: dict) -> dict:
-    meta = payload.get("metadata")
-    if not isinstance(meta, dict):
-        meta = payload.get("stemMetadata") if isinstance(payload.get("stemMetadata"), dict) else {}
-    asset_id = payload.get("assetId")
-    if not asset_id and isinstance(payload.get("sourceAsset"), dict):
-        asset_id = payload["sourceAsset"].get("id")
-    status = payload.get("status")
-    status = str(status).lower() if status is not None else None
-    error = None
-    if status in FAILED_STATUSES:
-        info = payload.get("statusInfo") if isinstance(payload.get("statusInfo"), dict) else {}
-        error = info.get("message") or payload.get("error") or payload.get("message") or status
-        error = str(error)
-    return {
-        "asset_id": str(asset_id) if asset_id else None,
-        "model": meta.get("name"),
-        "format": meta.get("format"),
-        "metadata_key": _metadata_key(meta),
+        raise ValidationError(f"`payload` must be a job's API JSON (a dict), not {type(payload).__name__}")
+    try:
+        job = Job.from_payload(payload)
+    except MalformedResponseError:
+        raise ValidationError(f"`payload` must carry the job's 'id'; got keys {sorted(payload)}") from None
+    raw = job.raw.get("status")
+    # a status the models do not know is kept as the service wrote it (lower case), never as "unknown"
+    status = None if raw is None else job.status.value if job.status is not JobStatus.UNKNOWN else str(raw).lower()
+    return job.raw, {
+        "asset_id": job.asset_id,
+        "model": job.model,
+        "format": job.format,
+        "metadata_key": _metadata_key(job.metadata),
         "status": status,
-        "error": error,
+        "error": job.error,
     }
 
 
@@ -221,10 +207,10 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike | None = None):
         if path is not None and not isinstance(path, (str, os.PathLike)):
-            raise ValueError(f"`path` must be a str or os.PathLike, not {path!r}")
+            raise ValidationError(f"`path` must be a str or os.PathLike, not {path!r}")
         self.path = Path(path).expanduser() if path is not None else default_path()
         if self.path.exists() and self.path.is_dir():
-            raise ValueError(f"`path` must be a file, not the directory {os.fspath(self.path)!r}")
+            raise ValidationError(f"`path` must be a file, not the directory {os.fspath(self.path)!r}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._init_schema()
@@ -331,9 +317,9 @@ class Ledger:
         ...                     payload={"id": "as1", "name": "a"})   # doctest: +SKIP
         """
         if not isinstance(payload, dict) or not payload.get("id"):
-            raise ValueError(f"`payload` must be an upload's API JSON with an 'id', not {payload!r}")
+            raise ValidationError(f"`payload` must be an upload's API JSON with an 'id', not {payload!r}")
         if not isinstance(sha256, str) or not sha256:
-            raise ValueError(f"`sha256` must be a hex digest string, not {sha256!r}")
+            raise ValidationError(f"`sha256` must be a hex digest string, not {sha256!r}")
         row = (_norm_service(service), sha256, int(size) if size is not None else None,
                os.fspath(path) if path is not None else None, payload.get("name"),
                str(payload["id"]), json.dumps(payload, default=str), time.time())
@@ -453,8 +439,7 @@ class Ledger:
         --------
         >>> ledger.record_job(job.raw, service=client.service, source_path="a.wav")  # doctest: +SKIP
         """
-        payload = _unwrap_job(payload)
-        fields = _job_fields(payload)
+        payload, fields = _job_fields(payload)
         now = time.time()
         job_id = str(payload["id"])
         base = _norm_service(service)
@@ -486,20 +471,21 @@ class Ledger:
     def record_outputs(self, job_id: str, paths: Iterable[str | os.PathLike]) -> None:
         """Add local output paths to a recorded job (kept in order, without duplicates).
 
-        Raises ``KeyError`` naming the job when it was never recorded.
+        Raises :class:`~shakelab.errors.NotInLedgerError` (a ``KeyError``) naming the job when it
+        was never recorded.
 
         Examples
         --------
         >>> ledger.record_outputs(job.id, ["out/a/vocals.wav"])   # doctest: +SKIP
         """
         if isinstance(paths, (str, os.PathLike)):
-            raise ValueError(f"`paths` must be a list of paths, not the single path {paths!r}")
+            raise ValidationError(f"`paths` must be a list of paths, not the single path {paths!r}")
         new = [os.fspath(p) for p in paths]
 
         def update(conn):
             row = conn.execute("SELECT outputs FROM jobs WHERE job_id=?", (str(job_id),)).fetchone()
             if row is None:
-                raise KeyError(f"`job_id` {job_id!r} is not in the ledger {os.fspath(self.path)!r}")
+                raise NotInLedgerError(f"`job_id` {job_id!r} is not in the ledger {os.fspath(self.path)!r}")
             merged = list(dict.fromkeys(json.loads(row["outputs"]) + new))
             conn.execute("UPDATE jobs SET outputs=? WHERE job_id=?", (json.dumps(merged), str(job_id)))
 
@@ -519,7 +505,7 @@ class Ledger:
         def update(conn):
             cur = conn.execute("UPDATE jobs SET result=? WHERE job_id=?", (text, str(job_id)))
             if cur.rowcount == 0:
-                raise KeyError(f"`job_id` {job_id!r} is not in the ledger {os.fspath(self.path)!r}")
+                raise NotInLedgerError(f"`job_id` {job_id!r} is not in the ledger {os.fspath(self.path)!r}")
 
         self._write(update)
 

@@ -23,9 +23,12 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["Asset", "Job", "JobStatus", "OutputAsset", "parse_timestamp"]
+from shakelab.errors import MalformedResponseError
+
+__all__ = ["FAILED_STATUSES", "TERMINAL_STATUSES", "Asset", "Job", "JobStatus", "OutputAsset", "parse_timestamp"]
 
 
 class JobStatus(StrEnum):
@@ -33,7 +36,10 @@ class JobStatus(StrEnum):
 
     ``JobStatus("whatever")`` never fails: a value the service has not documented maps to
     :attr:`UNKNOWN`, which counts as still pending (the raw value stays in ``Job.raw``).
-    Being a ``str`` enum, ``JobStatus.COMPLETED == "completed"`` holds.
+    Being a ``str`` enum, ``JobStatus.COMPLETED == "completed"`` holds. It is the one
+    classification of statuses in shakelab: the Jobs API's job status and the Tasks API's
+    per-target status (``processing`` -> ``completed`` | ``error``, ``failed`` seen too) both
+    map onto it, and :data:`FAILED_STATUSES` is the one set of terminal failures.
 
     Examples
     --------
@@ -61,17 +67,23 @@ class JobStatus(StrEnum):
     @property
     def is_done(self) -> bool:
         """True for a terminal state (completed, failed or error)."""
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ERROR)
+        return self.value in TERMINAL_STATUSES
 
     @property
     def failed(self) -> bool:
-        """True for ``failed`` and ``error``."""
-        return self in (JobStatus.FAILED, JobStatus.ERROR)
+        """True for a terminal failure (:data:`FAILED_STATUSES`: ``failed`` and ``error``)."""
+        return self.value in FAILED_STATUSES
 
     @property
     def pending(self) -> bool:
         """True while the job may still change (every non-terminal state, unknown ones included)."""
         return not self.is_done
+
+
+#: The terminal failures (plain strings, so a raw status or a ledger column can be tested too).
+FAILED_STATUSES: frozenset[str] = frozenset({JobStatus.FAILED.value, JobStatus.ERROR.value})
+#: The statuses after which the service never changes a job (or a target) again.
+TERMINAL_STATUSES: frozenset[str] = FAILED_STATUSES | {JobStatus.COMPLETED.value}
 
 
 def parse_timestamp(value: Any) -> _dt.datetime | None:
@@ -109,7 +121,7 @@ def parse_timestamp(value: Any) -> _dt.datetime | None:
 
 def _mapping(payload: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(payload, Mapping):
-        raise ValueError(f"{what} payload must be a JSON object, not {type(payload).__name__} {payload!r:.80}")
+        raise MalformedResponseError(f"{what} payload must be a JSON object, not {type(payload).__name__} {payload!r:.80}")
     return payload
 
 
@@ -147,13 +159,13 @@ class Asset:
 
     @classmethod
     def from_payload(cls, payload: Any) -> "Asset":
-        """Build from an API payload (``{...}`` or ``{"asset": {...}}``); ``ValueError`` names a missing ``id``."""
+        """Build from an API payload (``{...}`` or ``{"asset": {...}}``); ``MalformedResponseError`` (a ``ValueError``) names a missing ``id``."""
         data = _mapping(payload, "asset")
         if "id" not in data and isinstance(data.get("asset"), Mapping):
             data = data["asset"]
         asset_id = data.get("id") or data.get("assetId")
         if not asset_id:
-            raise ValueError(f"asset payload has no `id` field: {dict(data)!r:.200}")
+            raise MalformedResponseError(f"asset payload has no `id` field: {dict(data)!r:.200}")
         return cls(id=str(asset_id), name=_str_or_none(data.get("name")),
                    file_type=_str_or_none(data.get("fileType") or data.get("file_type")),
                    format=_str_or_none(data.get("format")), link=_str_or_none(data.get("link")),
@@ -260,14 +272,14 @@ class Job:
     def from_payload(cls, payload: Any) -> "Job":
         """Build from ``GET /job/{id}`` or ``POST /job`` JSON (wrapped in ``{"job": ...}`` or not).
 
-        Raises ``ValueError`` naming the field when the payload has no job ``id``.
+        Raises ``MalformedResponseError`` (a ``ValueError``) naming the field when the payload has no job ``id``.
         """
         data = _mapping(payload, "job")
         if isinstance(data.get("job"), Mapping):
             data = data["job"]
         job_id = data.get("id") or data.get("jobId")
         if not job_id:
-            raise ValueError(f"job payload has no `id` field: {dict(data)!r:.200}")
+            raise MalformedResponseError(f"job payload has no `id` field: {dict(data)!r:.200}")
         meta = data.get("metadata")
         if not isinstance(meta, Mapping):
             meta = data.get("stemMetadata")

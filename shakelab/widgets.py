@@ -42,7 +42,10 @@ import ipywidgets as widgets
 
 from shakelab import catalog
 from shakelab.client import output_folder
-from shakelab.errors import JobFailedError, JobTimeoutError, NotFoundError, ShakelabError, ValidationError
+from shakelab.errors import (
+    JobFailedError, JobTimeoutError, NotFoundError, ShakelabError, ValidationError, WaitTimeoutError,
+)
+from shakelab.models import FAILED_STATUSES
 from shakelab.transport import Poller, Schedule
 
 __all__ = [
@@ -91,7 +94,7 @@ def models_for(client: Any) -> dict[str, tuple[str, ...]]:
     --------
     >>> class C: base_url = "http://127.0.0.1:8765"
     >>> sorted(models_for(C()))[:3]
-    ['bass', 'drums', 'instrumental']
+    ['bass', 'dialogue', 'drums']
     """
     return catalog.LOCAL_MODELS if is_local(client) else catalog.SERVICE_MODELS
 
@@ -264,7 +267,7 @@ def status_table_html(rows: list[dict]) -> str:
         return '<div class="shakelab-status-empty"><i>No jobs yet.</i></div>'
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in
                    ("file", "model", "format", "status", "elapsed", "job id", "outputs", "message"))
-    colours = {"completed": "#1a7f37", "reused": "#57606a", "failed": "#cf222e", "error": "#cf222e"}
+    colours = {"completed": "#1a7f37", "reused": "#57606a", **dict.fromkeys(FAILED_STATUSES, "#cf222e")}
     body = []
     for r in rows:
         status = str(r.get("status", ""))
@@ -510,7 +513,8 @@ class JobSubmitter(_Displayable):
         """Block until every submitted job is done (or ``timeout`` seconds pass); return :meth:`frame`.
 
         Only for scripts and tests: in a notebook, the status table updates on its own.
-        Raises ``TimeoutError`` when jobs are still running at the deadline.
+        Raises :class:`~shakelab.errors.WaitTimeoutError` (a ``TimeoutError``) when jobs are still
+        running at the deadline.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -520,7 +524,7 @@ class JobSubmitter(_Displayable):
                 return self.frame()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"{len(alive)} submission(s) still running after {timeout:g} s; "
+                raise WaitTimeoutError(f"{len(alive)} submission(s) still running after {timeout:g} s; "
                                    "they keep running, call wait() again")
             alive[0].join(timeout=None if remaining is None else min(remaining, 1.0))
 
