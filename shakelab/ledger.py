@@ -92,7 +92,7 @@ _BUSY_TIMEOUT_MS = 60_000
 
 
 def default_path() -> Path:
-    """The ledger file used when no path is given.
+    """Return the ledger file used when no path is given.
 
     ``SHAKELAB_LEDGER`` when set, else ``<user cache dir>/shakelab/ledger.sqlite``.
 
@@ -124,7 +124,7 @@ def file_sha256(source: str | os.PathLike | BinaryIO, *, chunk_size: int = 1 << 
     'ba7816bf8f01cfea'
     """
     digest = hashlib.sha256()
-    if hasattr(source, "read"):
+    if not isinstance(source, (str, os.PathLike)):
         start = source.tell() if hasattr(source, "tell") else None
         for block in iter(lambda: source.read(chunk_size), b""):
             digest.update(block)
@@ -139,7 +139,8 @@ def file_sha256(source: str | os.PathLike | BinaryIO, *, chunk_size: int = 1 << 
 
 def _norm_service(service: str) -> str:
     if not isinstance(service, str) or not service:
-        raise ValidationError(f"`service` must be a non-empty string (a base URL or a local server id), not {service!r}")
+        raise ValidationError(f"`service` must be a non-empty string (a base URL or a local server id), "
+                              f"not {service!r}")
     return service.rstrip("/")
 
 
@@ -154,7 +155,7 @@ def _metadata_key(metadata: dict | None) -> str:
 
 
 def _job_fields(payload: Any) -> tuple[dict, dict]:
-    """The job's API JSON (unwrapped) and the columns the ledger keeps, read through :class:`Job`."""
+    """Return the job's API JSON (unwrapped) and the columns the ledger keeps, read through :class:`Job`."""
     if not isinstance(payload, dict):
         raise ValidationError(f"`payload` must be a job's API JSON (a dict), not {type(payload).__name__}")
     try:
@@ -247,7 +248,7 @@ class Ledger:
             try:
                 return fn()
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or i == attempts - 1:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or i == attempts - 1:
                     raise
                 time.sleep(0.02 * (i + 1))
 
@@ -290,7 +291,7 @@ class Ledger:
 
     # -- assets -----------------------------------------------------------------------------
     def lookup_asset(self, *, sha256: str, service: str) -> dict | None:
-        """The upload payload recorded for this content on this service, or None.
+        """Return the upload payload recorded for this content on this service, or None.
 
         Returns
         -------
@@ -333,7 +334,7 @@ class Ledger:
     # -- jobs -------------------------------------------------------------------------------
     def lookup_job(self, *, asset_id: str, model: str, format: str, metadata: dict | None,
                    service: str) -> dict | None:
-        """The newest recorded job for this key that has not failed, or None.
+        """Return the newest recorded job for this key that has not failed, or None.
 
         ``metadata`` may be the job's whole ``metadata`` (``name`` and ``format`` are ignored
         there) or only its extra keys; keys whose value is None are ignored.
@@ -388,7 +389,7 @@ class Ledger:
         return attempt_id
 
     def settle_attempt(self, attempt_id: str, job_id: str | None) -> None:
-        """The answer arrived: the job ``job_id`` exists (``confirmed``), or None: nothing was created."""
+        """Settle an attempt whose answer arrived: job ``job_id`` exists (``confirmed``), or None: nothing created."""
         def update(conn):
             if job_id is None:
                 conn.execute("DELETE FROM attempts WHERE attempt_id=?", (attempt_id,))
@@ -400,7 +401,7 @@ class Ledger:
 
     def unconfirmed_attempt(self, *, asset_id: str, model: str, format: str, metadata: dict | None,
                             service: str) -> dict | None:
-        """The newest attempt for this key whose answer never arrived, or None.
+        """Return the newest attempt for this key whose answer never arrived, or None.
 
         Returns
         -------
@@ -414,7 +415,7 @@ class Ledger:
         return dict(row) if row else None
 
     def get_job(self, job_id: str) -> dict | None:
-        """The record of one job by id (same keys as :meth:`lookup_job`), or None."""
+        """Return the record of one job by id (same keys as :meth:`lookup_job`), or None."""
         row = self._conn().execute("SELECT * FROM jobs WHERE job_id=?", (str(job_id),)).fetchone()
         return self._job_dict(row) if row else None
 
@@ -510,7 +511,7 @@ class Ledger:
         self._write(update)
 
     def lookup_result(self, job_id: str) -> Any | None:
-        """The result kept by :meth:`record_result`, or None."""
+        """Return the result kept by :meth:`record_result`, or None."""
         row = self._conn().execute("SELECT result FROM jobs WHERE job_id=?", (str(job_id),)).fetchone()
         return json.loads(row["result"]) if row and row["result"] is not None else None
 

@@ -1,8 +1,7 @@
-"""Typed views of the AudioShake legacy Jobs API payloads: :class:`Asset`, :class:`Job`,
-:class:`OutputAsset` and :class:`JobStatus`.
+"""Typed views of the AudioShake legacy Jobs API payloads.
 
-Parsing is tolerant of every variant the real service has been seen to send
-(``service-facts.md``): statuses ``created``/``queued``/``processing``/``completed``/
+:class:`Asset`, :class:`Job`, :class:`OutputAsset` and :class:`JobStatus`. Parsing is tolerant
+of every variant the real service has been seen to send: statuses ``created``/``queued``/``processing``/``completed``/
 ``failed``/``error`` and unknown ones (treated as still pending), ``outputAssets`` or the older
 ``stemAssets``, ``outputAssets`` nested inside ``sourceAsset``, ``metadata`` or
 ``stemMetadata``, a payload wrapped in ``{"job": ...}`` or not. Every object keeps the payload
@@ -56,7 +55,7 @@ class JobStatus(StrEnum):
     UNKNOWN = "unknown"
 
     @classmethod
-    def _missing_(cls, value: object) -> "JobStatus":
+    def _missing_(cls, value: object) -> JobStatus:
         if isinstance(value, str):
             low = value.strip().lower()
             for member in cls:
@@ -87,7 +86,7 @@ TERMINAL_STATUSES: frozenset[str] = FAILED_STATUSES | {JobStatus.COMPLETED.value
 
 
 def parse_timestamp(value: Any) -> _dt.datetime | None:
-    """A tz-aware UTC datetime from an ISO-8601 string or epoch seconds/milliseconds, else None.
+    """Return a tz-aware UTC datetime from an ISO-8601 string or epoch seconds/milliseconds, else None.
 
     Examples
     --------
@@ -101,7 +100,7 @@ def parse_timestamp(value: Any) -> _dt.datetime | None:
     elif isinstance(value, (int, float)):
         seconds = float(value) / 1000.0 if abs(value) > 1e11 else float(value)
         try:
-            return _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc)
+            return _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC)
         except (OverflowError, OSError, ValueError):
             return None
     elif isinstance(value, str):
@@ -115,13 +114,14 @@ def parse_timestamp(value: Any) -> _dt.datetime | None:
     else:
         return None
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=_dt.timezone.utc)
-    return ts.astimezone(_dt.timezone.utc)
+        ts = ts.replace(tzinfo=_dt.UTC)
+    return ts.astimezone(_dt.UTC)
 
 
 def _mapping(payload: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(payload, Mapping):
-        raise MalformedResponseError(f"{what} payload must be a JSON object, not {type(payload).__name__} {payload!r:.80}")
+        raise MalformedResponseError(f"{what} payload must be a JSON object, not {type(payload).__name__} "
+                                     f"{payload!r:.80}")
     return payload
 
 
@@ -158,8 +158,11 @@ class Asset:
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_payload(cls, payload: Any) -> "Asset":
-        """Build from an API payload (``{...}`` or ``{"asset": {...}}``); ``MalformedResponseError`` (a ``ValueError``) names a missing ``id``."""
+    def from_payload(cls, payload: Any) -> Asset:
+        """Build from an API payload (``{...}`` or ``{"asset": {...}}``).
+
+        A missing ``id`` raises ``MalformedResponseError`` (a ``ValueError``) naming it.
+        """
         data = _mapping(payload, "asset")
         if "id" not in data and isinstance(data.get("asset"), Mapping):
             data = data["asset"]
@@ -190,7 +193,7 @@ class OutputAsset:
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_payload(cls, payload: Any) -> "OutputAsset":
+    def from_payload(cls, payload: Any) -> OutputAsset:
         """Build from one output entry; a bare string is taken as the link."""
         if isinstance(payload, str):
             return cls(name=payload.rsplit("/", 1)[-1].split("?", 1)[0] or None, link=payload,
@@ -269,7 +272,7 @@ class Job:
     reused: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
-    def from_payload(cls, payload: Any) -> "Job":
+    def from_payload(cls, payload: Any) -> Job:
         """Build from ``GET /job/{id}`` or ``POST /job`` JSON (wrapped in ``{"job": ...}`` or not).
 
         Raises ``MalformedResponseError`` (a ``ValueError``) naming the field when the payload has no job ``id``.
@@ -284,12 +287,12 @@ class Job:
         if not isinstance(meta, Mapping):
             meta = data.get("stemMetadata")
         meta = dict(meta) if isinstance(meta, Mapping) else {}
-        source = data.get("sourceAsset") if isinstance(data.get("sourceAsset"), Mapping) else {}
-        info = data.get("statusInfo") if isinstance(data.get("statusInfo"), Mapping) else {}
+        source: Mapping[str, Any] = data["sourceAsset"] if isinstance(data.get("sourceAsset"), Mapping) else {}
+        info: Mapping[str, Any] = data["statusInfo"] if isinstance(data.get("statusInfo"), Mapping) else {}
         asset_id = data.get("assetId") or source.get("id")
         return cls(
             id=str(job_id),
-            status=JobStatus(data.get("status")),
+            status=JobStatus(data.get("status")),  # type: ignore[arg-type]  # never fails: _missing_
             model=_str_or_none(meta.get("name") or data.get("model")),
             format=_str_or_none(meta.get("format")),
             metadata=meta,
@@ -344,8 +347,8 @@ class Job:
             return None
         return (self.updated_at - self.started_at).total_seconds()
 
-    def with_source_name(self, name: str | None) -> "Job":
-        """A copy with ``source_name`` set when this one has none."""
+    def with_source_name(self, name: str | None) -> Job:
+        """Return a copy with ``source_name`` set when this one has none."""
         if self.source_name or not name:
             return self
         return replace(self, source_name=name)
