@@ -452,12 +452,12 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
     Each file is uploaded once and gets one job per model. Files are processed ``concurrency``
     at a time; a failure in one (missing, unreadable, rejected by the service, failed job) is
     recorded in its rows and never stops the others. When the service answers 429, every
-    worker holds back for the wait it asked for (one shared backoff on top of the client's
-    own retry of that request). Every upload and job is recorded in the client's ledger, so
-    calling ``run`` again with the same arguments after a crash, a kernel restart or a kill
-    polls the jobs still in flight instead of resubmitting them and skips the finished ones
-    (music-detection windows are kept in the ledger too: a finished batch reruns with no
-    request at all).
+    worker holds back for the wait it asked for (one shared backoff: the client's transport
+    retries that request after the same pause, :class:`~shakelab.transport.RateGate`). Every
+    upload and job is recorded in the client's ledger, so calling ``run`` again with the same
+    arguments after a crash, a kernel restart or a kill polls the jobs still in flight instead
+    of resubmitting them and skips the finished ones (music-detection windows are kept in the
+    ledger too: a finished batch reruns with no request at all).
 
     Parameters
     ----------
