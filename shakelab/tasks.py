@@ -58,7 +58,7 @@ from shakelab.client import (
     is_service_url, note_done_elsewhere, output_folder,
 )
 from shakelab.errors import (
-    AuthenticationError, JobTimeoutError, MalformedResponseError, NotFoundError, ShakelabError,
+    AuthenticationError, JobTimeoutError, MalformedResponseError, NotFoundError, NotPicklableError, ShakelabError,
     TaskFailedError, UnconfirmedTaskError, ValidationError, scrubbed_logger,
 )
 from shakelab.models import (
@@ -181,7 +181,7 @@ class TasksClient:
     __str__ = __repr__
 
     def __getstate__(self):
-        raise TypeError("a TasksClient cannot be pickled (it holds the API key); build a new one where needed")
+        raise NotPicklableError("a TasksClient cannot be pickled (it holds the API key); build a new one where needed")
 
     def close(self) -> None:
         """Close the HTTP session."""
