@@ -29,7 +29,8 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from shakelab import catalog
 from shakelab.errors import (
@@ -37,7 +38,7 @@ from shakelab.errors import (
 )
 from shakelab.transport import RateGate
 
-__all__ = ["run", "main", "BatchResult", "AUDIO_EXTENSIONS", "JOBS_COLUMNS", "RateGate"]
+__all__ = ["AUDIO_EXTENSIONS", "JOBS_COLUMNS", "BatchResult", "RateGate", "main", "run"]
 
 #: File extensions a folder source is searched for (case-insensitive), recursively.
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".aiff", ".aif", ".aifc", ".mp3", ".ogg", ".oga",
@@ -114,8 +115,11 @@ def _check_models(models: Any, fmt: Any) -> list[tuple[str, str]]:
 
 
 def _output_dirs(paths: list[Path], root: Path | None, download_to: Path) -> list[Path]:
-    """One folder per recording under ``download_to``: :func:`shakelab.client.output_folder`
-    relative to the batch's folder (or to the files' common parent folder)."""
+    """Give each recording one folder under ``download_to``.
+
+    The folder is :func:`shakelab.client.output_folder` relative to the batch's folder (or to
+    the files' common parent folder).
+    """
     from shakelab.client import output_folder
 
     if root is None and paths:
@@ -138,11 +142,11 @@ class _Task:
 def _now():
     import datetime as dt
 
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _row(task: _Task, model: str, fmt: str, **values) -> dict:
-    row = {"source": task.source, "model": model, "format": fmt, "status": "failed", "job_id": None,
+    row: dict[str, Any] = {"source": task.source, "model": model, "format": fmt, "status": "failed", "job_id": None,
            "asset_id": None, "action": None, "error": None, "started_at": None, "finished_at": None,
            "elapsed_s": float("nan"), "processing_s": float("nan"), "outputs": [], "n_segments": None}
     row.update(values)
@@ -154,7 +158,7 @@ def _is_detection(model: str) -> bool:
 
 
 def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
-    """Outputs of a completed job: downloads (when asked) and music segments; returns row values."""
+    """Fetch the outputs of a completed job: downloads (when asked) and music segments; return row values."""
     from shakelab.frames import segments_frame
 
     processing = getattr(job, "duration_s", None)
@@ -164,10 +168,7 @@ def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
         rec = ledger.get_job(job.id) if ledger is not None else None
         out_dir = task.out_dir.resolve()
         recorded = [p for p in (rec or {}).get("outputs", []) if Path(p).is_file() and Path(p).parent == out_dir]
-        if recorded:
-            paths = recorded
-        else:
-            paths = [os.fspath(p) for p in client.download(job, task.out_dir, folder="", progress=False)]
+        paths = recorded or [os.fspath(p) for p in client.download(job, task.out_dir, folder="", progress=False)]
     values["outputs"] = paths
     segments = None
     if _is_detection(model):
@@ -191,8 +192,10 @@ def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
 
 
 def _wait(client, job, cancel: threading.Event | None, *, first_delay: float = 0.0):
-    """Poll ``job`` until it finishes with the client's poller (``Client.wait``'s schedule), in
-    pauses a cancelled batch interrupts at once (:class:`~shakelab.errors.BatchCancelled`)."""
+    """Poll ``job`` until it finishes, with the client's poller (``Client.wait``'s schedule).
+
+    A cancelled batch interrupts its pauses at once (:class:`~shakelab.errors.BatchCancelled`).
+    """
     try:
         return client.poller(job, first_delay=first_delay, cancel=cancel).run()
     except NotFoundError as exc:  # unknown to the service after the 404 grace (or gone after being seen)
@@ -202,8 +205,11 @@ def _wait(client, job, cancel: threading.Event | None, *, first_delay: float = 0
 
 @dataclass(frozen=True)
 class _ClientSpec:
-    """What a worker in another process needs to build its own client (a Client never pickles:
-    it holds the token, which the worker reads from its own ``AUDIOSHAKE_API_TOKEN``)."""
+    """What a worker in another process needs to build its own client.
+
+    A Client never pickles: it holds the token, which the worker reads from its own
+    ``AUDIOSHAKE_API_TOKEN``.
+    """
 
     base_url: str
     service: str
@@ -246,7 +252,7 @@ def _process_file(client, task: _Task, cancel: threading.Event | None = None) ->
 
 
 def _unconfirmed(client, ledger, sha: str | None, model: str, fmt: str, exc: BaseException) -> bool:
-    """True when POST /job of this (file, model) lost its answer: now, or in an earlier run."""
+    """Tell whether POST /job (or /tasks) of this (file, model) lost its answer: now, or in an earlier run."""
     from shakelab.errors import UnconfirmedJobError, UnconfirmedTaskError
 
     if isinstance(exc, (UnconfirmedJobError, UnconfirmedTaskError)):
@@ -262,7 +268,8 @@ def _process_file_once(client, ledger, task: _Task, cancel):
     from shakelab.ledger import file_sha256
     from shakelab.models import Job
 
-    rows, segments = [], []
+    rows: list[dict] = []
+    segments: list[Any] = []
 
     def done(model, fmt, started, t0, **values):
         values.setdefault("started_at", started)
@@ -457,12 +464,12 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
     Each file is uploaded once and gets one job per model. Files are processed ``concurrency``
     at a time; a failure in one (missing, unreadable, rejected by the service, failed job) is
     recorded in its rows and never stops the others. When the service answers 429, every
-    worker holds back for the wait it asked for (one shared backoff on top of the client's
-    own retry of that request). Every upload and job is recorded in the client's ledger, so
-    calling ``run`` again with the same arguments after a crash, a kernel restart or a kill
-    polls the jobs still in flight instead of resubmitting them and skips the finished ones
-    (music-detection windows are kept in the ledger too: a finished batch reruns with no
-    request at all).
+    worker holds back for the wait it asked for (one shared backoff: the client's transport
+    retries that request after the same pause, :class:`~shakelab.transport.RateGate`). Every
+    upload and job is recorded in the client's ledger, so calling ``run`` again with the same
+    arguments after a crash, a kernel restart or a kill polls the jobs still in flight instead
+    of resubmitting them and skips the finished ones (music-detection windows are kept in the
+    ledger too: a finished batch reruns with no request at all).
 
     Parameters
     ----------
@@ -556,7 +563,8 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
                       "job; use shakelab.connect() or Client(..., ledger=shakelab.Ledger())", stacklevel=2)
     out_root = Path(download_to).expanduser() if download_to is not None else None
     out_dirs = _output_dirs(paths, root, out_root) if out_root is not None else [None] * len(paths)
-    tasks = [_Task(i, p, n, specs, d, bool(force)) for i, (p, n, d) in enumerate(zip(paths, names, out_dirs))]
+    tasks = [_Task(i, p, n, specs, d, bool(force))
+             for i, (p, n, d) in enumerate(zip(paths, names, out_dirs, strict=True))]
 
     gate = RateGate()
     cancel = threading.Event()
@@ -657,11 +665,11 @@ def _coverage(jobs, segments):
     for src in done["source"]:
         try:
             lengths[src] = float(info(src).duration)
-        except Exception:  # noqa: BLE001 - the file went away after its job: no length, no share
+        except Exception:  # the file went away after its job: no length, no share
             lengths[src] = float("nan")
     known = {k: v for k, v in lengths.items() if v == v}
     found = sg.coverage(segments[segments["source"].isin(list(known))], duration=known) if known else None
-    music = dict(zip(found["source"], found["music_seconds"])) if found is not None else {}
+    music = dict(zip(found["source"], found["music_seconds"], strict=True)) if found is not None else {}
     rows = []
     for r in det.itertuples(index=False):
         if r.status != "completed":
@@ -694,7 +702,7 @@ def _gated(client, gate: RateGate):
 
 
 def _service(client) -> str:
-    """The ledger's key for the client's service (a local server's id, else the base URL)."""
+    """Return the ledger's key for the client's service (a local server's id, else the base URL)."""
     return str(getattr(client, "service", None) or client.base_url)
 
 

@@ -1,7 +1,10 @@
 """The client of the AudioShake legacy Jobs API (and of shakelab's local server, which speaks the same API).
 
-One :class:`Client` holds one ``requests.Session``; every API call goes through one method,
-``Client._request``, which applies the retry rule below. One public method per endpoint of the
+One :class:`Client` holds one :class:`~shakelab.transport.Transport` (``client.transport``: the
+``requests.Session``, the token, the retry rule); every API call goes through
+``Transport.request``, which applies the retry rule below (the rule is the transport's; how
+this client uses it is written here). Waiting is :class:`~shakelab.transport.Poller`
+(:meth:`Client.poller`). One public method per endpoint of the
 page (``upload``, ``upload_link``, ``create_job``, ``get_job``, ``usage``) plus what a notebook
 needs (``wait``, ``submit``, ``download``, ``music_detection``, ``segments``, ``jobs_frame``).
 
@@ -31,9 +34,10 @@ Retry rule
 - Other 4xx answers are never retried: 401/403 raise ``AuthenticationError``, 404
   ``NotFoundError``, the rest ``APIError`` with the service's message.
 
-The token lives in a private holder whose ``repr`` is ``<hidden>``; it is added to each API
-request by an auth hook, never stored in headers, messages or log records, and never sent
-to download links (those are signed URLs on other hosts).
+The token lives in a :class:`~shakelab.transport.Secret` whose ``repr`` is ``<hidden>``; it is
+added to each API request by an auth hook (:class:`~shakelab.transport.BearerAuth`), never
+stored in headers, messages or log records, and never sent to download links (those are signed
+URLs on other hosts).
 
 Examples
 --------
@@ -59,23 +63,24 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
 from shakelab import catalog
 from shakelab.errors import (
-    APIError, AuthenticationError, JobFailedError, MalformedResponseError, NotFoundError, ShakelabError,
-    TransportError, UnconfirmedJobError, ValidationError, scrubbed_logger,
+    APIError, AuthenticationError, JobFailedError, MalformedResponseError, NotFoundError, NotPicklableError,
+    ShakelabError, TransportError, UnconfirmedJobError, ValidationError, scrubbed_logger,
 )
-from shakelab.models import Asset, Job, OutputAsset
+from shakelab.models import FAILED_STATUSES, Asset, Job, OutputAsset
 from shakelab.transport import (  # noqa: F401  (parse_retry_after: re-exported, its old home)
     BEFORE_SEND, IDEMPOTENT, NEVER, BearerAuth, Poller, Schedule, Secret, Transport, describe, is_loopback,
     parse_retry_after,
 )
 
-__all__ = ["Client", "connect", "output_folder", "DEFAULT_BASE_URL", "is_service_url", "LOCAL_ONLY_METADATA"]
+__all__ = ["DEFAULT_BASE_URL", "LOCAL_ONLY_METADATA", "Client", "connect", "is_service_url", "output_folder"]
 
 log = scrubbed_logger("shakelab.client")
 
@@ -105,7 +110,7 @@ def is_service_url(url: str) -> bool:
 # --------------------------------------------------------------------------- output names
 def output_folder(source: str | os.PathLike, *, root: str | os.PathLike | None = None,
                   taken: dict | None = None, key: Any = None) -> Path:
-    """The folder, relative to a download destination, for the outputs of one recording.
+    """Return the folder, relative to a download destination, for the outputs of one recording.
 
     The one naming rule of shakelab (``Client.download``, the ``JobSubmitter`` widget and
     ``batch.run`` all use it): the recording's path without its extension, relative to
@@ -169,7 +174,7 @@ def output_folder(source: str | os.PathLike, *, root: str | os.PathLike | None =
 
 
 def _refused(exc: BaseException) -> bool:
-    """True when a failed POST /job certainly created nothing (never sent, or refused with a 4xx)."""
+    """Tell whether a failed POST /job certainly created nothing (never sent, or refused with a 4xx)."""
     if isinstance(exc, TransportError):
         return not getattr(exc, "maybe_sent", True)
     if isinstance(exc, APIError):
@@ -178,7 +183,7 @@ def _refused(exc: BaseException) -> bool:
 
 
 def _is_json(value: Any) -> bool:
-    """True when ``value`` is plain JSON with finite numbers."""
+    """Tell whether ``value`` is plain JSON with finite numbers."""
     try:
         _json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
@@ -187,7 +192,7 @@ def _is_json(value: Any) -> bool:
 
 
 def _looks_like_asset_id(source: Any) -> bool:
-    """A string that names no file and looks like an id (no suffix, no separator) is an asset id."""
+    """Return a string that names no file and looks like an id (no suffix, no separator) is an asset id."""
     return (isinstance(source, str) and re.fullmatch(r"[A-Za-z0-9_-]{6,64}", source) is not None
             and not os.path.exists(source))
 
@@ -218,7 +223,8 @@ class _Source:
             size = path.stat().st_size
             if size == 0:
                 raise ValidationError(f"`source` file is empty (0 bytes): {os.fspath(source)!r}")
-            self.path, self.size, self.start = path, size, 0
+            self.path, self.start = path, 0
+            self.size: int | None = size
             self.name = name or path.name
         elif hasattr(source, "read") and callable(source.read):
             if isinstance(source, io.TextIOBase) or "b" not in getattr(source, "mode", "b"):
@@ -248,7 +254,7 @@ class _Source:
         return self.path is not None or self.seekable
 
     def open(self):
-        """A binary stream at the start of the content (a new handle for paths)."""
+        """Return a binary stream at the start of the content (a new handle for paths)."""
         if self.path is not None:
             return open(self.path, "rb")
         if self.seekable:
@@ -338,8 +344,8 @@ def _multipart_body(src: _Source, bar: Any) -> Callable[[], tuple[Any, dict]]:
     return make_body
 
 
-def _chunked_multipart(src: "_Source", stream: Any, bar: Any) -> tuple[Any, dict]:
-    """A multipart body for a stream of unknown length, sent with chunked transfer encoding."""
+def _chunked_multipart(src: _Source, stream: Any, bar: Any) -> tuple[Any, dict]:
+    """Return a multipart body for a stream of unknown length, sent with chunked transfer encoding."""
     import uuid
 
     boundary = uuid.uuid4().hex
@@ -404,6 +410,27 @@ def _download_to(dest_dir: Path, name: str, fetch: Callable[[Callable[[requests.
             logger.warning("%s; retry %d/%d in %.2f s", exc, attempt + 1, transport.max_retries, delay)
             time.sleep(delay)
             attempt += 1
+
+
+def note_done_elsewhere(ledger: Any, sha256: str, *, api: str, source: str, logger: logging.Logger) -> None:
+    """Warn when the ledger shows this content was already processed through the *other* API.
+
+    The two APIs never share uploads or results, so what runs now is billed again; both clients
+    say so when such a file is uploaded (:meth:`shakelab.ledger.Ledger.done_elsewhere`).
+    """
+    try:
+        done = ledger.done_elsewhere(sha256=sha256, api=api)
+    except Exception as exc:  # the ledger is a convenience: never let it break an upload
+        logger.warning("ledger.done_elsewhere failed: %s: %s", type(exc).__name__, exc)
+        return
+    if not done:
+        return
+    other, this = ("Jobs", "Tasks") if api == "tasks" else ("Tasks", "Jobs")
+    kind = "job" if other == "Jobs" else "task"
+    listed = ", ".join(f"{'/'.join(map(str, d['models']))} ({kind} {d['id']}, {d['status']})" for d in done[:5])
+    more = f" and {len(done) - 5} more" if len(done) > 5 else ""
+    logger.warning("%s was already processed through the %s API: %s%s; the %s API cannot reuse those results, "
+                   "so what runs on it now is billed again", source, other, listed, more, this)
 
 
 def check_client_options(*, base_url: Any, default_url: str, timeout: Any, max_retries: Any, max_retry_after: Any,
@@ -533,13 +560,14 @@ class Client:
     __str__ = __repr__
 
     def __getstate__(self):
-        raise TypeError("a Client cannot be pickled (it holds the API token); pass base_url and build a new one")
+        raise NotPicklableError("a Client cannot be pickled (it holds the API token); pass base_url and build a "
+                                "new one")
 
     def close(self) -> None:
         """Close the HTTP session (connections are pooled until then)."""
         self.transport.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -580,7 +608,7 @@ class Client:
         return job
 
     def jobs_frame(self):
-        """The jobs this client created or fetched, newest state of each, as a DataFrame.
+        """Return the jobs this client created or fetched, newest state of each, as a DataFrame.
 
         Returns
         -------
@@ -640,6 +668,7 @@ class Client:
         if self.ledger is not None:
             sha256 = src.sha256()
             if sha256 is not None:
+                note_done_elsewhere(self.ledger, sha256, api="jobs", source=src.name, logger=log)
                 payload = self._ledger_call("lookup_asset", sha256=sha256, service=self.service)
                 if payload:
                     asset = Asset.from_payload(payload)
@@ -663,7 +692,7 @@ class Client:
                               service=self.service, payload=asset.raw)
         return asset
 
-    def _note_source(self, asset: Asset, src: "_Source") -> None:
+    def _note_source(self, asset: Asset, src: _Source) -> None:
         """Remember where an asset came from: its path (as given and resolved) and its length."""
         if src.path is None:
             self._asset_sources[asset.id] = src.name
@@ -674,7 +703,7 @@ class Client:
             from shakelab import audio
 
             self._audio_s[asset.id] = audio.info(src.path).duration
-        except Exception:  # noqa: BLE001 - not audio we can read here: the service will say so
+        except Exception:  # not audio we can read here: the service will say so
             pass
 
     def upload_link(self, url: str, *, name: str | None = None) -> Asset:
@@ -707,8 +736,8 @@ class Client:
         return asset
 
     @staticmethod
-    def _id_of(value: Any, kind: type, param: str) -> str:
-        """The id of an ``Asset``/``Job`` or of a non-empty id string; else a ValidationError naming ``param``."""
+    def _id_of(value: Any, kind: type[Asset] | type[Job], param: str) -> str:
+        """Return the id of an ``Asset``/``Job`` or of an id string; else a ValidationError naming ``param``."""
         if isinstance(value, kind):
             return value.id
         if isinstance(value, str) and value.strip():
@@ -814,7 +843,7 @@ class Client:
         if callback_url is not None:
             body["callbackUrl"] = callback_url
         source = self._asset_paths.get(asset_id) or (asset.name if isinstance(asset, Asset) else asset_id)
-        attempt = self._begin_attempt(asset_id, model, fmt, extra, source, force)
+        attempt = self._begin_attempt(asset_id, model, fmt, extra, str(source), force)
         headers = {IDEMPOTENCY_HEADER: attempt} if attempt is not None and self.local_idempotency else None
         try:
             payload = self._request("POST", "/job", json=body, retry=BEFORE_SEND, headers=headers)
@@ -848,7 +877,7 @@ class Client:
         return self.ledger.record_attempt(**key, source=source, force=force)
 
     def get_job(self, job_id: Job | str) -> Job:
-        """The job's current state (``GET /job/{id}``).
+        """Return the job's current state (``GET /job/{id}``).
 
         Examples
         --------
@@ -872,8 +901,9 @@ class Client:
 
         Polls back off from about 1 s to about 15 s (``poll_interval`` fixes the interval). The
         ``404`` the service answers for a few seconds after creation is tolerated until the
-        job has been seen once (at most ``Client.not_found_grace`` = 60 s), and transient errors (connection, 429, 5xx) are survived until
-        the deadline, which is measured on a monotonic clock.
+        job has been seen once (at most ``Client.not_found_grace`` = 60 s), and transient errors
+        (connection, 429, 5xx, a garbled answer) are survived until the deadline, which is
+        measured on a monotonic clock. The loop is :meth:`poller` (:class:`~shakelab.transport.Poller`).
 
         Parameters
         ----------
@@ -919,7 +949,7 @@ class Client:
     def poller(self, job: Job | str, *, timeout: float | None = None, poll_interval: float | None = None,
                first_delay: float = 0.0, cancel: threading.Event | None = None,
                on_update: Callable[[Job], Any] | None = None) -> Poller[Job]:
-        """A :class:`~shakelab.transport.Poller` of ``job`` with this client's rule (what ``wait`` runs).
+        """Return a :class:`~shakelab.transport.Poller` of ``job`` with this client's rule (what ``wait`` runs).
 
         Backoff 1 s growing by 1.5 to 15 s (``poll_interval`` fixes it), the 404 grace of
         :attr:`not_found_grace`, transient errors logged and survived. Drive it with ``.run()``
@@ -1015,7 +1045,7 @@ class Client:
             if self.ledger is not None and not force:
                 record = self._ledger_call("lookup_job", asset_id=asset_id, model=model, format=fmt,
                                            metadata=extra, service=self.service)
-                if record and record.get("status") not in ("failed", "error"):
+                if record and record.get("status") not in FAILED_STATUSES:
                     try:
                         previous = self.get_job(record["job_id"])
                     except NotFoundError:
@@ -1045,7 +1075,7 @@ class Client:
                 bar.update(1)
         done: list[Job] = []
         first_error: BaseException | None = None
-        for job, future in zip(jobs, futures):
+        for job, future in zip(jobs, futures, strict=True):
             try:
                 result = future.result()
             except JobFailedError as exc:
@@ -1144,10 +1174,9 @@ class Client:
         dest_dir = Path(dest).expanduser()
         if dest_dir.exists() and not dest_dir.is_dir():
             raise ValidationError(f"`dest` must be a directory, not a file: {os.fspath(dest)!r}")
-        if folder is not None:
-            if not isinstance(folder, (str, os.PathLike)) or Path(folder).is_absolute() \
-                    or ".." in Path(folder).parts:
-                raise ValidationError(f"`folder` must be a relative path inside `dest`, not {folder!r}")
+        if folder is not None and (not isinstance(folder, (str, os.PathLike)) or Path(folder).is_absolute()
+                                   or ".." in Path(folder).parts):
+            raise ValidationError(f"`folder` must be a relative path inside `dest`, not {folder!r}")
         current = self._completed(job)
         dest_dir = dest_dir / (Path(folder) if folder is not None else self._output_folder(current))
         dest_dir.mkdir(parents=True, exist_ok=True)
@@ -1202,7 +1231,7 @@ class Client:
                           all_windows=bool(meta.get("all_windows", detail.get("allWindows", False))))
 
     def segments(self, job: Job | str):
-        """The segments DataFrame of a completed ``music_detection`` job (its json or txt output).
+        """Return the segments DataFrame of a completed ``music_detection`` job (its json or txt output).
 
         Every row is a segment where music was found (or, with the local ``all_windows``
         option, every window with its score); ``provenance`` says which (:meth:`provenance`).
@@ -1440,7 +1469,7 @@ def connect(api: str | None = None, **kwargs: Any) -> Any:
     Examples
     --------
     >>> client = connect()   # doctest: +SKIP
-    shakelab: no AUDIOSHAKE_API_TOKEN set; using the embedded local server at http://127.0.0.1:8077 (started in the background, pid 4242, shared by every notebook and terminal; data in /home/me/.local/share/shakelab/server; stops after 30 min idle, or now: `shakelab server stop`)
+    shakelab: no AUDIOSHAKE_API_TOKEN set; using the embedded local server at http://127.0.0.1:8077 (...)
     >>> tasks = connect(api="tasks")   # doctest: +SKIP
     """
     if api is not None and api not in APIS:

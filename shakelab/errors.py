@@ -118,6 +118,18 @@ class ValidationError(ShakelabError, ValueError):
     """A bad argument, caught before any network call."""
 
 
+class NotInLedgerError(ShakelabError, KeyError):
+    """The ledger has no record of that job (a ``KeyError`` too)."""
+
+
+class WaitTimeoutError(ShakelabError, TimeoutError):
+    """Waiting for local work (a widget's submissions) ran out of time; the work goes on."""
+
+
+class NotPicklableError(ShakelabError, TypeError):
+    """The object holds a credential and is never pickled (a ``TypeError``, as pickle expects)."""
+
+
 class TransportError(ShakelabError):
     """The request never got an HTTP answer (connection refused, reset, timeout).
 

@@ -32,14 +32,13 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable
+from collections.abc import Iterable
+from typing import Any, BinaryIO
 
-__all__ = ["Ledger", "default_path", "file_sha256", "FAILED_STATUSES", "TERMINAL_STATUSES"]
+from shakelab.errors import MalformedResponseError, NotInLedgerError, ValidationError
+from shakelab.models import FAILED_STATUSES, TERMINAL_STATUSES, Job, JobStatus
 
-#: Job statuses that mean the job is over and did not produce outputs.
-FAILED_STATUSES = frozenset({"failed", "error"})
-#: Job statuses after which the service never changes the job again.
-TERMINAL_STATUSES = frozenset({"completed"}) | FAILED_STATUSES
+__all__ = ["FAILED_STATUSES", "TERMINAL_STATUSES", "Ledger", "default_path", "file_sha256"]
 
 # 2: the key column ``base_url`` became ``service`` (a local server's id, else the URL);
 # 3: the ``attempts`` table (POST /job attempts whose answer may have been lost)
@@ -125,7 +124,7 @@ _BUSY_TIMEOUT_MS = 60_000
 
 
 def default_path() -> Path:
-    """The ledger file used when no path is given.
+    """Return the ledger file used when no path is given.
 
     ``SHAKELAB_LEDGER`` when set, else ``<user cache dir>/shakelab/ledger.sqlite``.
 
@@ -157,7 +156,7 @@ def file_sha256(source: str | os.PathLike | BinaryIO, *, chunk_size: int = 1 << 
     'ba7816bf8f01cfea'
     """
     digest = hashlib.sha256()
-    if hasattr(source, "read"):
+    if not isinstance(source, (str, os.PathLike)):
         start = source.tell() if hasattr(source, "tell") else None
         for block in iter(lambda: source.read(chunk_size), b""):
             digest.update(block)
@@ -172,13 +171,14 @@ def file_sha256(source: str | os.PathLike | BinaryIO, *, chunk_size: int = 1 << 
 
 def _api(api: str) -> str:
     if api not in APIS:
-        raise ValueError(f"`api` must be 'jobs' or 'tasks', not {api!r}")
+        raise ValidationError(f"`api` must be 'jobs' or 'tasks', not {api!r}")
     return api
 
 
 def _norm_service(service: str) -> str:
     if not isinstance(service, str) or not service:
-        raise ValueError(f"`service` must be a non-empty string (a base URL or a local server id), not {service!r}")
+        raise ValidationError(f"`service` must be a non-empty string (a base URL or a local server id), "
+                              f"not {service!r}")
     return service.rstrip("/")
 
 
@@ -187,53 +187,40 @@ def _metadata_key(metadata: dict | None) -> str:
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):
-        raise ValueError(f"`metadata` must be a dict, not {metadata!r}")
+        raise ValidationError(f"`metadata` must be a dict, not {metadata!r}")
     extra = {k: v for k, v in metadata.items() if k not in ("name", "format") and v is not None}
     return json.dumps(extra, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _unwrap_job(payload: Any) -> dict:
+def _job_fields(payload: Any) -> tuple[dict, dict]:
+    """Return the job's API JSON (unwrapped) and the columns the ledger keeps, read through :class:`Job`."""
     if not isinstance(payload, dict):
-        raise ValueError(f"`payload` must be a job's API JSON (a dict), not {type(payload).__name__}")
-    if "id" not in payload and isinstance(payload.get("job"), dict):
-        payload = payload["job"]
-    if not payload.get("id"):
-        raise ValueError(f"`payload` must carry the job's 'id'; got keys {sorted(payload)}")
-    return payload
-
-
-def _job_fields(payload: dict) -> dict:
-    meta = payload.get("metadata")
-    if not isinstance(meta, dict):
-        meta = payload.get("stemMetadata") if isinstance(payload.get("stemMetadata"), dict) else {}
-    asset_id = payload.get("assetId")
-    if not asset_id and isinstance(payload.get("sourceAsset"), dict):
-        asset_id = payload["sourceAsset"].get("id")
-    status = payload.get("status")
-    status = str(status).lower() if status is not None else None
-    error = None
-    if status in FAILED_STATUSES:
-        info = payload.get("statusInfo") if isinstance(payload.get("statusInfo"), dict) else {}
-        error = info.get("message") or payload.get("error") or payload.get("message") or status
-        error = str(error)
-    return {
-        "asset_id": str(asset_id) if asset_id else None,
-        "model": meta.get("name"),
-        "format": meta.get("format"),
-        "metadata_key": _metadata_key(meta),
+        raise ValidationError(f"`payload` must be a job's API JSON (a dict), not {type(payload).__name__}")
+    try:
+        job = Job.from_payload(payload)
+    except MalformedResponseError:
+        raise ValidationError(f"`payload` must carry the job's 'id'; got keys {sorted(payload)}") from None
+    raw = job.raw.get("status")
+    # a status the models do not know is kept as the service wrote it (lower case), never as "unknown"
+    status = None if raw is None else job.status.value if job.status is not JobStatus.UNKNOWN else str(raw).lower()
+    return job.raw, {
+        "asset_id": job.asset_id,
+        "model": job.model,
+        "format": job.format,
+        "metadata_key": _metadata_key(job.metadata),
         "status": status,
-        "error": error,
+        "error": job.error,
     }
 
 
 def _targets_key(targets: Any) -> str:
     """Canonical form of a request's targets: order of targets and of formats does not matter."""
     if not isinstance(targets, (list, tuple)):
-        raise ValueError(f"`targets` must be a list of target dicts, not {targets!r:.80}")
+        raise ValidationError(f"`targets` must be a list of target dicts, not {targets!r:.80}")
     canon = []
     for t in targets:
         if not isinstance(t, dict):
-            raise ValueError(f"`targets` must be a list of target dicts, not {targets!r:.80}")
+            raise ValidationError(f"`targets` must be a list of target dicts, not {targets!r:.80}")
         item = {k: v for k, v in t.items() if v is not None and k not in ("id", "status", "output", "cost",
                                                                           "duration", "error", "taskId",
                                                                           "createdAt", "updatedAt", "url")}
@@ -251,7 +238,7 @@ def _user_key(metadata: Any) -> str:
 def _task_fields(payload: Any) -> dict:
     from shakelab.models import Task
 
-    task = Task.from_payload(payload)  # ValueError names a missing id
+    task = Task.from_payload(payload)  # MalformedResponseError names a missing id
     if not task.is_done:
         status = "processing"
     elif task.failed_targets:
@@ -300,10 +287,10 @@ class Ledger:
 
     def __init__(self, path: str | os.PathLike | None = None):
         if path is not None and not isinstance(path, (str, os.PathLike)):
-            raise ValueError(f"`path` must be a str or os.PathLike, not {path!r}")
+            raise ValidationError(f"`path` must be a str or os.PathLike, not {path!r}")
         self.path = Path(path).expanduser() if path is not None else default_path()
         if self.path.exists() and self.path.is_dir():
-            raise ValueError(f"`path` must be a file, not the directory {os.fspath(self.path)!r}")
+            raise ValidationError(f"`path` must be a file, not the directory {os.fspath(self.path)!r}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._init_schema()
@@ -340,7 +327,7 @@ class Ledger:
             try:
                 return fn()
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or i == attempts - 1:
+                if ("locked" not in str(exc) and "busy" not in str(exc)) or i == attempts - 1:
                     raise
                 time.sleep(0.02 * (i + 1))
 
@@ -391,7 +378,7 @@ class Ledger:
 
     # -- assets -----------------------------------------------------------------------------
     def lookup_asset(self, *, sha256: str, service: str, api: str = "jobs") -> dict | None:
-        """The upload payload recorded for this content on this service, or None.
+        """Return the upload payload recorded for this content on this service, or None.
 
         ``api="tasks"``: an upload through the Tasks API (``POST /assets``), and only while the
         service still keeps it (recorded less than 71 of its 72 hours ago).
@@ -422,9 +409,9 @@ class Ledger:
         ...                     payload={"id": "as1", "name": "a"})   # doctest: +SKIP
         """
         if not isinstance(payload, dict) or not payload.get("id"):
-            raise ValueError(f"`payload` must be an upload's API JSON with an 'id', not {payload!r}")
+            raise ValidationError(f"`payload` must be an upload's API JSON with an 'id', not {payload!r}")
         if not isinstance(sha256, str) or not sha256:
-            raise ValueError(f"`sha256` must be a hex digest string, not {sha256!r}")
+            raise ValidationError(f"`sha256` must be a hex digest string, not {sha256!r}")
         row = (_norm_service(service), _api(api), sha256, int(size) if size is not None else None,
                os.fspath(path) if path is not None else None, payload.get("name"),
                str(payload["id"]), json.dumps(payload, default=str), time.time())
@@ -438,7 +425,7 @@ class Ledger:
     # -- jobs -------------------------------------------------------------------------------
     def lookup_job(self, *, asset_id: str, model: str, format: str, metadata: dict | None,
                    service: str) -> dict | None:
-        """The newest recorded job for this key that has not failed, or None.
+        """Return the newest recorded job for this key that has not failed, or None.
 
         ``metadata`` may be the job's whole ``metadata`` (``name`` and ``format`` are ignored
         there) or only its extra keys; keys whose value is None are ignored.
@@ -493,7 +480,7 @@ class Ledger:
         return attempt_id
 
     def settle_attempt(self, attempt_id: str, job_id: str | None) -> None:
-        """The answer arrived: the job ``job_id`` exists (``confirmed``), or None: nothing was created."""
+        """Settle an attempt whose answer arrived: job ``job_id`` exists (``confirmed``), or None: nothing created."""
         def update(conn):
             if job_id is None:
                 conn.execute("DELETE FROM attempts WHERE attempt_id=?", (attempt_id,))
@@ -505,7 +492,7 @@ class Ledger:
 
     def unconfirmed_attempt(self, *, asset_id: str, model: str, format: str, metadata: dict | None,
                             service: str) -> dict | None:
-        """The newest attempt for this key whose answer never arrived, or None.
+        """Return the newest attempt for this key whose answer never arrived, or None.
 
         Returns
         -------
@@ -519,7 +506,7 @@ class Ledger:
         return dict(row) if row else None
 
     def get_job(self, job_id: str) -> dict | None:
-        """The record of one job by id (same keys as :meth:`lookup_job`), or None."""
+        """Return the record of one job by id (same keys as :meth:`lookup_job`), or None."""
         row = self._conn().execute("SELECT * FROM jobs WHERE job_id=?", (str(job_id),)).fetchone()
         return self._job_dict(row) if row else None
 
@@ -544,8 +531,7 @@ class Ledger:
         --------
         >>> ledger.record_job(job.raw, service=client.service, source_path="a.wav")  # doctest: +SKIP
         """
-        payload = _unwrap_job(payload)
-        fields = _job_fields(payload)
+        payload, fields = _job_fields(payload)
         now = time.time()
         job_id = str(payload["id"])
         base = _norm_service(service)
@@ -577,20 +563,21 @@ class Ledger:
     def record_outputs(self, job_id: str, paths: Iterable[str | os.PathLike]) -> None:
         """Add local output paths to a recorded job (kept in order, without duplicates).
 
-        Raises ``KeyError`` naming the job when it was never recorded.
+        Raises :class:`~shakelab.errors.NotInLedgerError` (a ``KeyError``) naming the job when it
+        was never recorded.
 
         Examples
         --------
         >>> ledger.record_outputs(job.id, ["out/a/vocals.wav"])   # doctest: +SKIP
         """
         if isinstance(paths, (str, os.PathLike)):
-            raise ValueError(f"`paths` must be a list of paths, not the single path {paths!r}")
+            raise ValidationError(f"`paths` must be a list of paths, not the single path {paths!r}")
         new = [os.fspath(p) for p in paths]
 
         def update(conn):
             row = conn.execute("SELECT outputs FROM jobs WHERE job_id=?", (str(job_id),)).fetchone()
             if row is None:
-                raise KeyError(f"`job_id` {job_id!r} is not in the ledger {os.fspath(self.path)!r}")
+                raise NotInLedgerError(f"`job_id` {job_id!r} is not in the ledger {os.fspath(self.path)!r}")
             merged = list(dict.fromkeys(json.loads(row["outputs"]) + new))
             conn.execute("UPDATE jobs SET outputs=? WHERE job_id=?", (json.dumps(merged), str(job_id)))
 
@@ -610,12 +597,12 @@ class Ledger:
         def update(conn):
             cur = conn.execute("UPDATE jobs SET result=? WHERE job_id=?", (text, str(job_id)))
             if cur.rowcount == 0:
-                raise KeyError(f"`job_id` {job_id!r} is not in the ledger {os.fspath(self.path)!r}")
+                raise NotInLedgerError(f"`job_id` {job_id!r} is not in the ledger {os.fspath(self.path)!r}")
 
         self._write(update)
 
     def lookup_result(self, job_id: str) -> Any | None:
-        """The result kept by :meth:`record_result`, or None."""
+        """Return the result kept by :meth:`record_result`, or None."""
         row = self._conn().execute("SELECT result FROM jobs WHERE job_id=?", (str(job_id),)).fetchone()
         return json.loads(row["result"]) if row and row["result"] is not None else None
 
@@ -780,15 +767,15 @@ class Ledger:
                 "service": row["service"], "sent_at": row["sent_at"]}
 
     def record_task_outputs(self, task_id: str, paths: Iterable[str | os.PathLike]) -> None:
-        """Add local output paths to a recorded task (in order, without duplicates); ``KeyError`` if unknown."""
+        """Add local output paths to a recorded task (in order, without duplicates); ``NotInLedgerError`` if unknown."""
         if isinstance(paths, (str, os.PathLike)):
-            raise ValueError(f"`paths` must be a list of paths, not the single path {paths!r}")
+            raise ValidationError(f"`paths` must be a list of paths, not the single path {paths!r}")
         new = [os.fspath(p) for p in paths]
 
         def update(conn):
             row = conn.execute("SELECT outputs FROM tasks WHERE task_id=?", (str(task_id),)).fetchone()
             if row is None:
-                raise KeyError(f"`task_id` {task_id!r} is not in the ledger {os.fspath(self.path)!r}")
+                raise NotInLedgerError(f"`task_id` {task_id!r} is not in the ledger {os.fspath(self.path)!r}")
             merged = list(dict.fromkeys(json.loads(row["outputs"]) + new))
             conn.execute("UPDATE tasks SET outputs=? WHERE task_id=?", (json.dumps(merged), str(task_id)))
 

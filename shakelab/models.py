@@ -1,8 +1,7 @@
-"""Typed views of the AudioShake legacy Jobs API payloads: :class:`Asset`, :class:`Job`,
-:class:`OutputAsset` and :class:`JobStatus`.
+"""Typed views of the AudioShake legacy Jobs API payloads.
 
-Parsing is tolerant of every variant the real service has been seen to send
-(``service-facts.md``): statuses ``created``/``queued``/``processing``/``completed``/
+:class:`Asset`, :class:`Job`, :class:`OutputAsset` and :class:`JobStatus`. Parsing is tolerant
+of every variant the real service has been seen to send: statuses ``created``/``queued``/``processing``/``completed``/
 ``failed``/``error`` and unknown ones (treated as still pending), ``outputAssets`` or the older
 ``stemAssets``, ``outputAssets`` nested inside ``sourceAsset``, ``metadata`` or
 ``stemMetadata``, a payload wrapped in ``{"job": ...}`` or not. Every object keeps the payload
@@ -23,9 +22,12 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["Asset", "Job", "JobStatus", "OutputAsset", "parse_timestamp"]
+from shakelab.errors import MalformedResponseError
+
+__all__ = ["FAILED_STATUSES", "TERMINAL_STATUSES", "Asset", "Job", "JobStatus", "OutputAsset", "parse_timestamp"]
 
 
 class JobStatus(StrEnum):
@@ -33,7 +35,10 @@ class JobStatus(StrEnum):
 
     ``JobStatus("whatever")`` never fails: a value the service has not documented maps to
     :attr:`UNKNOWN`, which counts as still pending (the raw value stays in ``Job.raw``).
-    Being a ``str`` enum, ``JobStatus.COMPLETED == "completed"`` holds.
+    Being a ``str`` enum, ``JobStatus.COMPLETED == "completed"`` holds. It is the one
+    classification of statuses in shakelab: the Jobs API's job status and the Tasks API's
+    per-target status (``processing`` -> ``completed`` | ``error``, ``failed`` seen too) both
+    map onto it, and :data:`FAILED_STATUSES` is the one set of terminal failures.
 
     Examples
     --------
@@ -50,7 +55,7 @@ class JobStatus(StrEnum):
     UNKNOWN = "unknown"
 
     @classmethod
-    def _missing_(cls, value: object) -> "JobStatus":
+    def _missing_(cls, value: object) -> JobStatus:
         if isinstance(value, str):
             low = value.strip().lower()
             for member in cls:
@@ -61,12 +66,12 @@ class JobStatus(StrEnum):
     @property
     def is_done(self) -> bool:
         """True for a terminal state (completed, failed or error)."""
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.ERROR)
+        return self.value in TERMINAL_STATUSES
 
     @property
     def failed(self) -> bool:
-        """True for ``failed`` and ``error``."""
-        return self in (JobStatus.FAILED, JobStatus.ERROR)
+        """True for a terminal failure (:data:`FAILED_STATUSES`: ``failed`` and ``error``)."""
+        return self.value in FAILED_STATUSES
 
     @property
     def pending(self) -> bool:
@@ -74,8 +79,14 @@ class JobStatus(StrEnum):
         return not self.is_done
 
 
+#: The terminal failures (plain strings, so a raw status or a ledger column can be tested too).
+FAILED_STATUSES: frozenset[str] = frozenset({JobStatus.FAILED.value, JobStatus.ERROR.value})
+#: The statuses after which the service never changes a job (or a target) again.
+TERMINAL_STATUSES: frozenset[str] = FAILED_STATUSES | {JobStatus.COMPLETED.value}
+
+
 def parse_timestamp(value: Any) -> _dt.datetime | None:
-    """A tz-aware UTC datetime from an ISO-8601 string or epoch seconds/milliseconds, else None.
+    """Return a tz-aware UTC datetime from an ISO-8601 string or epoch seconds/milliseconds, else None.
 
     Examples
     --------
@@ -89,7 +100,7 @@ def parse_timestamp(value: Any) -> _dt.datetime | None:
     elif isinstance(value, (int, float)):
         seconds = float(value) / 1000.0 if abs(value) > 1e11 else float(value)
         try:
-            return _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc)
+            return _dt.datetime.fromtimestamp(seconds, tz=_dt.UTC)
         except (OverflowError, OSError, ValueError):
             return None
     elif isinstance(value, str):
@@ -103,13 +114,14 @@ def parse_timestamp(value: Any) -> _dt.datetime | None:
     else:
         return None
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=_dt.timezone.utc)
-    return ts.astimezone(_dt.timezone.utc)
+        ts = ts.replace(tzinfo=_dt.UTC)
+    return ts.astimezone(_dt.UTC)
 
 
 def _mapping(payload: Any, what: str) -> Mapping[str, Any]:
     if not isinstance(payload, Mapping):
-        raise ValueError(f"{what} payload must be a JSON object, not {type(payload).__name__} {payload!r:.80}")
+        raise MalformedResponseError(f"{what} payload must be a JSON object, not {type(payload).__name__} "
+                                     f"{payload!r:.80}")
     return payload
 
 
@@ -146,14 +158,17 @@ class Asset:
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_payload(cls, payload: Any) -> "Asset":
-        """Build from an API payload (``{...}`` or ``{"asset": {...}}``); ``ValueError`` names a missing ``id``."""
+    def from_payload(cls, payload: Any) -> Asset:
+        """Build from an API payload (``{...}`` or ``{"asset": {...}}``).
+
+        A missing ``id`` raises ``MalformedResponseError`` (a ``ValueError``) naming it.
+        """
         data = _mapping(payload, "asset")
         if "id" not in data and isinstance(data.get("asset"), Mapping):
             data = data["asset"]
         asset_id = data.get("id") or data.get("assetId")
         if not asset_id:
-            raise ValueError(f"asset payload has no `id` field: {dict(data)!r:.200}")
+            raise MalformedResponseError(f"asset payload has no `id` field: {dict(data)!r:.200}")
         return cls(id=str(asset_id), name=_str_or_none(data.get("name")),
                    file_type=_str_or_none(data.get("fileType") or data.get("file_type")),
                    format=_str_or_none(data.get("format")), link=_str_or_none(data.get("link")),
@@ -178,7 +193,7 @@ class OutputAsset:
     raw: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_payload(cls, payload: Any) -> "OutputAsset":
+    def from_payload(cls, payload: Any) -> OutputAsset:
         """Build from one output entry; a bare string is taken as the link."""
         if isinstance(payload, str):
             return cls(name=payload.rsplit("/", 1)[-1].split("?", 1)[0] or None, link=payload,
@@ -257,27 +272,27 @@ class Job:
     reused: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
-    def from_payload(cls, payload: Any) -> "Job":
+    def from_payload(cls, payload: Any) -> Job:
         """Build from ``GET /job/{id}`` or ``POST /job`` JSON (wrapped in ``{"job": ...}`` or not).
 
-        Raises ``ValueError`` naming the field when the payload has no job ``id``.
+        Raises ``MalformedResponseError`` (a ``ValueError``) naming the field when the payload has no job ``id``.
         """
         data = _mapping(payload, "job")
         if isinstance(data.get("job"), Mapping):
             data = data["job"]
         job_id = data.get("id") or data.get("jobId")
         if not job_id:
-            raise ValueError(f"job payload has no `id` field: {dict(data)!r:.200}")
+            raise MalformedResponseError(f"job payload has no `id` field: {dict(data)!r:.200}")
         meta = data.get("metadata")
         if not isinstance(meta, Mapping):
             meta = data.get("stemMetadata")
         meta = dict(meta) if isinstance(meta, Mapping) else {}
-        source = data.get("sourceAsset") if isinstance(data.get("sourceAsset"), Mapping) else {}
-        info = data.get("statusInfo") if isinstance(data.get("statusInfo"), Mapping) else {}
+        source: Mapping[str, Any] = data["sourceAsset"] if isinstance(data.get("sourceAsset"), Mapping) else {}
+        info: Mapping[str, Any] = data["statusInfo"] if isinstance(data.get("statusInfo"), Mapping) else {}
         asset_id = data.get("assetId") or source.get("id")
         return cls(
             id=str(job_id),
-            status=JobStatus(data.get("status")),
+            status=JobStatus(data.get("status")),  # type: ignore[arg-type]  # never fails: _missing_
             model=_str_or_none(meta.get("name") or data.get("model")),
             format=_str_or_none(meta.get("format")),
             metadata=meta,
@@ -332,8 +347,8 @@ class Job:
             return None
         return (self.updated_at - self.started_at).total_seconds()
 
-    def with_source_name(self, name: str | None) -> "Job":
-        """A copy with ``source_name`` set when this one has none."""
+    def with_source_name(self, name: str | None) -> Job:
+        """Return a copy with ``source_name`` set when this one has none."""
         if self.source_name or not name:
             return self
         return replace(self, source_name=name)
@@ -595,14 +610,15 @@ class Task:
     def from_payload(cls, payload: Any) -> Task:
         """Build from ``POST /tasks`` / ``GET /tasks/{id}`` JSON (or ``{"task": ...}``).
 
-        Raises ``ValueError`` naming the field when the payload has no task ``id``.
+        Raises :class:`~shakelab.errors.MalformedResponseError` (a ``ValueError``) naming the field when
+        the payload has no task ``id``.
         """
         data = _mapping(payload, "task")
         if "id" not in data and isinstance(data.get("task"), Mapping):
             data = data["task"]
         task_id = data.get("id") or data.get("taskId")
         if not task_id:
-            raise ValueError(f"task payload has no `id` field: {dict(data)!r:.200}")
+            raise MalformedResponseError(f"task payload has no `id` field: {dict(data)!r:.200}")
         targets = data.get("targets")
         metadata = data.get("metadata")
         if metadata is not None and not isinstance(metadata, str):  # the reference says a string

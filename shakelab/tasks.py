@@ -56,10 +56,10 @@ from urllib.parse import quote, urljoin, urlsplit
 from shakelab import catalog
 from shakelab.client import (
     BASE_URL_ENV, _download_to, _local_server, _multipart_body, _refused, _Source, check_client_options,
-    is_service_url, output_folder,
+    is_service_url, note_done_elsewhere, output_folder,
 )
 from shakelab.errors import (
-    AuthenticationError, JobTimeoutError, MalformedResponseError, NotFoundError, ShakelabError,
+    AuthenticationError, JobTimeoutError, MalformedResponseError, NotFoundError, NotPicklableError, ShakelabError,
     TaskFailedError, UnconfirmedTaskError, ValidationError, scrubbed_logger,
 )
 from shakelab.models import (
@@ -182,7 +182,7 @@ class TasksClient:
     __str__ = __repr__
 
     def __getstate__(self):
-        raise TypeError("a TasksClient cannot be pickled (it holds the API key); build a new one where needed")
+        raise NotPicklableError("a TasksClient cannot be pickled (it holds the API key); build a new one where needed")
 
     def close(self) -> None:
         """Close the HTTP session."""
@@ -262,6 +262,7 @@ class TasksClient:
         src = _Source(source, name)
         sha256 = src.sha256() if self.ledger is not None else None
         if sha256 is not None:
+            note_done_elsewhere(self.ledger, sha256, api=self.api, source=src.name, logger=log)
             payload = self._ledger_call("lookup_asset", sha256=sha256, service=self.service, api=self.api)
             if payload:
                 asset = Asset.from_payload(payload)
@@ -683,7 +684,6 @@ class TasksClient:
         if self.ledger is not None and not force:
             task = self._reuse(where, targets, user)
         if task is None:
-            self._say_if_done_elsewhere(where)
             task = self.create_task(**where, targets=targets, metadata=user, force=force)
         if not wait:
             return task
@@ -706,18 +706,6 @@ class TasksClient:
             return None
         log.info("reusing task %s (the same request, from the ledger): nothing sent", previous.id)
         return replace(previous, reused=True)
-
-    def _say_if_done_elsewhere(self, where: dict) -> None:
-        asset = where.get("asset")
-        if not isinstance(asset, Asset) or asset.id not in self._asset_sha:
-            return
-        sha = self._asset_sha[asset.id]
-        done = self._ledger_call("done_elsewhere", sha256=sha, api=self.api) or []
-        if done:
-            listed = ", ".join(f"{'/'.join(map(str, d['models']))} (job {d['id']}, {d['status']})" for d in done[:5])
-            log.warning("%s was already run through the Jobs API: %s; the Tasks API cannot reuse those results, so "
-                        "this creates a new task (billed again on the service)",
-                        self._asset_sources.get(asset.id, asset.id), listed)
 
     # ------------------------------------------------------------------ outputs
     def _done(self, task: Any) -> Task:

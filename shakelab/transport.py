@@ -77,7 +77,8 @@ import urllib3
 
 from shakelab.errors import (
     APIError, AuthenticationError, BatchCancelled, JobFailedError, JobTimeoutError, MalformedResponseError,
-    NotFoundError, RateLimitError, ServerError, ShakelabError, TransportError, register_secret, scrubbed_logger,
+    NotFoundError, NotPicklableError, RateLimitError, ServerError, ShakelabError, TransportError, register_secret,
+    scrubbed_logger,
 )
 
 __all__ = [
@@ -154,7 +155,7 @@ class Secret:
     __str__ = __repr__
 
     def __reduce__(self):  # never pickled along with a client
-        raise TypeError("the API token cannot be pickled")
+        raise NotPicklableError("the API token cannot be pickled")
 
 
 class SecretAuth(requests.auth.AuthBase):
@@ -364,7 +365,7 @@ class Transport:
         return f"Transport({self.base_url!r}, auth={self.auth!r})"
 
     def __getstate__(self):
-        raise TypeError("a Transport cannot be pickled (it holds the API credential)")
+        raise NotPicklableError("a Transport cannot be pickled (it holds the API credential)")
 
     def close(self) -> None:
         """Close the session (connections are pooled until then)."""
