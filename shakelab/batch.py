@@ -289,7 +289,7 @@ def _process_file_once(client, ledger, task: _Task, cancel):
         return rows, segments
 
     def recorded(model: str, fmt: str) -> Any:
-        """What the client's ledger has for this file, model and format (no request)."""
+        """Return what the client's ledger has for this file, model and format (no request)."""
         return None if task.force or ledger is None else client.recorded(task.path, model, fmt, sha256=sha)
 
     runs: dict[str, Any] = {}   # started for this file, not yet polled
@@ -312,8 +312,9 @@ def _process_file_once(client, ledger, task: _Task, cancel):
                         # one task with a target each on the Tasks API, a job each on the Jobs API
                         rest = dict([(model, fmt)] + [(m, f) for m, f in task.specs[index + 1:]
                                                       if m not in runs and recorded(m, f) is None])
-                        runs.update(zip(rest, client.start(task.path, list(rest), format=rest, force=task.force,
-                                                           progress=False)))
+                        started_runs = client.start(task.path, list(rest), format=rest, force=task.force,
+                                                    progress=False)
+                        runs.update(zip(rest, started_runs, strict=True))
                     job = runs.pop(model)
                 if known is not None or getattr(job, "reused", False):
                     action = "skipped" if job.completed else "resumed"

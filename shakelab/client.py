@@ -1350,7 +1350,7 @@ class Client:
         return self.submit(source, models, format=format, wait=False, force=force, progress=progress, **options)
 
     def recorded(self, source: str | os.PathLike, model: str, format: str, *, sha256: str | None = None) -> Job | None:
-        """The job the ledger has for this file, model and format on this service (no request), else None.
+        """Return the job the ledger has for this file, model and format on this service (no request), or None.
 
         What ``batch.run`` resumes or skips without asking the service (``TasksClient.recorded``
         answers from the Tasks API's records: the two APIs' records stay apart).
@@ -1370,7 +1370,7 @@ class Client:
         return Job.from_payload(record["payload"]) if record else None
 
     def refresh(self, runs: Any) -> Any:
-        """The newest state of a run of :meth:`start` (``get_job``), or of each run of a list, in order.
+        """Return the newest state of a run of :meth:`start` (``get_job``), or of each run of a list, in order.
 
         Examples
         --------

@@ -977,7 +977,7 @@ class TasksClient:
         return [replace(task.target(model), reused=task.reused) for model in names]
 
     def _run_state(self, run: Target) -> tuple[Task, Target]:
-        """The task of a run, fetched now, and the run's newest state in it."""
+        """Fetch the task of a run now; return it and the run's newest state in it."""
         if not run.task_id:
             raise ValidationError(f"`run` target {run.id!r} does not say its task (no task_id)")
         task = self.get_task(run.task_id)
@@ -987,7 +987,7 @@ class TasksClient:
         return task, replace(fresh, reused=run.reused)
 
     def refresh(self, runs: Any) -> Any:
-        """The newest state of a run of :meth:`start` (a Target), or of each run of a list (one GET per task).
+        """Return the newest state of a run of :meth:`start` (a Target), or of each run of a list (a GET per task).
 
         Examples
         --------
@@ -1016,7 +1016,7 @@ class TasksClient:
 
     def recorded(self, source: str | os.PathLike, model: str, format: str, *,
                  sha256: str | None = None) -> Target | None:
-        """The target the ledger has for this file, model and format (a one-target task of :meth:`start`), else None.
+        """Return the target the ledger has for this file, model and format (one-target tasks), or None.
 
         No request; only the Tasks API's records, within the 72 hours the service keeps results
         (``Client.recorded`` answers from the Jobs API's).
