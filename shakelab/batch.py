@@ -161,8 +161,7 @@ def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
     """Fetch the outputs of a completed job: downloads (when asked) and music segments; return row values."""
     from shakelab.frames import segments_frame
 
-    processing = getattr(job, "duration_s", None)
-    values: dict[str, Any] = {"processing_s": processing if processing is not None else float("nan")}
+    values: dict[str, Any] = {"processing_s": job.duration_s if job.duration_s is not None else float("nan")}
     paths: list[str] = []
     if task.out_dir is not None:
         rec = ledger.get_job(job.id) if ledger is not None else None
@@ -316,7 +315,7 @@ def _process_file_once(client, ledger, task: _Task, cancel):
                                                     progress=False)
                         runs.update(zip(rest, started_runs, strict=True))
                     job = runs.pop(model)
-                if known is not None or getattr(job, "reused", False):
+                if known is not None or job.reused:
                     action = "skipped" if job.completed else "resumed"
                 if not job.is_done:
                     # A job polled right after POST /job is always still queued (and the real
@@ -326,8 +325,7 @@ def _process_file_once(client, ledger, task: _Task, cancel):
                 if job.failed:
                     raise JobFailedError(job, job.error or "failed")
                 finished = _finish_job(client, ledger, task, model, fmt, job)
-                done(model, fmt, started, t0, status="completed", job_id=job.id,
-                     asset_id=getattr(job, "asset_id", None), action=action,
+                done(model, fmt, started, t0, status="completed", job_id=job.id, asset_id=job.asset_id, action=action,
                      _payload=job.raw if isinstance(job, Job) else None, **finished["values"])
                 if finished["segments"] is not None:
                     segments.append(finished["segments"])

@@ -453,7 +453,7 @@ def jobs_frame(jobs: Iterable[Job | Mapping[str, Any]], *, audio_s: Mapping[str,
             try:
                 parsed.append(Job.from_payload(job))
             except ValueError as exc:
-                raise ValueError(f"`jobs` item {i}: {exc}") from None
+                raise ValueError(f"`jobs` item {i}: {getattr(exc, 'message', exc)}") from None
         else:
             raise ValueError(f"`jobs` item {i} must be a Job or a job payload dict, not {type(job).__name__}")
 
@@ -565,7 +565,7 @@ def tasks_frame(tasks: Iterable[Any], *, audio_s: Mapping[str, float] | None = N
             else:
                 task = item if isinstance(item, Task) else Task.from_payload(getattr(item, "raw", item))
         except ValueError as exc:
-            raise ValueError(f"`tasks` item {i}: {exc}") from None
+            raise ValueError(f"`tasks` item {i}: {getattr(exc, 'message', exc)}") from None
         source_name = getattr(item, "source_name", None) or task.url
         for j, target in enumerate(task.raw["targets"]):
             if not isinstance(target, Mapping) or not target.get("id"):

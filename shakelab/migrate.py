@@ -60,7 +60,7 @@ def _rows(jobs: Any) -> list[dict]:
             try:
                 job = Job.from_payload(job)
             except ValueError as exc:
-                raise ValidationError(f"`jobs` item {i}: {exc}") from None
+                raise ValidationError(f"`jobs` item {i}: {getattr(exc, 'message', exc)}") from None
         if not isinstance(job, Job):
             raise ValidationError(f"`jobs` item {i} must be a Job or a job payload, not {type(job).__name__}")
         rows.append({"asset_id": job.asset_id, "model": job.model, "format": job.format,

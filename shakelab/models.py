@@ -557,6 +557,17 @@ class Target:
         return f"the service reported status {self.status_text!r} without a message"
 
     @property
+    def duration_s(self) -> float | None:
+        """Processing time in seconds of a finished target (``updatedAt - createdAt``), else None.
+
+        The Tasks API sends no start time, so queueing is included (``Job.duration_s`` starts at
+        ``startedAt``).
+        """
+        if not self.is_done or self.created_at is None or self.updated_at is None:
+            return None
+        return (self.updated_at - self.created_at).total_seconds()
+
+    @property
     def name(self) -> str:
         """The output key: the model, with ``_<variant>`` for a variant (``vocals_high_quality``)."""
         return f"{self.model}_{self.variant}" if self.variant else str(self.model)

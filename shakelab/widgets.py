@@ -765,7 +765,7 @@ class JobSubmitter(_Displayable):
         dest.mkdir(parents=True, exist_ok=True)
         fetched: dict[str, list] = {}  # a job shown twice (reused again) is downloaded once
         for r in rows:
-            key = getattr(r["job"], "asset_id", None) or getattr(r["job"], "task_id", None) or r["job_id"]
+            key = r["job"].asset_id or r["job_id"]
             with self._lock:
                 folder = output_folder(r["source"], taken=self._folders, key=key)
             if r["job_id"] in fetched:

@@ -383,6 +383,21 @@ def test_process_executor_builds_its_own_clients(fresh_server, tmp_path, monkeyp
     assert (again.jobs["action"] == "skipped").all() and fresh_server.stats()["jobs"] == 3
 
 
+def test_process_executor_builds_tasks_clients_on_the_tasks_api(fresh_server, tmp_path, monkeypatch):
+    """The same with a TasksClient: each worker builds a TasksClient from AUDIOSHAKE_API_KEY."""
+    make_audio(tmp_path / "rec", 3)
+    monkeypatch.setenv("AUDIOSHAKE_API_KEY", fresh_server.token)
+    import multiprocessing
+
+    client = tasks_client_for(fresh_server)
+    with cf.ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        result = batch.run(tmp_path / "rec", ["music_detection"], client=client, executor=pool, progress=False)
+    assert result.ok, result.failed[["source", "error"]].to_string()
+    assert len(result.coverage) == 3 and (fresh_server.stats()["tasks"], fresh_server.stats()["jobs"]) == (3, 0)
+    again = batch.run(tmp_path / "rec", ["music_detection"], client=client, progress=False)
+    assert (again.jobs["action"] == "skipped").all() and fresh_server.stats()["tasks"] == 3
+
+
 def test_progress_bar_counts(fresh_server, tmp_path, capsys):
     make_audio(tmp_path / "rec", 2)
     (tmp_path / "rec" / "bad.wav").write_bytes(b"nope")
