@@ -45,9 +45,9 @@ def _axes(ax):
 
 
 def _frame(segments):
-    from shakelab.segments import as_frame
+    from shakelab.frames import as_segments
 
-    return as_frame(segments)
+    return as_segments(segments)
 
 
 def _span_colors(conf: np.ndarray, *, alpha: bool = True) -> np.ndarray:
