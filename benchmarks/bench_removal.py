@@ -1,6 +1,6 @@
 """Quality and speed of ``music_removal`` and ``dialogue`` (``make bench``).
 
-Quality on the music-removal development set (:mod:`shakelab.removalset`: 6 broadcast-like
+Quality on the music-removal development set (:mod:`tools.removalset`: 6 broadcast-like
 programmes of 60 s with their speech, music and noise stems, music at -6/-12/-20 dB under
 speech), on whole recordings and on 10-s and 20-s slices cut and spliced back as the
 smart-mute client does. Every model runs through ``shakelab.server.processing.run_model``
@@ -70,7 +70,7 @@ def _oracle(prog: dict, model: str) -> np.ndarray:
 
 
 def quality(progs: list[dict], slices: bool) -> None:
-    from shakelab import removalset
+    from tools import removalset
 
     modes = [("whole", None)] + ([("10-s slices", 10.0), ("20-s slices", 20.0)] if slices else [])
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,12 +122,12 @@ def speed(minutes: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", help="a built set (python -m shakelab.removalset DIR); default: build one")
+    ap.add_argument("--set", help="a built set (python -m tools.removalset DIR); default: build one")
     ap.add_argument("--no-slices", action="store_true")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--minutes", type=float, default=10.0)
     args = ap.parse_args(argv)
-    from shakelab import removalset
+    from tools import removalset
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = args.set or tmp

@@ -47,6 +47,7 @@ import soundfile as sf
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "tools"))  # make_demo
 
 from make_demo import Score, write_midi  # noqa: E402
 

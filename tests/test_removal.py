@@ -1,7 +1,7 @@
 """music_removal and dialogue through the real local server, and AudioShake's smart-mute workflow.
 
 The material is generated: espeak-ng speech and a numpy chord loop with bass and drums laid
-out as one programme of :mod:`shakelab.removalset` (speech alone, music alone, speech over
+out as one programme of :mod:`tools.removalset` (speech alone, music alone, speech over
 music ducked to -6 dB, effects alone, speech over noise, speech over music again), stems kept,
 so every figure is measured against the truth.
 
@@ -24,7 +24,7 @@ import pytest
 import requests
 import soundfile as sf
 
-from shakelab import removalset
+from tools import removalset
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make system-deps)")
 
