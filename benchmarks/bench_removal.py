@@ -84,7 +84,7 @@ def quality(progs: list[dict], slices: bool) -> None:
             for mode, seconds in modes:
                 for method, model in (("REPET-SIM (vocals)", "vocals"), ("music_removal", "music_removal"),
                                       ("dialogue", "dialogue")):
-                    fn = lambda y, m=model: _run_model(m, y, sr, tmp)  # noqa: E731
+                    fn = lambda y, m=model, rate=sr: _run_model(m, y, rate, tmp)  # noqa: E731
                     outputs.setdefault((method, mode), []).append(_sliced(fn, prog["mix"], sr, seconds))
             print(f"  scored {prog['name']}", flush=True)
     snrs = removalset.SNRS
@@ -97,9 +97,9 @@ def quality(progs: list[dict], slices: bool) -> None:
         for (method, mode), outs in outputs.items():
             if method.startswith("oracle") and target not in method:
                 continue
-            rows = [removalset.score(o, p, model=target) for o, p in zip(outs, progs)]
+            rows = [removalset.score(o, p, model=target) for o, p in zip(outs, progs, strict=True)]
             mean = lambda key, rs=rows: float(np.mean([r[key] for r in rs]))  # noqa: E731
-            by = [float(np.mean([r["sisdr"] for r, p in zip(rows, progs) if p["snr"] == s])) for s in snrs]
+            by = [float(np.mean([r["sisdr"] for r, p in zip(rows, progs, strict=True) if p["snr"] == s])) for s in snrs]
             print(f"{method:36s} {mode:12s} {mean('speech_db'):9.1f} {mean('music_db'):9.1f} {mean('noise_db'):9.1f} "
                   + " ".join(f"{b:11.1f}" for b in by) + f" {mean('sisdr_noise'):9.1f}")
 

@@ -22,7 +22,7 @@ AUDIO_FORMATS = ("wav", "mp3", "flac", "aiff")
 TEXT_FORMATS = ("json", "txt")
 SUBTITLE_FORMATS = ("json", "txt", "srt")
 
-# Every model of the real service (service-facts.md) and its output formats; the first is the natural one.
+# Every model of the real service and its output formats; the first is the natural one.
 SERVICE_MODELS: dict[str, tuple[str, ...]] = {
     **{m: AUDIO_FORMATS for m in (
         "vocals", "instrumental", "drums", "bass", "guitar", "piano", "wind", "other",
