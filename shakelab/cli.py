@@ -243,7 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``shakelab`` console script."""
+    """Run the ``shakelab`` command; return its exit status (2 for a refused argument).
+
+    Examples
+    --------
+    >>> main(["evaluate", "no-such-ref-dir", "no-such-est-dir"])  # the message goes to stderr
+    2
+    """
     args = build_parser().parse_args(argv)
     from shakelab.errors import ShakelabError
 

@@ -101,8 +101,15 @@ def available() -> bool:
 
     Examples
     --------
-    >>> isinstance(available(), bool)
+    >>> import os, tempfile
+    >>> saved = os.environ.get("SHAKELAB_MODELS")
+    >>> os.environ["SHAKELAB_MODELS"] = tempfile.mkdtemp()
+    >>> available()
+    False
+    >>> _ = path().write_bytes(b"")
+    >>> available()
     True
+    >>> _ = os.environ.pop("SHAKELAB_MODELS") if saved is None else os.environ.update(SHAKELAB_MODELS=saved)
     """
     return path().is_file()
 
