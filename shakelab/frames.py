@@ -205,7 +205,7 @@ def segments_frame(detection: Any, *, job: Job | str | None = None, source: str 
 
     Raises
     ------
-    ValueError
+    ValidationError
         A row without a field or with a non-numeric, non-finite or out-of-range value
         (``confidence`` outside 0-1, ``end_time`` before ``start_time``), naming field and row.
 
@@ -437,7 +437,7 @@ def usage_frame(usage: Any) -> pd.DataFrame:
 
     Raises
     ------
-    ValueError
+    ValidationError
         A month that is not ``YYYY-MM``, a missing or non-numeric count, naming field and row.
 
     Examples
@@ -552,7 +552,7 @@ def jobs_frame(jobs: Iterable[Job | Mapping[str, Any]], *, audio_s: Mapping[str,
 
     Raises
     ------
-    ValueError
+    ValidationError
         A payload that is not a job (no ``id``).
 
     Examples
