@@ -227,21 +227,17 @@ def segments_frame(detection: Any, *, job: Job | str | None = None, source: str 
     end = _column(records, "end_time")
     conf = _column(records, "confidence")
     n = len(start)
-    if n:
-        for key, arr in (("start_time", start), ("end_time", end), ("confidence", conf)):
-            bad = ~np.isfinite(arr)
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise ValidationError(f"`{key}` of detection row {i} must be a finite number, not {float(arr[i])!r}")
-        bad = (conf < 0.0) | (conf > 1.0)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValidationError(f"`confidence` of detection row {i} must be within 0-1, not {float(conf[i])!r}")
-        bad = end < start
-        if bad.any():
-            i = int(np.argmax(bad))
+    failed = _first_invalid(start, end, conf, negative_start=False)
+    if failed is not None:  # messages name the payload's row number
+        check, i = failed
+        values = {"start_time": start, "end_time": end, "confidence": conf}
+        if check in values:
+            raise ValidationError(f"`{check}` of detection row {i} must be a finite number, "
+                                  f"not {float(values[check][i])!r}")
+        if check == "order":
             raise ValidationError(f"`end_time` of detection row {i} ({float(end[i])!r}) is before its "
                                   f"`start_time` ({float(start[i])!r})")
+        raise ValidationError(f"`confidence` of detection row {i} must be within 0-1, not {float(conf[i])!r}")
     if provenance is None and isinstance(records, pd.DataFrame) and "provenance" in records.columns:
         origin = pd.array(records["provenance"].astype(object).where(records["provenance"].notna(), None),
                           dtype="string")
@@ -266,15 +262,33 @@ def _py(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def _bad_row(df: pd.DataFrame, mask: np.ndarray, message: str) -> None:
-    """Raise ValidationError for the first row where ``mask`` is True, naming its index and source."""
-    if mask.any():
-        pos = int(np.flatnonzero(mask)[0])
-        row = df.iloc[pos]
-        where = f"row {df.index[pos]!r}"
-        if "source" in df.columns and not pd.isna(row["source"]):
-            where += f" (source {row['source']!r})"
-        raise ValidationError(f"{where}: " + message.format(**{k: _py(row[k]) for k in df.columns}))
+def _first_invalid(start: np.ndarray, end: np.ndarray, conf: np.ndarray, *,
+                   negative_start: bool) -> tuple[str, int] | None:
+    """Return the first failed check of segment values and its row position, or None.
+
+    The one set of checks behind :func:`segments_frame` and :func:`as_segments`, in order: a
+    non-finite ``start_time``/``end_time``/``confidence`` (the check is that column's name),
+    a negative start (``"negative"``, when ``negative_start``), an end before its start
+    (``"order"``), a confidence outside [0, 1] (``"range"``).
+    """
+    checks = [("start_time", ~np.isfinite(start)), ("end_time", ~np.isfinite(end)),
+              ("confidence", ~np.isfinite(conf))]
+    if negative_start:
+        checks.append(("negative", start < 0))
+    checks += [("order", end < start), ("range", (conf < 0.0) | (conf > 1.0))]
+    for check, bad in checks:
+        if bad.any():
+            return check, int(np.argmax(bad))
+    return None
+
+
+def _bad_row(df: pd.DataFrame, pos: int, message: str) -> None:
+    """Raise ValidationError for the row at ``pos``, naming its index label and source."""
+    row = df.iloc[pos]
+    where = f"row {df.index[pos]!r}"
+    if "source" in df.columns and not pd.isna(row["source"]):
+        where += f" (source {row['source']!r})"
+    raise ValidationError(f"{where}: " + message.format(**{k: _py(row[k]) for k in df.columns}))
 
 
 def _payload_rows(rows: list) -> pd.DataFrame:
@@ -395,21 +409,21 @@ def as_segments(segments: Any, *, allow_overlap: bool = True, source: str | None
             df[key] = pd.Series(pd.NA, index=df.index, dtype="string")
         else:
             df[key] = df[key].astype("string")
-    for key in ("start_time", "end_time", "confidence"):
-        raw = df[key]
-        num = pd.to_numeric(raw, errors="coerce").astype("float64")
-        bad = ~np.isfinite(num.to_numpy())
-        if bad.any():
-            pos = int(np.flatnonzero(bad)[0])
-            raise ValidationError(f"row {df.index[pos]!r}: `{key}` must be a finite number, "
-                                  f"not {raw.iloc[pos]!r}")
-        df[key] = num
+    raw = {key: df[key] for key in ("start_time", "end_time", "confidence")}
+    for key, values in raw.items():
+        df[key] = pd.to_numeric(values, errors="coerce").astype("float64")
     start = df["start_time"].to_numpy()
     end = df["end_time"].to_numpy()
     conf = df["confidence"].to_numpy()
-    _bad_row(df, start < 0, "`start_time` {start_time!r} is negative")
-    _bad_row(df, end < start, "`end_time` {end_time!r} is before `start_time` {start_time!r}")
-    _bad_row(df, (conf < 0) | (conf > 1), "`confidence` {confidence!r} is outside [0, 1]")
+    failed = _first_invalid(start, end, conf, negative_start=True)
+    if failed is not None:  # messages name the row's index label and its source
+        check, pos = failed
+        if check in raw:
+            raise ValidationError(f"row {df.index[pos]!r}: `{check}` must be a finite number, "
+                                  f"not {raw[check].iloc[pos]!r}")
+        _bad_row(df, pos, {"negative": "`start_time` {start_time!r} is negative",
+                           "order": "`end_time` {end_time!r} is before `start_time` {start_time!r}",
+                           "range": "`confidence` {confidence!r} is outside [0, 1]"}[check])
     df["duration"] = end - start
     extra = [c for c in df.columns if c not in SEGMENTS_COLUMNS]
     df = df[[*SEGMENTS_COLUMNS, *extra]]
