@@ -124,3 +124,31 @@ def test_frame_counts_agree_with_the_window_tracks(dirs):
         assert ev._frame_counts(ref, est, duration, None) == tracks
         thresholded = ev.counts(ev.activity(ref, duration), ev.activity(est, duration, threshold=0.5))
         assert ev._frame_counts(ref, est, duration, 0.5) == thresholded
+
+
+def test_metrics_are_the_parts_of_evaluate():
+    """evaluate returns exactly frame_metrics and segment_metrics, prefixed; nothing is rounded."""
+    ref = [{"start_time": 0, "end_time": 10}, {"start_time": 20, "end_time": 30}]
+    est = [{"start_time": 0.3, "end_time": 10.2, "confidence": 0.9},
+           {"start_time": 21, "end_time": 24, "confidence": 0.2}]
+    both = ev.evaluate(ref, est, resolution=0.1, collar=0.5)
+    frame = ev.frame_metrics(ref, est, resolution=0.1)
+    segment = ev.segment_metrics(ref, est, collar=0.5)
+    assert {k: both[f"frame_{k}"] for k in frame} == frame
+    assert {k: both[f"segment_{k}"] for k in segment} == segment
+    # 0.1-s blocks: est [0.3, 10.2) is blocks 3-101 (97 inside the reference), [21, 24) is 30 blocks
+    assert (frame["tp"], frame["fp"], frame["fn"]) == (127, 2, 73) and frame["precision"] == 127 / 129
+    assert segment == {"precision": 0.5, "recall": 0.5, "f1": 0.5,
+                                                          "tp": 1, "fp": 1, "fn": 1}
+    ref_v, est_v = ev.validate(ref, est, threshold=0.5)
+    assert len(ref_v) == 2 and est_v["start_time"].tolist() == [0.3]
+
+
+def test_errors_are_shakelab_errors(tmp_path):
+    from shakelab.errors import ShakelabError, ValidationError
+
+    with pytest.raises(ValidationError, match=r"row 0: `end_time` 1\.0 is before"):
+        ev.evaluate([{"start_time": 2, "end_time": 1}], [])
+    with pytest.raises(ev.MissingInputError) as err:
+        ev.evaluate_dirs(tmp_path / "nope", tmp_path)
+    assert isinstance(err.value, ShakelabError) and isinstance(err.value, FileNotFoundError)

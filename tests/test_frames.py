@@ -151,3 +151,20 @@ def test_jobs_frame_empty_and_bad_items():
         jobs_frame([{"id": "a"}, {"status": "queued"}])
     with pytest.raises(ValueError, match=r"`jobs` item 0 must be a Job or a job payload dict, not int"):
         jobs_frame([1])
+
+
+def test_as_segments_is_the_validator_of_every_segments_input(tmp_path):
+    """Frames, payload lists and output files come out as the segments_frame contract."""
+    from shakelab import segments
+    from shakelab.errors import ValidationError
+    from shakelab.frames import as_segments
+
+    assert segments.as_frame is as_segments and list(SEGMENTS_COLUMNS) == segments.COLUMNS
+    out = tmp_path / "take.json"
+    out.write_text(json.dumps(DETECTION))
+    for given in (DETECTION, pd.DataFrame(DETECTION), out):
+        df = as_segments(given, source="take.wav", job_id="j1")
+        assert tuple(df.columns) == SEGMENTS_COLUMNS
+        assert df["source"].tolist() == ["take.wav"] * len(DETECTION) and df["job_id"].unique().tolist() == ["j1"]
+    with pytest.raises(ValidationError, match=r"row 0 \(source 'take.wav'\): `start_time` -1.0 is negative"):
+        as_segments([{"start_time": -1, "end_time": 2}], source="take.wav")
