@@ -46,7 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    """Return the ``--data-dir`` given, resolved, else the per-user local server's."""
+    """Resolve the ``--data-dir`` given, else give the per-user local server's."""
     from shakelab.server import default_data_dir
 
     return args.data_dir.expanduser().resolve() if args.data_dir else default_data_dir()
@@ -81,8 +81,8 @@ def _server_status(args: argparse.Namespace) -> int:
     if rec:
         print(f"  since      {rec.get('started_at')}")
         idle = rec.get("idle_timeout")
-        idle_text = daemon.describe_seconds(idle) + " without requests or running jobs" if idle else "never"
-        print(f"  idle stop  {idle_text}")
+        stop = daemon.describe_seconds(idle) + " without requests or running jobs" if idle else "never"
+        print(f"  idle stop  {stop}")
         if rec.get("background"):
             print(f"  log        {info.log_path}")
     return 0
@@ -291,7 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``shakelab`` console script."""
+    """Run the ``shakelab`` command; return its exit status (2 for a refused argument).
+
+    Examples
+    --------
+    >>> main(["evaluate", "no-such-ref-dir", "no-such-est-dir"])  # the message goes to stderr
+    2
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
