@@ -33,10 +33,25 @@ metadata>}`` (:func:`shakelab.models.tag_metadata`; ``task.user_metadata`` gives
 
 Examples
 --------
->>> import shakelab
->>> client = shakelab.connect(api="tasks")                             # doctest: +SKIP
->>> task = client.submit("data/demo.flac", ["vocals", "drums"])        # doctest: +SKIP
->>> client.download(task, "out/")                                      # doctest: +SKIP
+In a notebook, ``shakelab.connect(api="tasks")`` gives a client (the local server's Tasks API when
+no ``AUDIOSHAKE_API_KEY`` is set). Here, a private local server in a temporary folder:
+
+>>> import shutil, tempfile
+>>> import numpy as np, soundfile as sf
+>>> from shakelab.server import LocalServer
+>>> folder = tempfile.mkdtemp()
+>>> server = LocalServer(data_dir=f"{folder}/server", token="example-key-0123456789", port=0, workers=1)
+>>> server = server.start()
+>>> sf.write(f"{folder}/take1.wav", np.zeros(22050, dtype="float32"), 22050)
+>>> client = TasksClient(api_key=server.token, base_url=server.base_url)
+>>> task = client.submit(f"{folder}/take1.wav", ["bass"], formats="flac", progress=False)
+>>> task.completed, [(t.model, t.status.value, t.cost) for t in task.targets]
+(True, [('bass', 'completed', 1.0)])
+>>> task.user_metadata is None and task.attempt is not None   # shakelab's tag, none of yours
+True
+>>> [p.name for p in client.download(task, f"{folder}/out", progress=False)]
+['bass.flac']
+>>> client.close(); server.stop(); shutil.rmtree(folder)
 """
 
 from __future__ import annotations
@@ -58,8 +73,8 @@ from shakelab.client import (
     is_service_url, note_done_elsewhere, output_folder,
 )
 from shakelab.errors import (
-    AuthenticationError, JobTimeoutError, MalformedResponseError, NotFoundError, NotPicklableError, ShakelabError,
-    TaskFailedError, UnconfirmedTaskError, ValidationError, scrubbed_logger,
+    APIError, AuthenticationError, JobTimeoutError, MalformedResponseError, NotFoundError, NotPicklableError,
+    ShakelabError, TaskFailedError, UnconfirmedTaskError, ValidationError, scrubbed_logger,
 )
 from shakelab.models import (
     Asset, JobStatus, Target, Task, TaskOutput, check_targets, check_task_request, tag_metadata,
@@ -461,8 +476,10 @@ class TasksClient:
         except JobTimeoutError:
             if listed:
                 return None
-            raise UnconfirmedTaskError(attempt, sent_at, lost if lost is not None else
-                                       (errors[-1] if errors else None)) from None
+            cause: BaseException | None = lost if lost is not None else (errors[-1] if errors else None)
+        except APIError as exc:  # a 401/403/404 on the list: it cannot be read at all
+            cause = exc
+        raise UnconfirmedTaskError(attempt, sent_at, cause, recorded=self.ledger is not None)
 
     def _scan(self, attempt: str, sent_at: float) -> Task | None:
         """One bounded scan of ``GET /tasks``, newest first, for the task tagged ``attempt``."""
