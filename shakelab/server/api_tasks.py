@@ -393,8 +393,7 @@ def build_router(ctx) -> APIRouter:
 
     @router.get("/assets")
     async def list_assets(request: Request):
-        rows = store.rows("SELECT * FROM assets WHERE source != 'output' ORDER BY created_at DESC, rowid DESC")
-        return JSONResponse([asset_payload(ctx, dict(r), base(request)) for r in rows])
+        return JSONResponse([asset_payload(ctx, a, base(request)) for a in store.source_assets()])
 
     @router.post("/tasks")
     async def create_task(request: Request):
