@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
-import email.utils
 import glob as _glob
 import os
 import threading
@@ -30,15 +29,16 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from shakelab import catalog
 from shakelab.errors import (
-    JobFailedError, JobTimeoutError, NotFoundError, RateLimitError, ServerError, ShakelabError, TransportError,
-    ValidationError,
+    BatchCancelled, JobFailedError, NotFoundError, RateLimitError, ShakelabError, ValidationError,
 )
+from shakelab.transport import RateGate
 
-__all__ = ["run", "main", "BatchResult", "AUDIO_EXTENSIONS", "JOBS_COLUMNS"]
+__all__ = ["AUDIO_EXTENSIONS", "JOBS_COLUMNS", "BatchResult", "RateGate", "main", "run"]
 
 #: File extensions a folder source is searched for (case-insensitive), recursively.
 AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".aiff", ".aif", ".aifc", ".mp3", ".ogg", ".oga",
@@ -48,150 +48,8 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".wave", ".flac", ".aiff", ".aif", ".aifc"
 JOBS_COLUMNS = ("source", "model", "format", "status", "job_id", "asset_id", "action", "error",
                 "started_at", "finished_at", "elapsed_s", "processing_s", "outputs", "n_segments")
 
-_MAX_POLL_INTERVAL = 15.0   # polls back off from 1 s to this, like Client.wait
 _MAX_RATE_LIMIT_ROUNDS = 8  # whole-file retries after the client itself gave up on 429s
-_MAX_BACKOFF = 60.0
 _FIRST_POLL_DELAY = 1.0     # seconds between creating a job and its first poll
-
-
-# --------------------------------------------------------------------------- shared backoff
-class RateGate:
-    """One backoff shared by every worker of a batch.
-
-    When any request of the batch is answered 429, no worker sends another request until the
-    wait the service asked for (``Retry-After``, seconds or HTTP-date; doubling from 1 s when
-    absent; capped at 60 s) is over. The client's own retry of the request that got the 429 is
-    left as it is: the gate only keeps the *other* workers from piling on meanwhile.
-
-    Attributes
-    ----------
-    hits : int
-        429 answers seen.
-    waited_s : float
-        Total seconds workers spent held at the gate.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._until = 0.0
-        self._streak = 0
-        self.hits = 0
-        self.waited_s = 0.0
-        self.pauses: list[tuple[float, float]] = []   # (monotonic start, end) of each pause
-
-    def __getstate__(self) -> dict:   # travels to executor workers as a fresh gate
-        return {}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()
-
-    def wait_turn(self) -> None:
-        """Block while the batch is backing off."""
-        while True:
-            with self._lock:
-                delay = self._until - time.monotonic()
-            if delay <= 0:
-                return
-            time.sleep(min(delay, 0.25))
-            with self._lock:
-                self.waited_s += min(delay, 0.25)
-
-    def note(self, status: int, retry_after: str | None) -> None:
-        """Record an answer: a 429 pushes the shared pause forward, anything else ends a 429 streak."""
-        with self._lock:
-            if status != 429:
-                self._streak = 0
-                return
-            self.hits += 1
-            self._streak += 1
-            wait = _parse_retry_after(retry_after)
-            if wait is None:
-                wait = min(2.0 ** (self._streak - 1), _MAX_BACKOFF)
-            now = time.monotonic()
-            until = now + min(max(wait, 0.0), _MAX_BACKOFF)
-            if until > self._until:
-                self._until = until
-                self.pauses.append((now, until))
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when is None:
-        return None
-    return max(when.timestamp() - time.time(), 0.0)
-
-
-def _gate_adapter_class():
-    from requests.adapters import BaseAdapter
-
-    class GateAdapter(BaseAdapter):
-        """A requests transport adapter that holds each request at a :class:`RateGate`."""
-
-        def __init__(self, inner, gate: RateGate):
-            super().__init__()
-            self.inner = inner
-            self.gate = gate
-
-        def send(self, request, **kwargs):
-            self.gate.wait_turn()
-            response = self.inner.send(request, **kwargs)
-            self.gate.note(response.status_code, response.headers.get("Retry-After"))
-            return response
-
-        def close(self):
-            self.inner.close()
-
-    return GateAdapter
-
-
-def _client_session(client):
-    for name in ("session", "_session"):
-        session = getattr(client, name, None)
-        if session is not None and hasattr(session, "mount"):
-            return session
-    return None
-
-
-class _GateInstalled:
-    """Context manager: route the client's requests to its service through a RateGate."""
-
-    def __init__(self, client, gate: RateGate):
-        self.client, self.gate = client, gate
-        self.session = _client_session(client)
-        self.prefix = str(getattr(client, "base_url", "")).rstrip("/") + "/"
-        self.previous = None
-
-    def __enter__(self):
-        if self.session is None or self.prefix == "/":
-            return self
-        GateAdapter = _gate_adapter_class()
-        inner = self.session.get_adapter(self.prefix)
-        if isinstance(inner, GateAdapter):      # a batch already running on this client
-            self.gate = inner.gate
-            self.session = None
-            return self
-        self.previous = self.session.adapters.get(self.prefix)
-        self.session.mount(self.prefix, GateAdapter(inner, self.gate))
-        return self
-
-    def __exit__(self, *exc):
-        if self.session is None:
-            return False
-        if self.previous is not None:
-            self.session.mount(self.prefix, self.previous)
-        else:
-            self.session.adapters.pop(self.prefix, None)
-        return False
 
 
 # --------------------------------------------------------------------------- sources
@@ -257,8 +115,11 @@ def _check_models(models: Any, fmt: Any) -> list[tuple[str, str]]:
 
 
 def _output_dirs(paths: list[Path], root: Path | None, download_to: Path) -> list[Path]:
-    """One folder per recording under ``download_to``: :func:`shakelab.client.output_folder`
-    relative to the batch's folder (or to the files' common parent folder)."""
+    """Give each recording one folder under ``download_to``.
+
+    The folder is :func:`shakelab.client.output_folder` relative to the batch's folder (or to
+    the files' common parent folder).
+    """
     from shakelab.client import output_folder
 
     if root is None and paths:
@@ -281,11 +142,11 @@ class _Task:
 def _now():
     import datetime as dt
 
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _row(task: _Task, model: str, fmt: str, **values) -> dict:
-    row = {"source": task.source, "model": model, "format": fmt, "status": "failed", "job_id": None,
+    row: dict[str, Any] = {"source": task.source, "model": model, "format": fmt, "status": "failed", "job_id": None,
            "asset_id": None, "action": None, "error": None, "started_at": None, "finished_at": None,
            "elapsed_s": float("nan"), "processing_s": float("nan"), "outputs": [], "n_segments": None}
     row.update(values)
@@ -297,7 +158,7 @@ def _is_detection(model: str) -> bool:
 
 
 def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
-    """Outputs of a completed job: downloads (when asked) and music segments; returns row values."""
+    """Fetch the outputs of a completed job: downloads (when asked) and music segments; return row values."""
     from shakelab.frames import segments_frame
 
     values: dict[str, Any] = {"processing_s": job.duration_s if job.duration_s is not None else float("nan")}
@@ -306,10 +167,7 @@ def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
         rec = ledger.get_job(job.id) if ledger is not None else None
         out_dir = task.out_dir.resolve()
         recorded = [p for p in (rec or {}).get("outputs", []) if Path(p).is_file() and Path(p).parent == out_dir]
-        if recorded:
-            paths = recorded
-        else:
-            paths = [os.fspath(p) for p in client.download(job, task.out_dir, folder="", progress=False)]
+        paths = recorded or [os.fspath(p) for p in client.download(job, task.out_dir, folder="", progress=False)]
     values["outputs"] = paths
     segments = None
     if _is_detection(model):
@@ -333,38 +191,24 @@ def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
 
 
 def _wait(client, job, cancel: threading.Event | None, *, first_delay: float = 0.0):
-    """Poll ``job`` until it finishes, pausing like ``Client.wait`` (1 s growing to 15 s) but
-    in slices a cancelled batch interrupts at once. Each poll is ``client.get_job``, so the
-    client's own retries (429 with Retry-After, 5xx, dropped connections) apply to it."""
-    stop = cancel or threading.Event()
-    started = time.monotonic()
-    seen = False
-    pause, interval = first_delay, 1.0
-    while True:
-        if pause > 0 and stop.wait(pause):
-            raise JobTimeoutError(job, time.monotonic() - started)
-        try:
-            current = client.get_job(job)
-        except NotFoundError as exc:
-            # The real service answers 404 for a few seconds after creating a job.
-            if seen or time.monotonic() - started > getattr(client, "not_found_grace", 60.0):
-                raise ShakelabError(f"job {job.id} is unknown to the service ({exc}); "
-                                    f"rerun with force=True to submit it again") from None
-        except (TransportError, ServerError, RateLimitError):
-            pass                     # the client already retried; still pending: poll again later
-        else:
-            seen, job = True, current
-            if current.failed:
-                raise JobFailedError(current, current.error or "failed")
-            if current.is_done:
-                return current
-        pause, interval = interval, min(_MAX_POLL_INTERVAL, interval * 1.5)
+    """Poll ``job`` until it finishes, with the client's poller (``Client.wait``'s schedule).
+
+    A cancelled batch interrupts its pauses at once (:class:`~shakelab.errors.BatchCancelled`).
+    """
+    try:
+        return client.poller(job, first_delay=first_delay, cancel=cancel).run()
+    except NotFoundError as exc:  # unknown to the service after the 404 grace (or gone after being seen)
+        raise ShakelabError(f"job {job.id} is unknown to the service ({exc}); "
+                            f"rerun with force=True to submit it again") from None
 
 
 @dataclass(frozen=True)
 class _ClientSpec:
-    """What a worker in another process needs to build its own client (a Client never pickles:
-    it holds the token, which the worker reads from its own ``AUDIOSHAKE_API_TOKEN``)."""
+    """What a worker in another process needs to build its own client.
+
+    A Client never pickles: it holds the token, which the worker reads from its own
+    ``AUDIOSHAKE_API_TOKEN``.
+    """
 
     base_url: str
     service: str
@@ -386,7 +230,7 @@ def _worker_client(spec: _ClientSpec):
 
             client = Client(base_url=spec.base_url, timeout=spec.timeout, max_retries=spec.max_retries,
                             ledger=Ledger(spec.ledger_path) if spec.ledger_path else None, service=spec.service)
-            _GateInstalled(client, RateGate()).__enter__()   # one backoff per worker process
+            client.transport.gate = RateGate()   # one backoff per worker process, for its lifetime
             _WORKER_CLIENTS[spec] = client
         return client
 
@@ -404,7 +248,7 @@ def _process_file(client, task: _Task, cancel: threading.Event | None = None) ->
 
 
 def _unconfirmed(client, ledger, sha: str | None, model: str, fmt: str, exc: BaseException) -> bool:
-    """True when POST /job of this (file, model) lost its answer: now, or in an earlier run."""
+    """Tell whether POST /job of this (file, model) lost its answer: now, or in an earlier run."""
     from shakelab.errors import UnconfirmedJobError
 
     if isinstance(exc, UnconfirmedJobError):
@@ -420,7 +264,8 @@ def _process_file_once(client, ledger, task: _Task, cancel):
     from shakelab.ledger import file_sha256
     from shakelab.models import Job
 
-    rows, segments = [], []
+    rows: list[dict] = []
+    segments: list[Any] = []
     service = _service(client)
 
     def done(model, fmt, started, t0, **values):
@@ -475,21 +320,20 @@ def _process_file_once(client, ledger, task: _Task, cancel):
                     segments.append(finished["segments"])
                 break
             except RateLimitError as exc:
-                # The client retried and gave up (or, for POST /job, never retries a 429). The
-                # service refused those requests, so nothing was created: hold at the shared gate
-                # and go again; whatever was done so far is in the ledger and is resumed.
+                # The transport retried and gave up. The service refused those requests, so
+                # nothing was created: go again; the next request waits at the shared gate (the
+                # one backoff), and whatever was done so far is in the ledger and is resumed.
                 if round_ == _MAX_RATE_LIMIT_ROUNDS:
                     done(model, fmt, started, t0, job_id=getattr(job, "id", None), action=action,
                          error=f"rate limited: {exc}; rerun to resume")
                     break
-                time.sleep(min(exc.retry_after or 2.0 ** round_, _MAX_BACKOFF))
             except JobFailedError as exc:
                 failed = exc.job if getattr(exc.job, "id", None) else job
                 done(model, fmt, started, t0, job_id=getattr(failed, "id", None),
                      asset_id=getattr(failed, "asset_id", None), action=action, error=exc.message,
                      processing_s=getattr(failed, "duration_s", None) or float("nan"))
                 break
-            except JobTimeoutError as exc:  # only when cancelled: the job keeps running, a rerun resumes it
+            except BatchCancelled as exc:  # the job keeps running, a rerun resumes it
                 done(model, fmt, started, t0, status=str(getattr(exc.job, "status", "pending")),
                      job_id=getattr(exc.job, "id", None), action=action,
                      error="batch cancelled while the job was running; rerun to resume")
@@ -608,12 +452,12 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
     Each file is uploaded once and gets one job per model. Files are processed ``concurrency``
     at a time; a failure in one (missing, unreadable, rejected by the service, failed job) is
     recorded in its rows and never stops the others. When the service answers 429, every
-    worker holds back for the wait it asked for (one shared backoff on top of the client's
-    own retry of that request). Every upload and job is recorded in the client's ledger, so
-    calling ``run`` again with the same arguments after a crash, a kernel restart or a kill
-    polls the jobs still in flight instead of resubmitting them and skips the finished ones
-    (music-detection windows are kept in the ledger too: a finished batch reruns with no
-    request at all).
+    worker holds back for the wait it asked for (one shared backoff: the client's transport
+    retries that request after the same pause, :class:`~shakelab.transport.RateGate`). Every
+    upload and job is recorded in the client's ledger, so calling ``run`` again with the same
+    arguments after a crash, a kernel restart or a kill polls the jobs still in flight instead
+    of resubmitting them and skips the finished ones (music-detection windows are kept in the
+    ledger too: a finished batch reruns with no request at all).
 
     Parameters
     ----------
@@ -707,7 +551,8 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
                       "job; use shakelab.connect() or Client(..., ledger=shakelab.Ledger())", stacklevel=2)
     out_root = Path(download_to).expanduser() if download_to is not None else None
     out_dirs = _output_dirs(paths, root, out_root) if out_root is not None else [None] * len(paths)
-    tasks = [_Task(i, p, n, specs, d, bool(force)) for i, (p, n, d) in enumerate(zip(paths, names, out_dirs))]
+    tasks = [_Task(i, p, n, specs, d, bool(force))
+             for i, (p, n, d) in enumerate(zip(paths, names, out_dirs, strict=True))]
 
     gate = RateGate()
     cancel = threading.Event()
@@ -728,8 +573,7 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
         ledger_path=os.fspath(ledger.path) if ledger is not None else None,
         timeout=float(getattr(client, "timeout", 30.0)), max_retries=int(getattr(client, "max_retries", 4)))
     try:
-        with _GateInstalled(client, gate) as installed:
-            gate = installed.gate
+        with _gated(client, gate) as gate:
             pending: dict[cf.Future, _Task] = {}
             queue = list(tasks)
             while queue or pending:
@@ -808,11 +652,11 @@ def _coverage(jobs, segments):
     for src in done["source"]:
         try:
             lengths[src] = float(info(src).duration)
-        except Exception:  # noqa: BLE001 - the file went away after its job: no length, no share
+        except Exception:  # the file went away after its job: no length, no share
             lengths[src] = float("nan")
     known = {k: v for k, v in lengths.items() if v == v}
     found = sg.coverage(segments[segments["source"].isin(list(known))], duration=known) if known else None
-    music = dict(zip(found["source"], found["music_seconds"])) if found is not None else {}
+    music = dict(zip(found["source"], found["music_seconds"], strict=True)) if found is not None else {}
     rows = []
     for r in det.itertuples(index=False):
         if r.status != "completed":
@@ -836,8 +680,16 @@ def _coverage(jobs, segments):
     return frame
 
 
+def _gated(client, gate: RateGate):
+    """Every request of ``client`` through ``gate`` (or the gate of a batch already running on it)."""
+    import contextlib
+
+    transport = getattr(client, "transport", None)
+    return transport.gated(gate) if transport is not None else contextlib.nullcontext(gate)
+
+
 def _service(client) -> str:
-    """The ledger's key for the client's service (a local server's id, else the base URL)."""
+    """Return the ledger's key for the client's service (a local server's id, else the base URL)."""
     return str(getattr(client, "service", None) or client.base_url)
 
 

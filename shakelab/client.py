@@ -1,7 +1,10 @@
 """The client of the AudioShake legacy Jobs API (and of shakelab's local server, which speaks the same API).
 
-One :class:`Client` holds one ``requests.Session``; every API call goes through one method,
-``Client._request``, which applies the retry rule below. One public method per endpoint of the
+One :class:`Client` holds one :class:`~shakelab.transport.Transport` (``client.transport``: the
+``requests.Session``, the token, the retry rule); every API call goes through
+``Transport.request``, which applies the retry rule below (the rule is the transport's; how
+this client uses it is written here). Waiting is :class:`~shakelab.transport.Poller`
+(:meth:`Client.poller`). One public method per endpoint of the
 page (``upload``, ``upload_link``, ``create_job``, ``get_job``, ``usage``) plus what a notebook
 needs (``wait``, ``submit``, ``download``, ``music_detection``, ``segments``, ``jobs_frame``).
 
@@ -31,9 +34,10 @@ Retry rule
 - Other 4xx answers are never retried: 401/403 raise ``AuthenticationError``, 404
   ``NotFoundError``, the rest ``APIError`` with the service's message.
 
-The token lives in a private holder whose ``repr`` is ``<hidden>``; it is added to each API
-request by an auth hook, never stored in headers, messages or log records, and never sent
-to download links (those are signed URLs on other hosts).
+The token lives in a :class:`~shakelab.transport.Secret` whose ``repr`` is ``<hidden>``; it is
+added to each API request by an auth hook (:class:`~shakelab.transport.BearerAuth`), never
+stored in headers, messages or log records, and never sent to download links (those are signed
+URLs on other hosts).
 
 Examples
 --------
@@ -46,46 +50,43 @@ Examples
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import io
 import json as _json
 import logging
 import os
-import random
 import re
+import secrets
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
-import urllib3
 
 from shakelab import catalog
 from shakelab.errors import (
-    APIError, AuthenticationError, JobFailedError, JobTimeoutError, NotFoundError, RateLimitError,
-    ServerError, ShakelabError, TransportError, UnconfirmedJobError, ValidationError, register_secret,
-    scrubbed_logger,
+    APIError, AuthenticationError, JobFailedError, MalformedResponseError, NotFoundError, NotPicklableError,
+    ShakelabError, TransportError, UnconfirmedJobError, ValidationError, scrubbed_logger,
 )
-from shakelab.models import Asset, Job, OutputAsset
+from shakelab.models import FAILED_STATUSES, Asset, Job, OutputAsset
+from shakelab.transport import (  # noqa: F401  (parse_retry_after: re-exported, its old home)
+    BEFORE_SEND, IDEMPOTENT, NEVER, BearerAuth, Poller, Schedule, Secret, Transport, describe, is_loopback,
+    parse_retry_after,
+)
 
-__all__ = ["Client", "connect", "output_folder", "DEFAULT_BASE_URL", "is_service_url", "LOCAL_ONLY_METADATA"]
+__all__ = ["DEFAULT_BASE_URL", "LOCAL_ONLY_METADATA", "Client", "connect", "is_service_url", "output_folder"]
 
 log = scrubbed_logger("shakelab.client")
 
 DEFAULT_BASE_URL = "https://groovy.audioshake.ai"
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read once at import, when no other thread creates files yet
-_FILE_MODE = 0o666 & ~_UMASK
 TOKEN_ENV = "AUDIOSHAKE_API_TOKEN"
 BASE_URL_ENV = "AUDIOSHAKE_BASE_URL"
-_RETRY_STATUSES = frozenset({502, 503, 504})
 #: Local-only (shakelab's server): the id of a POST /job attempt, so that sending it again cannot
 #: create a second job. The AudioShake Jobs API has no such header; it is sent to loopback hosts only.
 IDEMPOTENCY_HEADER = "X-Shakelab-Idempotency-Key"
@@ -109,7 +110,7 @@ def is_service_url(url: str) -> bool:
 # --------------------------------------------------------------------------- output names
 def output_folder(source: str | os.PathLike, *, root: str | os.PathLike | None = None,
                   taken: dict | None = None, key: Any = None) -> Path:
-    """The folder, relative to a download destination, for the outputs of one recording.
+    """Return the folder, relative to a download destination, for the outputs of one recording.
 
     The one naming rule of shakelab (``Client.download``, the ``JobSubmitter`` widget and
     ``batch.run`` all use it): the recording's path without its extension, relative to
@@ -172,99 +173,8 @@ def output_folder(source: str | os.PathLike, *, root: str | os.PathLike | None =
     return candidate
 
 
-# --------------------------------------------------------------------------- secrets
-class _Secret:
-    """Holds the token; its repr/str never show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<hidden>"
-
-    __str__ = __repr__
-
-    def __reduce__(self):  # never pickled along with a client
-        raise TypeError("the API token cannot be pickled")
-
-
-class _BearerAuth(requests.auth.AuthBase):
-    """Adds ``Authorization: Bearer <token>`` to an API request at send time."""
-
-    def __init__(self, secret: _Secret):
-        self._secret = secret
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"Bearer {self._secret.reveal()}"
-        return request
-
-    def __repr__(self) -> str:
-        return "_BearerAuth(<hidden>)"
-
-
-class _RetryLater(Exception):
-    """Internal: this attempt failed in a retryable way."""
-
-    def __init__(self, error: ShakelabError, delay: float | None = None):
-        self.error = error
-        self.delay = delay
-
-
-def _sent_nothing(exc: requests.RequestException) -> bool:
-    """True when the request certainly never left this machine (connection not established)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        reason = exc.args[0] if exc.args else None
-        reason = getattr(reason, "reason", reason)  # MaxRetryError -> its reason
-        return isinstance(reason, (urllib3.exceptions.NewConnectionError,
-                                   urllib3.exceptions.ConnectTimeoutError,
-                                   urllib3.exceptions.NameResolutionError))
-    return False
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, token-free description of a transport exception."""
-    reason = exc.args[0] if exc.args else exc
-    reason = getattr(reason, "reason", reason)
-    text = str(reason) or type(reason).__name__
-    text = re.sub(r"<urllib3\.[^>]*>:?\s*", "", text)
-    return f"{type(exc).__name__}: {text}"[:300]
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), else None.
-
-    Examples
-    --------
-    >>> parse_retry_after("3")
-    3.0
-    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0)
-    10.0
-    """
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
 def _refused(exc: BaseException) -> bool:
-    """True when a failed POST /job certainly created nothing (never sent, or refused with a 4xx)."""
+    """Tell whether a failed POST /job certainly created nothing (never sent, or refused with a 4xx)."""
     if isinstance(exc, TransportError):
         return not getattr(exc, "maybe_sent", True)
     if isinstance(exc, APIError):
@@ -273,7 +183,7 @@ def _refused(exc: BaseException) -> bool:
 
 
 def _is_json(value: Any) -> bool:
-    """True when ``value`` is plain JSON with finite numbers."""
+    """Tell whether ``value`` is plain JSON with finite numbers."""
     try:
         _json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
@@ -282,7 +192,7 @@ def _is_json(value: Any) -> bool:
 
 
 def _looks_like_asset_id(source: Any) -> bool:
-    """A string that names no file and looks like an id (no suffix, no separator) is an asset id."""
+    """Return a string that names no file and looks like an id (no suffix, no separator) is an asset id."""
     return (isinstance(source, str) and re.fullmatch(r"[A-Za-z0-9_-]{6,64}", source) is not None
             and not os.path.exists(source))
 
@@ -313,7 +223,8 @@ class _Source:
             size = path.stat().st_size
             if size == 0:
                 raise ValidationError(f"`source` file is empty (0 bytes): {os.fspath(source)!r}")
-            self.path, self.size, self.start = path, size, 0
+            self.path, self.start = path, 0
+            self.size: int | None = size
             self.name = name or path.name
         elif hasattr(source, "read") and callable(source.read):
             if isinstance(source, io.TextIOBase) or "b" not in getattr(source, "mode", "b"):
@@ -343,7 +254,7 @@ class _Source:
         return self.path is not None or self.seekable
 
     def open(self):
-        """A binary stream at the start of the content (a new handle for paths)."""
+        """Return a binary stream at the start of the content (a new handle for paths)."""
         if self.path is not None:
             return open(self.path, "rb")
         if self.seekable:
@@ -412,8 +323,29 @@ class _ProgressReader:
         return chunk
 
 
-def _chunked_multipart(src: "_Source", stream: Any, bar: Any) -> tuple[Any, dict]:
-    """A multipart body for a stream of unknown length, sent with chunked transfer encoding."""
+def _multipart_body(src: _Source, bar: Any) -> Callable[[], tuple[Any, dict]]:
+    """Build the ``body=`` of an upload (field ``file``): rebuilt, from the start of the file, for each attempt.
+
+    Streamed by ``requests_toolbelt.MultipartEncoder`` (flat memory whatever the size); a stream
+    of unknown length (a pipe) goes as a chunked body. Both clients' uploads use it.
+    """
+    from requests_toolbelt import MultipartEncoder
+
+    def make_body() -> tuple[Any, dict]:
+        bar.reset(total=src.size)
+        stream = src.open()
+        if src.size is None:  # a pipe: size unknown, so a chunked multipart body of our own
+            return _chunked_multipart(src, stream, bar)
+        encoder = MultipartEncoder(fields={"file": (src.name, stream, src.content_type)})
+        reader = _ProgressReader(encoder, bar)
+        reader.close = stream.close  # type: ignore[attr-defined]
+        return reader, {"Content-Type": encoder.content_type}
+
+    return make_body
+
+
+def _chunked_multipart(src: _Source, stream: Any, bar: Any) -> tuple[Any, dict]:
+    """Return a multipart body for a stream of unknown length, sent with chunked transfer encoding."""
     import uuid
 
     boundary = uuid.uuid4().hex
@@ -431,7 +363,117 @@ def _chunked_multipart(src: "_Source", stream: Any, bar: Any) -> tuple[Any, dict
     return chunks(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
+def _download_to(dest_dir: Path, name: str, fetch: Callable[[Callable[[requests.Response], Path]], Path], *,
+                 transport: Any, progress: bool, logger: logging.Logger) -> Path:
+    """Stream one output into ``dest_dir/name``: a temporary file renamed when complete, retried on drops.
+
+    ``fetch(consume)`` GETs the output's link (renewing it when expired) and returns
+    ``consume(response)``. A dropped or short download is retried under the transport's backoff
+    (``max_retries`` times); no half-written file is ever left under ``name``. Both clients'
+    downloads use it.
+    """
+    from tqdm.auto import tqdm
+
+    target = dest_dir / name
+
+    def consume(resp: requests.Response) -> Path:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        tmp = os.fspath(dest_dir / f".{name}.{secrets.token_hex(6)}.part")
+        # 0o666 less the umask, like any file the user saves (not mkstemp's 0600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                                desc=f"download {name}", disable=not progress, leave=False) as bar:
+                for chunk in resp.iter_content(_CHUNK):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+            if total is not None and os.path.getsize(tmp) != total:
+                raise TransportError(f"download of {name} stopped after {os.path.getsize(tmp)} of {total} bytes")
+            os.replace(tmp, target)
+        except requests.RequestException as exc:
+            os.unlink(tmp)
+            raise TransportError(f"download of {name} failed: {describe(exc)}") from None
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return target
+
+    attempt = 0
+    while True:
+        try:
+            return fetch(consume)
+        except TransportError as exc:
+            if attempt >= transport.max_retries:
+                raise
+            delay = transport.backoff_delay(attempt)
+            logger.warning("%s; retry %d/%d in %.2f s", exc, attempt + 1, transport.max_retries, delay)
+            time.sleep(delay)
+            attempt += 1
+
+
+def note_done_elsewhere(ledger: Any, sha256: str, *, api: str, source: str, logger: logging.Logger) -> None:
+    """Warn when the ledger shows this content was already processed through the *other* API.
+
+    The two APIs never share uploads or results, so what runs now is billed again; both clients
+    say so when such a file is uploaded (:meth:`shakelab.ledger.Ledger.done_elsewhere`).
+    """
+    try:
+        done = ledger.done_elsewhere(sha256=sha256, api=api)
+    except Exception as exc:  # the ledger is a convenience: never let it break an upload
+        logger.warning("ledger.done_elsewhere failed: %s: %s", type(exc).__name__, exc)
+        return
+    if not done:
+        return
+    other, this = ("Jobs", "Tasks") if api == "tasks" else ("Tasks", "Jobs")
+    kind = "job" if other == "Jobs" else "task"
+    listed = ", ".join(f"{'/'.join(map(str, d['models']))} ({kind} {d['id']}, {d['status']})" for d in done[:5])
+    more = f" and {len(done) - 5} more" if len(done) > 5 else ""
+    logger.warning("%s was already processed through the %s API: %s%s; the %s API cannot reuse those results, "
+                   "so what runs on it now is billed again", source, other, listed, more, this)
+
+
+def check_client_options(*, base_url: Any, default_url: str, timeout: Any, max_retries: Any, max_retry_after: Any,
+                         backoff: Any, max_backoff: Any, service: Any) -> None:
+    """Refuse a malformed ``base_url``, timing option or ``service`` of a client (both clients' rule).
+
+    Examples
+    --------
+    >>> check_client_options(base_url="ftp://x", default_url=DEFAULT_BASE_URL, timeout=1, max_retries=0,
+    ...                      max_retry_after=1, backoff=1, max_backoff=1, service=None)
+    Traceback (most recent call last):
+    ...
+    shakelab.errors.ValidationError: `base_url` must be an http(s) URL such as 'https://groovy.audioshake.ai', not 'ftp://x'
+    """
+    if not isinstance(base_url, str) or urlsplit(base_url).scheme not in ("http", "https") \
+            or not urlsplit(base_url).netloc:
+        raise ValidationError(f"`base_url` must be an http(s) URL such as {default_url!r}, not {base_url!r}")
+    for pname, value in (("timeout", timeout), ("max_retry_after", max_retry_after),
+                         ("backoff", backoff), ("max_backoff", max_backoff)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+                or (pname == "timeout" and value == 0):
+            raise ValidationError(f"`{pname}` must be a positive number of seconds, not {value!r}")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValidationError(f"`max_retries` must be a whole number >= 0, not {max_retries!r}")
+    if service is not None and (not isinstance(service, str) or not service.strip()):
+        raise ValidationError(f"`service` must be a non-empty string, not {service!r}")
+
+
 # --------------------------------------------------------------------------- client
+class _Policy:
+    """A Client attribute that lives on its transport (``client.max_retries = 1`` sets the transport's)."""
+
+    def __init__(self, name: str, doc: str):
+        self.name = name
+        self.__doc__ = doc
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        return self if obj is None else getattr(obj.transport, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj.transport, self.name, value)
+
+
 class Client:
     """A client for the AudioShake legacy Jobs API (or shakelab's local server).
 
@@ -491,36 +533,19 @@ class Client:
             raise ValidationError(f"`token` must be a non-empty string, not {type(token).__name__}")
         if base_url is None:
             base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-        if not isinstance(base_url, str) or urlsplit(base_url).scheme not in ("http", "https") \
-                or not urlsplit(base_url).netloc:
-            raise ValidationError(f"`base_url` must be an http(s) URL such as {DEFAULT_BASE_URL!r}, not {base_url!r}")
-        for pname, value in (("timeout", timeout), ("max_retry_after", max_retry_after),
-                             ("backoff", backoff), ("max_backoff", max_backoff)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
-                    or (pname == "timeout" and value == 0):
-                raise ValidationError(f"`{pname}` must be a positive number of seconds, not {value!r}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValidationError(f"`max_retries` must be a whole number >= 0, not {max_retries!r}")
-        if service is not None and (not isinstance(service, str) or not service.strip()):
-            raise ValidationError(f"`service` must be a non-empty string, not {service!r}")
-        self._token = _Secret(token.strip())
-        register_secret(self._token.reveal())
-        self._auth = _BearerAuth(self._token)
-        self.base_url = base_url.rstrip("/")
+        check_client_options(base_url=base_url, default_url=DEFAULT_BASE_URL, timeout=timeout,
+                             max_retries=max_retries, max_retry_after=max_retry_after, backoff=backoff,
+                             max_backoff=max_backoff, service=service)
+        #: the session, the token (a :class:`~shakelab.transport.BearerAuth`) and the retry rule
+        self.transport = Transport(base_url, BearerAuth(Secret(token.strip())), timeout=timeout,
+                                   max_retries=max_retries, max_retry_after=max_retry_after, backoff=backoff,
+                                   max_backoff=max_backoff, logger=log)
+        self.base_url = self.transport.base_url
         #: what the ledger knows this service by: a local server's id, else the base URL
         self.service = service.strip() if service is not None else self.base_url
-        self.timeout = float(timeout)
-        self.max_retries = max_retries
-        self.max_retry_after = float(max_retry_after)
-        self.backoff = float(backoff)
-        self.max_backoff = float(max_backoff)
         self.ledger = ledger
-        self.session = requests.Session()
-        self.session.headers.update({"Accept": "application/json", "User-Agent": "shakelab/0.1"})
-        self._local = urlsplit(self.base_url).hostname in ("127.0.0.1", "localhost", "::1")
-        self.session.trust_env = not self._local
         #: send shakelab's local-only ``X-Shakelab-Idempotency-Key`` with POST /job (loopback servers)
-        self.local_idempotency = self._local
+        self.local_idempotency = is_loopback(self.base_url)
         self._jobs: dict[str, Job] = {}
         self._assets: dict[str, Asset] = {}
         self._asset_paths: dict[str, str] = {}
@@ -535,151 +560,30 @@ class Client:
     __str__ = __repr__
 
     def __getstate__(self):
-        raise TypeError("a Client cannot be pickled (it holds the API token); pass base_url and build a new one")
+        raise NotPicklableError("a Client cannot be pickled (it holds the API token); pass base_url and build a "
+                                "new one")
 
     def close(self) -> None:
         """Close the HTTP session (connections are pooled until then)."""
-        self.session.close()
+        self.transport.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
     # ------------------------------------------------------------------ transport
-    def _url(self, path: str) -> str:
-        if path.startswith(("http://", "https://")):
-            return path
-        return urljoin(self.base_url + "/", path.lstrip("/"))
+    session = _Policy("session", "the ``requests.Session`` of :attr:`transport`")
+    timeout = _Policy("timeout", "seconds to connect and to read each answer")
+    max_retries = _Policy("max_retries", "retries of one request under the retry rule")
+    max_retry_after = _Policy("max_retry_after", "longest ``Retry-After`` honoured, seconds")
+    backoff = _Policy("backoff", "first delay of the exponential backoff, seconds")
+    max_backoff = _Policy("max_backoff", "cap of the exponential backoff, seconds")
 
-    def _backoff_delay(self, attempt: int) -> float:
-        return min(self.max_backoff, self.backoff * (2 ** attempt)) * random.uniform(0.5, 1.0)
-
-    def _error_for(self, resp: requests.Response, method: str, path: str) -> APIError:
-        body: Any = None
-        message = ""
-        try:
-            body = resp.json()
-        except ValueError:
-            body = resp.text[:2000] if resp.content else None
-        if isinstance(body, dict):
-            msg = body.get("message") or body.get("detail") or body.get("error")
-            if isinstance(msg, (dict, list)):
-                msg = _json.dumps(msg)[:500]
-            message = str(msg) if msg else ""
-            code = body.get("error")
-            if isinstance(code, str) and code and message and code != message:
-                message = f"{message} [{code}]"
-        elif isinstance(body, str):
-            message = body.strip()[:300]
-        if not message:
-            message = resp.reason or "no message"
-        secret = self._token.reveal()
-        if secret and secret in message:
-            message = message.replace(secret, "<hidden>")
-        if isinstance(body, str) and secret and secret in body:
-            body = body.replace(secret, "<hidden>")
-        message = f"{method} {path}: {message}"
-        request_id = resp.headers.get("X-Request-Id") or resp.headers.get("x-amzn-requestid")
-        if request_id is None and isinstance(body, dict) and isinstance(body.get("requestId"), str):
-            request_id = body["requestId"]
-        status = resp.status_code
-        if status in (401, 403):
-            return AuthenticationError(status, message, body, request_id)
-        if status == 404:
-            return NotFoundError(status, message, body, request_id)
-        if status == 429:
-            return RateLimitError(status, message, body, request_id,
-                                  retry_after=parse_retry_after(resp.headers.get("Retry-After")))
-        if status >= 500:
-            return ServerError(status, message, body, request_id)
-        return APIError(status, message, body, request_id)
-
-    def _request(self, method: str, path: str, *, retry: str = "idempotent", json: Any = None,
-                 body: Callable[[], tuple[Any, dict]] | None = None, params: dict | None = None,
-                 auth: bool = True, stream: bool = False, parse: bool = True,
-                 headers: dict | None = None) -> Any:
-        """Send one API request under the retry rule; return the decoded JSON (or the Response).
-
-        Parameters
-        ----------
-        retry : {"idempotent", "before-send", "never"}
-            ``"idempotent"``: retry on connection errors, 429, 502/503/504 and undecodable 2xx
-            bodies; ``"before-send"`` (``POST /job``): retry only when the connection failed
-            before anything was sent, or on 429 (refused unprocessed); ``"never"``.
-        body : callable, optional
-            Returns ``(data, headers)`` fresh for each attempt (uploads rewind their file).
-        auth : bool
-            Add the token (False for signed download links).
-        stream, parse
-            ``stream=True`` returns the open streamed ``Response``; ``parse=False`` returns the
-            ``Response`` without decoding JSON.
-        """
-        url = self._url(path)
-        shown = urlsplit(url).path if url.startswith(self.base_url) else urlsplit(url).path.rsplit("/", 1)[-1]
-        attempt = 0
-        while True:
-            try:
-                result = self._attempt(method, url, shown, retry=retry, json=json, body=body, params=params,
-                                       auth=auth, stream=stream, parse=parse, attempt=attempt,
-                                       extra_headers=headers)
-                return result
-            except _RetryLater as later:
-                if attempt >= self.max_retries:
-                    raise later.error from None
-                delay = later.delay if later.delay is not None else self._backoff_delay(attempt)
-                log.warning("%s %s: %s; retry %d/%d in %.2f s", method, shown, later.error, attempt + 1,
-                            self.max_retries, delay)
-                time.sleep(delay)
-                attempt += 1
-
-    def _attempt(self, method: str, url: str, shown: str, *, retry: str, json: Any, body: Any,
-                 params: Any, auth: bool, stream: bool, parse: bool, attempt: int,
-                 extra_headers: dict | None = None) -> Any:
-        data, headers = (None, None) if body is None else body()
-        if extra_headers:
-            headers = {**(headers or {}), **extra_headers}
-        try:
-            resp = self.session.request(method, url, json=json, data=data, headers=headers, params=params,
-                                        auth=self._auth if auth else None, stream=stream,
-                                        timeout=(self.timeout, self.timeout), allow_redirects=True)
-        except requests.RequestException as exc:
-            error = TransportError(f"{method} {shown} failed: {_describe(exc)}")
-            error.maybe_sent = not _sent_nothing(exc)
-            if retry == "idempotent" or (retry == "before-send" and _sent_nothing(exc)):
-                raise _RetryLater(error) from None
-            raise error from None
-        finally:
-            if data is not None and hasattr(data, "close"):
-                data.close()
-        log.debug("%s %s -> %s", method, shown, resp.status_code)
-        if resp.status_code >= 400:
-            error = self._error_for(resp, method, shown)
-            resp.close()
-            if retry in ("idempotent", "before-send") and resp.status_code == 429:
-                wait = error.retry_after
-                if wait is not None and wait > self.max_retry_after:
-                    raise RateLimitError(429, f"{error.message} (Retry-After {wait:g} s is longer than "
-                                              f"max_retry_after={self.max_retry_after:g} s)", error.body,
-                                         error.request_id, retry_after=wait) from None
-                raise _RetryLater(error, wait)
-            if retry == "idempotent" and resp.status_code in _RETRY_STATUSES:
-                raise _RetryLater(error)
-            raise error
-        if stream or not parse:
-            return resp
-        try:
-            return resp.json()
-        except ValueError:
-            # never the body itself: it may echo anything, the token included
-            ctype = resp.headers.get("Content-Type", "no Content-Type")
-            error = APIError(resp.status_code, f"{method} {shown}: the service answered a body that is not "
-                                               f"JSON ({len(resp.content)} bytes, {ctype[:60]})", None,
-                             resp.headers.get("X-Request-Id"))
-            if retry == "idempotent":
-                raise _RetryLater(error) from None
-            raise error from None
+    def _request(self, method: str, path: str, **options: Any) -> Any:
+        """One API request under the retry rule (:meth:`shakelab.transport.Transport.request`)."""
+        return self.transport.request(method, path, **options)
 
     # ------------------------------------------------------------------ bookkeeping
     def _ledger_call(self, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -704,7 +608,7 @@ class Client:
         return job
 
     def jobs_frame(self):
-        """The jobs this client created or fetched, newest state of each, as a DataFrame.
+        """Return the jobs this client created or fetched, newest state of each, as a DataFrame.
 
         Returns
         -------
@@ -755,7 +659,6 @@ class Client:
         >>> asset.id                                                   # doctest: +SKIP
         'a1b2c3'
         """
-        from requests_toolbelt import MultipartEncoder
         from tqdm.auto import tqdm
 
         if not isinstance(progress, bool):
@@ -765,6 +668,7 @@ class Client:
         if self.ledger is not None:
             sha256 = src.sha256()
             if sha256 is not None:
+                note_done_elsewhere(self.ledger, sha256, api="jobs", source=src.name, logger=log)
                 payload = self._ledger_call("lookup_asset", sha256=sha256, service=self.service)
                 if payload:
                     asset = Asset.from_payload(payload)
@@ -774,20 +678,9 @@ class Client:
                     return asset
         bar = tqdm(total=src.size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"upload {src.name}",
                    disable=not progress, leave=False)
-
-        def make_body():
-            bar.reset(total=src.size)
-            stream = src.open()
-            if src.size is None:  # a pipe: size unknown, so a chunked multipart body of our own
-                return _chunked_multipart(src, stream, bar)
-            encoder = MultipartEncoder(fields={"file": (src.name, stream, src.content_type)})
-            reader = _ProgressReader(encoder, bar)
-            reader.close = stream.close  # type: ignore[attr-defined]
-            return reader, {"Content-Type": encoder.content_type}
-
         try:
-            payload = self._request("POST", "/upload", body=make_body,
-                                    retry="idempotent" if src.rewindable else "never")
+            payload = self._request("POST", "/upload", body=_multipart_body(src, bar),
+                                    retry=IDEMPOTENT if src.rewindable else NEVER)
         finally:
             bar.close()
         asset = Asset.from_payload(payload)
@@ -799,7 +692,7 @@ class Client:
                               service=self.service, payload=asset.raw)
         return asset
 
-    def _note_source(self, asset: Asset, src: "_Source") -> None:
+    def _note_source(self, asset: Asset, src: _Source) -> None:
         """Remember where an asset came from: its path (as given and resolved) and its length."""
         if src.path is None:
             self._asset_sources[asset.id] = src.name
@@ -810,7 +703,7 @@ class Client:
             from shakelab import audio
 
             self._audio_s[asset.id] = audio.info(src.path).duration
-        except Exception:  # noqa: BLE001 - not audio we can read here: the service will say so
+        except Exception:  # not audio we can read here: the service will say so
             pass
 
     def upload_link(self, url: str, *, name: str | None = None) -> Asset:
@@ -843,8 +736,8 @@ class Client:
         return asset
 
     @staticmethod
-    def _id_of(value: Any, kind: type, param: str) -> str:
-        """The id of an ``Asset``/``Job`` or of a non-empty id string; else a ValidationError naming ``param``."""
+    def _id_of(value: Any, kind: type[Asset] | type[Job], param: str) -> str:
+        """Return the id of an ``Asset``/``Job`` or of an id string; else a ValidationError naming ``param``."""
         if isinstance(value, kind):
             return value.id
         if isinstance(value, str) and value.strip():
@@ -950,10 +843,10 @@ class Client:
         if callback_url is not None:
             body["callbackUrl"] = callback_url
         source = self._asset_paths.get(asset_id) or (asset.name if isinstance(asset, Asset) else asset_id)
-        attempt = self._begin_attempt(asset_id, model, fmt, extra, source, force)
+        attempt = self._begin_attempt(asset_id, model, fmt, extra, str(source), force)
         headers = {IDEMPOTENCY_HEADER: attempt} if attempt is not None and self.local_idempotency else None
         try:
-            payload = self._request("POST", "/job", json=body, retry="before-send", headers=headers)
+            payload = self._request("POST", "/job", json=body, retry=BEFORE_SEND, headers=headers)
         except BaseException as exc:
             if attempt is not None and _refused(exc):
                 self._ledger_call("settle_attempt", attempt, None)
@@ -984,7 +877,7 @@ class Client:
         return self.ledger.record_attempt(**key, source=source, force=force)
 
     def get_job(self, job_id: Job | str) -> Job:
-        """The job's current state (``GET /job/{id}``).
+        """Return the job's current state (``GET /job/{id}``).
 
         Examples
         --------
@@ -1008,8 +901,9 @@ class Client:
 
         Polls back off from about 1 s to about 15 s (``poll_interval`` fixes the interval). The
         ``404`` the service answers for a few seconds after creation is tolerated until the
-        job has been seen once (at most ``Client.not_found_grace`` = 60 s), and transient errors (connection, 429, 5xx) are survived until
-        the deadline, which is measured on a monotonic clock.
+        job has been seen once (at most ``Client.not_found_grace`` = 60 s), and transient errors
+        (connection, 429, 5xx, a garbled answer) are survived until the deadline, which is
+        measured on a monotonic clock. The loop is :meth:`poller` (:class:`~shakelab.transport.Poller`).
 
         Parameters
         ----------
@@ -1043,45 +937,43 @@ class Client:
                 raise ValidationError(f"`{pname}` must be a positive number of seconds or None, not {value!r}")
         from tqdm.auto import tqdm
 
-        last: Job | str = job if isinstance(job, Job) else jid
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
-        seen = isinstance(job, Job) and job.is_done
-        interval = 1.0
         bar = tqdm(total=None, desc=f"job {jid}", bar_format="{desc} [{elapsed}]{postfix}", disable=not progress,
                    leave=False)
+        poller = self.poller(job, timeout=timeout, poll_interval=poll_interval,
+                             on_update=lambda current: bar.set_postfix_str(current.status_text, refresh=True))
         try:
-            while True:
-                try:
-                    current = self.get_job(last if isinstance(last, Job) else jid)
-                    seen = True
-                    last = current
-                    bar.set_postfix_str(current.status_text, refresh=True)
-                    if current.failed:
-                        raise JobFailedError(current, current.error or "no message")
-                    if current.is_done:
-                        return current
-                except NotFoundError:
-                    if seen or time.monotonic() - started > self.not_found_grace:
-                        raise
-                    log.info("job %s not found yet (the service answers 404 just after creation); polling", jid)
-                except (TransportError, ServerError, RateLimitError) as exc:
-                    log.warning("polling job %s: %s; still waiting", jid, exc)
-                except APIError as exc:
-                    if exc.status < 300:  # garbled body after the retries
-                        log.warning("polling job %s: %s; still waiting", jid, exc)
-                    else:
-                        raise
-                pause = poll_interval if poll_interval is not None else interval
-                interval = min(15.0, interval * 1.5)
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise JobTimeoutError(last, timeout)
-                    pause = min(pause, remaining)
-                time.sleep(pause)
+            return poller.run()
         finally:
             bar.close()
+
+    def poller(self, job: Job | str, *, timeout: float | None = None, poll_interval: float | None = None,
+               first_delay: float = 0.0, cancel: threading.Event | None = None,
+               on_update: Callable[[Job], Any] | None = None) -> Poller[Job]:
+        """Return a :class:`~shakelab.transport.Poller` of ``job`` with this client's rule (what ``wait`` runs).
+
+        Backoff 1 s growing by 1.5 to 15 s (``poll_interval`` fixes it), the 404 grace of
+        :attr:`not_found_grace`, transient errors logged and survived. Drive it with ``.run()``
+        (blocking) or ``.step()`` / ``.next_delay()`` (a widget's thread).
+
+        Examples
+        --------
+        >>> client.poller("j1", timeout=60).run().status   # doctest: +SKIP
+        <JobStatus.COMPLETED: 'completed'>
+        """
+        jid = self._job_id(job)
+        schedule = Schedule() if poll_interval is None else Schedule(first=poll_interval, growth=1.0,
+                                                                     cap=poll_interval)
+
+        def fetch() -> Job:
+            last = poller.last
+            return self.get_job(last if isinstance(last, Job) else jid)
+
+        poller: Poller[Job] = Poller(
+            fetch, lambda current: current.status, subject=job if isinstance(job, Job) else jid,
+            schedule=schedule, first_delay=first_delay, timeout=timeout, not_found_grace=self.not_found_grace,
+            seen=isinstance(job, Job) and job.is_done, cancel=cancel, on_update=on_update,
+            on_error=lambda exc: log.warning("polling job %s: %s; still waiting", jid, exc))
+        return poller
 
     def submit(self, source: Any, models: str | Iterable[str], *, format: str | dict | None = None, wait: bool = True,
                callback_url: str | None = None, force: bool = False, timeout: float | None = None,
@@ -1153,7 +1045,7 @@ class Client:
             if self.ledger is not None and not force:
                 record = self._ledger_call("lookup_job", asset_id=asset_id, model=model, format=fmt,
                                            metadata=extra, service=self.service)
-                if record and record.get("status") not in ("failed", "error"):
+                if record and record.get("status") not in FAILED_STATUSES:
                     try:
                         previous = self.get_job(record["job_id"])
                     except NotFoundError:
@@ -1183,7 +1075,7 @@ class Client:
                 bar.update(1)
         done: list[Job] = []
         first_error: BaseException | None = None
-        for job, future in zip(jobs, futures):
+        for job, future in zip(jobs, futures, strict=True):
             try:
                 result = future.result()
             except JobFailedError as exc:
@@ -1206,7 +1098,7 @@ class Client:
             raise ValidationError(f"`job` {current.id!r} is still {current.status_text}; call "
                                   f"client.wait({current.id!r}) before fetching its outputs")
         if not current.outputs:
-            raise APIError(200, f"job {current.id} is completed but lists no output assets", current.raw)
+            raise MalformedResponseError(f"job {current.id} is completed but lists no output assets", current.raw)
         return current
 
     def _fetch_output(self, job: Job, index: int, consume: Callable[[requests.Response], Any]) -> tuple[Job, Any]:
@@ -1215,7 +1107,7 @@ class Client:
         while True:
             output = job.outputs[index]
             if not output.link:
-                raise APIError(200, f"output {output.name!r} of job {job.id} has no link", output.raw)
+                raise MalformedResponseError(f"output {output.name!r} of job {job.id} has no link", output.raw)
             try:
                 resp = self._request("GET", urljoin(self.base_url + "/", output.link), auth=False, stream=True)
             except (AuthenticationError, NotFoundError) as exc:
@@ -1277,62 +1169,28 @@ class Client:
         >>> client.download(jobs[0], "out/")                  # doctest: +SKIP
         [PosixPath('out/a/take1/vocals.wav')]
         """
-        from tqdm.auto import tqdm
-
         if not isinstance(dest, (str, os.PathLike)):
             raise ValidationError(f"`dest` must be a directory path, not {type(dest).__name__} {dest!r:.80}")
         dest_dir = Path(dest).expanduser()
         if dest_dir.exists() and not dest_dir.is_dir():
             raise ValidationError(f"`dest` must be a directory, not a file: {os.fspath(dest)!r}")
-        if folder is not None:
-            if not isinstance(folder, (str, os.PathLike)) or Path(folder).is_absolute() \
-                    or ".." in Path(folder).parts:
-                raise ValidationError(f"`folder` must be a relative path inside `dest`, not {folder!r}")
+        if folder is not None and (not isinstance(folder, (str, os.PathLike)) or Path(folder).is_absolute()
+                                   or ".." in Path(folder).parts):
+            raise ValidationError(f"`folder` must be a relative path inside `dest`, not {folder!r}")
         current = self._completed(job)
         dest_dir = dest_dir / (Path(folder) if folder is not None else self._output_folder(current))
         dest_dir.mkdir(parents=True, exist_ok=True)
         paths: list[Path] = []
         for index in range(len(current.outputs)):
             name = self._safe_name(current.outputs[index], current, index)
-            target = dest_dir / name
 
-            def consume(resp: requests.Response, target: Path = target, name: str = name) -> Path:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.", suffix=".part")
-                try:
-                    with os.fdopen(fd, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                                        desc=f"download {name}", disable=not progress,
-                                                        leave=False) as bar:
-                        for chunk in resp.iter_content(_CHUNK):
-                            f.write(chunk)
-                            bar.update(len(chunk))
-                    if total is not None and os.path.getsize(tmp) != total:
-                        raise TransportError(f"download of {name} stopped after {os.path.getsize(tmp)} of "
-                                             f"{total} bytes")
-                    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; a download gets the usual mode
-                    os.replace(tmp, target)
-                except requests.RequestException as exc:
-                    os.unlink(tmp)
-                    raise TransportError(f"download of {name} failed: {_describe(exc)}") from None
-                except BaseException:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-                    raise
-                return target
+            def fetch(consume: Callable[[requests.Response], Path], index: int = index) -> Path:
+                nonlocal current
+                current, path = self._fetch_output(current, index, consume)
+                return path
 
-            attempt = 0
-            while True:
-                try:
-                    current, path = self._fetch_output(current, index, consume)
-                    break
-                except TransportError as exc:
-                    if attempt >= self.max_retries:
-                        raise
-                    delay = self._backoff_delay(attempt)
-                    log.warning("%s; retry %d/%d in %.2f s", exc, attempt + 1, self.max_retries, delay)
-                    time.sleep(delay)
-                    attempt += 1
-            paths.append(path)
+            paths.append(_download_to(dest_dir, name, fetch, transport=self.transport, progress=progress,
+                                      logger=log))
         self._ledger_call("record_outputs", current.id, [str(p.resolve()) for p in paths])
         return paths
 
@@ -1373,7 +1231,7 @@ class Client:
                           all_windows=bool(meta.get("all_windows", detail.get("allWindows", False))))
 
     def segments(self, job: Job | str):
-        """The segments DataFrame of a completed ``music_detection`` job (its json or txt output).
+        """Return the segments DataFrame of a completed ``music_detection`` job (its json or txt output).
 
         Every row is a segment where music was found (or, with the local ``all_windows``
         option, every window with its score); ``provenance`` says which (:meth:`provenance`).
@@ -1396,8 +1254,8 @@ class Client:
         try:
             return segments_frame(content, job=current, provenance=self.provenance(current))
         except ValueError as exc:
-            raise APIError(200, f"music_detection output of job {current.id} is malformed: {exc}",
-                           content[:2000]) from None
+            raise MalformedResponseError(f"music_detection output of job {current.id} is malformed: {exc}",
+                                         content[:2000]) from None
 
     def music_detection(self, source: Any, *, wait: bool = True, timeout: float | None = None,
                         progress: bool = True, **metadata: Any):
@@ -1457,16 +1315,64 @@ class Client:
         try:
             return usage_frame(payload)
         except ValueError as exc:
-            raise APIError(200, f"/usage answered a malformed payload: {exc}", payload) from None
+            raise MalformedResponseError(f"/usage answered a malformed payload: {exc}", payload) from None
 
 
 # --------------------------------------------------------------------------- connect
-_ANNOUNCED: set[str] = set()
+_ANNOUNCED: set[tuple[str, str]] = set()
+#: the Tasks API's key variable (``shakelab.tasks.KEY_ENV``)
+KEY_ENV = "AUDIOSHAKE_API_KEY"
+APIS = ("jobs", "tasks")
 
 
-def connect(**kwargs: Any) -> Client:
-    """A ready :class:`Client`: the AudioShake service if ``AUDIOSHAKE_API_TOKEN`` is set, else
-    the embedded local server.
+class LocalServerInfo:
+    """Where the embedded local server runs: ``token``, ``url``, ``server_id`` and a one-line ``where``."""
+
+    def __init__(self, token: str, url: str, server_id: str, where: str):
+        self.token, self.url, self.server_id, self.where = token, url, server_id, where
+
+    def __repr__(self) -> str:
+        return f"LocalServerInfo(url={self.url!r}, server_id={self.server_id!r}, token=<hidden>)"
+
+
+def _local_server() -> LocalServerInfo:
+    """Find or start the embedded local server (both APIs on one port), shared or private as ``connect`` does."""
+    from shakelab.server import daemon
+
+    if daemon.mode() == "private":
+        from shakelab.server import start
+
+        server = start()
+        return LocalServerInfo(server.token, server.base_url, server.server_id,
+                               f"{server.base_url} (private to this process, {daemon.MODE_ENV}=private; data in "
+                               f"{server.data_dir}; it stops with this process)")
+    info, started = daemon.ensure()
+    return LocalServerInfo(info.token, info.url, info.server_id, info.describe(started))
+
+
+def _default_ledger(ledger: Any) -> Any:
+    if ledger is True:
+        try:
+            from shakelab.ledger import Ledger
+
+            return Ledger()
+        except Exception as exc:  # no ledger module, or its file cannot be opened: carry on without
+            log.warning("no ledger (%s: %s); uploads and jobs will not be deduplicated", type(exc).__name__, exc)
+            return None
+    return None if ledger is False else ledger
+
+
+def connect(api: str | None = None, **kwargs: Any) -> Any:
+    """Return a ready client: :class:`Client` (Jobs API) or :class:`shakelab.TasksClient` (Tasks API).
+
+    Which API and which host, from the environment (never a silent switch of a notebook):
+
+    - only ``AUDIOSHAKE_API_KEY`` set: the Tasks API at ``api.audioshake.ai``;
+    - only ``AUDIOSHAKE_API_TOKEN`` set: the Jobs API at ``groovy.audioshake.ai``;
+    - both set: a :class:`~shakelab.errors.ValidationError` asking for ``api="jobs"`` or
+      ``api="tasks"``;
+    - neither: the embedded local server, which speaks both (its Jobs API; ``api="tasks"``
+      picks its Tasks API). ``AUDIOSHAKE_BASE_URL`` points either at another host.
 
     The local server is one per user, shared by every notebook, terminal and kernel restart:
     the one running on the data dir (``SHAKELAB_SERVER_DIR``, else the user data dir) is used,
@@ -1482,51 +1388,55 @@ def connect(**kwargs: Any) -> Client:
 
     Parameters
     ----------
+    api : {None, "jobs", "tasks"}
+        None: from the environment as above.
     **kwargs
-        Passed to :class:`Client` (``timeout``, ``max_retries``, ...). ``token=`` (or
-        ``base_url=``) selects the service like the variable does. ``ledger`` defaults to True: a
-        :class:`shakelab.ledger.Ledger` (``SHAKELAB_LEDGER`` or the user cache), so uploads and
-        jobs are not repeated across kernel restarts; ``ledger=None`` disables it.
+        Passed to the client (``timeout``, ``max_retries``, ...). ``token=`` (Jobs) or
+        ``api_key=`` (Tasks) select the service like the variables do. ``ledger`` defaults to
+        True: a :class:`shakelab.ledger.Ledger` (``SHAKELAB_LEDGER`` or the user cache), so
+        uploads, jobs and tasks are not repeated across kernel restarts (the two APIs' records
+        kept apart); ``ledger=None`` disables it.
+
+    Raises
+    ------
+    ValidationError
+        Both variables set and no ``api``; an ``api`` other than "jobs"/"tasks".
 
     Examples
     --------
     >>> client = connect()   # doctest: +SKIP
-    shakelab: no AUDIOSHAKE_API_TOKEN set; using the embedded local server at http://127.0.0.1:8077 (started in the background, pid 4242, shared by every notebook and terminal; data in /home/me/.local/share/shakelab/server; stops after 30 min idle, or now: `shakelab server stop`)
+    shakelab: no AUDIOSHAKE_API_TOKEN set; using the embedded local server at http://127.0.0.1:8077 (...)
+    >>> tasks = connect(api="tasks")   # doctest: +SKIP
     """
-    ledger = kwargs.pop("ledger", True)
-    if ledger is True:
-        try:
-            from shakelab.ledger import Ledger
-
-            ledger = Ledger()
-        except Exception as exc:  # no ledger module, or its file cannot be opened: carry on without
-            log.warning("no ledger (%s: %s); uploads and jobs will not be deduplicated", type(exc).__name__, exc)
-            ledger = None
-    elif ledger is False:
-        ledger = None
+    if api is not None and api not in APIS:
+        raise ValidationError(f"`api` must be 'jobs', 'tasks' or None (from the environment), not {api!r}")
     token = kwargs.pop("token", None) or os.environ.get(TOKEN_ENV) or None
-    if token is not None or kwargs.get("base_url") is not None:  # base_url without a token: Client says what is missing
-        client = Client(token, ledger=ledger, **kwargs)
-        message = f"shakelab: {TOKEN_ENV} is set; using the service at {client.base_url}"
+    key = kwargs.pop("api_key", None) or os.environ.get(KEY_ENV) or None
+    if api is None:
+        if token is not None and key is not None:
+            raise ValidationError(
+                f"both {KEY_ENV} (the Tasks API) and {TOKEN_ENV} (the legacy Jobs API) are set: say which API "
+                'this notebook uses, shakelab.connect(api="tasks") or shakelab.connect(api="jobs")')
+        api = "tasks" if key is not None else "jobs"
+    ledger = _default_ledger(kwargs.pop("ledger", True))
+    variable, secret = (KEY_ENV, key) if api == "tasks" else (TOKEN_ENV, token)
+    what = "Tasks API of the " if api == "tasks" else ""
+    if api == "tasks":
+        from shakelab.tasks import TasksClient
+
+        make: Callable[..., Any] = lambda secret, **kw: TasksClient(secret, **kw)  # noqa: E731
     else:
-        from shakelab.server import daemon
-
+        make = lambda secret, **kw: Client(secret, **kw)  # noqa: E731
+    if secret is not None or kwargs.get("base_url") is not None:  # base_url without one: the client says what
+        client = make(secret, ledger=ledger, **kwargs)
+        message = f"shakelab: {variable} is set; using the {what}service at {client.base_url}"
+    else:
         kwargs.pop("base_url", None)
-        if daemon.mode() == "private":
-            from shakelab.server import start
-
-            server = start()
-            client = Client(server.token, base_url=server.base_url, ledger=ledger, service=server.server_id,
-                            **kwargs)
-            where = (f"{client.base_url} (private to this process, {daemon.MODE_ENV}=private; data in "
-                     f"{server.data_dir}; it stops with this process)")
-        else:
-            info, started = daemon.ensure()
-            client = Client(info.token, base_url=info.url, ledger=ledger, service=info.server_id, **kwargs)
-            where = info.describe(started)
-        message = f"shakelab: no {TOKEN_ENV} set; using the embedded local server at {where}"
-    if client.base_url not in _ANNOUNCED:
-        _ANNOUNCED.add(client.base_url)
+        local = _local_server()
+        client = make(local.token, base_url=local.url, ledger=ledger, service=local.server_id, **kwargs)
+        message = f"shakelab: no {variable} set; using the {what}embedded local server at {local.where}"
+    if (client.base_url, api) not in _ANNOUNCED:
+        _ANNOUNCED.add((client.base_url, api))
         log.info("%s", message)
         print(message, file=sys.stderr)
     return client

@@ -83,6 +83,7 @@ class ScrubFilter(logging.Filter):
     """A logging filter that :func:`scrub`-s each record's message (installed on shakelab's loggers)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Scrub ``record`` in place; always keep it."""
         if isinstance(record.msg, str):
             record.msg = scrub(record.msg)
         if isinstance(record.args, tuple):  # kept as arguments (numbers stay numbers for %d, %.2f)
@@ -117,8 +118,25 @@ class ValidationError(ShakelabError, ValueError):
     """A bad argument, caught before any network call."""
 
 
+class NotInLedgerError(ShakelabError, KeyError):
+    """The ledger has no record of that job (a ``KeyError`` too)."""
+
+
+class WaitTimeoutError(ShakelabError, TimeoutError):
+    """Waiting for local work (a widget's submissions) ran out of time; the work goes on."""
+
+
+class NotPicklableError(ShakelabError, TypeError):
+    """The object holds a credential and is never pickled (a ``TypeError``, as pickle expects)."""
+
+
 class TransportError(ShakelabError):
-    """The request never got an HTTP answer (connection refused, reset, timeout)."""
+    """The request never got an HTTP answer (connection refused, reset, timeout).
+
+    ``maybe_sent`` is False only when the request certainly never left this machine.
+    """
+
+    maybe_sent: bool = True
 
 
 class APIError(ShakelabError):
@@ -172,6 +190,28 @@ class ServerError(APIError):
     """5xx: the service is unavailable or failed."""
 
 
+class MalformedResponseError(APIError, ValueError):
+    """A 2xx answer whose body is not what the API documents (not JSON, no ``id``, no outputs).
+
+    ``status`` is the (successful) HTTP status; the body is kept only when it is safe to show.
+
+    Examples
+    --------
+    >>> str(MalformedResponseError("GET /job/j1: the service answered a body that is not JSON"))
+    'HTTP 200: GET /job/j1: the service answered a body that is not JSON'
+    """
+
+    def __init__(self, message: str, body: Any = None, request_id: str | None = None, *, status: int = 200):
+        super().__init__(status, message, body, request_id)
+
+    def __reduce__(self):
+        return _rebuild_malformed, (self.message, self.body, self.request_id, self.status), self.__dict__
+
+
+def _rebuild_malformed(message: str, body: Any, request_id: str | None, status: int) -> MalformedResponseError:
+    return MalformedResponseError(message, body, request_id, status=status)
+
+
 class JobFailedError(ShakelabError):
     """A job ended ``failed`` or ``error``; carries the job and the server's message."""
 
@@ -186,20 +226,50 @@ class JobFailedError(ShakelabError):
 
 
 class JobTimeoutError(ShakelabError):
-    """Waiting for a job ran out of time; the job itself is still running on the service."""
+    """Waiting for a job ran out of time; the job itself is still running on the service.
 
-    def __init__(self, job: Any, timeout: float):
+    ``resume_hint`` says how to pick it up again (default ``client.wait('<id>')``).
+    """
+
+    def __init__(self, job: Any, timeout: float, resume_hint: str | None = None):
         self.job = job
         self.timeout = timeout
+        self.resume_hint = resume_hint
         job_id = getattr(job, "id", job)
         status = getattr(job, "status", "pending")
+        hint = resume_hint or f"client.wait({job_id!r})"
         super().__init__(
             f"job {job_id} is still {status} after waiting {timeout:g} s; it keeps running on the "
-            f"service (nothing is lost). Pick it up again with client.wait({job_id!r})."
+            f"service (nothing is lost). Pick it up again with {hint}."
         )
 
     def __reduce__(self):
-        return type(self), (self.job, self.timeout), self.__dict__
+        return type(self), (self.job, self.timeout, self.resume_hint), self.__dict__
+
+
+class BatchCancelled(ShakelabError):
+    """Waiting was cancelled (a batch interrupted, a widget stopped); the job keeps running.
+
+    Attributes
+    ----------
+    job : Job, str or None
+        The job as last seen (or its id), None when cancelled before it was created.
+    """
+
+    def __init__(self, job: Any = None, resume_hint: str | None = None):
+        self.job = job
+        self.resume_hint = resume_hint
+        if job is None:
+            message = "cancelled before the job was created; rerun to resume"
+        else:
+            job_id = getattr(job, "id", job)
+            status = getattr(job, "status", "pending")
+            message = (f"cancelled while job {job_id} was still {status}; it keeps running on the service. "
+                       f"Pick it up again with {resume_hint or 'a rerun (the ledger resumes it)'}.")
+        super().__init__(message)
+
+    def __reduce__(self):
+        return type(self), (self.job, self.resume_hint), self.__dict__
 
 
 class UnconfirmedJobError(ShakelabError):
@@ -227,3 +297,77 @@ class UnconfirmedJobError(ShakelabError):
 
     def __reduce__(self):
         return type(self), (self.file, self.model, self.format, self.attempted_at), self.__dict__
+
+
+class TaskFailedError(JobFailedError):
+    """A Tasks API task ended with failed targets (``error`` or ``failed``); raised once it is done.
+
+    A :class:`JobFailedError` (what catches one catches both), with the task and the failed
+    targets, each target's ``error.message`` and the task and target ids in the message.
+
+    Attributes
+    ----------
+    task : shakelab.models.Task
+        The task as last seen (also ``.job``).
+    targets : list of shakelab.models.Target
+        The failed targets; ``.target`` is the first.
+
+    Examples
+    --------
+    >>> from shakelab.models import Task
+    >>> task = Task.from_payload({"id": "t1", "completedAt": "2026-03-25T03:20:00Z", "targets": [
+    ...     {"id": "g1", "model": "drums", "status": "error", "error": {"code": 422, "message": "no audio"}}]})
+    >>> str(TaskFailedError(task))
+    'target g1 (drums) of task t1 failed: no audio'
+    """
+
+    def __init__(self, task: Any, targets: Any = None):
+        self.task = task
+        self.targets = list(targets) if targets is not None else list(getattr(task, "failed_targets", []))
+        self.target = self.targets[0] if self.targets else None
+        parts = [f"target {t.id} ({t.name}) of task {task.id} failed: {t.error}" for t in self.targets]
+        if len(parts) > 1:
+            text = f"{len(parts)} of {len(task.targets)} targets of task {task.id} failed: " + "; ".join(
+                f"{t.id} ({t.name}): {t.error}" for t in self.targets)
+        else:
+            text = parts[0] if parts else f"task {getattr(task, 'id', task)} failed"
+        super().__init__(task, text)
+        self.message = scrub(text)
+        self.args = (self.message,)
+
+    def __str__(self) -> str:
+        return scrub(self.message)
+
+    def __reduce__(self):
+        return type(self), (self.task, self.targets), self.__dict__
+
+
+class UnconfirmedTaskError(ShakelabError):
+    """The answer of ``POST /tasks`` was lost and ``GET /tasks`` could not be read to find the task.
+
+    The attempt stays in the ledger: the next ``create_task`` / ``submit`` of the same request
+    looks for it first (and creates it only if it is not there).
+
+    Attributes
+    ----------
+    attempt : str
+        The attempt id in the task's ``metadata``.
+    sent_at : float
+        Unix time the request was sent.
+    cause : BaseException or None
+        What went wrong.
+    """
+
+    def __init__(self, attempt: str, sent_at: float, cause: Any = None):
+        import time as _time
+
+        self.attempt, self.sent_at, self.cause = attempt, sent_at, cause
+        when = _time.strftime("%H:%M:%S UTC", _time.gmtime(sent_at))
+        why = f" ({cause})" if cause is not None else ""
+        super().__init__(
+            f"POST /tasks sent at {when} lost its answer{why} and GET /tasks could not be read to find the task "
+            f"(attempt {attempt}); it may exist. Nothing is sent again blindly: run the same request again "
+            "later and it is looked for first (created only if it is not there)")
+
+    def __reduce__(self):
+        return type(self), (self.attempt, self.sent_at, None), self.__dict__

@@ -35,19 +35,24 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 from urllib.parse import urljoin, urlparse
 
 import ipywidgets as widgets
 
 from shakelab import catalog
 from shakelab.client import output_folder
-from shakelab.errors import NotFoundError, ShakelabError, ValidationError
+from shakelab.errors import (
+    JobFailedError, JobTimeoutError, NotFoundError, ShakelabError, ValidationError, WaitTimeoutError,
+)
+from shakelab.models import FAILED_STATUSES
+from shakelab.transport import Poller, Schedule
 
 __all__ = [
-    "JobSubmitter", "DetectionExplorer", "UsageDashboard",
-    "models_for", "is_local", "validate_submission", "status_table_html", "explore_segments",
-    "format_choices", "format_families", "usage_table_html", "NATURAL", "PER_KIND",
+    "NATURAL", "PER_KIND", "DetectionExplorer", "JobSubmitter", "UsageDashboard", "explore_segments",
+    "format_choices", "format_families", "is_local", "models_for", "status_table_html", "usage_table_html",
+    "validate_submission",
 ]
 
 NATURAL = "natural"    # the Format choice "each model's own format"
@@ -62,7 +67,7 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1", "0:0:0:0:0:0:0:1"}
 # --------------------------------------------------------------------------------------
 
 def is_local(client: Any) -> bool:
-    """True when ``client`` talks to a shakelab local server (a loopback base URL).
+    """Tell whether ``client`` talks to a shakelab local server (a loopback base URL).
 
     The embedded server started by :func:`shakelab.connect` and ``shakelab serve``
     both listen on loopback; the real service never does.
@@ -84,19 +89,19 @@ def is_local(client: Any) -> bool:
 
 
 def models_for(client: Any) -> dict[str, tuple[str, ...]]:
-    """The model catalogue a client can use: ``LOCAL_MODELS`` on a local server, else ``SERVICE_MODELS``.
+    """Return the model catalogue a client can use: ``LOCAL_MODELS`` on a local server, else ``SERVICE_MODELS``.
 
     Examples
     --------
     >>> class C: base_url = "http://127.0.0.1:8765"
     >>> sorted(models_for(C()))[:3]
-    ['bass', 'drums', 'instrumental']
+    ['bass', 'dialogue', 'drums']
     """
     return catalog.LOCAL_MODELS if is_local(client) else catalog.SERVICE_MODELS
 
 
 def validate_submission(*, path: str = "", uploads: Any = (), models: Iterable[str] = (),
-                        format: str | None = None, callback_url: str = "",
+                        format: str | dict | None = None, callback_url: str = "",
                         catalogue: dict[str, tuple[str, ...]] = catalog.SERVICE_MODELS) -> dict:
     """Check what a user entered in the :class:`JobSubmitter` before anything is sent.
 
@@ -185,7 +190,7 @@ def validate_submission(*, path: str = "", uploads: Any = (), models: Iterable[s
 
 def format_choices(models: Iterable[str], catalogue: dict[str, tuple[str, ...]] = catalog.SERVICE_MODELS
                    ) -> list[tuple[str, str]]:
-    """The *Format* dropdown's ``(label, value)`` options for the chosen models.
+    """Return the *Format* dropdown's ``(label, value)`` options for the chosen models.
 
     Models that share formats get those (their natural one first); models of different
     kinds (a stem and ``music_detection``) get "each model's own format" (:data:`NATURAL`,
@@ -211,7 +216,7 @@ def format_choices(models: Iterable[str], catalogue: dict[str, tuple[str, ...]] 
 
 def format_families(models: Iterable[str], catalogue: dict[str, tuple[str, ...]] = catalog.SERVICE_MODELS
                     ) -> list[tuple[tuple[str, ...], list[str]]]:
-    """The chosen models grouped by the formats they accept: ``[(formats, models), ...]``, in order.
+    """Return the chosen models grouped by the formats they accept: ``[(formats, models), ...]``, in order.
 
     Examples
     --------
@@ -234,7 +239,7 @@ def _upload_content(item: Any) -> bytes:
 
 
 def job_status(job: Any) -> str:
-    """A job's status as the service wrote it, lower-case ('queued', 'completed', ...)."""
+    """Return a job's status as the service wrote it, lower-case ('queued', 'completed', ...)."""
     return str(job.status_text).lower()
 
 
@@ -263,7 +268,7 @@ def status_table_html(rows: list[dict]) -> str:
         return '<div class="shakelab-status-empty"><i>No jobs yet.</i></div>'
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in
                    ("file", "model", "format", "status", "elapsed", "job id", "outputs", "message"))
-    colours = {"completed": "#1a7f37", "reused": "#57606a", "failed": "#cf222e", "error": "#cf222e"}
+    colours = {"completed": "#1a7f37", "reused": "#57606a", **dict.fromkeys(FAILED_STATUSES, "#cf222e")}
     body = []
     for r in rows:
         status = str(r.get("status", ""))
@@ -282,7 +287,8 @@ def status_table_html(rows: list[dict]) -> str:
             _text(r.get("message") or ""),
         ]
         styles = ["padding:2px 8px;white-space:nowrap"] * (len(cells) - 1) + ["padding:2px 8px;max-width:32em"]
-        body.append("<tr>" + "".join(f"<td style='{st}'>{c}</td>" for st, c in zip(styles, cells)) + "</tr>")
+        body.append("<tr>" + "".join(f"<td style='{st}'>{c}</td>" for st, c in zip(styles, cells, strict=True))
+                    + "</tr>")
     return ("<table class='shakelab-status-table' style='border-collapse:collapse'>"
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
@@ -482,7 +488,7 @@ class JobSubmitter(_Displayable):
             return [self._row_view(r) for r in self._rows]
 
     def frame(self):
-        """The jobs as a DataFrame (:func:`shakelab.frames.jobs_frame`)."""
+        """Return the jobs as a DataFrame (:func:`shakelab.frames.jobs_frame`)."""
         from shakelab.frames import jobs_frame
 
         return jobs_frame(self.jobs)
@@ -509,7 +515,8 @@ class JobSubmitter(_Displayable):
         """Block until every submitted job is done (or ``timeout`` seconds pass); return :meth:`frame`.
 
         Only for scripts and tests: in a notebook, the status table updates on its own.
-        Raises ``TimeoutError`` when jobs are still running at the deadline.
+        Raises :class:`~shakelab.errors.WaitTimeoutError` (a ``TimeoutError``) when jobs are still
+        running at the deadline.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -519,7 +526,7 @@ class JobSubmitter(_Displayable):
                 return self.frame()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"{len(alive)} submission(s) still running after {timeout:g} s; "
+                raise WaitTimeoutError(f"{len(alive)} submission(s) still running after {timeout:g} s; "
                                    "they keep running, call wait() again")
             alive[0].join(timeout=None if remaining is None else min(remaining, 1.0))
 
@@ -557,7 +564,7 @@ class JobSubmitter(_Displayable):
         self.family_box.children = tuple(self.family_formats.values()) if per_kind else ()
 
     def chosen_format(self) -> str | dict | None:
-        """What *Format* says: one format, a dict model -> format (per kind), or None (each model's own)."""
+        """Return what *Format* says: one format, a dict model -> format (per kind), or None (each model's own)."""
         if self.format.value == PER_KIND:
             return {m: dropdown.value for formats, dropdown in self.family_formats.items()
                     for m in self.models.value if tuple(self.catalogue[m]) == formats}
@@ -621,21 +628,23 @@ class JobSubmitter(_Displayable):
     # -- background work ----------------------------------------------------------------
 
     def _run(self, spec: dict, rows: list[dict]) -> None:
-        """Upload once and create one job per model (``client.submit(wait=False)``), then poll
-        until every job is done. Runs in a background thread; every error ends up in the table."""
+        """Upload once, create one job per model, then poll until every job is done.
+
+        ``client.submit(wait=False)`` in a background thread; every error ends up in the table.
+        """
         try:
             jobs = self._submit(spec)
-        except Exception as exc:  # noqa: BLE001 - shown, never raised in a thread
+        except Exception as exc:  # shown, never raised in a thread
             for r in rows:
                 self._finish(r, "failed", f"not submitted: {exc}")
             self._set_messages(_error_html(f"Submitting {spec['name']} failed: {exc}"))
             return
-        for r, job in zip(rows, jobs):
+        for r, job in zip(rows, jobs, strict=True):
             if job.reused:
                 when = ""
                 if job.created_at is not None:
-                    created = job.created_at.astimezone(dt.timezone.utc)
-                    today = created.date() == dt.datetime.now(dt.timezone.utc).date()
+                    created = job.created_at.astimezone(dt.UTC)
+                    today = created.date() == dt.datetime.now(dt.UTC).date()
                     when = created.strftime(" at %H:%M\u00a0UTC" if today else " on %Y-%m-%d")
                 self._set_row(r, reused=True, message=f"ran{when}; nothing sent")
             self._update(r, job)
@@ -662,31 +671,42 @@ class JobSubmitter(_Displayable):
                 return self.client.submit(path, spec["models"], **kwargs)
         return self.client.submit(source, spec["models"], **kwargs)
 
+    #: Seconds a job the service answers 404 for is still polled (the real service answers 404
+    #: for a few seconds after creating a job).
+    not_found_grace = 60.0
+
     def _poll(self, rows: list[dict]) -> None:
-        interval = self.poll_interval
-        while not self._stop.is_set():
-            pending = [r for r in rows if r["end"] is None and r["job"] is not None]
-            if not pending:
-                return
-            self._stop.wait(interval)
-            for r in pending:
+        """Track ``rows`` until done: one :class:`~shakelab.transport.Poller` per job.
+
+        Each is stepped once a round from this (background) thread, so the kernel never blocks.
+        """
+        schedule = Schedule(first=self.poll_interval, growth=1.5, cap=self.max_poll_interval)
+        active = [(r, self._poller(r)) for r in rows if r["end"] is None and r["job"] is not None]
+        round_ = 0
+        while active and not self._stop.wait(schedule.delay(round_)):
+            round_ += 1
+            for r, poller in list(active):
                 if self._stop.is_set():
                     return
                 try:
-                    job = self.client.get_job(r["job"])
+                    if poller.step() is None and r["end"] is None:
+                        continue
+                except JobFailedError:
+                    pass  # shown by _update (on_update) with the service's message
                 except NotFoundError:
-                    # the real service answers 404 for a few seconds after creation
-                    if time.monotonic() - r["start"] > 60:
-                        self._finish(r, "failed", "the service does not know this job (404 for 60 s)")
-                    continue
-                except Exception as exc:  # noqa: BLE001 - transient; shown in the table, polling goes on
-                    self._set_row(r, message=f"still polling: {exc}")
-                    continue
-                self._update(r, job)
-                if self.timeout is not None and r["end"] is None and time.monotonic() - r["start"] > self.timeout:
+                    self._finish(r, "failed", f"the service does not know this job (404 for "
+                                              f"{self.not_found_grace:g} s)")
+                except JobTimeoutError:
                     self._set_row(r, message=f"stopped tracking after {self.timeout:g} s; the job keeps "
                                              f"running: client.wait({r['job_id']!r})", end=time.monotonic())
-            interval = min(self.max_poll_interval, interval * 1.5)
+                active.remove((r, poller))
+
+    def _poller(self, row: dict) -> Poller:
+        return Poller(lambda: self.client.get_job(row["job"]), lambda job: job.status, subject=row["job"],
+                      timeout=self.timeout, not_found_grace=self.not_found_grace, cancel=self._stop,
+                      transient=(Exception,),  # shown in the table; polling goes on until the timeout
+                      on_update=lambda job: self._update(row, job),
+                      on_error=lambda exc: self._set_row(row, message=f"still polling: {exc}"))
 
     def _update(self, row: dict, job: Any) -> None:
         with self._lock:
@@ -724,7 +744,7 @@ class JobSubmitter(_Displayable):
                 continue
             try:
                 callback(job)
-            except Exception as exc:  # noqa: BLE001 - shown, never lost
+            except Exception as exc:  # shown, never lost
                 self._set_messages(_error_html(f"on_complete callback {getattr(callback, '__name__', callback)!r} "
                                                f"raised {type(exc).__name__}: {exc}"))
 
@@ -743,7 +763,7 @@ class JobSubmitter(_Displayable):
                 continue
             try:
                 paths = self.client.download(r["job"], dest, folder=folder, progress=False)
-            except Exception as exc:  # noqa: BLE001 - shown
+            except Exception as exc:  # shown
                 errors.append(f"{r['model']} ({r['job_id']}): {exc}")
                 continue
             fetched[r["job_id"]] = [str(p) for p in paths]
@@ -780,7 +800,7 @@ class JobSubmitter(_Displayable):
 # --------------------------------------------------------------------------------------
 
 def explore_segments(segments, *, threshold: float | None = None, gap: float = 0.0):
-    """The music the explorer shows: every segment (or those >= ``threshold``), merged across ``gap`` s.
+    """Return the music the explorer shows: every segment (or those >= ``threshold``), merged across ``gap`` s.
 
     Every returned segment is music, whatever its confidence (the service's meaning);
     ``threshold`` is an optional filter (required for all-window output). The computation
@@ -854,8 +874,8 @@ class DetectionExplorer(_Displayable):
         self.all_windows = bool(is_all_windows(self.all_segments).any())
         self.figsize = figsize
         self.duration = self._duration(audio)
-        self.figure = None
-        self.ax = None
+        self.figure: Any = None
+        self.ax: Any = None
         if threshold is None and self.all_windows:
             from shakelab.server.decision import MUSIC_PROBABILITY
 
@@ -899,7 +919,7 @@ class DetectionExplorer(_Displayable):
             from shakelab import audio as audio_mod
 
             return audio_mod.info(audio).duration
-        except Exception:  # noqa: BLE001 - duration only refines coverage
+        except Exception:  # duration only refines coverage
             return None
 
     @property
@@ -908,7 +928,7 @@ class DetectionExplorer(_Displayable):
         return float(self.threshold.value) if self.use_threshold.value else None
 
     def segments(self):
-        """The music regions currently shown (filtered when a threshold is on, then merged)."""
+        """Return the music regions currently shown (filtered when a threshold is on, then merged)."""
         return explore_segments(self.all_segments, threshold=self.active_threshold, gap=self.gap.value)
 
     def _on_use_threshold(self, change: Any = None) -> None:
@@ -944,7 +964,7 @@ class DetectionExplorer(_Displayable):
         try:
             shown = self.segments()
             seg.write_labels(shown, path)
-        except Exception as exc:  # noqa: BLE001 - shown
+        except Exception as exc:  # shown
             self.messages.value = _error_html(f"could not write {str(path)!r}: {exc}")
             return
         self.messages.value = _info_html(f"Wrote {len(shown)} label(s) to {path}")
@@ -970,8 +990,8 @@ def _coverage_html(*, kept: int, total: int, regions: int, threshold: float | No
                  f" ({total - kept} below, shown hatched)"]
     parts.append(f"<b>{plural(regions, 'music region')}</b> shown" if regions else "<b>no music found</b>")
     if seconds is not None:
-        parts.append(f"{seconds:.1f} s of music" + (f", {100 * share:.1f}% of the recording" if share == share
-                                                    else ""))
+        parts.append(f"{seconds:.1f} s of music" + (f", {100 * share:.1f}% of the recording"
+                                                    if share is not None and share == share else ""))
     return "<div class='shakelab-coverage'>" + " &middot; ".join(parts) + "</div>"
 
 
@@ -980,8 +1000,10 @@ def _coverage_html(*, kept: int, total: int, regions: int, threshold: float | No
 # --------------------------------------------------------------------------------------
 
 def usage_table_html(usage, *, max_height: str = "18em") -> str:
-    """A usage frame as a compact HTML table: light borders, numbers right-aligned, newest
-    month first, scrolling inside a box when the history is long.
+    """Render a usage frame as a compact HTML table.
+
+    Light borders, numbers right-aligned, newest month first, scrolling inside a box when the
+    history is long.
 
     Examples
     --------
@@ -999,7 +1021,7 @@ def usage_table_html(usage, *, max_height: str = "18em") -> str:
         f"<tr><td style='{cell}'>{html.escape(str(m))}</td>"
         f"<td style='{cell};text-align:right'>{int(j):,}</td>"
         f"<td style='{cell};text-align:right'>{float(mi):,.1f}</td></tr>"
-        for m, j, mi in zip(usage["month"][::-1], usage["total_jobs"][::-1], usage["total_minutes"][::-1]))
+        for m, j, mi in zip(usage["month"][::-1], usage["total_jobs"][::-1], usage["total_minutes"][::-1], strict=True))
     if not len(usage):
         body = f"<tr><td colspan='3' style='{cell}'><i>no usage</i></td></tr>"
     return (f"<div class='shakelab-usage-scroll' style='max-height:{max_height};overflow-y:auto;"
@@ -1048,8 +1070,8 @@ class UsageDashboard(_Displayable):
         self._client = client
         self.figsize = figsize
         self.usage = None
-        self.figure = None
-        self.ax = None
+        self.figure: Any = None
+        self.ax: Any = None
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.image = widgets.Image(format="png")
         self.table = widgets.HTML()
@@ -1064,6 +1086,7 @@ class UsageDashboard(_Displayable):
 
     @property
     def client(self) -> Any:
+        """The client (:func:`shakelab.connect` on first use when none was given)."""
         if self._client is None:
             import shakelab
 
@@ -1076,7 +1099,7 @@ class UsageDashboard(_Displayable):
 
         try:
             fresh = self.client.usage()
-        except Exception as exc:  # noqa: BLE001 - shown
+        except Exception as exc:  # shown
             self.messages.value = _error_html(f"could not fetch usage: {exc}")
             return
         at = time.strftime("%H:%M:%S")

@@ -16,6 +16,7 @@ import socket
 import struct
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -184,13 +185,13 @@ def test_bad_json(strict, case):
 class _Misbehaving(http.server.BaseHTTPRequestHandler):
     """Link hosts that redirect badly or answer errors."""
 
-    ROUTES = {"/no-location": (302, {}), "/bad-ipv6": (302, {"Location": "http://[::1"}),
-              "/to-ftp": (301, {"Location": "ftp://example.com/a.wav"}), "/missing": (404, {}),
-              "/blank-location": (307, {"Location": "   "}), "/bad-port": (302, {"Location": "http://h:99999/a"}),
-              "/loop": (302, {"Location": "/loop"}), "/server-error": (500, {}),
-              "/to-credentials": (302, {"Location": "http://u:p@example.com/a.wav"})}
+    ROUTES: ClassVar[dict] = {"/no-location": (302, {}), "/bad-ipv6": (302, {"Location": "http://[::1"}),
+        "/to-ftp": (301, {"Location": "ftp://example.com/a.wav"}), "/missing": (404, {}),
+        "/blank-location": (307, {"Location": "   "}), "/bad-port": (302, {"Location": "http://h:99999/a"}),
+        "/loop": (302, {"Location": "/loop"}), "/server-error": (500, {}),
+        "/to-credentials": (302, {"Location": "http://u:p@example.com/a.wav"})}
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         status, headers = self.ROUTES.get(self.path, (404, {}))
         self.send_response(status)
         for k, v in headers.items():
@@ -371,7 +372,8 @@ HEADER_CASES = {
     "non-ASCII token": (lambda s: _request("GET", "/usage", ["Host: x", "Authorization: Bearer t\xe9st-token"]),
                         401, "`Authorization"),
     "no Host": (lambda s: _request("GET", "/usage", [f"Authorization: Bearer {s.token}"]), 400, "`headers`"),
-    "two Host headers": (lambda s: _request("GET", "/usage", ["Host: a", "Host: b", f"Authorization: Bearer {s.token}"]),
+    "two Host headers": (lambda s: _request("GET", "/usage",
+                                            ["Host: a", "Host: b", f"Authorization: Bearer {s.token}"]),
                          400, "`headers`"),
     "Content-Length not a number": (lambda s: _request("POST", "/job", ["Host: x", f"Authorization: Bearer {s.token}",
                                                                         "Content-Length: ten"], JOB_BODY), 400,
@@ -549,7 +551,7 @@ CLIENT_NAME_CASES = {
     "an empty file": (lambda d: _touch(d / "empty.wav"), None, "`source`"),
     "NUL in the path": (lambda d: str(d / "a\x00b.wav"), None, "`source`"),
     "path too long": (lambda d: str(d / ("x" * 5000 + ".wav")), None, "`source`"),
-    "a text-mode file object": (lambda d: open(_write(d / "t.wav"), "r"), None, "`source`"),
+    "a text-mode file object": (lambda d: open(_write(d / "t.wav")), None, "`source`"),  # noqa: SIM115 - the value under test
     "an int": (lambda d: 42, None, "`source`"),
     "bytes instead of a path": (lambda d: b"/tmp/a.wav", None, "`source`"),
     "empty name=": (lambda d: _write(d / "ok.wav"), "", "`name`"),

@@ -189,7 +189,8 @@ def test_create_job_validation_before_any_request(fresh_server):
     client = fresh_client(fresh_server)
     with pytest.raises(ValidationError, match=r"`model` must be one of 'vocals', .* not 'kazoo'"):
         client.create_job("asset123", "kazoo")
-    with pytest.raises(ValidationError, match=r"`format` must be one of 'wav', 'mp3', 'flac', 'aiff' for model 'vocals', not 'json'"):
+    with pytest.raises(ValidationError,
+                       match=r"`format` must be one of 'wav', 'mp3', 'flac', 'aiff' for model 'vocals', not 'json'"):
         client.create_job("asset123", "vocals", format="json")
     with pytest.raises(ValidationError, match=r"`asset` must be an Asset or an asset id string, not int 7"):
         client.create_job(7, "vocals")
@@ -282,7 +283,8 @@ def test_submit_without_wait_and_with_format(fresh_server, wav):
 
 def test_submit_validates_everything_before_uploading(fresh_server, wav):
     client = fresh_client(fresh_server)
-    with pytest.raises(ValidationError, match=r"`format` must be one of 'json', 'txt' for model 'music_detection', not 'wav'"):
+    with pytest.raises(ValidationError,
+                       match=r"`format` must be one of 'json', 'txt' for model 'music_detection', not 'wav'"):
         client.submit(wav, ["vocals", "music_detection"], format="wav")
     with pytest.raises(ValidationError, match=r"`models` must be a model name or a non-empty list"):
         client.submit(wav, [])

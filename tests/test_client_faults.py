@@ -94,7 +94,7 @@ def test_429_every_time_gives_up_after_max_retries(job, fresh_server):
 
 
 def test_429_without_retry_after_backs_off(job, fresh_server, caplog):
-    client, created = job
+    client, _created = job
     caplog.set_level(logging.WARNING, logger="shakelab.client")
     fresh_server.faults.add(method="GET", path="/usage", status=429, headers={"X-Other": "1"}, times=2)
     assert len(client.usage()) >= 0
@@ -398,7 +398,7 @@ def test_dropped_download_is_retried_without_partial_files(fresh_server, wav, tm
     client = make_client(fresh_server)
     (done,) = client.submit(wav, ["vocals"], progress=False)
     fresh_server.faults.add(method="GET", path="/files/*", drop=True, times=1)
-    (path,) = client.download(done, tmp_path / "a", folder="", progress=False)
+    (_path,) = client.download(done, tmp_path / "a", folder="", progress=False)
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["vocals.wav"]
     client.max_retries = 1
     fresh_server.faults.add(method="GET", path="/files/*", drop=True, times=None)

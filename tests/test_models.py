@@ -46,9 +46,10 @@ def test_completed_job_keeps_everything():
     assert job.is_done and job.completed and not job.failed and job.error is None
     assert job.metadata["variant"] == "high"
     assert job.raw["somethingNew"] == [1, 2] and job.raw["requestId"] == "r1"
-    assert [(o.name, o.format, o.file_type, o.id) for o in job.outputs] == [("instrumental.wav", "wav", "audio/wav", "o1")]
+    assert [(o.name, o.format, o.file_type, o.id) for o in job.outputs] == [
+        ("instrumental.wav", "wav", "audio/wav", "o1")]
     assert job.outputs[0].link == "https://x/instrumental.wav?sig=1"
-    assert job.created_at == dt.datetime(2026, 3, 1, 10, 0, tzinfo=dt.timezone.utc)
+    assert job.created_at == dt.datetime(2026, 3, 1, 10, 0, tzinfo=dt.UTC)
     assert job.duration_s == pytest.approx(10.0)
     assert job.status_info == {"code": "ok", "message": "done"}
 
@@ -128,11 +129,11 @@ def test_output_asset_and_reprs_are_short():
 
 
 @pytest.mark.parametrize("value,expected", [
-    ("2026-03-01T10:00:00Z", dt.datetime(2026, 3, 1, 10, tzinfo=dt.timezone.utc)),
-    ("2026-03-01T12:00:00+02:00", dt.datetime(2026, 3, 1, 10, tzinfo=dt.timezone.utc)),
-    ("2026-03-01T10:00:00", dt.datetime(2026, 3, 1, 10, tzinfo=dt.timezone.utc)),
-    (1772359200, dt.datetime(2026, 3, 1, 10, tzinfo=dt.timezone.utc)),
-    (1772359200000, dt.datetime(2026, 3, 1, 10, tzinfo=dt.timezone.utc)),
+    ("2026-03-01T10:00:00Z", dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)),
+    ("2026-03-01T12:00:00+02:00", dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)),
+    ("2026-03-01T10:00:00", dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)),
+    (1772359200, dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)),
+    (1772359200000, dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC)),
     ("yesterday", None), (None, None), ("", None), ({}, None),
 ])
 def test_parse_timestamp(value, expected):

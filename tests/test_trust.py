@@ -130,9 +130,8 @@ def _worker_auth_failure(base_url: str) -> None:
 
 
 def test_a_workers_authentication_error_crosses_a_process_pool_intact(server):
-    with cf.ProcessPoolExecutor(1) as pool:
-        with pytest.raises(errors.AuthenticationError) as info:
-            pool.submit(_worker_auth_failure, server.base_url).result(timeout=60)
+    with cf.ProcessPoolExecutor(1) as pool, pytest.raises(errors.AuthenticationError) as info:
+        pool.submit(_worker_auth_failure, server.base_url).result(timeout=60)
     assert info.value.status == 401 and "Authorization" in info.value.message
     assert "wrong-token-0123456789" not in repr(info.value.__dict__) + str(info.value)
 
@@ -148,6 +147,10 @@ def test_a_workers_authentication_error_crosses_a_process_pool_intact(server):
     errors.UnconfirmedJobError("a.wav", "vocals", "wav", 1.7e9),
     errors.ValidationError("`x` must be 1"),
     errors.TransportError("GET /x failed"),
+    errors.MalformedResponseError("GET /job/j1: not JSON", None, "r", status=202),
+    errors.BatchCancelled("job-1", "a rerun"),
+    errors.NotInLedgerError("`job_id` 'j1' is not in the ledger"),
+    errors.WaitTimeoutError("1 submission(s) still running after 5 s"),
 ], ids=lambda e: type(e).__name__)
 def test_every_exception_pickles_with_its_fields(exc):
     back = pickle.loads(pickle.dumps(exc))
@@ -268,7 +271,7 @@ class _Trickle(http.server.BaseHTTPRequestHandler):
     release = threading.Event()
     started = threading.Semaphore(0)
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Length", "1000")
         self.end_headers()
@@ -395,7 +398,7 @@ def test_a_full_disk_answers_507_everywhere_and_leaves_nothing(small_disk, tmp_p
 
 def _big_file_handler(data: bytes):
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

@@ -186,7 +186,7 @@ def test_file_upload_then_download_button(fresh_server, fresh_client, tmp_path):
     sub.download_button.click()
     sub.wait(timeout=WAIT)
     (path,) = sub.rows[0]["downloaded"]
-    segments = json.loads(open(path).read())  # the music segments: [] for this tone, which is no music
+    segments = json.loads(Path(path).read_text())  # the music segments: [] for this tone, which is no music
     assert isinstance(segments, list) and all({"start_time", "end_time", "confidence"} <= set(w) for w in segments)
     assert "Saved 1 file(s)" in sub.messages.value
 
@@ -300,7 +300,7 @@ def test_detection_explorer_shows_the_documented_answer_by_default(tmp_path):
     assert ex.segments()[["start_time", "end_time"]].values.tolist() == [[20.0, 30.0], [40.0, 60.0]]
     assert "all 2 returned segments are music" in ex.coverage.value
     assert "30.0 s of music, 42.9% of the recording" in ex.coverage.value
-    spans = [c for c in ex.ax.collections if c.get_label() == "music (shade = confidence)"][0]
+    spans = next(c for c in ex.ax.collections if c.get_label() == "music (shade = confidence)")
     assert len(spans.get_paths()) == 2
     ex.use_threshold.value = True                  # an explicit filter: 0.5 drops both, shows them hatched
     assert ex.segments().empty and "<b>no music found</b>" in ex.coverage.value
@@ -506,7 +506,8 @@ def test_usage_table_is_light_right_aligned_and_scrolls():
     text = usage_table_html(usage_frame(history))
     assert "overflow-y:auto" in text and "max-height:18em" in text      # 36 rows scroll in a box
     assert "border=" not in text and "1px solid #eaeef2" in text         # no heavy table borders
-    rows = re.findall(r"<tr><td[^>]*>([^<]*)</td><td style='([^']*)'>([^<]*)</td><td style='([^']*)'>([^<]*)</td>", text)
+    rows = re.findall(r"<tr><td[^>]*>([^<]*)</td><td style='([^']*)'>([^<]*)</td>"
+                      r"<td style='([^']*)'>([^<]*)</td>", text)
     assert len(rows) == 36 and rows[0][0] == "2026-10" and rows[-1][0] == "2023-11"   # newest first
     assert all("text-align:right" in r[1] and "text-align:right" in r[3] for r in rows)
     assert rows[0][2] == "1,071" and rows[0][4] == "3,610.4"
