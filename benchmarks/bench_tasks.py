@@ -2,18 +2,18 @@
 
 1. **Requests per model**, one file x 5 models (vocals, instrumental, drums, bass,
    music_detection), both APIs on the same server in the same run, counted by the server
-   (``stats()``): the Jobs API through ``shakelab.Client`` (upload, a job per model, its polls,
-   a download per output), the Tasks API with one asset, one task of 5 targets, its polls and a
-   download per output.
+   (``stats()``): the Jobs API through ``shakelab.Client`` (``submit``: upload, a job per model,
+   its polls; a download per output), the Tasks API through ``shakelab.TasksClient`` (``submit``:
+   one asset, one task of 5 targets, its polls; ``download``), and the Tasks API with plain
+   ``requests`` polling like ``Client.wait`` (first poll 1 s after creation, then every 1 s
+   growing x1.5 to 15 s), the floor a hand-written client reaches.
 2. **Batch wall time**, N files (default 100) x 3 models (music_detection, bass, drums): the
-   Jobs API through ``shakelab.batch.run`` (concurrency 8) and the Tasks API with one task per file
-   (concurrency 8), each on a fresh server with 4 workers; detection JSON fetched, stems not
-   downloaded (``batch.run``'s default).
+   Jobs API through ``shakelab.batch.run`` (concurrency 8) and the Tasks API through
+   ``TasksClient.submit``, one task per file, 8 files at a time in a thread pool (``batch.run``
+   drives the Jobs API only on this branch), each on a fresh server with 4 workers; detection
+   JSON fetched (``segments``), stems not downloaded (``batch.run``'s default).
 
-The Tasks API is driven with plain ``requests`` here (``shakelab.TasksClient`` lives on another
-branch and is not merged yet), polling like ``Client.wait`` and ``batch.run``: the first poll 1 s
-after creation, then every 1 s growing x1.5 to 15 s. Prints figures and Tasks/Jobs ratios; never
-passes or fails on time.
+Prints figures and Tasks/Jobs ratios; never passes or fails on time.
 
 Knobs: BENCH_TASKS_FILES (default 100), BENCH_TASKS_SECONDS (length of each file, default 1.5).
 Usage: python benchmarks/bench_tasks.py
@@ -106,6 +106,7 @@ def requests_per_model(work: Path) -> dict:
     from shakelab.client import Client
     from shakelab.ledger import Ledger
     from shakelab.server import LocalServer
+    from shakelab.tasks import TasksClient
 
     src = make_files(work / "one", 1, 20.0, seed=7)[0]
     with LocalServer(work / "server-requests", token=TOKEN, workers=4) as srv:
@@ -114,20 +115,32 @@ def requests_per_model(work: Path) -> dict:
         warm = make_files(work / "warm", 2, 2.0, seed=99)
         client.submit(warm[0], FIVE, format={m: fmt(m) for m in FIVE}, progress=False)
         run_task(tasks_session(), srv.base_url, warm[1], FIVE, download=None)
-        before = srv.stats()
-        t0 = time.perf_counter()
-        jobs = client.submit(src, FIVE, format={m: fmt(m) for m in FIVE}, progress=False)
-        for job in jobs:
-            client.download(job, work / "legacy-out", progress=False)
-        legacy_wall = time.perf_counter() - t0
-        middle = srv.stats()
-        t0 = time.perf_counter()
-        (work / "tasks-out").mkdir()
-        run_task(tasks_session(), srv.base_url, src, FIVE, download=str(work / "tasks-out"))
-        tasks_wall = time.perf_counter() - t0
-        after = srv.stats()
-    return {"legacy": diff(middle, before), "tasks": diff(after, middle), "legacy_wall": legacy_wall,
-            "tasks_wall": tasks_wall}
+        tclient = TasksClient(TOKEN, base_url=srv.base_url, ledger=Ledger(work / "ledger-requests-tasks.sqlite"))
+        out: dict = {}
+
+        def measured(name, fn):
+            before = srv.stats()
+            t0 = time.perf_counter()
+            fn()
+            out[name + "_wall"] = time.perf_counter() - t0
+            out[name] = diff(srv.stats(), before)
+
+        def legacy():
+            for job in client.submit(src, FIVE, format={m: fmt(m) for m in FIVE}, progress=False):
+                client.download(job, work / "legacy-out", progress=False)
+
+        def tasks():
+            task = tclient.submit(src, FIVE, formats={m: fmt(m) for m in FIVE}, progress=False)
+            tclient.download(task, work / "tasks-out", progress=False)
+
+        def plain():
+            (work / "plain-out").mkdir()
+            run_task(tasks_session(), srv.base_url, src, FIVE, download=str(work / "plain-out"))
+
+        measured("legacy", legacy)
+        measured("tasks", tasks)
+        measured("plain", plain)
+    return out
 
 
 # -- 2. batch wall time --------------------------------------------------------------------------
@@ -151,20 +164,28 @@ def batch_legacy(files: Path, work: Path) -> dict:
 
 
 def batch_tasks(files: Path, work: Path) -> dict:
+    from shakelab.ledger import Ledger
     from shakelab.server import LocalServer
+    from shakelab.tasks import TasksClient
 
     paths = sorted(files.glob("*.wav"))
     with LocalServer(work / "server-batch-tasks", token=TOKEN, workers=4) as srv:
-        session = tasks_session()
+        client = TasksClient(TOKEN, base_url=srv.base_url, ledger=Ledger(work / "ledger-batch-tasks.sqlite"))
         for p in make_files(work / "warm-tasks", 4, 1.0, seed=51):
-            run_task(session, srv.base_url, p, ["music_detection"], download=None)
+            client.submit(p, ["music_detection"], progress=False)
+
+        def one(path: Path):
+            task = client.submit(path, THREE, progress=False)
+            client.segments(task)  # the detection JSON, as batch.run fetches it
+            return task
+
         before = srv.stats()
         t0 = time.perf_counter()
         with cf.ThreadPoolExecutor(8) as pool:
-            tasks = list(pool.map(lambda p: run_task(tasks_session(), srv.base_url, p, THREE, download=None), paths))
+            tasks = list(pool.map(one, paths))
         wall = time.perf_counter() - t0
         reqs = diff(srv.stats(), before)
-    statuses = [t["status"] for task in tasks for t in task["targets"]]
+    statuses = [t.status.value for task in tasks for t in task.targets]
     return {"wall": wall, "completed": statuses.count("completed"),
             "failed": len(statuses) - statuses.count("completed"), "requests": sum(reqs.values())}
 
@@ -177,18 +198,22 @@ def main() -> int:
         os.environ["SHAKELAB_LEDGER"] = str(work / "unused-default-ledger.sqlite")
         print(f"1. one 20-s file x {len(FIVE)} models ({', '.join(FIVE)}), both APIs on one server (4 workers)")
         r = requests_per_model(work)
-        rows = []
-        for api in ("legacy", "tasks"):
+        rows = {}
+        labels = {"legacy": "Jobs API  (Client)          ", "tasks": "Tasks API (TasksClient)     ",
+                  "plain": "Tasks API (plain requests)  "}
+        for api, label in labels.items():
             routes = r[api]
             total = sum(routes.values())
             polls = sum(v for k, v in routes.items() if k in ("GET /job/{id}", "GET /tasks/{id}"))
-            rows.append((api, total, total - polls, polls))
-            print(f"  {'Jobs API ' if api == 'legacy' else 'Tasks API'}: {total} requests = "
-                  f"{total / len(FIVE):.2f} per model ({(total - polls) / len(FIVE):.2f} without polls), "
-                  f"wall {r[api + '_wall']:.1f} s; " + ", ".join(f"{k}: {v}" for k, v in sorted(routes.items())))
-        (_, lt, lf, lp), (_, tt, tf, tp) = rows
-        print(f"  Tasks / Jobs requests: {tt / lt:.2f} in all, {tf / lf:.2f} without polls, "
-              f"{tp / lp:.2f} of the polls" if lp else "")
+            rows[api] = (total, total - polls, polls)
+            print(f"  {label}: {total} requests = {total / len(FIVE):.2f} per model "
+                  f"({(total - polls) / len(FIVE):.2f} without polls), wall {r[api + '_wall']:.1f} s; "
+                  + ", ".join(f"{k}: {v}" for k, v in sorted(routes.items())))
+        lt, lf, lp = rows["legacy"]
+        for api in ("tasks", "plain"):
+            tt, tf, tp = rows[api]
+            print(f"  {labels[api].strip()} / Jobs API requests: {tt / lt:.2f} in all, {tf / lf:.2f} without "
+                  f"polls" + (f", {tp / lp:.2f} of the polls" if lp else ""))
 
         print(f"\n2. batch: {n} files of {seconds:g} s x {len(THREE)} models ({', '.join(THREE)}), "
               "concurrency 8, a fresh server with 4 workers per API")
@@ -196,7 +221,7 @@ def main() -> int:
         make_files(files, n, seconds)
         legacy = batch_legacy(files, work)
         tasks = batch_tasks(files, work)
-        for name, b in (("Jobs API  (batch.run)", legacy), ("Tasks API (requests) ", tasks)):
+        for name, b in (("Jobs API  (batch.run)          ", legacy), ("Tasks API (TasksClient.submit)", tasks)):
             print(f"  {name}: wall {b['wall']:.1f} s, {b['completed']} targets completed, {b['failed']} failed, "
                   f"{b['requests']} requests ({b['requests'] / (n * len(THREE)):.2f} per file x model)")
         print(f"  Tasks / Jobs: wall {tasks['wall'] / legacy['wall']:.2f}, "
