@@ -570,7 +570,7 @@ class TasksClient:
 
         schedule = Schedule(first=poll_interval, growth=1.0, cap=poll_interval) if poll_interval else None
         return Poller(lambda: self.get_task(tid), classify, subject=task, schedule=schedule, timeout=timeout,
-                      not_found_grace=self.not_found_grace, seen=isinstance(task, Task), cancel=cancel,
+                      not_found_grace=self.not_found_grace, seen=isinstance(task, Task) and task.is_done, cancel=cancel,
                       failure=TaskFailedError, resume_hint=f"client.wait({tid!r})")
 
     def wait(self, task: Task | str, *, timeout: float | None = None, poll_interval: float | None = None,

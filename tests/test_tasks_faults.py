@@ -291,6 +291,9 @@ def test_wait_tolerates_404_just_after_creation_and_gives_up_later(uploaded, fre
     task = client.create_task(asset=asset, targets=TARGETS)
     fresh_server.faults.add(method="GET", path="/tasks/*", status=404, times=2)
     assert client.wait(task.id, timeout=120, poll_interval=0.1, progress=False).completed
+    fresh = client.create_task(asset=asset, targets=TARGETS, metadata="fresh")
+    fresh_server.faults.add(method="GET", path="/tasks/*", status=404, times=2)  # the Task object, not yet seen
+    assert client.wait(fresh, timeout=120, poll_interval=0.1, progress=False).completed
     monkeypatch.setattr(client, "not_found_grace", 0.3)
     with pytest.raises(NotFoundError):
         client.wait("no-such-task", timeout=30, poll_interval=0.1, progress=False)
