@@ -562,6 +562,8 @@ class TasksClient:
         for pname, value in (("timeout", timeout), ("poll_interval", poll_interval)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 raise ValidationError(f"`{pname}` must be a positive number of seconds or None, not {value!r}")
+        if isinstance(task, Task) and not task.is_done:
+            task = tid  # seen only once done (as Client.poller): a 404 just after creation is tolerated
 
         def classify(t: Task) -> JobStatus:
             if not t.is_done:
@@ -570,7 +572,7 @@ class TasksClient:
 
         schedule = Schedule(first=poll_interval, growth=1.0, cap=poll_interval) if poll_interval else None
         return Poller(lambda: self.get_task(tid), classify, subject=task, schedule=schedule, timeout=timeout,
-                      not_found_grace=self.not_found_grace, seen=isinstance(task, Task) and task.is_done, cancel=cancel,
+                      not_found_grace=self.not_found_grace, seen=isinstance(task, Task), cancel=cancel,
                       failure=TaskFailedError, resume_hint=f"client.wait({tid!r})")
 
     def wait(self, task: Task | str, *, timeout: float | None = None, poll_interval: float | None = None,
