@@ -364,7 +364,8 @@ class UnconfirmedTaskError(ShakelabError):
         self.attempt, self.sent_at, self.cause, self.recorded = attempt, sent_at, cause, recorded
         when = _time.strftime("%H:%M:%S UTC", _time.gmtime(sent_at))
         why = f" ({cause})" if cause is not None else ""
-        then = ("run the same request again later and it is looked for first (created only if it is not there)"
+        then = ("run the same request again later and it is looked for first (created only if it is not there), "
+                "or pass force=True to send it anyway (a second billed task may result)"
                 if recorded else f"without a ledger nothing remembers it: look for metadata attempt {attempt!r} in "
                 "client.tasks() before sending it again")
         super().__init__(
