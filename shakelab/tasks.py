@@ -19,7 +19,8 @@ metadata>}`` (:func:`shakelab.models.tag_metadata`; ``task.user_metadata`` gives
 2. When the answer is lost (connection dropped or reset after sending, read timeout, 5xx, a
    garbled body), the client looks for the attempt in ``GET /tasks`` before anything else: a
    bounded scan (at most :attr:`TasksClient.scan_pages` pages of 100), newest first, stopping
-   at a page whose tasks are all older than the attempt, repeated for up to
+   at a page whose tasks are all older than the attempt (a page listed in the other order, which
+   the reference does not rule out, does not stop it), repeated for up to
    :attr:`TasksClient.find_grace` seconds while a fresh task is not yet listed. Found: that task
    is returned (and recorded). Not found: nothing was created, and the request is sent again
    (with the same attempt id), at most ``max_retries`` times. When ``GET /tasks`` cannot be
@@ -482,7 +483,11 @@ class TasksClient:
         raise UnconfirmedTaskError(attempt, sent_at, cause, recorded=self.ledger is not None)
 
     def _scan(self, attempt: str, sent_at: float) -> Task | None:
-        """One bounded scan of ``GET /tasks``, newest first, for the task tagged ``attempt``."""
+        """One bounded scan of ``GET /tasks`` (:attr:`scan_pages` pages) for the task tagged ``attempt``.
+
+        The list's order is unconfirmed (newest first, likely): a page listed newest first whose
+        tasks are all older than the attempt ends the scan; a page in the other order does not.
+        """
         for page in range(self.scan_pages):
             batch = self.tasks(skip=page * _PAGE, take=_PAGE)
             for task in batch:
@@ -490,7 +495,9 @@ class TasksClient:
                     return task
             if len(batch) < _PAGE:
                 return None
-            if all(t.created_at is not None and t.created_at.timestamp() < sent_at - _CLOCK_SLACK for t in batch):
+            times = [t.created_at.timestamp() for t in batch if t.created_at is not None]
+            newest_first = len(times) == len(batch) and times == sorted(times, reverse=True)
+            if newest_first and times[0] < sent_at - _CLOCK_SLACK:
                 return None  # a whole page older than the attempt: it is not further down
         return None
 
