@@ -520,6 +520,19 @@ def test_faults_over_http_variant_and_not_found(fresh_server):
                  "invalid_request", "status")
 
 
+def test_test_hooks_are_mounted_only_when_asked_for(tmp_path):
+    with LocalServer(tmp_path / "plain", token="plain-token") as srv:
+        h = {"Authorization": "Bearer plain-token"}
+        for method, path in (("GET", "/_stats"), ("POST", "/_faults")):
+            assert_error(requests.request(method, f"{srv.base_url}{path}", json={"clear": True}, headers=h,
+                                          timeout=10), 404, "not_found", path)
+            assert_error(requests.request(method, f"{srv.base_url}{path}", timeout=10), 401, "unauthorized",
+                         "Authorization")
+        srv.faults.add(method="GET", path="/usage", status=503)  # in process, faults work all the same
+        assert requests.get(f"{srv.base_url}/usage", headers=h, timeout=10).status_code == 503
+        assert "GET /_stats" not in srv.stats()["requests"] and srv.stats()["requests"]["GET (other)"] == 2
+
+
 def test_faults_unit_matching():
     f = Faults()
     f.add(method="POST", path="/upload*", status=503, times=None)
@@ -702,7 +715,7 @@ def test_upload_link_broken_off_by_host_is_400(server):
 
 
 def test_public_addresses_are_pinned():
-    from shakelab.server.worker import public_addresses
+    from shakelab.server.network import public_addresses
 
     assert public_addresses("http://93.184.215.14:8080/a.wav", allow_private=False) == (
         "93.184.215.14", 8080, ["93.184.215.14"])

@@ -167,7 +167,7 @@ def test_server_cli_start_status_logs_stop(shared):
 def test_idle_shutdown_waits_for_the_running_job(shared, wav):
     from shakelab.client import Client
 
-    info, started = daemon.ensure(shared, idle_timeout=1)
+    info, started = daemon.ensure(shared, idle_timeout=1, test_hooks=True)  # it posts /_faults
     assert started and info.record["idle_timeout"] == 1
     client = Client(info.token, base_url=info.url, service=info.server_id)
     requests.post(f"{info.url}/_faults", json={"processing_delay": 3}, timeout=30,

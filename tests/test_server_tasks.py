@@ -505,11 +505,31 @@ def test_webhook_url_is_checked(tmp_path):
         LocalServer(tmp_path / "srv", token="k-0123456789", webhook="ftp://example.com/hook")
 
 
-def test_serve_has_a_webhook_option():
-    from shakelab.cli import build_parser
+def test_shakelab_serve_webhook_option(tmp_path, receiver):
+    import re
+    import signal
+    import subprocess
+    import sys
 
-    args = build_parser().parse_args(["serve", "--webhook", "http://127.0.0.1:9000/hook"])
-    assert args.webhook == "http://127.0.0.1:9000/hook"
+    proc = subprocess.Popen([sys.executable, "-m", "shakelab.cli", "serve", "--port", "0", "--data-dir",
+                             str(tmp_path / "served"), "--token", "k-0123456789", "--webhook", receiver.url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines: list[str] = []
+        while not lines or not re.search(r"listening on (http://\S+)", lines[0]):
+            assert proc.poll() is None, proc.stderr.read()
+            lines = [proc.stdout.readline()]
+        url = re.search(r"listening on (http://\S+)", lines[0]).group(1)
+        assert receiver.url in proc.stdout.readline()  # says where the webhook goes
+        srv = type("Served", (), {"base_url": url, "token": "k-0123456789"})()
+        asset = upload(srv, clip(0.5))
+        task = create(srv, assetId=asset["id"], targets=[{"model": "bass", "formats": ["wav"]}])
+        wait(srv, task["id"])
+        _wait_for(lambda: len(receiver.handler.received) == 1)
+        assert receiver.handler.received[0]["id"] == task["id"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
 
 
 # -- restart -----------------------------------------------------------------------------------

@@ -78,6 +78,9 @@ class LocalServer:
         Largest accepted file; larger uploads answer 413 while streaming.
     link_ttl : float
         Seconds a download link stays valid.
+    test_hooks : bool
+        Mount the test hooks ``GET /_stats`` and ``POST /_faults`` (the test suite does); without
+        them those paths answer 404. :attr:`faults` and :meth:`stats` work in process either way.
     webhook : str, optional
         The Tasks API's webhook (the service's per-account dashboard setting): the task object is
         POSTed to this URL each time one of its targets finishes (completed or error), from a
@@ -110,7 +113,8 @@ class LocalServer:
 
     def __init__(self, data_dir: str | os.PathLike, token: str | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, workers: int = 2, allow_private_links: bool = False,
-                 max_upload_bytes: int = 2 * 1024**3, link_ttl: float = 3600.0, webhook: str | None = None):
+                 max_upload_bytes: int = 2 * 1024**3, link_ttl: float = 3600.0, test_hooks: bool = False,
+                 webhook: str | None = None):
         if not isinstance(data_dir, (str, os.PathLike)):
             raise ValueError(f"`data_dir` must be a path, not {type(data_dir).__name__}")
         if token is not None and (not isinstance(token, str) or not token.strip() or len(token) > 4096
@@ -135,6 +139,7 @@ class LocalServer:
         self.allow_private_links = bool(allow_private_links)
         self.max_upload_bytes = max_upload_bytes
         self.link_ttl = float(link_ttl)
+        self.test_hooks = bool(test_hooks)
         self.faults = Faults()
         self.token_generated = False
         if token is None:
@@ -304,7 +309,7 @@ class LocalServer:
             self.worker.on_finish = lambda job: api_tasks.target_finished(self, job)
         sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(Gate(create_app(self), self), log_level="warning", access_log=False,
+        config = uvicorn.Config(Gate(create_app(self, test_hooks=self.test_hooks), self), log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=1, server_header=False,
                                 timeout_keep_alive=5, http=header_timeout_protocol(),
                                 limit_concurrency=MAX_CONNECTIONS)
@@ -509,7 +514,7 @@ def _stop_embedded() -> None:
 def serve(host: str = "127.0.0.1", port: int = 8077, data_dir: str | os.PathLike | None = None,
           token: str | None = None, workers: int = 2, allow_private_links: bool = False,
           max_upload_bytes: int = 2 * 1024**3, link_ttl: float = 3600.0, *, idle_timeout: float = 0.0,
-          background: bool = False, webhook: str | None = None) -> None:
+          background: bool = False, test_hooks: bool = False, webhook: str | None = None) -> None:
     """Run the server in the foreground until Ctrl-C, SIGTERM or idle shutdown (``shakelab serve``).
 
     With no ``token`` the one stored in the data dir is used; when it is generated here it is
@@ -526,6 +531,8 @@ def serve(host: str = "127.0.0.1", port: int = 8077, data_dir: str | os.PathLike
         The detached per-user server (:func:`shakelab.server.daemon.ensure` starts it so):
         standard input from /dev/null, output and log into ``<data dir>/server.log``, the
         token never printed, and a free port when ``port`` is taken.
+    test_hooks : bool
+        Mount ``GET /_stats`` and ``POST /_faults`` (``shakelab serve --test-hooks``).
     webhook : str, optional
         The Tasks API's webhook URL (see :class:`LocalServer`).
 
@@ -542,7 +549,8 @@ def serve(host: str = "127.0.0.1", port: int = 8077, data_dir: str | os.PathLike
         daemon.redirect_streams(data_dir)
     srv = LocalServer(data_dir, token, host=host, port=port,
                       workers=workers, allow_private_links=allow_private_links,
-                      max_upload_bytes=max_upload_bytes, link_ttl=link_ttl, webhook=webhook)
+                      max_upload_bytes=max_upload_bytes, link_ttl=link_ttl, test_hooks=test_hooks,
+                      webhook=webhook)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         srv.start()

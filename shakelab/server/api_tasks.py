@@ -23,25 +23,23 @@ from __future__ import annotations
 
 import http.client
 from typing import Any
-from collections.abc import Callable
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from shakelab import catalog
 from shakelab.errors import scrubbed_logger
-from shakelab.server.app import (APIProblem, _fetch_link, _in_link_pool, _json_body, _receive_multipart,
-                                 _store_upload, _too_large, _typename, clean_name, storage_problem)
+from shakelab.server.auth import ApiKeyAuth
+from shakelab.server.network import check_url
 from shakelab.server.store import iso
 from shakelab.server.tasks_store import state
-from shakelab.server.worker import check_url
+from shakelab.server.uploads import clean_name, fetch_link, in_link_pool, receive_multipart, store_upload
+from shakelab.server.web import APIProblem, read_json, too_large
+from shakelab.server.web import typename as _typename
 
 log = scrubbed_logger("shakelab.server")
 
-#: paths of the Tasks API (auth by ``x-api-key``, Fastify-shaped errors)
-PREFIXES = ("/assets", "/tasks")
 MAX_TARGETS = 20
 #: longest ``metadata`` string kept (the service's limit is unconfirmed; 4096 is the figure seen)
 MAX_METADATA_CHARS = 4096
@@ -55,64 +53,26 @@ ERROR_CODES = {"invalid_audio": 422, "input_too_long": 413, "asset_missing": 404
                "internal_error": 500}
 
 
-def is_tasks_path(path: str) -> bool:
-    """Tell whether ``path`` belongs to the Tasks API.
+def fastify_problem(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Answer an error Fastify-style: ``{statusCode, error: <reason phrase>, message, code: <error>}``.
+
+    The arguments are :func:`shakelab.server.web.problem`'s, so the gate and the app's error
+    handlers write every error of the Tasks API with it (:class:`TasksRouter`).
 
     Examples
     --------
-    >>> is_tasks_path("/tasks/statistics"), is_tasks_path("/job/x"), is_tasks_path("/tasksx")
-    (True, False, False)
+    >>> fastify_problem(404, "task_not_found", "no task").body
+    b'{"statusCode":404,"error":"Not Found","message":"no task","code":"task_not_found"}'
     """
-    return any(path == p or path.startswith(p + "/") for p in PREFIXES)
-
-
-def stats_key(method: str, path: str) -> str | None:
-    """Return the route template a Tasks API request is counted under, or None for another path.
-
-    Examples
-    --------
-    >>> stats_key("GET", "/tasks/cabc"), stats_key("GET", "/tasks/statistics")
-    ('GET /tasks/{id}', 'GET /tasks/statistics')
-    """
-    if path in ("/assets", "/tasks", "/tasks/statistics"):
-        return f"{method} {path}"
-    if path.startswith("/tasks/"):
-        return f"{method} /tasks/{{id}}"
-    return f"{method} (other)" if is_tasks_path(path) else None
-
-
-def fastify_error(status: int, message: str, code: str | None = None,
-                  headers: dict[str, str] | None = None) -> JSONResponse:
-    """Answer a Fastify-style error ``{statusCode, error, message}`` (and ``code`` when given).
-
-    Examples
-    --------
-    >>> fastify_error(404, "no task").body
-    b'{"statusCode":404,"error":"Not Found","message":"no task"}'
-    """
-    body: dict[str, Any] = {"statusCode": status, "error": http.client.responses.get(status, "Error"),
-                            "message": message}
-    if code:
-        body["code"] = code
+    body = {"statusCode": status, "error": http.client.responses.get(status, "Error"), "message": message,
+            "code": error}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-class _TasksRoute(APIRoute):
-    """Routes whose failures answer in the Tasks API's error shape."""
+class TasksRouter(APIRouter):
+    """The Tasks API's router: errors in its shape (the gate reads ``problem``)."""
 
-    def get_route_handler(self) -> Callable:
-        handler = super().get_route_handler()
-
-        async def guarded(request: Request):
-            try:
-                return await handler(request)
-            except APIProblem as exc:
-                return fastify_error(exc.status, exc.message, exc.error, exc.headers)
-            except OSError as exc:
-                p = storage_problem(exc, f"{request.method} {request.url.path}")
-                return fastify_error(p.status, p.message, p.error)
-
-        return guarded
+    problem = staticmethod(fastify_problem)
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -136,7 +96,7 @@ def validate_target(raw: object, where: str) -> dict[str, Any]:
     >>> validate_target({"model": "bass", "format": "wav"}, "targets[0]")
     Traceback (most recent call last):
     ...
-    shakelab.server.app.APIProblem: `targets[0].format` is not a field of a target (allowed: 'model', \
+    shakelab.server.web.APIProblem: `targets[0].format` is not a field of a target (allowed: 'model', \
 'formats', 'residual', 'variant', 'language', 'transcriptUrl', 'transcriptAssetId', 'window', 'all_windows'); \
 did you mean `formats` (an array)?
     """
@@ -212,7 +172,7 @@ def validate_task(body: dict) -> dict[str, Any]:
     >>> validate_task({"assetId": "c1", "url": "https://x/a.wav", "targets": []})
     Traceback (most recent call last):
     ...
-    shakelab.server.app.APIProblem: send exactly one of `url` and `assetId`, not both
+    shakelab.server.web.APIProblem: send exactly one of `url` and `assetId`, not both
     """
     allowed = ("url", "assetId", "targets", "metadata", "callbackUrl")
     unknown = [k for k in body if k not in allowed]
@@ -397,11 +357,18 @@ def target_finished(ctx, job: dict[str, Any]) -> None:
 def build_router(ctx) -> APIRouter:
     """Build the Tasks API routes bound to a server context ``ctx``.
 
-    ``ctx`` provides ``store``, ``tasks`` (a :class:`~shakelab.server.tasks_store.TasksStore`),
-    ``signer``, ``worker``, ``max_upload_bytes``, ``allow_private_links``, ``link_timeout``,
-    ``count_upload()``, ``count_task()`` and ``asset_payload()`` (used by the shared upload code).
+    ``ctx`` (a started :class:`~shakelab.server.LocalServer`) provides ``token``, ``store``,
+    ``tasks`` (a :class:`~shakelab.server.tasks_store.TasksStore`), ``signer``, ``worker``,
+    ``max_upload_bytes``, ``allow_private_links``, ``link_timeout``, ``count_upload()``,
+    ``count_task()`` and ``asset_payload()`` (used by the shared upload code).
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> [r.path for r in build_router(SimpleNamespace(token="k", store=None)).routes]
+    ['/assets', '/assets', '/tasks', '/tasks', '/tasks/statistics', '/tasks/{task_id}']
     """
-    router = APIRouter(route_class=_TasksRoute)
+    router = TasksRouter(dependencies=[Depends(ApiKeyAuth(ctx.token))])
     store = ctx.store
 
     def base(request: Request) -> str:
@@ -419,19 +386,18 @@ def build_router(ctx) -> APIRouter:
                              f"(curl -F 'file=@song.mp3'), not Content-Type {ctype[:100]!r}")
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > ctx.max_upload_bytes + 1024 * 1024:
-            raise _too_large(ctx.max_upload_bytes, int(length))
-        received = await _receive_multipart(request, boundary, store.temp_path(), ctx.max_upload_bytes)
-        uploaded = await run_in_threadpool(_store_upload, ctx, request, *received)
+            raise too_large(ctx.max_upload_bytes, int(length))
+        received = await receive_multipart(request, boundary, store.temp_path(), ctx.max_upload_bytes)
+        uploaded = await run_in_threadpool(store_upload, ctx, base(request), *received)
         return JSONResponse({k: uploaded[k] for k in ("id", "format", "name", "link")})
 
     @router.get("/assets")
     async def list_assets(request: Request):
-        rows = store.rows("SELECT * FROM assets WHERE source != 'output' ORDER BY created_at DESC, rowid DESC")
-        return JSONResponse([asset_payload(ctx, dict(r), base(request)) for r in rows])
+        return JSONResponse([asset_payload(ctx, a, base(request)) for a in store.source_assets()])
 
     @router.post("/tasks")
     async def create_task(request: Request):
-        spec = validate_task(await _json_body(request))
+        spec = validate_task(await read_json(request))
         url = spec.get("url")
         if url is None:
             asset = store.get_asset(spec["assetId"])
@@ -441,11 +407,8 @@ def build_router(ctx) -> APIRouter:
             asset_id = asset["id"]
         else:
             name = clean_name(url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1], "download")
-            try:  # the same vetting, size and time caps as /upload/link
-                fetched = await _in_link_pool(_fetch_link, ctx, request, url, name)
-            except APIProblem as exc:
-                exc.message = exc.message.replace("`link`", "`url`")
-                raise
+            # the same vetting, size and time caps as /upload/link
+            fetched = await in_link_pool(lambda: fetch_link(ctx, base(request), url, name, field="url"))
             asset_id = fetched["id"]
         task, job_ids = ctx.tasks.add_task(asset_id=asset_id, url=url, metadata=spec["metadata"],
                                            targets=spec["targets"])

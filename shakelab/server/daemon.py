@@ -279,7 +279,8 @@ def _start_lock(data_dir: Path, timeout: float) -> Iterator[None]:
 
 
 def ensure(data_dir: str | os.PathLike | None = None, *, port: int = DEFAULT_PORT,
-           idle_timeout: float | None = None, timeout: float = 120.0) -> tuple[ServerInfo, bool]:
+           idle_timeout: float | None = None, timeout: float = 120.0,
+           test_hooks: bool = False) -> tuple[ServerInfo, bool]:
     """The running local server of ``data_dir``, started detached when none runs.
 
     Parameters
@@ -293,6 +294,8 @@ def ensure(data_dir: str | os.PathLike | None = None, *, port: int = DEFAULT_POR
         default :func:`idle_timeout_setting`. A server already running keeps its own.
     timeout : float
         Seconds to wait for the server to answer.
+    test_hooks : bool
+        A server started here serves ``/_stats`` and ``/_faults`` (``shakelab serve --test-hooks``).
 
     Returns
     -------
@@ -329,7 +332,7 @@ def ensure(data_dir: str | os.PathLike | None = None, *, port: int = DEFAULT_POR
             if info is not None:
                 return info, proc is not None
             if proc is None and read_holder(data_dir) is None:
-                proc = _spawn(data_dir, port, float(idle))
+                proc = _spawn(data_dir, port, float(idle), test_hooks)
             elif proc is not None and proc.poll() is not None:
                 raise ShakelabError(f"the local server did not start (exit status {proc.returncode}); "
                                     f"the end of {data_dir / LOG_NAME}:\n{tail_log(data_dir, 15)}")
@@ -341,9 +344,9 @@ def ensure(data_dir: str | os.PathLike | None = None, *, port: int = DEFAULT_POR
             time.sleep(0.05)
 
 
-def _spawn(data_dir: Path, port: int, idle_timeout: float) -> subprocess.Popen:
+def _spawn(data_dir: Path, port: int, idle_timeout: float, test_hooks: bool = False) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "shakelab.cli", "serve", "--background", "--data-dir", str(data_dir),
-           "--port", str(port), "--idle-timeout", f"{idle_timeout:g}"]
+           "--port", str(port), "--idle-timeout", f"{idle_timeout:g}"] + (["--test-hooks"] if test_hooks else [])
     # Its own session: a Ctrl-C or SIGHUP of the kernel's process group does not reach it; no
     # inherited pipe keeps a kernel's (or nbclient's) output open.
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

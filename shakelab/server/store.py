@@ -206,6 +206,11 @@ class Store:
             row = self._db.execute("SELECT * FROM assets WHERE id=?", (asset_id,)).fetchone()
         return dict(row) if row else None
 
+    def source_assets(self) -> list[dict[str, Any]]:
+        """Return the uploaded and fetched assets (no job outputs), newest first."""
+        return [dict(r) for r in self.rows("SELECT * FROM assets WHERE source != 'output' "
+                                           "ORDER BY created_at DESC, rowid DESC")]
+
     def remove_outputs(self, job_id: str) -> int:
         """Forget the output assets recorded for ``job_id`` (their files are the caller's); returns how many."""
         with self._lock:

@@ -17,144 +17,25 @@ Examples
 from __future__ import annotations
 
 import heapq
-import ipaddress
 import itertools
 import json
-import logging
 import os
 import queue
-import re
 import secrets
 import shutil
-import socket
 import threading
 import time
-import http.client
-import ssl
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 from shakelab import catalog
 from shakelab.errors import scrubbed_logger
+from shakelab.server.network import open_vetted
 
 log = scrubbed_logger("shakelab.server")
 
 # Longest input each model accepts (the service takes stems up to 3 h).
 MAX_INPUT_SECONDS = 3 * 3600.0
-
-
-MAX_URL_CHARS = 8192
-_URL_BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
-
-
-def check_url(url: object, *, field: str = "link") -> tuple[str, int]:
-    """The one check of the shape of every URL the server touches; returns ``(host, port)``.
-
-    http or https, a host, a valid port and IPv6 literal, no credentials, no whitespace or
-    control characters, at most :data:`MAX_URL_CHARS`. Raises ``ValueError`` naming ``field``.
-
-    Examples
-    --------
-    >>> check_url("https://example.com/a.wav")
-    ('example.com', 443)
-    >>> check_url("http://[::1", field="callbackUrl")
-    Traceback (most recent call last):
-    ...
-    ValueError: `callbackUrl` is not a valid URL ('http://[::1'): Invalid IPv6 URL
-    """
-    if not isinstance(url, str):
-        raise ValueError(f"`{field}` must be a string URL, not {type(url).__name__}")
-    shown = url[:200]
-    if len(url) > MAX_URL_CHARS:
-        raise ValueError(f"`{field}` must be at most {MAX_URL_CHARS} characters, not {len(url)}")
-    if _URL_BAD_CHARS.search(url):
-        raise ValueError(f"`{field}` must not contain spaces or control characters: {shown!r}")
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname, parts.port
-    except ValueError as exc:  # malformed IPv6 literal, port out of range or not a number
-        what = "has an invalid port" if "port" in str(exc).lower() else "is not a valid URL"
-        raise ValueError(f"`{field}` {what} ({shown!r}): {exc}") from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise ValueError(f"`{field}` must be an http or https URL, not {shown!r}")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"`{field}` must not carry credentials (user:password@): "
-                         f"{parts.scheme}://...@{host}")
-    if "[" in parts.netloc:
-        try:
-            ipaddress.IPv6Address(host.split("%")[0])
-        except ValueError:
-            raise ValueError(f"`{field}` has an invalid IPv6 address: {shown!r}") from None
-    try:
-        host.encode("idna")
-    except UnicodeError:
-        raise ValueError(f"`{field}` has an invalid host name: {shown!r}") from None
-    return host, port or (443 if parts.scheme == "https" else 80)
-
-
-def check_public_url(url: str, *, allow_private: bool, field: str = "link") -> tuple[str, int]:
-    """Like :func:`public_addresses`, returning only ``(host, port)``."""
-    host, port, _ = public_addresses(url, allow_private=allow_private, field=field)
-    return host, port
-
-
-def public_addresses(url: str, *, allow_private: bool, field: str = "link") -> tuple[str, int, list[str] | None]:
-    """Check that ``url`` is http(s) and that its host resolves only to public addresses.
-
-    Returns ``(host, port, addresses)``: the vetted IP addresses to connect to (so a second DNS
-    answer cannot swap in a private one), or None with ``allow_private``, where the address check
-    is skipped (the scheme check is not). Raises ``ValueError`` naming ``field`` otherwise.
-
-    Examples
-    --------
-    >>> public_addresses("ftp://x/y", allow_private=True)
-    Traceback (most recent call last):
-    ...
-    ValueError: `link` must be an http or https URL, not 'ftp://x/y'
-    """
-    host, port = check_url(url, field=field)
-    if allow_private:
-        return host, port, None
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise ValueError(f"`{field}` host {host!r} does not resolve: {exc}") from None
-    vetted = []
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%")[0])
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        if (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_multicast
-                or addr.is_reserved or addr.is_unspecified or not addr.is_global):
-            raise ValueError(f"`{field}` host {host!r} resolves to a private, loopback or link-local "
-                             f"address ({addr}); the server refuses those unless started with "
-                             "--allow-private-links")
-        vetted.append(info[4][0])
-    return host, port, vetted
-
-
-class PinnedHTTP(http.client.HTTPConnection):
-    """Connects to a vetted address while sending the URL's host name (Host header)."""
-
-    def __init__(self, host: str, port: int, address: str | None, **kw):
-        super().__init__(host, port, **kw)
-        self._address = address or host
-
-    def connect(self):
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
-
-
-class PinnedHTTPS(http.client.HTTPSConnection):
-    """HTTPS to a vetted address, with SNI and certificate checks against the URL's host name."""
-
-    def __init__(self, host: str, port: int, address: str | None, **kw):
-        super().__init__(host, port, context=ssl.create_default_context(), **kw)
-        self._address = address or host
-
-    def connect(self):
-        raw = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(raw, server_hostname=self.host)
 
 
 class CallbackSender:
@@ -226,20 +107,14 @@ class CallbackSender:
 
     def _post(self, url: str, body: bytes) -> None:
         """One delivery to an address vetted now (redirects are not followed)."""
-        host, port, addresses = public_addresses(url, allow_private=self.allow_private, field="callbackUrl")
-        parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        cls = PinnedHTTPS if parts.scheme == "https" else PinnedHTTP
-        conn = cls(host, port, (addresses or [None])[0], timeout=self.timeout)
+        resp = open_vetted(url, allow_private=self.allow_private, timeout=self.timeout, field="callbackUrl",
+                           method="POST", body=body, headers={"Content-Type": "application/json"})
         try:
-            conn.request("POST", target, body=body,
-                         headers={"Content-Type": "application/json", "User-Agent": "shakelab-server"})
-            resp = conn.getresponse()
             resp.read(65536)
             if resp.status >= 300:
                 raise RuntimeError(f"callback answered HTTP {resp.status}")
         finally:
-            conn.close()
+            resp.close()
 
 
 class Worker:
