@@ -164,9 +164,8 @@ def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
     values: dict[str, Any] = {"processing_s": job.duration_s if job.duration_s is not None else float("nan")}
     paths: list[str] = []
     if task.out_dir is not None:
-        rec = ledger.get_job(job.id) if ledger is not None else None
         out_dir = task.out_dir.resolve()
-        recorded = [p for p in (rec or {}).get("outputs", []) if Path(p).is_file() and Path(p).parent == out_dir]
+        recorded = [p for p in client.downloaded(job) if Path(p).is_file() and Path(p).parent == out_dir]
         paths = recorded or [os.fspath(p) for p in client.download(job, task.out_dir, folder="", progress=False)]
     values["outputs"] = paths
     segments = None

@@ -1369,6 +1369,17 @@ class Client:
                                              metadata={}, service=self.service)
         return Job.from_payload(record["payload"]) if record else None
 
+    def downloaded(self, run: Job) -> list[str]:
+        """Return the paths the ledger recorded for a run's downloaded outputs (earlier sessions too), else [].
+
+        Examples
+        --------
+        >>> client.downloaded(job)   # doctest: +SKIP
+        ['/home/me/out/song/vocals.wav']
+        """
+        record = self._ledger_call("get_job", run.id) or {}
+        return list(record.get("outputs") or [])
+
     def refresh(self, runs: Any) -> Any:
         """Return the newest state of a run of :meth:`start` (``get_job``), or of each run of a list, in order.
 

@@ -1033,6 +1033,18 @@ class TasksClient:
             fresh.append(state)
         return fresh
 
+    def downloaded(self, run: Target) -> list[str]:
+        """Return the paths the ledger recorded for a run's downloaded outputs (earlier sessions too), else [].
+
+        Examples
+        --------
+        >>> client.downloaded(target)   # doctest: +SKIP
+        ['/home/me/out/song/vocals.wav']
+        """
+        record = self._ledger_call("get_task", run.task_id) or {}
+        names = {self._file_name(output, run, i) for i, output in enumerate(run.outputs)}
+        return [p for p in record.get("outputs") or [] if Path(p).name in names]
+
     def _run_poller(self, run: Target, *, timeout: float | None, poll_interval: float | None,
                     cancel: threading.Event | None, first_delay: float) -> Poller[Target]:
         schedule = Schedule(first=poll_interval, growth=1.0, cap=poll_interval) if poll_interval else None

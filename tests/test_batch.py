@@ -486,10 +486,14 @@ def test_batch_on_the_tasks_api_one_task_per_file_and_a_cheap_rerun(fresh_server
     assert (cov.loc[sorted(music), "finding"] == "music found").all()
     assert (cov.drop(sorted(music))["finding"] == "no music found").all()
 
-    # a rerun creates nothing: each file's task comes back from the ledger
+    # a rerun creates nothing: each file's task comes back from the ledger (one GET each), the
+    # outputs and segments from the files already downloaded
+    requests_before = sum(fresh_server.stats()["requests"].values())
     again = batch.run(tmp_path / "rec", ["music_detection", "vocals"], client=client, progress=False,
                       download_to=tmp_path / "out")
     assert again.ok and (again.jobs["action"] == "skipped").all()
+    assert sum(fresh_server.stats()["requests"].values()) - requests_before == 4
+    assert list(again.jobs["outputs"]) == list(jobs["outputs"])
     assert list(again.jobs["job_id"]) == list(jobs["job_id"])
     assert fresh_server.stats()["tasks"] == 4 and fresh_server.stats()["uploads"] == 4
     pd.testing.assert_frame_equal(again.segments, seg)
