@@ -1,12 +1,12 @@
 # shakelab: two commands on a fresh machine with Python 3.11+ and make:
 #   make demo   set up .venv and run the main job offline on the embedded local server
-#   make test   set up .venv and run the whole suite (tests + notebooks)
+#   make test   set up .venv, run the quality gate (make lint) and the whole suite (tests + notebooks)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup models devset demo test bench lab serve system-deps clean
+.PHONY: setup models devset demo lint test bench lab serve system-deps clean
 
 setup: $(STAMP) models
 
@@ -46,7 +46,14 @@ system-deps:
 demo: setup
 	$(BIN)/shakelab demo
 
-test: setup system-deps
+# The quality gate: ruff (with the numpydoc docstring rules) on the code, mypy on the package
+# (both configured in pyproject.toml), and every docstring example of the package run as a doctest.
+lint: setup
+	$(BIN)/ruff check shakelab tests benchmarks tools
+	$(BIN)/mypy
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules shakelab
+
+test: lint system-deps
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 bench: setup

@@ -1,6 +1,6 @@
 """Quality and speed of ``music_removal`` and ``dialogue`` (``make bench``).
 
-Quality on the music-removal development set (:mod:`shakelab.removalset`: 6 broadcast-like
+Quality on the music-removal development set (:mod:`tools.removalset`: 6 broadcast-like
 programmes of 60 s with their speech, music and noise stems, music at -6/-12/-20 dB under
 speech), on whole recordings and on 10-s and 20-s slices cut and spliced back as the
 smart-mute client does. Every model runs through ``shakelab.server.processing.run_model``
@@ -70,7 +70,7 @@ def _oracle(prog: dict, model: str) -> np.ndarray:
 
 
 def quality(progs: list[dict], slices: bool) -> None:
-    from shakelab import removalset
+    from tools import removalset
 
     modes = [("whole", None)] + ([("10-s slices", 10.0), ("20-s slices", 20.0)] if slices else [])
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,7 +84,7 @@ def quality(progs: list[dict], slices: bool) -> None:
             for mode, seconds in modes:
                 for method, model in (("REPET-SIM (vocals)", "vocals"), ("music_removal", "music_removal"),
                                       ("dialogue", "dialogue")):
-                    fn = lambda y, m=model: _run_model(m, y, sr, tmp)  # noqa: E731
+                    fn = lambda y, m=model, rate=sr: _run_model(m, y, rate, tmp)  # noqa: E731
                     outputs.setdefault((method, mode), []).append(_sliced(fn, prog["mix"], sr, seconds))
             print(f"  scored {prog['name']}", flush=True)
     snrs = removalset.SNRS
@@ -97,9 +97,9 @@ def quality(progs: list[dict], slices: bool) -> None:
         for (method, mode), outs in outputs.items():
             if method.startswith("oracle") and target not in method:
                 continue
-            rows = [removalset.score(o, p, model=target) for o, p in zip(outs, progs)]
+            rows = [removalset.score(o, p, model=target) for o, p in zip(outs, progs, strict=True)]
             mean = lambda key, rs=rows: float(np.mean([r[key] for r in rs]))  # noqa: E731
-            by = [float(np.mean([r["sisdr"] for r, p in zip(rows, progs) if p["snr"] == s])) for s in snrs]
+            by = [float(np.mean([r["sisdr"] for r, p in zip(rows, progs, strict=True) if p["snr"] == s])) for s in snrs]
             print(f"{method:36s} {mode:12s} {mean('speech_db'):9.1f} {mean('music_db'):9.1f} {mean('noise_db'):9.1f} "
                   + " ".join(f"{b:11.1f}" for b in by) + f" {mean('sisdr_noise'):9.1f}")
 
@@ -122,12 +122,12 @@ def speed(minutes: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--set", help="a built set (python -m shakelab.removalset DIR); default: build one")
+    ap.add_argument("--set", help="a built set (python -m tools.removalset DIR); default: build one")
     ap.add_argument("--no-slices", action="store_true")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--minutes", type=float, default=10.0)
     args = ap.parse_args(argv)
-    from shakelab import removalset
+    from tools import removalset
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = args.set or tmp

@@ -1,7 +1,7 @@
 """Fit the coefficients of the feature-based music detector (``shakelab/server/music_features.json``).
 
-Offline and deterministic. Builds a labelled training set only from sources we may use
-(DESIGN.md, "Offline data"), computes the features of :mod:`shakelab.server.detectors`
+Offline and deterministic. Builds a labelled training set only from sources licensed for this
+use (listed in data/README.md), computes the features of :mod:`shakelab.server.detectors`
 every 0.5 s, fits a small MLP ensemble (scikit-learn), writes the JSON and prints
 accuracy per condition on the training set and on held-out real recordings.
 
@@ -47,6 +47,7 @@ import soundfile as sf
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "tools"))  # make_demo
 
 from make_demo import Score, write_midi  # noqa: E402
 

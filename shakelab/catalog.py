@@ -14,7 +14,7 @@ Examples
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from shakelab.errors import ValidationError
 
@@ -22,7 +22,7 @@ AUDIO_FORMATS = ("wav", "mp3", "flac", "aiff")
 TEXT_FORMATS = ("json", "txt")
 SUBTITLE_FORMATS = ("json", "txt", "srt")
 
-# Every model of the real service (service-facts.md) and its output formats; the first is the natural one.
+# Every model of the real service and its output formats; the first is the natural one.
 SERVICE_MODELS: dict[str, tuple[str, ...]] = {
     **{m: AUDIO_FORMATS for m in (
         "vocals", "instrumental", "drums", "bass", "guitar", "piano", "wind", "other",
@@ -49,7 +49,7 @@ def _quoted(values: Iterable[str]) -> str:
 
 
 def check_model(model: object, models: dict[str, tuple[str, ...]] = SERVICE_MODELS) -> str:
-    """Return ``model`` if it is a known model name, else raise ``ValidationError`` (a ``ValueError``) listing the allowed ones.
+    """Return ``model`` if it is a known model name, else raise ``ValidationError`` listing the allowed ones.
 
     Examples
     --------
@@ -76,12 +76,12 @@ def check_format(model: str, fmt: object, models: dict[str, tuple[str, ...]] = S
 
 
 def default_format(model: str, models: dict[str, tuple[str, ...]] = SERVICE_MODELS) -> str:
-    """The natural output format of ``model``: json for analysis models, wav for stems."""
+    """Give the natural output format of ``model``: json for analysis models, wav for stems."""
     return models[check_model(model, models)][0]
 
 
 def common_formats(models_chosen: Iterable[str], models: dict[str, tuple[str, ...]] = SERVICE_MODELS) -> list[str]:
-    """Formats that every model in ``models_chosen`` accepts, in catalogue order (empty list for none)."""
+    """List the formats that every model in ``models_chosen`` accepts, in catalogue order (empty list for none)."""
     chosen = [check_model(m, models) for m in models_chosen]
     if not chosen:
         return []

@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
-    """The ``--data-dir`` given, resolved, else the per-user local server's."""
+    """Resolve the ``--data-dir`` given, else give the per-user local server's."""
     from shakelab.server import default_data_dir
 
     return args.data_dir.expanduser().resolve() if args.data_dir else default_data_dir()
@@ -75,7 +75,8 @@ def _server_status(args: argparse.Namespace) -> int:
     if rec:
         print(f"  since      {rec.get('started_at')}")
         idle = rec.get("idle_timeout")
-        print(f"  idle stop  {daemon.describe_seconds(idle) + ' without requests or running jobs' if idle else 'never'}")
+        stop = daemon.describe_seconds(idle) + " without requests or running jobs" if idle else "never"
+        print(f"  idle stop  {stop}")
         if rec.get("background"):
             print(f"  log        {info.log_path}")
     return 0
@@ -166,7 +167,7 @@ def _models_fetch(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``shakelab`` command."""
+    """Build the argument parser of the ``shakelab`` command."""
     parser = argparse.ArgumentParser(prog="shakelab", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -242,7 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``shakelab`` console script."""
+    """Run the ``shakelab`` command; return its exit status (2 for a refused argument).
+
+    Examples
+    --------
+    >>> main(["evaluate", "no-such-ref-dir", "no-such-est-dir"])  # the message goes to stderr
+    2
+    """
     args = build_parser().parse_args(argv)
     from shakelab.errors import ShakelabError
 

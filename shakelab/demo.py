@@ -15,6 +15,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shakelab.errors import ValidationError
+
+if TYPE_CHECKING:
+    import pandas
 
 # Inside the package, so that `shakelab demo` works from an installed wheel in any folder
 # (data/demo.flac in the checkout is a link to it).
@@ -22,7 +28,7 @@ DEMO_RECORDING = Path(__file__).resolve().parent / "data" / "demo.flac"
 DEMO_MODELS = ("music_detection", "vocals")
 
 
-def run(out_dir: str | Path = "out/demo", *, source: str | Path = DEMO_RECORDING) -> "pandas.DataFrame":
+def run(out_dir: str | Path = "out/demo", *, source: str | Path = DEMO_RECORDING) -> pandas.DataFrame:
     """Upload ``source``, run detection and one stem model, download, print the segments.
 
     Parameters
@@ -42,7 +48,7 @@ def run(out_dir: str | Path = "out/demo", *, source: str | Path = DEMO_RECORDING
 
     source = Path(source)
     if not source.is_file():
-        raise FileNotFoundError(f"`source` must be an existing audio file, not {str(source)!r}")
+        raise ValidationError(f"`source` must be an existing audio file, not {str(source)!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 

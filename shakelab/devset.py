@@ -7,7 +7,7 @@ noise) and ``silence`` (digital zero or a -70 dBFS noise floor). The ``dev`` spl
 16.5 minutes; the ``train`` split (used by ``benchmarks/train_bgm.py`` for the background-music
 cue) draws on other voices, sentences, synthetic songs and song excerpts, and more SNRs.
 
-Sources (DESIGN.md, "Offline data we may use"), taken from package wheels with
+Sources (only audio licensed for this use), taken from package wheels with
 ``pip download --no-deps`` into a cache directory (a setup/dev step, never at run time):
 real speech ``pyannote/audio/sample/sample.wav`` (pyannote.audio wheel, MIT), music
 ``arcade/resources/assets/music/1918.mp3`` and ``funkyrobot.mp3`` (arcade wheel),

@@ -1,8 +1,11 @@
-"""The only place shakelab builds pandas DataFrames: jobs, music-detection segments, usage.
+"""The only place shakelab builds and validates pandas DataFrames: jobs, music-detection segments, usage.
 
 Every frame has fixed snake_case columns with fixed dtypes, documented below; an empty input
 gives an empty frame with the same columns and dtypes; a malformed payload raises
-``ValueError`` naming the bad field (and the row).
+:class:`~shakelab.errors.ValidationError` (a ``ValueError``) naming the bad field (and the row).
+:func:`segments_frame` reads a ``music_detection`` answer; :func:`as_segments` checks any
+segments a user hands over (a frame, the payload list, an output file) for
+:mod:`shakelab.segments`, :mod:`shakelab.labels`, :mod:`shakelab.evaluation` and the plots.
 
 Examples
 --------
@@ -19,20 +22,22 @@ Examples
 from __future__ import annotations
 
 import json
-from operator import itemgetter
 import math
 import os
 import re
+from collections.abc import Iterable, Mapping
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from shakelab.errors import ValidationError
 from shakelab.models import Job, JobStatus
 
-__all__ = ["jobs_frame", "segments_frame", "usage_frame", "merge_usage", "provenance", "is_all_windows",
-           "JOBS_COLUMNS", "SEGMENTS_COLUMNS", "USAGE_COLUMNS", "SERVICE"]
+__all__ = ["JOBS_COLUMNS", "SEGMENTS_COLUMNS", "SERVICE", "USAGE_COLUMNS", "as_segments", "check_no_overlap",
+           "is_all_windows", "jobs_frame", "merge_usage", "provenance", "segments_frame", "usage_frame"]
 
 SEGMENTS_COLUMNS = ("source", "job_id", "start_time", "end_time", "duration", "confidence", "provenance")
 #: ``provenance`` of segments answered by the AudioShake service
@@ -67,7 +72,7 @@ def _detection_records(detection: Any) -> Any:
             try:
                 detection = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"`detection` is not valid JSON: {exc}") from None
+                raise ValidationError(f"`detection` is not valid JSON: {exc}") from None
         else:  # the txt output: start<TAB>end<TAB>confidence per line
             rows = []
             for lineno, line in enumerate(text.splitlines(), 1):
@@ -75,28 +80,28 @@ def _detection_records(detection: Any) -> Any:
                     continue
                 parts = line.split("\t") if "\t" in line else line.split()
                 if len(parts) < 3:
-                    raise ValueError(f"`detection` line {lineno} must hold start_time, end_time and "
-                                     f"confidence separated by tabs, not {line!r}")
+                    raise ValidationError(f"`detection` line {lineno} must hold start_time, end_time and "
+                                          f"confidence separated by tabs, not {line!r}")
                 rows.append({"start_time": parts[0], "end_time": parts[1], "confidence": parts[2]})
             return rows
     if isinstance(detection, Mapping):  # {"segments": [...]} or similar wrappers
         for key in ("segments", "detections", "results", "data", "intervals"):
             if isinstance(detection.get(key), list):
                 return detection[key]
-        raise ValueError("`detection` must be a list of {start_time, end_time, confidence} objects, "
-                         f"not an object with keys {sorted(detection)!r}")
+        raise ValidationError("`detection` must be a list of {start_time, end_time, confidence} objects, "
+                              f"not an object with keys {sorted(detection)!r}")
     if isinstance(detection, pd.DataFrame):
         return detection  # read column-wise by _column
     if detection is None or not isinstance(detection, Iterable):
-        raise ValueError("`detection` must be a list of {start_time, end_time, confidence} objects "
-                         f"(or the JSON/txt output as str, bytes or a path), not {type(detection).__name__}")
+        raise ValidationError("`detection` must be a list of {start_time, end_time, confidence} objects "
+                              f"(or the JSON/txt output as str, bytes or a path), not {type(detection).__name__}")
     return detection if isinstance(detection, (list, tuple)) else list(detection)
 
 
 def _column(records: Any, key: str) -> np.ndarray:
     if isinstance(records, pd.DataFrame):
         if key not in records.columns:
-            raise ValueError(f"`detection` frame has no `{key}` column: columns {list(records.columns)!r}")
+            raise ValidationError(f"`detection` frame has no `{key}` column: columns {list(records.columns)!r}")
         try:
             return records[key].to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError):
@@ -110,10 +115,10 @@ def _column(records: Any, key: str) -> np.ndarray:
     except (KeyError, TypeError, IndexError):
         for i, r in enumerate(records):
             if not isinstance(r, Mapping):
-                raise ValueError(f"`detection` row {i} must be an object with start_time, end_time and "
-                                 f"confidence, not {type(r).__name__} {r!r:.80}") from None
+                raise ValidationError(f"`detection` row {i} must be an object with start_time, end_time and "
+                                      f"confidence, not {type(r).__name__} {r!r:.80}") from None
             if key not in r:
-                raise ValueError(f"`detection` row {i} has no `{key}` field: {dict(r)!r:.120}") from None
+                raise ValidationError(f"`detection` row {i} has no `{key}` field: {dict(r)!r:.120}") from None
         raise
     try:
         return np.asarray(values, dtype=np.float64)
@@ -122,12 +127,12 @@ def _column(records: Any, key: str) -> np.ndarray:
             try:
                 float(v)
             except (TypeError, ValueError):
-                raise ValueError(f"`{key}` of detection row {i} must be a number, not {v!r}") from None
+                raise ValidationError(f"`{key}` of detection row {i} must be a number, not {v!r}") from None
         raise
 
 
 def provenance(detector: str | None = None, *, window: float = 10.0, all_windows: bool = False) -> str:
-    """The ``provenance`` text of a segments frame: who answered, and how.
+    """Give the ``provenance`` text of a segments frame: who answered, and how.
 
     ``"audioshake"`` (:data:`SERVICE`) for the service (``detector=None``); for the local
     server ``"local:<detector>:window=<w>s"``, ending in ``":all_windows"`` when every window
@@ -200,7 +205,7 @@ def segments_frame(detection: Any, *, job: Job | str | None = None, source: str 
 
     Raises
     ------
-    ValueError
+    ValidationError
         A row without a field or with a non-numeric, non-finite or out-of-range value
         (``confidence`` outside 0-1, ``end_time`` before ``start_time``), naming field and row.
 
@@ -222,21 +227,17 @@ def segments_frame(detection: Any, *, job: Job | str | None = None, source: str 
     end = _column(records, "end_time")
     conf = _column(records, "confidence")
     n = len(start)
-    if n:
-        for key, arr in (("start_time", start), ("end_time", end), ("confidence", conf)):
-            bad = ~np.isfinite(arr)
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise ValueError(f"`{key}` of detection row {i} must be a finite number, not {float(arr[i])!r}")
-        bad = (conf < 0.0) | (conf > 1.0)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"`confidence` of detection row {i} must be within 0-1, not {float(conf[i])!r}")
-        bad = end < start
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise ValueError(f"`end_time` of detection row {i} ({float(end[i])!r}) is before its "
-                             f"`start_time` ({float(start[i])!r})")
+    failed = _first_invalid(start, end, conf, negative_start=False)
+    if failed is not None:  # messages name the payload's row number
+        check, i = failed
+        values = {"start_time": start, "end_time": end, "confidence": conf}
+        if check in values:
+            raise ValidationError(f"`{check}` of detection row {i} must be a finite number, "
+                                  f"not {float(values[check][i])!r}")
+        if check == "order":
+            raise ValidationError(f"`end_time` of detection row {i} ({float(end[i])!r}) is before its "
+                                  f"`start_time` ({float(start[i])!r})")
+        raise ValidationError(f"`confidence` of detection row {i} must be within 0-1, not {float(conf[i])!r}")
     if provenance is None and isinstance(records, pd.DataFrame) and "provenance" in records.columns:
         origin = pd.array(records["provenance"].astype(object).where(records["provenance"].notna(), None),
                           dtype="string")
@@ -251,6 +252,184 @@ def segments_frame(detection: Any, *, job: Job | str | None = None, source: str 
         "confidence": conf,
         "provenance": origin,
     }, columns=list(SEGMENTS_COLUMNS))
+
+
+_KEYS = ["source", "job_id"]
+
+
+def _py(v: Any) -> Any:
+    """Numpy scalars as Python scalars, so messages show 2.0, not np.float64(2.0)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _first_invalid(start: np.ndarray, end: np.ndarray, conf: np.ndarray, *,
+                   negative_start: bool) -> tuple[str, int] | None:
+    """Return the first failed check of segment values and its row position, or None.
+
+    The one set of checks behind :func:`segments_frame` and :func:`as_segments`, in order: a
+    non-finite ``start_time``/``end_time``/``confidence`` (the check is that column's name),
+    a negative start (``"negative"``, when ``negative_start``), an end before its start
+    (``"order"``), a confidence outside [0, 1] (``"range"``).
+    """
+    checks = [("start_time", ~np.isfinite(start)), ("end_time", ~np.isfinite(end)),
+              ("confidence", ~np.isfinite(conf))]
+    if negative_start:
+        checks.append(("negative", start < 0))
+    checks += [("order", end < start), ("range", (conf < 0.0) | (conf > 1.0))]
+    for check, bad in checks:
+        if bad.any():
+            return check, int(np.argmax(bad))
+    return None
+
+
+def _bad_row(df: pd.DataFrame, pos: int, message: str) -> None:
+    """Raise ValidationError for the row at ``pos``, naming its index label and source."""
+    row = df.iloc[pos]
+    where = f"row {df.index[pos]!r}"
+    if "source" in df.columns and not pd.isna(row["source"]):
+        where += f" (source {row['source']!r})"
+    raise ValidationError(f"{where}: " + message.format(**{k: _py(row[k]) for k in df.columns}))
+
+
+def _payload_rows(rows: list) -> pd.DataFrame:
+    """Turn the raw payload list into a frame of its three fields, checking each row's shape."""
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ValidationError(f"row {i}: a segment must be a mapping with start_time, end_time "
+                                  f"and confidence, not {row!r}")
+        for key in ("start_time", "end_time"):
+            if key not in row:
+                raise ValidationError(f"row {i}: missing `{key}` in {dict(row)!r}")
+    if not rows:
+        return segments_frame([])
+    return pd.DataFrame({
+        "start_time": [r["start_time"] for r in rows],
+        "end_time": [r["end_time"] for r in rows],
+        "confidence": [r.get("confidence", 1.0) for r in rows],
+    })
+
+
+def check_no_overlap(segments: pd.DataFrame, by: Iterable[str] = ("source", "job_id")) -> None:
+    """Raise ValidationError when two intervals of the same ``by`` group overlap (touching is fine).
+
+    Parameters
+    ----------
+    segments : pandas.DataFrame
+        A segments frame (:func:`as_segments`).
+    by : iterable of str
+        The columns that say which rows belong to one recording.
+
+    Examples
+    --------
+    >>> check_no_overlap(as_segments([{"start_time": 0, "end_time": 10}, {"start_time": 10, "end_time": 12}]))
+    >>> check_no_overlap(as_segments([{"start_time": 0, "end_time": 10}, {"start_time": 9, "end_time": 12}]))
+    Traceback (most recent call last):
+    ...
+    shakelab.errors.ValidationError: row 1: interval [9.0, 12.0] overlaps row 0 [0.0, 10.0]; merge() them first
+    """
+    for _, g in segments.groupby(list(by), dropna=False, sort=False):
+        if len(g) < 2:
+            continue
+        g = g.sort_values("start_time", kind="stable")
+        ends = np.maximum.accumulate(g["end_time"].to_numpy())
+        starts = g["start_time"].to_numpy()
+        over = np.flatnonzero(starts[1:] < ends[:-1])
+        if len(over):
+            i = int(over[0]) + 1
+            prev = int(np.argmax(g["end_time"].to_numpy()[:i]))
+            a, b = g.iloc[prev], g.iloc[i]
+            raise ValidationError(
+                f"row {g.index[i]!r}: interval [{_py(b['start_time'])!r}, {_py(b['end_time'])!r}] "
+                f"overlaps row {g.index[prev]!r} [{_py(a['start_time'])!r}, {_py(a['end_time'])!r}]"
+                + (f" (source {b['source']!r})" if not pd.isna(b["source"]) else "")
+                + "; merge() them first")
+
+
+def as_segments(segments: Any, *, allow_overlap: bool = True, source: str | None = None,
+                job_id: str | None = None) -> pd.DataFrame:
+    """Check segments and return them as a segments frame (the columns of :func:`segments_frame`).
+
+    Parameters
+    ----------
+    segments : pandas.DataFrame, list of dict or path
+        A frame with at least ``start_time`` and ``end_time`` (``confidence`` defaults to 1.0,
+        ``source``/``job_id``/``provenance`` to missing, ``duration`` is recomputed), the raw
+        ``music_detection`` payload ``[{"start_time", "end_time", "confidence"}]``, or the
+        path of a music_detection ``.json``/``.txt`` output (read by :func:`segments_frame`).
+    allow_overlap : bool
+        When False, overlapping intervals of the same source and job raise
+        :class:`~shakelab.errors.ValidationError` (touching ones are fine).
+    source, job_id : str, optional
+        Set the ``source`` / ``job_id`` column of every row (before the checks, so that an
+        error names the source).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``source`` (string), ``job_id`` (string), ``start_time``, ``end_time``,
+        ``duration``, ``confidence`` (float64), ``provenance`` (string; <NA> when the input has
+        none), then any extra columns of the input. The input is never modified.
+
+    Raises
+    ------
+    ValidationError
+        Naming the row and the value: non-numeric or non-finite times, negative times, an end
+        before its start, a confidence outside [0, 1], or an overlap when not allowed.
+
+    Examples
+    --------
+    >>> as_segments([{"start_time": 0, "end_time": 10, "confidence": 0.5}]).columns.tolist()
+    ['source', 'job_id', 'start_time', 'end_time', 'duration', 'confidence', 'provenance']
+    >>> as_segments([{"start_time": 5, "end_time": 2, "confidence": 0.5}])
+    Traceback (most recent call last):
+    ...
+    shakelab.errors.ValidationError: row 0: `end_time` 2.0 is before `start_time` 5.0
+    """
+    if isinstance(segments, pd.DataFrame):
+        df = segments.copy()
+    elif isinstance(segments, (list, tuple)):
+        df = _payload_rows(list(segments))
+    elif isinstance(segments, os.PathLike) or (isinstance(segments, str) and Path(segments).is_file()):
+        df = segments_frame(Path(segments))  # a music_detection .json or .txt output file
+    else:
+        raise ValidationError("`segments` must be a pandas DataFrame, a list of "
+                              "{start_time, end_time, confidence} dicts or the path of a "
+                              f"music_detection output file, not {type(segments).__name__} "
+                              f"{segments!r:.60}")
+    for key in ("start_time", "end_time"):
+        if key not in df.columns:
+            raise ValidationError(f"`segments` has no `{key}` column (columns: {list(df.columns)})")
+    if "confidence" not in df.columns:
+        df["confidence"] = 1.0
+    for key, value in (("source", source), ("job_id", job_id)):
+        if value is not None:
+            df[key] = value
+    for key in [*_KEYS, "provenance"]:
+        if key not in df.columns:
+            df[key] = pd.Series(pd.NA, index=df.index, dtype="string")
+        else:
+            df[key] = df[key].astype("string")
+    raw = {key: df[key] for key in ("start_time", "end_time", "confidence")}
+    for key, values in raw.items():
+        df[key] = pd.to_numeric(values, errors="coerce").astype("float64")
+    start = df["start_time"].to_numpy()
+    end = df["end_time"].to_numpy()
+    conf = df["confidence"].to_numpy()
+    failed = _first_invalid(start, end, conf, negative_start=True)
+    if failed is not None:  # messages name the row's index label and its source
+        check, pos = failed
+        if check in raw:
+            raise ValidationError(f"row {df.index[pos]!r}: `{check}` must be a finite number, "
+                                  f"not {raw[check].iloc[pos]!r}")
+        _bad_row(df, pos, {"negative": "`start_time` {start_time!r} is negative",
+                           "order": "`end_time` {end_time!r} is before `start_time` {start_time!r}",
+                           "range": "`confidence` {confidence!r} is outside [0, 1]"}[check])
+    df["duration"] = end - start
+    extra = [c for c in df.columns if c not in SEGMENTS_COLUMNS]
+    df = df[[*SEGMENTS_COLUMNS, *extra]]
+    if not allow_overlap:
+        check_no_overlap(df)
+    return df
 
 
 # --------------------------------------------------------------------------- usage
@@ -272,7 +451,7 @@ def usage_frame(usage: Any) -> pd.DataFrame:
 
     Raises
     ------
-    ValueError
+    ValidationError
         A month that is not ``YYYY-MM``, a missing or non-numeric count, naming field and row.
 
     Examples
@@ -284,13 +463,15 @@ def usage_frame(usage: Any) -> pd.DataFrame:
     if isinstance(usage, Mapping):
         rows = usage.get("usage", usage.get("data"))
         if rows is None:
-            raise ValueError(f"`usage` payload has no `usage` field: keys {sorted(usage)!r}")
+            raise ValidationError(f"`usage` payload has no `usage` field: keys {sorted(usage)!r}")
     if not isinstance(rows, (list, tuple)):
-        raise ValueError(f"`usage` must be the /usage payload or its list of months, not {type(rows).__name__}")
-    months, jobs, minutes = [], [], []
+        raise ValidationError(f"`usage` must be the /usage payload or its list of months, not {type(rows).__name__}")
+    months: list[pd.Period | None] = []
+    jobs: list[float] = []
+    minutes: list[float] = []
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
-            raise ValueError(f"`usage` row {i} must be an object, not {row!r:.80}")
+            raise ValidationError(f"`usage` row {i} must be an object, not {row!r:.80}")
         month = row.get("month")
         text = str(month) if month is not None else ""
         try:
@@ -298,7 +479,7 @@ def usage_frame(usage: Any) -> pd.DataFrame:
         except (ValueError, TypeError):
             months.append(None)
         if months[-1] is None:
-            raise ValueError(f"`month` of usage row {i} must be 'YYYY-MM', not {month!r}")
+            raise ValidationError(f"`month` of usage row {i} must be 'YYYY-MM', not {month!r}")
         for key, alts, out, cast in (("totalJobs", ("total_jobs", "totalTargets", "total_targets"), jobs, int),
                                      ("totalMinutes", ("total_minutes",), minutes, float)):
             value = row.get(key)
@@ -306,14 +487,14 @@ def usage_frame(usage: Any) -> pd.DataFrame:
                 if value is None:
                     value = row.get(alt)
             if value is None:
-                raise ValueError(f"usage row {i} has no `{key}` field: {dict(row)!r:.120}")
+                raise ValidationError(f"usage row {i} has no `{key}` field: {dict(row)!r:.120}")
             try:
                 number = float(value)
             except (TypeError, ValueError):
-                raise ValueError(f"`{key}` of usage row {i} must be a number, not {value!r}") from None
+                raise ValidationError(f"`{key}` of usage row {i} must be a number, not {value!r}") from None
             if not math.isfinite(number) or (cast is int and number != int(number)):
-                raise ValueError(f"`{key}` of usage row {i} must be a finite {'whole ' if cast is int else ''}"
-                                 f"number, not {value!r}")
+                raise ValidationError(f"`{key}` of usage row {i} must be a finite {'whole ' if cast is int else ''}"
+                                      f"number, not {value!r}")
             out.append(cast(number))
     frame = pd.DataFrame({
         "month": pd.array(months, dtype="period[M]"),
@@ -324,9 +505,10 @@ def usage_frame(usage: Any) -> pd.DataFrame:
 
 
 def merge_usage(history: Any, fresh: Any) -> pd.DataFrame:
-    """A usage history with freshly fetched months merged in: a month in ``fresh`` replaces
-    the same month of ``history`` (the service's figure is the newer one), other months of
-    both are kept, sorted by month.
+    """Merge freshly fetched months into a usage history, sorted by month.
+
+    A month in ``fresh`` replaces the same month of ``history`` (the service's figure is the
+    newer one); the other months of both are kept.
 
     Both may be usage frames or ``/usage`` payloads (the service lists only its last months,
     so refreshing a long saved history must not throw the older months away).
@@ -384,7 +566,7 @@ def jobs_frame(jobs: Iterable[Job | Mapping[str, Any]], *, audio_s: Mapping[str,
 
     Raises
     ------
-    ValueError
+    ValidationError
         A payload that is not a job (no ``id``).
 
     Examples
@@ -402,9 +584,9 @@ def jobs_frame(jobs: Iterable[Job | Mapping[str, Any]], *, audio_s: Mapping[str,
             try:
                 parsed.append(Job.from_payload(job))
             except ValueError as exc:
-                raise ValueError(f"`jobs` item {i}: {exc}") from None
+                raise ValidationError(f"`jobs` item {i}: {exc}") from None
         else:
-            raise ValueError(f"`jobs` item {i} must be a Job or a job payload dict, not {type(job).__name__}")
+            raise ValidationError(f"`jobs` item {i} must be a Job or a job payload dict, not {type(job).__name__}")
 
     def ts(values: list) -> pd.Series:
         return pd.Series(pd.to_datetime(pd.Series(values, dtype=object), utc=True)).astype(_UTC)

@@ -8,9 +8,13 @@ file plots in about a second with flat memory. matplotlib is imported on first u
 Examples
 --------
 >>> import matplotlib.pyplot as plt
+>>> from shakelab.demo import DEMO_RECORDING
 >>> from shakelab.plot import plot_detection
->>> fig, ax = plt.subplots(figsize=(10, 3))                      # doctest: +SKIP
->>> plot_detection("broadcast.wav", segments, ax=ax)           # doctest: +SKIP
+>>> fig, ax = plt.subplots(figsize=(10, 3))
+>>> segments = [{"start_time": 10.0, "end_time": 44.0, "confidence": 0.98}]
+>>> plot_detection(DEMO_RECORDING, segments, ax=ax) is ax
+True
+>>> plt.close(fig)
 """
 
 from __future__ import annotations
@@ -21,8 +25,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["plot_detection", "plot_spectrogram", "plot_timeline", "plot_confidence",
-           "plot_usage"]
+from shakelab.errors import ValidationError
+
+__all__ = [
+    "plot_confidence",
+    "plot_detection",
+    "plot_spectrogram",
+    "plot_timeline",
+    "plot_usage",
+]
 
 _WAVE = "#3b5b78"
 _SPAN_CMAP = "Oranges"
@@ -45,12 +56,12 @@ def _axes(ax):
 
 
 def _frame(segments):
-    from shakelab.segments import as_frame
+    from shakelab.frames import as_segments
 
-    return as_frame(segments)
+    return as_segments(segments)
 
 
-def _span_colors(conf: np.ndarray, *, alpha: bool = True) -> np.ndarray:
+def _span_colors(conf: Any, *, alpha: bool = True) -> np.ndarray:
     """RGBA per confidence: darker orange and more opaque for higher confidence."""
     import matplotlib
 
@@ -71,10 +82,10 @@ def format_time(seconds: float, duration: float) -> str:
     ('1:02:05', '1:15', '2.5')
     """
     if duration >= 3600:
-        s = int(round(seconds))
+        s = round(seconds)
         return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
     if duration >= 60:
-        s = int(round(seconds))
+        s = round(seconds)
         return f"{s // 60}:{s % 60:02d}"
     return f"{seconds:g}"
 
@@ -99,7 +110,7 @@ def _spans(ax, df: pd.DataFrame, y0: float, y1: float, *, alpha: bool = True, **
 
     s = df["start_time"].to_numpy()
     e = df["end_time"].to_numpy()
-    verts = [[(a, y0), (a, y1), (b, y1), (b, y0)] for a, b in zip(s, e)]
+    verts = [[(a, y0), (a, y1), (b, y1), (b, y0)] for a, b in zip(s, e, strict=True)]
     coll = PolyCollection(verts, facecolors=_span_colors(df["confidence"].to_numpy(), alpha=alpha)
                           if len(df) else "none", edgecolors="none",
                           transform=ax.get_xaxis_transform(), **kwargs)
@@ -111,7 +122,7 @@ def _outlines(ax, df: pd.DataFrame, y0: float, y1: float):
     """Dashed outlines of segments that did not pass a threshold (shown, not hidden)."""
     from matplotlib.collections import PolyCollection
 
-    verts = [[(a, y0), (a, y1), (b, y1), (b, y0)] for a, b in zip(df["start_time"], df["end_time"])]
+    verts = [[(a, y0), (a, y1), (b, y1), (b, y0)] for a, b in zip(df["start_time"], df["end_time"], strict=True)]
     coll = PolyCollection(verts, facecolors="none", edgecolors="#d1d5db", linewidths=0.0, hatch="///",
                           transform=ax.get_xaxis_transform(), zorder=0.6, label="below threshold")
     ax.add_collection(coll, autolim=False)
@@ -121,9 +132,9 @@ def _outlines(ax, df: pd.DataFrame, y0: float, y1: float):
 def _one_recording(df: pd.DataFrame) -> None:
     keys = df[["source", "job_id"]].drop_duplicates()
     if len(keys) > 1:
-        raise ValueError(f"`segments` must belong to one recording, but it has {len(keys)} "
-                         f"source/job pairs: {keys.to_dict('records')!r}; select one "
-                         "(df[df.source == name]) or use plot_timeline")
+        raise ValidationError(f"`segments` must belong to one recording, but it has {len(keys)} "
+                              f"source/job pairs: {keys.to_dict('records')!r}; select one "
+                              "(df[df.source == name]) or use plot_timeline")
 
 
 def _check_threshold(threshold):
@@ -134,7 +145,7 @@ def _check_threshold(threshold):
     except (TypeError, ValueError):
         t = math.nan
     if isinstance(threshold, bool) or not 0.0 <= t <= 1.0:
-        raise ValueError(f"`threshold` must be a number in [0, 1] or None, not {threshold!r}")
+        raise ValidationError(f"`threshold` must be a number in [0, 1] or None, not {threshold!r}")
     return t
 
 
@@ -143,7 +154,7 @@ def _step_xy(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     df = df.sort_values("start_time", kind="stable")
     xs, ys = [], []
     prev_end = None
-    for s, e, c in zip(df["start_time"], df["end_time"], df["confidence"]):
+    for s, e, c in zip(df["start_time"], df["end_time"], df["confidence"], strict=True):
         if prev_end is not None and s > prev_end + 1e-9:
             xs.append(np.nan)
             ys.append(np.nan)
@@ -198,7 +209,6 @@ def plot_detection(audio: Any, segments: Any, *, threshold: float | None = None,
     >>> tuple(float(v) for v in ax.get_xlim()), ax.confidence_ax.get_ylabel()
     ((0.0, 5.0), 'confidence')
     """
-    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     from shakelab import audio as audio_mod
@@ -393,7 +403,7 @@ def plot_timeline(segments: Any, *, by: str = "source", recordings: Any = None,
     from matplotlib.colors import Normalize
 
     if by not in ("source", "job_id"):
-        raise ValueError(f"`by` must be 'source' or 'job_id', not {by!r}")
+        raise ValidationError(f"`by` must be 'source' or 'job_id', not {by!r}")
     from shakelab import segments as sg
 
     ax = _axes(ax)
@@ -405,7 +415,8 @@ def plot_timeline(segments: Any, *, by: str = "source", recordings: Any = None,
         given = recordings[by] if isinstance(recordings, pd.DataFrame) else recordings
         keys = list(dict.fromkeys([*(str(k) for k in given), *(k for k in keys if not pd.isna(k))]))
         if isinstance(recordings, pd.DataFrame) and "finding" in recordings.columns:  # batch coverage
-            notes = {str(k): str(f) for k, f in zip(recordings[by], recordings["finding"]) if f == "no result"}
+            notes = {str(k): str(f) for k, f in zip(recordings[by], recordings["finding"], strict=True)
+                     if f == "no result"}
     names = []
     for i, key in enumerate(keys):
         rows = df[df[by].isna()] if pd.isna(key) else df[(df[by] == key).fillna(False)]
@@ -415,7 +426,7 @@ def plot_timeline(segments: Any, *, by: str = "source", recordings: Any = None,
                         va="center", ha="left", fontsize="small", color="#6b7280", style="italic")
             continue
         opts = {"edgecolor": "white", "linewidth": 0.3, **kwargs}
-        ax.broken_barh(list(zip(rows["start_time"], rows["duration"])), (i - 0.4, 0.8),
+        ax.broken_barh(list(zip(rows["start_time"], rows["duration"], strict=True)), (i - 0.4, 0.8),
                        facecolors=cm(rows["confidence"].to_numpy()), **opts)
     ax.set_yticks(range(len(keys)), _short_names(names) if by == "source" else names)
     ax.set_ylim(max(len(keys), 1) - 0.5, -0.5)
@@ -484,7 +495,7 @@ def plot_confidence(segments: Any, *, bins: int = 20, ax=None, **kwargs):
     10.0
     """
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"`bins` must be a positive integer, not {bins!r}")
+        raise ValidationError(f"`bins` must be a positive integer, not {bins!r}")
     ax = _axes(ax)
     df = _frame(segments)
     name, unit = _duration_unit(float(df["duration"].sum()))
@@ -501,8 +512,8 @@ def _usage(usage: Any) -> pd.DataFrame:
     if isinstance(usage, pd.DataFrame):
         missing = {"month", "total_jobs", "total_minutes"} - set(usage.columns)
         if missing:
-            raise ValueError(f"`usage` frame lacks columns {sorted(missing)!r} "
-                             "(expected the usage_frame columns)")
+            raise ValidationError(f"`usage` frame lacks columns {sorted(missing)!r} "
+                                  "(expected the usage_frame columns)")
         df = usage[["month", "total_jobs", "total_minutes"]].copy()
         df["month"] = pd.PeriodIndex(df["month"].astype(str), freq="M")
     else:
@@ -520,7 +531,7 @@ def _usage(usage: Any) -> pd.DataFrame:
 
 def _fmt(v: float, whole: bool) -> str:
     if whole:
-        return f"{int(round(v)):,}"
+        return f"{round(v):,}"
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:,.1f}"
 
 
@@ -575,7 +586,7 @@ def plot_usage(usage: Any, *, ax=None, **kwargs):
     ax.set_ylim(0, top)
     tw = ax.twinx()
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # jobs are counted: no 0.2 job ticks
-    for rect, v in zip(bars, jobs):
+    for rect, v in zip(bars, jobs, strict=True):
         xc = rect.get_x() + rect.get_width() / 2
         if v == 0:
             continue
@@ -606,12 +617,12 @@ def plot_usage(usage: Any, *, ax=None, **kwargs):
     pad = max(0.0, (3 - n) / 2)
     ax.set_xlim(-0.6 - pad, n - 0.4 + pad)
     step = 1 if n <= 12 else 3 if n <= 36 else 6 if n <= 72 else 12
-    months = list(df["month"])
-    ticks = [i for i in range(n) if (months[i].month - 1) % step == 0] if step > 1 else list(x)
+    months: list[Any] = list(df["month"])
+    ticks = [i for i in range(n) if step == 1 or (months[i].month - 1) % step == 0]
     labels = [months[i].strftime("%b\n%Y") if (months[i].month == 1 or k == 0)
               else months[i].strftime("%b") for k, i in enumerate(ticks)]
     ax.set_xticks(ticks, labels)
-    ax.xaxis.set_minor_locator(FixedLocator(x))
+    ax.xaxis.set_minor_locator(FixedLocator(x.tolist()))
     ax.legend(handles=[bars, line], loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=2,
               frameon=False, fontsize="small", borderaxespad=0.2)
     ax.figure.sca(ax)

@@ -32,23 +32,39 @@ from pathlib import Path
 
 import numpy as np
 
+from shakelab.errors import ShakelabError, ValidationError
+
 WHEEL_REQUIREMENT = "inaSpeechSegmenter==0.6.8"
 WHEEL_MEMBER = "inaSpeechSegmenter/keras_speech_music_noise_cnn.hdf5"
 HDF5_NAME = "keras_speech_music_noise_cnn.hdf5"
 NPZ_NAME = "speech_music_noise_cnn.npz"
 SHA256 = "f04b5e3c86fa2e81666d106b0867350fe7858c7bd006c2a74c27b5b45507e7d8"
 
-__all__ = ["fetch", "path", "hdf5_path", "available", "models_dir", "extract", "convert", "sha256_of",
-           "SHA256", "WHEEL_REQUIREMENT"]
+__all__ = [
+    "SHA256",
+    "WHEEL_REQUIREMENT",
+    "available",
+    "convert",
+    "extract",
+    "fetch",
+    "hdf5_path",
+    "models_dir",
+    "path",
+    "sha256_of",
+]
 
 
 def models_dir() -> Path:
-    """Directory of the detector weights: ``$SHAKELAB_MODELS`` or the user cache ``shakelab/models``.
+    """Give the directory of the detector weights: ``$SHAKELAB_MODELS`` or the user cache ``shakelab/models``.
 
     Examples
     --------
-    >>> import os; os.environ["SHAKELAB_MODELS"] = "/tmp/m"; str(models_dir())
+    >>> import os
+    >>> saved = os.environ.get("SHAKELAB_MODELS")
+    >>> os.environ["SHAKELAB_MODELS"] = "/tmp/m"
+    >>> str(models_dir())
     '/tmp/m'
+    >>> _ = os.environ.pop("SHAKELAB_MODELS") if saved is None else os.environ.update(SHAKELAB_MODELS=saved)
     """
     env = os.environ.get("SHAKELAB_MODELS")
     if env:
@@ -81,12 +97,19 @@ def hdf5_path() -> Path:
 
 
 def available() -> bool:
-    """True when the converted weights are present (after ``shakelab models fetch``).
+    """Tell whether the converted weights are present (after ``shakelab models fetch``).
 
     Examples
     --------
-    >>> isinstance(available(), bool)
+    >>> import os, tempfile
+    >>> saved = os.environ.get("SHAKELAB_MODELS")
+    >>> os.environ["SHAKELAB_MODELS"] = tempfile.mkdtemp()
+    >>> available()
+    False
+    >>> _ = path().write_bytes(b"")
+    >>> available()
     True
+    >>> _ = os.environ.pop("SHAKELAB_MODELS") if saved is None else os.environ.update(SHAKELAB_MODELS=saved)
     """
     return path().is_file()
 
@@ -109,7 +132,7 @@ def sha256_of(file: str | os.PathLike) -> str:
 def extract(wheel: str | os.PathLike, dest_dir: str | os.PathLike, *, sha256: str = SHA256) -> Path:
     """Extract the CNN ``.hdf5`` from an inaSpeechSegmenter wheel and verify its SHA-256.
 
-    Raises ``ValueError`` naming the wheel when the member is missing or its checksum differs
+    Raises :class:`~shakelab.errors.ValidationError` naming the wheel when the member is missing or its checksum differs
     (nothing is left behind in ``dest_dir`` then).
 
     Examples
@@ -122,17 +145,17 @@ def extract(wheel: str | os.PathLike, dest_dir: str | os.PathLike, *, sha256: st
     try:
         zf = zipfile.ZipFile(wheel)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(f"`wheel` {os.fspath(wheel)!r} is not a readable wheel: {exc}") from exc
+        raise ValidationError(f"`wheel` {os.fspath(wheel)!r} is not a readable wheel: {exc}") from exc
     with zf:
         if WHEEL_MEMBER not in zf.namelist():
-            raise ValueError(f"`wheel` {os.fspath(wheel)!r} holds no {WHEEL_MEMBER!r}")
+            raise ValidationError(f"`wheel` {os.fspath(wheel)!r} holds no {WHEEL_MEMBER!r}")
         tmp = dest_dir / (HDF5_NAME + ".part")
         with zf.open(WHEEL_MEMBER) as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst)
     got = sha256_of(tmp)
     if got != sha256:
         tmp.unlink()
-        raise ValueError(f"{WHEEL_MEMBER!r} in {os.fspath(wheel)!r} has SHA-256 {got}, expected {sha256}")
+        raise ValidationError(f"{WHEEL_MEMBER!r} in {os.fspath(wheel)!r} has SHA-256 {got}, expected {sha256}")
     final = dest_dir / HDF5_NAME
     os.replace(tmp, final)
     return final
@@ -157,7 +180,7 @@ def convert(hdf5: str | os.PathLike, npz: str | os.PathLike) -> Path:
         config = f.attrs["model_config"]
         config = config.decode() if isinstance(config, bytes) else str(config)
         arrays["model_config"] = np.array(config)
-        group = f["model_weights"] if "model_weights" in f else f
+        group = f.get("model_weights", f)
         for layer in json.loads(config)["config"]["layers"]:
             name = layer["config"]["name"]
             if name not in group:
@@ -169,7 +192,7 @@ def convert(hdf5: str | os.PathLike, npz: str | os.PathLike) -> Path:
                 arrays[f"{name}/{short}"] = np.asarray(lg[wname], dtype=np.float32)
     npz = Path(npz)
     tmp = npz.with_name(npz.name + ".part.npz")
-    np.savez(tmp, **arrays)
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds like allow_pickle
     os.replace(tmp, npz)
     return npz
 
@@ -181,10 +204,8 @@ def _download_wheel(dest: Path) -> Path:
     wheels = sorted(dest.glob("inaSpeechSegmenter-*.whl")) + sorted(dest.glob("inasegmenter*.whl"))
     if proc.returncode != 0 or not wheels:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        from shakelab.errors import ShakelabError
-
         raise ShakelabError(f"`pip download --no-deps {WHEEL_REQUIREMENT}` failed "
-                           f"(exit {proc.returncode}): {' | '.join(tail)}")
+                            f"(exit {proc.returncode}): {' | '.join(tail)}")
     return wheels[0]
 
 
@@ -196,8 +217,8 @@ def fetch(force: bool = False, *, wheel: str | os.PathLike | None = None) -> Pat
     unless ``force``. ``wheel`` takes an already downloaded inaSpeechSegmenter wheel instead of
     running ``pip download --no-deps inaSpeechSegmenter==0.6.8``.
 
-    Raises ``shakelab.errors.ShakelabError`` when pip fails (no registry, say), ``ValueError``
-    when the checksum differs.
+    Raises :class:`~shakelab.errors.ShakelabError` when pip fails (no registry, say),
+    :class:`~shakelab.errors.ValidationError` (a ``ValueError``) when the checksum differs.
 
     Examples
     --------

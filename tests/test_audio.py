@@ -159,6 +159,6 @@ def test_melspectrogram_peak_band_and_column_budget(tmp_path):
 
 
 def test_melspectrogram_short_signal_uses_plain_hop():
-    S, edges, sr = audio.melspectrogram((np.zeros(SR, np.float32), SR), n_mels=16)
+    S, edges, _sr = audio.melspectrogram((np.zeros(SR, np.float32), SR), n_mels=16)
     assert S.shape == (16, 1 + (SR - 2048) // 512)
     assert edges[1] == pytest.approx(512 / SR)

@@ -27,16 +27,17 @@ def test_read_segments_json_and_labels(tmp_path):
         ev.read_segments(bad)
 
 
-def test_to_frames_threshold_and_edges():
+def test_activity_threshold_and_edges():
     rows = [{"start_time": 0.0, "end_time": 0.02, "confidence": 0.9},
             {"start_time": 0.03, "end_time": 0.05, "confidence": 0.4}]
-    assert ev.to_frames(rows, 0.05, threshold=0.5).tolist() == [True, True, False, False, False]
-    assert ev.to_frames(rows, 0.05).tolist() == [True, True, False, True, True]  # every segment is music
-    assert ev.to_frames([], 0.1).sum() == 0 and len(ev.to_frames([], 0.1)) == 10
+    assert ev.activity(rows, 0.05, threshold=0.5).tolist() == [True, True, False, False, False]
+    assert ev.activity(rows, 0.05).tolist() == [True, True, False, True, True]  # every segment is music
+    assert ev.activity([], 0.1).sum() == 0 and len(ev.activity([], 0.1)) == 10
 
 
 def test_window_decisions_majority():
-    assert ev.window_decisions(np.r_[np.ones(500, bool), np.zeros(500, bool), np.ones(100, bool)]).tolist() == [True, True]
+    track = np.r_[np.ones(500, bool), np.zeros(500, bool), np.ones(100, bool)]
+    assert ev.window_decisions(track).tolist() == [True, True]
     assert ev.window_decisions(np.r_[np.ones(499, bool), np.zeros(501, bool)]).tolist() == [False]
 
 
@@ -71,8 +72,8 @@ def test_evaluate_dirs_per_condition(dirs):
     assert list(t.index) == ["music", "speech", "all"]
     assert t.loc["music", "frame_recall"] == 0.75 and t.loc["music", "frame_precision"] == 1.0
     assert t.loc["speech", "frame_fpr"] == 0.1 and math.isnan(t.loc["speech", "frame_recall"])
-    assert t.loc["all", "frame_precision"] == round(1500 / 1700, 4)
-    assert t.loc["all", "frame_f1"] == round(2 * 1500 / (2 * 1500 + 200 + 500), 4)
+    assert t.loc["all", "frame_precision"] == 1500 / 1700  # exact: rounding is for printing
+    assert t.loc["all", "frame_f1"] == 2 * 1500 / (2 * 1500 + 200 + 500)
     # 10-s windows: music [1, 1] vs est [1, 0] (5 s of 10 is a majority), speech [0, 0] vs [0, 0]
     assert t.loc["music", "window_recall"] == 1.0
     assert t.loc["speech", "window_fpr"] == 0.0
@@ -114,12 +115,40 @@ def test_documented_answer_scores_as_music_by_default(tmp_path, capsys):
 
 
 def test_frame_counts_agree_with_the_window_tracks(dirs):
-    """The frame counts (segments.evaluate) and the tracks the window level uses see the same frames."""
+    """The frame counts (evaluation.frame_metrics) and the tracks the window level uses see the same frames."""
     for ref_path in sorted((dirs / "ref").glob("*.txt")):
         ref = ev.read_segments(ref_path)
         est = ev.read_segments(next((dirs / "est").glob(ref_path.stem + ".*")))
         duration = max(s["end_time"] for s in ref + est)
-        tracks = ev.counts(ev.to_frames(ref, duration, threshold=0.0), ev.to_frames(est, duration))
+        tracks = ev.counts(ev.activity(ref, duration, threshold=0.0), ev.activity(est, duration))
         assert ev._frame_counts(ref, est, duration, None) == tracks
-        thresholded = ev.counts(ev.to_frames(ref, duration), ev.to_frames(est, duration, threshold=0.5))
+        thresholded = ev.counts(ev.activity(ref, duration), ev.activity(est, duration, threshold=0.5))
         assert ev._frame_counts(ref, est, duration, 0.5) == thresholded
+
+
+def test_metrics_are_the_parts_of_evaluate():
+    """evaluate returns exactly frame_metrics and segment_metrics, prefixed; nothing is rounded."""
+    ref = [{"start_time": 0, "end_time": 10}, {"start_time": 20, "end_time": 30}]
+    est = [{"start_time": 0.3, "end_time": 10.2, "confidence": 0.9},
+           {"start_time": 21, "end_time": 24, "confidence": 0.2}]
+    both = ev.evaluate(ref, est, resolution=0.1, collar=0.5)
+    frame = ev.frame_metrics(ref, est, resolution=0.1)
+    segment = ev.segment_metrics(ref, est, collar=0.5)
+    assert {k: both[f"frame_{k}"] for k in frame} == frame
+    assert {k: both[f"segment_{k}"] for k in segment} == segment
+    # 0.1-s blocks: est [0.3, 10.2) is blocks 3-101 (97 inside the reference), [21, 24) is 30 blocks
+    assert (frame["tp"], frame["fp"], frame["fn"]) == (127, 2, 73) and frame["precision"] == 127 / 129
+    assert segment == {"precision": 0.5, "recall": 0.5, "f1": 0.5,
+                                                          "tp": 1, "fp": 1, "fn": 1}
+    ref_v, est_v = ev.validate(ref, est, threshold=0.5)
+    assert len(ref_v) == 2 and est_v["start_time"].tolist() == [0.3]
+
+
+def test_errors_are_shakelab_errors(tmp_path):
+    from shakelab.errors import ShakelabError, ValidationError
+
+    with pytest.raises(ValidationError, match=r"row 0: `end_time` 1\.0 is before"):
+        ev.evaluate([{"start_time": 2, "end_time": 1}], [])
+    with pytest.raises(ev.MissingInputError) as err:
+        ev.evaluate_dirs(tmp_path / "nope", tmp_path)
+    assert isinstance(err.value, ShakelabError) and isinstance(err.value, FileNotFoundError)

@@ -64,10 +64,13 @@ def test_segments_frame_without_job_or_source_is_na():
 @pytest.mark.parametrize("bad,pattern", [
     ([{"start_time": 0, "end_time": 1}], r"row 0 has no `confidence`"),
     ([DETECTION[0], {"end_time": 1, "confidence": 0.1}], r"row 1 has no `start_time`"),
-    ([{"start_time": "a", "end_time": 1, "confidence": 0.1}], r"`start_time` of detection row 0 must be a number, not 'a'"),
-    ([{"start_time": 0, "end_time": 1, "confidence": 1.5}], r"`confidence` of detection row 0 must be within 0-1, not 1.5"),
+    ([{"start_time": "a", "end_time": 1, "confidence": 0.1}],
+     r"`start_time` of detection row 0 must be a number, not 'a'"),
+    ([{"start_time": 0, "end_time": 1, "confidence": 1.5}],
+     r"`confidence` of detection row 0 must be within 0-1, not 1.5"),
     ([{"start_time": 5, "end_time": 1, "confidence": 0.5}], r"`end_time` of detection row 0 \(1.0\) is before"),
-    ([{"start_time": float("nan"), "end_time": 1, "confidence": 0.5}], r"`start_time` of detection row 0 must be a finite"),
+    ([{"start_time": float("nan"), "end_time": 1, "confidence": 0.5}],
+     r"`start_time` of detection row 0 must be a finite"),
     ([[0, 1, 0.5]], r"row 0 must be an object"),
     ("[{not json", r"not valid JSON"),
     ("0.0 10.0\n", r"line 1 must hold start_time, end_time and confidence"),
@@ -104,7 +107,8 @@ def test_usage_frame_empty_and_snake_case():
     ({"clientId": "c"}, r"no `usage` field"),
     ([{"month": "March", "totalJobs": 1, "totalMinutes": 1}], r"`month` of usage row 0 must be 'YYYY-MM', not 'March'"),
     ([{"month": "2026-01", "totalMinutes": 1}], r"usage row 0 has no `totalJobs`"),
-    ([{"month": "2026-01", "totalJobs": "x", "totalMinutes": 1}], r"`totalJobs` of usage row 0 must be a number, not 'x'"),
+    ([{"month": "2026-01", "totalJobs": "x", "totalMinutes": 1}],
+     r"`totalJobs` of usage row 0 must be a number, not 'x'"),
     ([{"month": "2026-01", "totalJobs": 1.5, "totalMinutes": 1}], r"`totalJobs` of usage row 0 must be a finite whole"),
     ("nope", r"not str"),
 ])
@@ -147,3 +151,20 @@ def test_jobs_frame_empty_and_bad_items():
         jobs_frame([{"id": "a"}, {"status": "queued"}])
     with pytest.raises(ValueError, match=r"`jobs` item 0 must be a Job or a job payload dict, not int"):
         jobs_frame([1])
+
+
+def test_as_segments_is_the_validator_of_every_segments_input(tmp_path):
+    """Frames, payload lists and output files come out as the segments_frame contract."""
+    from shakelab import segments
+    from shakelab.errors import ValidationError
+    from shakelab.frames import as_segments
+
+    assert segments.as_frame is as_segments and list(SEGMENTS_COLUMNS) == segments.COLUMNS
+    out = tmp_path / "take.json"
+    out.write_text(json.dumps(DETECTION))
+    for given in (DETECTION, pd.DataFrame(DETECTION), out):
+        df = as_segments(given, source="take.wav", job_id="j1")
+        assert tuple(df.columns) == SEGMENTS_COLUMNS
+        assert df["source"].tolist() == ["take.wav"] * len(DETECTION) and df["job_id"].unique().tolist() == ["j1"]
+    with pytest.raises(ValidationError, match=r"row 0 \(source 'take.wav'\): `start_time` -1.0 is negative"):
+        as_segments([{"start_time": -1, "end_time": 2}], source="take.wav")

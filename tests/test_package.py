@@ -22,7 +22,7 @@ def test_unknown_attribute_is_an_attribute_error():
     import shakelab
 
     try:
-        shakelab.no_such_thing
+        shakelab.no_such_thing  # noqa: B018 - the attribute access is the test
     except AttributeError as exc:
         assert "no_such_thing" in str(exc)
     else:
@@ -67,7 +67,8 @@ def test_built_wheel_runs_the_demo_outside_the_checkout(tmp_path):
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", purelib],
                                check=True, capture_output=True, text=True).stdout.strip())
     subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
                     "--no-deps", "--no-index", str(wheel)], check=True, capture_output=True, env=clean)

@@ -11,14 +11,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-import soundfile as sf  # noqa: E402
-from matplotlib.collections import PolyCollection, QuadMesh  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from matplotlib.collections import PolyCollection, QuadMesh
 
-from shakelab import plot  # noqa: E402
+from shakelab import plot
 
 DATA = Path(__file__).resolve().parent / "data"
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def wav(tmp_path):
 
 # --------------------------------------------------------------------------- plot_detection
 def test_detection_artists_limits_legend(wav):
-    fig, ax = plt.subplots()
+    _fig, ax = plt.subplots()
     out = plot.plot_detection(wav, SEGS, threshold=0.5, ax=ax)
     assert out is ax
     assert ax.get_xlim() == (0.0, 30.0)
@@ -77,9 +77,9 @@ def test_detection_artists_limits_legend(wav):
     assert len(wave[0].get_paths()[0].vertices) < 5000
     lane = ax.confidence_ax
     assert lane in ax.child_axes and lane.get_ylim()[1] > 1.05     # 1.0 stays inside the frame
-    conf = [ln for ln in lane.get_lines() if ln.get_label() == "confidence"][0]
+    conf = next(ln for ln in lane.get_lines() if ln.get_label() == "confidence")
     assert conf.get_ydata().tolist() == [0.1, 0.1, 0.95, 0.95, 0.4, 0.4]
-    thr = [ln for ln in lane.get_lines() if ln.get_label() == "threshold 0.5"][0]
+    thr = next(ln for ln in lane.get_lines() if ln.get_label() == "threshold 0.5")
     assert list(thr.get_ydata()) == [0.5, 0.5] and not [ln for ln in ax.get_lines() if "threshold" in
                                                           ln.get_label()]
     assert legend_texts(ax) == ["waveform", "music (shade = confidence)", "below threshold", "confidence",
@@ -113,7 +113,7 @@ def test_detection_shades_every_returned_segment_by_default():
     y = np.zeros(70 * SR, np.float32)
     documented = sg.read_json(DATA / "music-detection-documented.json")
     ax = plot.plot_detection((y, SR), documented)
-    spans = [c for c in ax.collections if c.get_label() == "music (shade = confidence)"][0]
+    spans = next(c for c in ax.collections if c.get_label() == "music (shade = confidence)")
     xs = [(p.vertices[:, 0].min(), p.vertices[:, 0].max()) for p in spans.get_paths()]
     assert xs == [(20.0, 30.0), (40.0, 60.0)]
     assert not [c for c in ax.collections if c.get_label() == "below threshold"]
@@ -124,10 +124,10 @@ def test_detection_of_all_windows_needs_a_threshold():
     from shakelab.frames import provenance, segments_frame
 
     every = segments_frame(SEGS, provenance=provenance("cnn", all_windows=True))
-    with pytest.raises(ValueError, match="all-window output.*`threshold=`"):
+    with pytest.raises(ValueError, match=r"all-window output.*`threshold=`"):
         plot.plot_detection((signal(), SR), every)
     ax = plot.plot_detection((signal(), SR), every, threshold=0.3, gap=15.0)
-    spans = [c for c in ax.collections if c.get_label() == "music (shade = confidence)"][0]
+    spans = next(c for c in ax.collections if c.get_label() == "music (shade = confidence)")
     assert [(p.vertices[:, 0].min(), p.vertices[:, 0].max()) for p in spans.get_paths()] == [(10.0, 30.0)]
 
 
@@ -136,20 +136,20 @@ def test_detection_array_input_and_gaps_break_the_line():
     segs = [SEGS[0], SEGS[2]]  # a hole 10-20 s
     ax = plot.plot_detection((y, SR), segs)
     assert ax is plt.gca()
-    conf = [ln for ln in ax.confidence_ax.get_lines() if ln.get_label() == "confidence"][0]
+    conf = next(ln for ln in ax.confidence_ax.get_lines() if ln.get_label() == "confidence")
     assert np.isnan(conf.get_ydata()[2])
     assert "threshold" not in " ".join(legend_texts(ax))
 
 
 def test_detection_kwargs_go_to_waveform(wav):
     ax = plot.plot_detection(wav, SEGS, color="green")
-    wave = [c for c in ax.collections if c.get_label() == "waveform"][0]
+    wave = next(c for c in ax.collections if c.get_label() == "waveform")
     assert tuple(wave.get_facecolor()[0][:3]) == pytest.approx((0.0, 0.5019607, 0.0))
 
 
 def test_detection_very_short_input_draws_samples():
     ax = plot.plot_detection((np.array([0.0, 0.5, -0.5, 0.25]), 4), [])
-    line = [ln for ln in ax.get_lines() if ln.get_label() == "waveform"][0]
+    line = next(ln for ln in ax.get_lines() if ln.get_label() == "waveform")
     assert line.get_ydata().tolist() == [0.0, 0.5, -0.5, 0.25]
 
 
@@ -168,7 +168,7 @@ def test_detection_accepts_segments_frame(wav):
 
     df = segments_frame(SEGS, source="rec.wav", job="j1")
     ax = plot.plot_detection(wav, df)
-    spans = [c for c in ax.collections if c.get_label() == "music (shade = confidence)"][0]
+    spans = next(c for c in ax.collections if c.get_label() == "music (shade = confidence)")
     assert len(spans.get_paths()) == 3
 
 
@@ -183,7 +183,7 @@ def test_detection_bad_threshold(wav, kwargs, needle):
 
 def test_detection_rejects_many_recordings_and_bad_audio(wav, tmp_path):
     df = pd.DataFrame({"source": ["a", "b"], "start_time": [0.0, 0.0], "end_time": [1.0, 1.0]})
-    with pytest.raises(ValueError, match="one recording.*plot_timeline"):
+    with pytest.raises(ValueError, match=r"one recording.*plot_timeline"):
         plot.plot_detection(wav, df)
     with pytest.raises(ValueError, match="must be a path, a numpy array"):
         plot.plot_detection(3.0, SEGS)
@@ -217,7 +217,7 @@ def test_detection_image_matches_baseline(tmp_path):
 
 # --------------------------------------------------------------------------- spectrogram
 def test_spectrogram_mesh_limits_and_strip(wav):
-    fig, ax = plt.subplots()
+    _fig, ax = plt.subplots()
     out = plot.plot_spectrogram(wav, SEGS, ax=ax, n_mels=40)
     assert out is ax
     mesh = [c for c in ax.collections if isinstance(c, QuadMesh)]
@@ -237,7 +237,7 @@ def test_spectrogram_mesh_limits_and_strip(wav):
 def test_spectrogram_long_input_bounded_columns():
     y = signal(600.0, sr=4000)
     ax = plot.plot_spectrogram((y, 4000), max_columns=100, cmap="gray")
-    mesh = [c for c in ax.collections if isinstance(c, QuadMesh)][0]
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
     assert mesh.get_array().shape[1] <= 100
     assert mesh.get_cmap().name == "gray"
     assert ax.get_xlabel() == "time (m:ss)" and ax.get_legend() is None
@@ -277,7 +277,7 @@ def test_timeline_by_job_and_bad_by():
 
 
 def test_timeline_keeps_recordings_without_music():
-    fig, ax = plt.subplots()
+    _fig, ax = plt.subplots()
     plot.plot_timeline(batch_frame(), recordings=["a.wav", "silent.wav", "b.wav", "c.wav"], ax=ax,
                        colorbar=False)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["a.wav", "silent.wav", "b.wav", "c.wav"]
@@ -306,7 +306,7 @@ def test_timeline_empty():
 def test_confidence_histogram_is_duration_weighted():
     segs = [{"start_time": 0, "end_time": 30, "confidence": 0.05},
             {"start_time": 30, "end_time": 120, "confidence": 0.95}]
-    fig, ax = plt.subplots()
+    _fig, ax = plt.subplots()
     out = plot.plot_confidence(segs, bins=10, ax=ax, color="red")
     assert out is ax
     heights = [p.get_height() for p in ax.patches]
@@ -345,7 +345,7 @@ def test_example_usage_payload_shape():
 
 def test_usage_36_months():
     payload = example_usage()
-    fig, ax = plt.subplots(figsize=(10, 3.5))
+    _fig, ax = plt.subplots(figsize=(10, 3.5))
     out = plot.plot_usage(payload, ax=ax)
     assert out is ax and plt.gca() is ax
     bars = ax.containers[0]
@@ -381,7 +381,7 @@ def test_usage_fills_missing_months_and_accepts_frame():
     rows = [{"month": "2026-01", "totalJobs": 5, "totalMinutes": 10.0},
             {"month": "2026-04", "totalJobs": 7, "totalMinutes": 12.5}]
     for data in (rows, usage_frame(rows)):
-        fig, ax = plt.subplots()
+        _fig, ax = plt.subplots()
         plot.plot_usage(data, ax=ax)
         assert [b.get_height() for b in ax.containers[0]] == [5, 0, 0, 7]
         assert [t.get_text() for t in ax.get_xticklabels()] == ["Jan\n2026", "Feb", "Mar", "Apr"]

@@ -1,7 +1,7 @@
 """music_removal and dialogue through the real local server, and AudioShake's smart-mute workflow.
 
 The material is generated: espeak-ng speech and a numpy chord loop with bass and drums laid
-out as one programme of :mod:`shakelab.removalset` (speech alone, music alone, speech over
+out as one programme of :mod:`tools.removalset` (speech alone, music alone, speech over
 music ducked to -6 dB, effects alone, speech over noise, speech over music again), stems kept,
 so every figure is measured against the truth.
 
@@ -14,7 +14,7 @@ its slicing and splicing as a user of that client would.
 
 from __future__ import annotations
 
-import io
+import itertools
 import json
 import shutil
 import time
@@ -24,7 +24,7 @@ import pytest
 import requests
 import soundfile as sf
 
-from shakelab import removalset
+from tools import removalset
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make system-deps)")
 
@@ -34,7 +34,7 @@ SR = 16000
 @pytest.fixture(scope="module")
 def prog():
     speech = np.concatenate([np.r_[removalset.espeak(t, v, var, sr=SR), np.zeros(int(0.4 * SR), np.float32)]
-                             for t, (v, var) in zip(removalset.TEXTS, removalset.VOICES)])
+                             for t, (v, var) in zip(removalset.TEXTS, removalset.VOICES, strict=True)])
     p = programme = removalset.programme(speech, removalset.synthetic_music(30.0, SR, seed=3), snr=-6, sr=SR, seed=1)
     programme["sr"] = SR
     return p
@@ -181,7 +181,7 @@ def test_smart_mute_workflow_end_to_end(server, prog, tmp_path):
     # the detection contract: only segments with music, on the 10-s grid, adjacent ones merged
     assert events and all({"start_time", "end_time"} <= set(e) for e in events)
     assert all(e["start_time"] % 10 == 0 for e in events)
-    assert all(b["start_time"] > a["end_time"] for a, b in zip(events, events[1:]))
+    assert all(b["start_time"] > a["end_time"] for a, b in itertools.pairwise(events))
     touched = np.zeros(len(original), bool)
     for i, ev in enumerate(events):
         a, b = int(ev["start_time"] * sr), int(ev["end_time"] * sr)

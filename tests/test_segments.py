@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shakelab import evaluation as ev
 from shakelab import segments as sg
 
 
@@ -79,7 +80,7 @@ def test_text_in_time_column_is_echoed():
 
 
 def test_rejects_other_types_and_missing_columns():
-    with pytest.raises(ValueError, match="`segments` must be a pandas DataFrame, a list.*'nope'"):
+    with pytest.raises(ValueError, match=r"`segments` must be a pandas DataFrame, a list.*'nope'"):
         sg.as_frame("nope")
     with pytest.raises(ValueError, match="no `end_time` column"):
         sg.as_frame(pd.DataFrame({"start_time": [0.0]}))
@@ -90,7 +91,7 @@ def test_rejects_other_types_and_missing_columns():
 @pytest.mark.parametrize("call", [
     lambda: sg.threshold([], 1.5), lambda: sg.threshold([], "x"),
     lambda: sg.merge([], gap=-1), lambda: sg.drop_short([], float("nan")),
-    lambda: sg.to_frames([], hop=0), lambda: sg.evaluate([], [], collar=-0.1),
+    lambda: sg.timeline([], hop=0), lambda: ev.evaluate([], [], collar=-0.1),
 ])
 def test_bad_parameters_raise(call):
     with pytest.raises(ValueError, match="must be"):
@@ -127,7 +128,7 @@ def test_merge_keeps_sources_and_jobs_apart():
     df = pd.concat([frame([(0, 10, 1)], "a", "j1"), frame([(5, 15, 1)], "a", "j2"),
                     frame([(10, 20, 1)], "b", "j3")], ignore_index=True)
     out = sg.merge(df)
-    assert list(zip(out["source"], out["job_id"])) == [("a", "j1"), ("a", "j2"), ("b", "j3")]
+    assert list(zip(out["source"], out["job_id"], strict=True)) == [("a", "j1"), ("a", "j2"), ("b", "j3")]
 
 
 def test_drop_short_boundary():
@@ -145,7 +146,7 @@ def test_coverage_known_answer():
     # a number clips segments beyond it
     assert sg.coverage(df, duration=12)["music_seconds"].tolist() == [12.0, 12.0]
     # the last segment's end is not the recording's end: without a length, coverage says so
-    with pytest.raises(ValueError, match="cannot know the length of recording 'a'.*`duration=`.*`audio=`"):
+    with pytest.raises(ValueError, match=r"cannot know the length of recording 'a'.*`duration=`.*`audio=`"):
         sg.coverage(df)
 
 
@@ -155,23 +156,23 @@ def test_coverage_mapping_missing_source():
                     duration={"a": 3.0})
 
 
-def test_to_frames_known_answer():
-    out = sg.to_frames([seg(1, 2, 0.5), seg(2, 2.5, 0.25)], hop=0.5, duration=3)
+def test_timeline_known_answer():
+    out = sg.timeline([seg(1, 2, 0.5), seg(2, 2.5, 0.25)], hop=0.5, duration=3)
     assert out["frame"].tolist() == [0, 1, 2, 3, 4, 5]
     assert out["time"].tolist() == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
     assert out["confidence"].tolist() == [0.0, 0.0, 0.5, 0.5, 0.25, 0.0]
 
 
-def test_to_frames_exact_boundaries_at_default_hop():
-    out = sg.to_frames([seg(0, 10, 0.9), seg(10, 20, 0.1)])
+def test_timeline_exact_boundaries_at_default_hop():
+    out = sg.timeline([seg(0, 10, 0.9), seg(10, 20, 0.1)])
     assert len(out) == 2000
     assert out["confidence"].iloc[999] == 0.9 and out["confidence"].iloc[1000] == 0.1
 
 
-def test_to_frames_rejects_overlap_naming_rows():
+def test_timeline_rejects_overlap_naming_rows():
     with pytest.raises(ValueError, match=r"row 1: interval \[5.0, 15.0\] overlaps row 0 "
                                          r"\[0.0, 10.0\].*merge\(\) them first"):
-        sg.to_frames([seg(0, 10, 0.5), seg(5, 15, 0.5)])
+        sg.timeline([seg(0, 10, 0.5), seg(5, 15, 0.5)])
 
 
 def test_overlap_check_on_request():
@@ -186,7 +187,7 @@ EST = [seg(0, 5, 0.9), seg(5, 12, 0.8), seg(12, 20, 0.3), seg(20, 29.6, 0.7), se
 
 
 def test_evaluate_frame_level_hand_computed_1s():
-    r = sg.evaluate(REF, EST, resolution=1.0, threshold=0.5)
+    r = ev.evaluate(REF, EST, resolution=1.0, threshold=0.5)
     # est active: [0,12) [20,30) [40,45) = 27 blocks; ref 20 blocks, all hit
     assert (r["frame_tp"], r["frame_fp"], r["frame_fn"]) == (20, 7, 0)
     assert r["frame_precision"] == pytest.approx(20 / 27)
@@ -195,24 +196,24 @@ def test_evaluate_frame_level_hand_computed_1s():
 
 
 def test_evaluate_frame_level_hand_computed_10ms():
-    r = sg.evaluate(REF, EST, threshold=0.5)
+    r = ev.evaluate(REF, EST, threshold=0.5)
     # est: 1200 + 960 + 500 = 2660 blocks; hits 1000 + 960; misses [29.6, 30) = 40
     assert (r["frame_tp"], r["frame_fp"], r["frame_fn"]) == (1960, 700, 40)
     assert r["frame_recall"] == pytest.approx(0.98)
 
 
 def test_evaluate_segment_level_collar():
-    r = sg.evaluate(REF, EST, collar=0.5, threshold=0.5)
+    r = ev.evaluate(REF, EST, collar=0.5, threshold=0.5)
     # events est [0,12] [20,29.6] [40,45]; only [20,29.6]~[20,30] is within 0.5 s
     assert (r["segment_tp"], r["segment_fp"], r["segment_fn"]) == (1, 2, 1)
     assert (r["segment_precision"], r["segment_recall"], r["segment_f1"]) == \
         pytest.approx((1 / 3, 1 / 2, 0.4))
-    r = sg.evaluate(REF, EST, collar=2.0, threshold=0.5)
+    r = ev.evaluate(REF, EST, collar=2.0, threshold=0.5)
     assert (r["segment_tp"], r["segment_fp"], r["segment_fn"]) == (2, 1, 0)
 
 
 def test_evaluate_threshold_changes_estimate():
-    r = sg.evaluate(REF, EST, resolution=1.0, threshold=0.95)
+    r = ev.evaluate(REF, EST, resolution=1.0, threshold=0.95)
     assert r["frame_tp"] == 0 and math.isnan(r["frame_precision"]) and r["frame_f1"] == 0.0
     assert r["segment_fn"] == 2
 
@@ -220,22 +221,22 @@ def test_evaluate_threshold_changes_estimate():
 def test_evaluate_one_to_one_matching():
     ref = [seg(0, 0.5), seg(0.6, 1.0)]
     est = [seg(0, 0.25), seg(0.3, 0.8)]  # [0.3,0.8] fits both refs, [0,0.25] only the first
-    r = sg.evaluate(ref, est, collar=0.5)
+    r = ev.evaluate(ref, est, collar=0.5)
     assert (r["segment_tp"], r["segment_fp"], r["segment_fn"]) == (2, 0, 0)
 
 
 def test_evaluate_pairs_by_source_and_pools():
     ref = pd.concat([frame([(0, 10, 1)], "a"), frame([(0, 10, 1)], "b")], ignore_index=True)
     est = pd.concat([frame([(0, 10, 1)], "a"), frame([(10, 20, 1)], "b")], ignore_index=True)
-    r = sg.evaluate(ref, est, resolution=1.0)
+    r = ev.evaluate(ref, est, resolution=1.0)
     assert (r["frame_tp"], r["frame_fp"], r["frame_fn"]) == (10, 10, 10)
     # one source each side: same recording whatever the names
-    r = sg.evaluate(frame([(0, 10, 1)], "labels"), frame([(0, 10, 1)], "job.wav"))
+    r = ev.evaluate(frame([(0, 10, 1)], "labels"), frame([(0, 10, 1)], "job.wav"))
     assert r["frame_f1"] == 1.0 and r["segment_f1"] == 1.0
 
 
 def test_evaluate_empty():
-    r = sg.evaluate([], [])
+    r = ev.evaluate([], [])
     assert r["frame_tp"] == r["segment_tp"] == 0
     assert math.isnan(r["frame_f1"]) and math.isnan(r["segment_precision"])
 
@@ -246,7 +247,7 @@ def test_empty_in_empty_out():
         assert out.empty and list(out.columns) == sg.COLUMNS
     cov = sg.coverage([], duration=10.0)
     assert cov.empty and list(cov.columns) == ["source", "music_seconds", "duration", "share"]
-    tf = sg.to_frames([])
+    tf = sg.timeline([])
     assert tf.empty and list(tf.columns) == ["source", "frame", "time", "confidence"]
 
 
@@ -275,7 +276,7 @@ def test_label_read_errors_name_line(tmp_path):
 
 def test_write_refuses_many_recordings(tmp_path):
     df = pd.concat([frame([(0, 1, 1)], "a"), frame([(0, 1, 1)], "b")])
-    with pytest.raises(ValueError, match="one recording's segments.*2 source/job pairs"):
+    with pytest.raises(ValueError, match=r"one recording's segments.*2 source/job pairs"):
         sg.write_json(df, tmp_path / "x.json")
     sg.write_csv(df, tmp_path / "x.csv")  # CSV carries source and job_id
     assert sg.read_csv(tmp_path / "x.csv")["source"].tolist() == ["a", "b"]
@@ -368,7 +369,7 @@ def seg_frames(draw, disjoint=False):
 
 
 def union_length(df):
-    iv = sorted(zip(df["start_time"], df["end_time"]))
+    iv = sorted(zip(df["start_time"], df["end_time"], strict=True))
     total, cur_s, cur_e = 0.0, None, None
     for s, e in iv:
         if cur_e is None or s > cur_e:
@@ -401,7 +402,7 @@ def test_merge_invariants(df, gap):
         assert (np.diff(s) > 0).all()
         assert (s[1:] > e[:-1] + gap).all()  # disjoint and separated by more than gap
         inp = df[df["source"] == src]
-        for a, b in zip(inp["start_time"], inp["end_time"]):  # every input inside one output
+        for a, b in zip(inp["start_time"], inp["end_time"], strict=True):  # every input inside one output
             assert ((s <= a) & (e >= b)).sum() == 1
         if gap == 0:
             assert math.isclose(g["duration"].sum(), union_length(inp), rel_tol=1e-9, abs_tol=1e-9)
@@ -421,16 +422,16 @@ def test_coverage_invariants(df, t):
         if row.duration > 0:
             assert 0.0 <= row.share <= 1.0 + 1e-12
     # thresholding can only lower the music time of a source
-    cov_t = sg.coverage(sg.threshold(df, t), duration=dict(zip(cov["source"], cov["duration"])))
-    before = dict(zip(cov["source"], cov["music_seconds"]))
+    cov_t = sg.coverage(sg.threshold(df, t), duration=dict(zip(cov["source"], cov["duration"], strict=True)))
+    before = dict(zip(cov["source"], cov["music_seconds"], strict=True))
     for row in cov_t.itertuples():
         assert row.music_seconds <= before[row.source] + 1e-9
 
 
 @settings(max_examples=100, deadline=None)
 @given(df=seg_frames(disjoint=True), hop=st.sampled_from([0.01, 0.1, 0.25, 1.0]))
-def test_to_frames_invariants(df, hop):
-    out = sg.to_frames(df, hop=hop)
+def test_timeline_invariants(df, hop):
+    out = sg.timeline(df, hop=hop)
     for src, g in out.groupby("source"):
         inp = df[df["source"] == src]
         dur = inp["end_time"].max()
@@ -460,11 +461,11 @@ def test_documented_example_is_30_s_of_music_by_default():
     assert cov.to_dict("records") == [{"source": "documented.wav", "music_seconds": 30.0, "duration": 70.0,
                                        "share": 30 / 70}]
     ref = [seg(20, 30), seg(40, 60)]
-    r = sg.evaluate(ref, est)
+    r = ev.evaluate(ref, est)
     assert (r["frame_recall"], r["frame_precision"], r["segment_recall"]) == (1.0, 1.0, 1.0)
     assert r["threshold"] is None
     # a threshold is an explicit filter, and a 0.5 cut throws the documented music away
-    assert sg.evaluate(ref, est, threshold=0.5)["frame_recall"] == 0.0
+    assert ev.evaluate(ref, est, threshold=0.5)["frame_recall"] == 0.0
     assert sg.coverage(est, duration=70, threshold=0.3)["music_seconds"].tolist() == [20.0]
 
 
@@ -473,11 +474,11 @@ def test_all_window_output_asks_for_a_threshold():
 
     every = segments_frame([seg(0, 10, 0.1), seg(10, 20, 0.9)], source="a.wav",
                            provenance=provenance("cnn", all_windows=True))
-    for call in (lambda: sg.coverage(every, duration=20), lambda: sg.evaluate([seg(10, 20)], every)):
-        with pytest.raises(ValueError, match="all-window output.*local:cnn:window=10s:all_windows.*`threshold=`"):
+    for call in (lambda: sg.coverage(every, duration=20), lambda: ev.evaluate([seg(10, 20)], every)):
+        with pytest.raises(ValueError, match=r"all-window output.*local:cnn:window=10s:all_windows.*`threshold=`"):
             call()
     assert sg.coverage(every, duration=20, threshold=0.5)["music_seconds"].tolist() == [10.0]
-    assert sg.evaluate([seg(10, 20)], every, threshold=0.5)["frame_f1"] == 1.0
+    assert ev.evaluate([seg(10, 20)], every, threshold=0.5)["frame_f1"] == 1.0
     # merge never joins rows of different provenance, and keeps it
     music = segments_frame([seg(20, 30, 0.6)], source="a.wav", provenance=provenance("cnn"))
     merged = sg.merge(pd.concat([every, music], ignore_index=True))
@@ -497,5 +498,5 @@ def test_coverage_keeps_recordings_without_music_and_reads_lengths_from_audio(tm
     assert sg.coverage([], audio=wav).to_dict("records") == [
         {"source": "take.wav", "music_seconds": 0.0, "duration": 12.0, "share": 0.0}]
     assert sg.coverage(frame([(0, 3, 0.9)], str(wav)))["duration"].tolist() == [12.0]  # the source is the file
-    with pytest.raises(ValueError, match="cannot read the length of 'x.wav'"):
+    with pytest.raises(ValueError, match=r"cannot read the length of 'x.wav'"):
         sg.coverage(frame([(0, 3, 0.9)], "x.wav"), audio={"x.wav": tmp_path / "missing.wav"})

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-# The page's commands, copied character for character (legacy-jobs-api.txt).
+# The commands of the legacy Jobs API page, copied character for character.
 UPLOAD = """curl -X POST "https://groovy.audioshake.ai/upload" \\
   -H "Authorization: Bearer YOUR_API_TOKEN" \\
   -H "Content-Type: multipart/form-data" \\

@@ -40,7 +40,7 @@ from shakelab.errors import scrubbed_logger
 
 log = scrubbed_logger("shakelab.server")
 
-# Longest input each model accepts (service-facts.md: stems up to 3 h).
+# Longest input each model accepts (the service takes stems up to 3 h).
 MAX_INPUT_SECONDS = 3 * 3600.0
 
 

@@ -23,11 +23,11 @@ from Debian ``espeak-ng``, noise from numpy; or, with ``synthetic=True``, a nump
 
 Examples
 --------
->>> from shakelab import removalset
+>>> from tools import removalset
 >>> removalset.build("out/removalset")          # doctest: +SKIP
 PosixPath('out/removalset/manifest.csv')
 
-$ python -m shakelab.removalset out/removalset
+$ python -m tools.removalset out/removalset
 """
 
 from __future__ import annotations
@@ -42,8 +42,18 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["REGIONS", "SNRS", "programme", "synthetic_music", "espeak", "build", "load", "score",
-           "si_sdr", "main"]
+__all__ = [
+    "REGIONS",
+    "SNRS",
+    "build",
+    "espeak",
+    "load",
+    "main",
+    "programme",
+    "score",
+    "si_sdr",
+    "synthetic_music",
+]
 
 SR = 16000
 DURATION = 60.0
@@ -369,7 +379,7 @@ def score(output: np.ndarray, prog: dict, *, model: str = "music_removal", sr: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m shakelab.removalset OUT_DIR [--synthetic]``: build the set and print its manifest."""
+    """``python -m tools.removalset OUT_DIR [--synthetic]``: build the set and print its manifest."""
     import argparse
 
     ap = argparse.ArgumentParser(description="Build the music-removal development set (stems kept).")

@@ -1,4 +1,4 @@
-"""Build ``data/demo.flac`` and ``data/demo_labels.txt`` (deterministic).
+"""Build ``data/demo.flac`` (the package's ``shakelab/data/demo.flac``) and ``data/demo_labels.txt``, deterministically.
 
 The demo recording is 44 s of mono audio at 22050 Hz made of labelled sections::
 
@@ -16,8 +16,8 @@ Only used at build time (never at run time); needs:
 
 Usage::
 
-    .venv/bin/python data/make_demo.py            # writes data/demo.flac, data/demo_labels.txt
-    .venv/bin/python data/make_demo.py --check    # rebuild in a temp dir and compare samples
+    .venv/bin/python tools/make_demo.py            # writes data/demo.flac, data/demo_labels.txt
+    .venv/bin/python tools/make_demo.py --check    # rebuild in a temp dir and compare samples
 
 The MIDI piece is written by this script (a chord loop in A minor with drums, bass, piano
 and a lead line for the music-alone section; strings, piano arpeggio and soft drums for the
@@ -39,7 +39,7 @@ import numpy as np
 import soundfile as sf
 
 SR = 22050
-HERE = Path(__file__).resolve().parent
+DATA = Path(__file__).resolve().parents[1] / "data"  # data/demo.flac links into shakelab/data/
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 PYANNOTE_WHEEL = "pyannote.audio==3.3.2"
 SAMPLE_MEMBER = "pyannote/audio/sample/sample.wav"
@@ -69,8 +69,9 @@ def _varlen(n: int) -> bytes:
 
 def write_midi(path: Path, events: list[tuple[int, bytes]], *, bpm: float, division: int = 480) -> None:
     """Write a format-0 Standard MIDI File from ``(tick, message bytes)`` events."""
-    tempo = int(round(60_000_000 / bpm))
-    evs = [(0, b"\xff\x51\x03" + tempo.to_bytes(3, "big"))] + sorted(events, key=lambda e: (e[0], e[1][0] & 0xF0 != 0x80))
+    tempo = round(60_000_000 / bpm)
+    ordered = sorted(events, key=lambda e: (e[0], e[1][0] & 0xF0 != 0x80))  # note-offs first at a tick
+    evs = [(0, b"\xff\x51\x03" + tempo.to_bytes(3, "big")), *ordered]
     data = bytearray()
     last = 0
     for tick, msg in evs:
@@ -95,8 +96,8 @@ class Score:
         self.events.append((0, bytes([0xB0 | ch, 7, vol])))
 
     def note(self, ch: int, pitch: int, start: float, dur: float, vel: int) -> None:
-        t0 = int(round(start * self.div))
-        t1 = int(round((start + dur) * self.div))
+        t0 = round(start * self.div)
+        t1 = round((start + dur) * self.div)
         self.events.append((t0, bytes([0x90 | ch, pitch, vel])))
         self.events.append((t1, bytes([0x80 | ch, pitch, 0])))
 
@@ -228,7 +229,7 @@ def fade(x: np.ndarray, ms: float = 30.0) -> np.ndarray:
 def build(wheel: Path | None, workdir: Path) -> tuple[np.ndarray, str]:
     rng = np.random.default_rng(20261127)
     speech, digest = pyannote_sample(wheel, workdir)
-    s = lambda t: int(round(t * SR))  # noqa: E731
+    s = lambda t: round(t * SR)  # noqa: E731
     out = np.zeros(s(TOTAL), np.float32)
 
     # 0-10 s: speech alone (sample 6.6-16.6 s), active level -20 dBFS.
@@ -260,7 +261,7 @@ def build(wheel: Path | None, workdir: Path) -> tuple[np.ndarray, str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--wheel", type=Path, help="path to pyannote_audio-3.3.2-py2.py3-none-any.whl")
-    ap.add_argument("--out", type=Path, default=HERE, help="output directory (default: data/)")
+    ap.add_argument("--out", type=Path, default=DATA, help="output directory (default: data/)")
     ap.add_argument("--check", action="store_true", help="rebuild and compare with the committed demo.flac")
     args = ap.parse_args(argv)
     if not SOUNDFONT.is_file():
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         y, digest = build(args.wheel, Path(tmp))
     print(f"pyannote sample.wav sha256 {digest}")
     if args.check:
-        ref, _ = sf.read(HERE / "demo.flac", dtype="float32")
+        ref, _ = sf.read(DATA / "demo.flac", dtype="float32")
         q = np.round(y * 32767) / 32767
         diff = float(np.max(np.abs(ref - q))) if len(ref) == len(q) else float("inf")
         print(f"max abs difference with data/demo.flac: {diff:.2e}")
