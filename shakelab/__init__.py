@@ -43,7 +43,8 @@ _LAZY = {
 
 
 # Submodules reachable as attributes (``shakelab.segments.merge``) without importing them up front.
-_SUBMODULES = {"audio", "batch", "catalog", "client", "frames", "ledger", "models", "plot", "segments",
+_SUBMODULES = {"audio", "batch", "catalog", "client", "evaluation", "frames", "labels", "ledger", "models", "plot",
+               "segments",
                "transport", "widgets"}
 
 
