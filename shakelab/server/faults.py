@@ -61,6 +61,7 @@ class Faults:
     # -- switches ---------------------------------------------------------------------------
     @property
     def variant(self) -> str | None:
+        """Shape of ``GET /job/{id}`` payloads (see the class docstring)."""
         return self._variant
 
     @variant.setter
@@ -71,6 +72,7 @@ class Faults:
 
     @property
     def not_found_for(self) -> float:
+        """Seconds after its creation during which ``GET /job/{id}`` answers 404."""
         return self._not_found_for
 
     @not_found_for.setter
@@ -79,6 +81,7 @@ class Faults:
 
     @property
     def processing_delay(self) -> float:
+        """Seconds each job takes at least."""
         return self._processing_delay
 
     @processing_delay.setter
@@ -150,7 +153,10 @@ class Faults:
         self._processing_delay = 0.0
 
     def take(self, method: str, path: str) -> Fault | None:
-        """The first fault matching this request, consuming one of its ``times``; None when none matches."""
+        """Return the first fault matching ``method`` and ``path`` (of any route), using up one of its ``times``.
+
+        None when no fault matches.
+        """
         with self._lock:
             for i, f in enumerate(self._faults):
                 if f.method not in ("*", method.upper()) or not fnmatch.fnmatchcase(path, f.path):
@@ -163,13 +169,16 @@ class Faults:
         return None
 
     def pending(self) -> list[Fault]:
-        """A copy of the faults still armed."""
+        """Return a copy of the faults still armed."""
         with self._lock:
             return [Fault(**vars(f)) for f in self._faults]
 
     def apply(self, command: dict) -> None:
-        """Apply one ``POST /_faults`` command: ``{"add": {...}}``, ``{"clear": true}``, ``{"variant": v}``,
-        ``{"not_found_for": s}`` or ``{"processing_delay": s}`` (several keys may be combined)."""
+        """Apply one ``POST /_faults`` command (several keys may be combined).
+
+        ``{"add": {...}}``, ``{"clear": true}``, ``{"variant": v}``, ``{"not_found_for": s}`` or
+        ``{"processing_delay": s}``.
+        """
         if not isinstance(command, dict) or not command:
             raise ValueError("the body must be a JSON object with one of 'add', 'clear', 'variant', "
                              f"'not_found_for', 'processing_delay', not {command!r}")
