@@ -77,10 +77,14 @@ class LocalServer:
 
     Examples
     --------
-    >>> srv = LocalServer(tmp_dir, token="t0k3n").start()   # doctest: +SKIP
-    >>> srv.stats()["jobs"]                                   # doctest: +SKIP
-    0
-    >>> srv.stop()                                            # doctest: +SKIP
+    >>> import requests, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> srv = LocalServer(tmp.name, token="t0k3n").start()
+    >>> requests.get(f"{srv.base_url}/usage", headers={"Authorization": "Bearer t0k3n"}, timeout=10).status_code
+    200
+    >>> srv.stats()["requests"], srv       # doctest: +ELLIPSIS
+    ({'GET /usage': 1}, LocalServer('...', http://127.0.0.1:..., workers=2))
+    >>> srv.stop(); tmp.cleanup()
     """
 
     link_timeout = 120.0  #: seconds allowed for one ``/upload/link`` download
@@ -155,7 +159,7 @@ class LocalServer:
 
         Examples
         --------
-        >>> srv.idle_seconds() < 1.0      # doctest: +SKIP
+        >>> LocalServer("/nonexistent/shakelab", token="t").idle_seconds() < 60   # nothing asked yet
         True
         """
         worker, now = self.worker, time.monotonic()
@@ -182,8 +186,8 @@ class LocalServer:
 
         Examples
         --------
-        >>> srv.stats()["requests"].get("POST /upload", 0)   # doctest: +SKIP
-        1
+        >>> LocalServer("/nonexistent/shakelab", token="t").stats()   # see the class example for a running one
+        {'uploads': 0, 'jobs': 0, 'requests': {}}
         """
         with self._stats_lock:
             return {"uploads": self._uploads, "jobs": self._jobs, "requests": dict(self._requests)}

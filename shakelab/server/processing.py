@@ -18,11 +18,16 @@
 
 Examples
 --------
+>>> import tempfile
+>>> from pathlib import Path
+>>> import shakelab
 >>> from shakelab.server import processing
->>> processing.probe("data/demo.flac").duration                                  # doctest: +SKIP
+>>> demo = Path(shakelab.__file__).parent / "data" / "demo.flac"
+>>> processing.probe(demo).duration
 44.0
->>> processing.run_model("music_detection", "data/demo.flac", "out", "json")    # doctest: +SKIP
-[PosixPath('out/music_detection.json')]
+>>> with tempfile.TemporaryDirectory() as out:
+...     [p.name for p in processing.run_model("music_detection", demo, out, "json")]
+['music_detection.json']
 """
 
 from __future__ import annotations
@@ -77,7 +82,8 @@ def probe(path: PathLike) -> AudioInfo:
 
     Examples
     --------
-    >>> probe("data/demo.flac")   # doctest: +SKIP
+    >>> import shakelab
+    >>> probe(Path(shakelab.__file__).parent / "data" / "demo.flac")
     AudioInfo(samplerate=22050, channels=1, frames=970200, format='flac')
     """
     import soundfile as sf
@@ -151,7 +157,8 @@ def load_mono(path: PathLike, sr: int = DETECTION_SR) -> np.ndarray:
 
     Examples
     --------
-    >>> len(load_mono("data/demo.flac")) / 8000   # doctest: +SKIP
+    >>> import shakelab
+    >>> len(load_mono(Path(shakelab.__file__).parent / "data" / "demo.flac")) / 8000
     44.0
     """
     import soundfile as sf
@@ -327,8 +334,12 @@ def run_detection(src_path: PathLike, out_dir: PathLike, fmt: str, *, options: d
 
     Examples
     --------
-    >>> run_detection("data/demo.flac", "out", "json")   # doctest: +SKIP
-    ([PosixPath('out/music_detection.json')], {'detector': 'cnn', 'window': 10.0, 'allWindows': False})
+    >>> import tempfile
+    >>> import shakelab
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     paths, detail = run_detection(Path(shakelab.__file__).parent / "data" / "demo.flac", out, "json")
+    >>> [p.name for p in paths], detail["window"], detail["allWindows"], detail["detector"] in ("cnn", "features")
+    (['music_detection.json'], 10.0, False, True)
     """
     catalog.check_format("music_detection", fmt, catalog.LOCAL_MODELS)
     options = dict(options or {})

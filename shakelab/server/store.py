@@ -11,11 +11,15 @@ Every method is thread-safe (one connection guarded by a lock; statements are sh
 
 Examples
 --------
->>> store = Store("/tmp/shakelab-doc")                        # doctest: +SKIP
->>> asset = store.add_asset(name="song.wav", fmt="wav", file_type="audio/wav",
-...                         path=Path("/tmp/x.wav"), size=44, source="upload")  # doctest: +SKIP
->>> store.get_asset(asset["id"])["name"]                      # doctest: +SKIP
-'song.wav'
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     store = Store(tmp)
+...     asset = store.add_asset(name="song.wav", fmt="wav", file_type="audio/wav",
+...                             path=store.asset_dir("c1") / "source.wav", size=44, source="upload")
+...     name, count = store.get_asset(asset["id"])["name"], store.count("assets")
+...     store.close()
+>>> name, count
+('song.wav', 1)
 """
 
 from __future__ import annotations
@@ -124,8 +128,11 @@ class Store:
 
     Examples
     --------
-    >>> s = Store(tmp_dir)                                        # doctest: +SKIP
-    >>> s.client_id.startswith("local-")                          # doctest: +SKIP
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     s = Store(tmp)
+    ...     s.client_id.startswith("local-")
+    ...     s.close()
     True
     """
 

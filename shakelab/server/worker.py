@@ -9,8 +9,15 @@ its outputs are recorded in the store and each status change goes to the job's c
 
 Examples
 --------
->>> worker = Worker(store, workers=2, faults=Faults(), payload=lambda job: {"job": job})  # doctest: +SKIP
->>> worker.start(); worker.submit(job_id)                                                 # doctest: +SKIP
+>>> import tempfile
+>>> from shakelab.server.faults import Faults
+>>> from shakelab.server.store import Store
+>>> tmp = tempfile.TemporaryDirectory()
+>>> store = Store(tmp.name)
+>>> worker = Worker(store, workers=2, faults=Faults(), payload=lambda job: {"job": job}, isolation="thread")
+>>> worker.start()      # the jobs a previous run left unfinished, resumed: none here
+0
+>>> worker.stop(); store.close(); tmp.cleanup()
 """
 
 from __future__ import annotations
