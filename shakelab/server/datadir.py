@@ -22,7 +22,10 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["DATA_DIR_ENV", "LOCK_NAME", "DataDirInUse", "default_data_dir", "lock_data_dir", "read_holder"]
+from shakelab.errors import ShakelabError
+
+__all__ = ["DATA_DIR_ENV", "LOCK_NAME", "DataDirInUse", "LocalServerError", "default_data_dir", "lock_data_dir",
+           "read_holder"]
 
 #: environment variable naming the local server's data dir (default: the platformdirs user data dir)
 DATA_DIR_ENV = "SHAKELAB_SERVER_DIR"
@@ -47,7 +50,11 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("shakelab", appauthor=False)) / "server"
 
 
-class DataDirInUse(RuntimeError):
+class LocalServerError(ShakelabError, RuntimeError):
+    """The local server could not start, or is not running."""
+
+
+class DataDirInUse(LocalServerError):
     """Another running server (in this or another process) holds the data directory.
 
     Attributes

@@ -35,6 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from shakelab.errors import ValidationError
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS assets (
@@ -214,7 +216,7 @@ class Store:
     def count(self, table: str) -> int:
         """Count the rows in ``assets`` or ``jobs``."""
         if table not in ("assets", "jobs"):
-            raise ValueError(f"`table` must be 'assets' or 'jobs', not {table!r}")
+            raise ValidationError(f"`table` must be 'assets' or 'jobs', not {table!r}")
         with self._lock:
             return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
