@@ -27,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
         serve(host=args.host, port=args.port, data_dir=args.data_dir, token=args.token,
               workers=args.workers, allow_private_links=args.allow_private_links,
               max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), link_ttl=args.link_ttl,
-              idle_timeout=args.idle_timeout, background=args.background)
+              idle_timeout=args.idle_timeout, background=args.background, test_hooks=args.test_hooks)
     except DataDirInUse as exc:  # one line, no traceback: who holds it and where
         where = f"at {exc.url} (pid {exc.pid})" if exc.url else f"(pid {exc.pid or 'unknown'})"
         print(f"shakelab serve: a server already runs on this data dir {where}; stop it or pass "
@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", action="store_true",
                    help="run as the detached per-user server: log to DATA_DIR/server.log, no standard "
                         "streams, a free port when --port is taken (what `shakelab server start` runs)")
+    p.add_argument("--test-hooks", action="store_true",
+                   help="also serve the test hooks GET /_stats and POST /_faults (fault injection)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("server", help="the per-user local server shared by notebooks: start, status, stop, logs")

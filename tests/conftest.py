@@ -34,11 +34,11 @@ def _isolated_env(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    """One local server for the session (ephemeral port, temp data dir, private links allowed)."""
+    """One local server for the session (ephemeral port, temp data dir, private links allowed, test hooks)."""
     from shakelab.server import LocalServer
 
     srv = LocalServer(data_dir=tmp_path_factory.mktemp("server"), token="test-token-0123456789",
-                      port=0, workers=2, allow_private_links=True)
+                      port=0, workers=2, allow_private_links=True, test_hooks=True)
     srv.start()
     yield srv
     srv.stop()
@@ -50,7 +50,7 @@ def fresh_server(tmp_path):
     from shakelab.server import LocalServer
 
     srv = LocalServer(data_dir=tmp_path / "server", token="fresh-token-0123456789",
-                      port=0, workers=2, allow_private_links=True)
+                      port=0, workers=2, allow_private_links=True, test_hooks=True)
     srv.start()
     yield srv
     srv.stop()
