@@ -396,7 +396,7 @@ def test_a_dying_model_process_fails_only_its_job(fresh_server):
     import os
     import signal
 
-    from shakelab.server import worker as worker_mod
+    from shakelab.server import pool
 
     assert fresh_server.isolation == "process"
     asset = upload(fresh_server, audio_bytes(60.0, 44100, channels=2), "long.wav")
@@ -406,8 +406,8 @@ def test_a_dying_model_process_fails_only_its_job(fresh_server):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     time.sleep(0.5)
-    assert worker_mod.busy
-    for proc in list(worker_mod.busy):
+    assert pool.busy
+    for proc in list(pool.busy):
         os.kill(proc.pid, signal.SIGKILL)
     failed = wait(fresh_server, job["id"])
     assert failed["status"] == "failed" and failed["statusInfo"]["code"] == "processing_error"
@@ -425,19 +425,19 @@ def test_job_time_limit_ends_the_model_process(fresh_server):
 
 
 def test_stop_mid_job_ends_its_process_and_the_job_resumes(tmp_path):
-    from shakelab.server import worker as worker_mod
+    from shakelab.server import pool
 
     data_dir = tmp_path / "mid"
     srv = LocalServer(data_dir, token="mid-token", workers=1).start()
     asset = upload(srv, audio_bytes(60.0, 44100, channels=2), "long.wav")
     job = submit(srv, asset["id"], "vocals", "wav")
     deadline = time.monotonic() + 60
-    while not worker_mod.busy:
+    while not pool.busy:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    pids = [p.pid for p in worker_mod.busy]
+    pids = [p.pid for p in pool.busy]
     srv.stop()
-    assert not worker_mod.busy
+    assert not pool.busy
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -450,7 +450,7 @@ def test_model_process_survives_a_notebook_interrupt(tmp_path):
     """A kernel interrupt sends SIGINT to the whole process group: the model process must not die of it."""
     import signal
 
-    from shakelab.server.worker import ModelProcess
+    from shakelab.server.pool import ModelProcess
 
     src = tmp_path / "clip.wav"
     src.write_bytes(audio_bytes(1.0))

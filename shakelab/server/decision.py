@@ -36,7 +36,7 @@ import math
 
 import numpy as np
 
-__all__ = ["music_segments", "window_scores", "MUSIC_PROBABILITY", "STRETCH"]
+__all__ = ["MUSIC_PROBABILITY", "STRETCH", "music_segments", "window_scores"]
 
 #: A window is music when its score reaches this (the detector's own probability scale).
 MUSIC_PROBABILITY = 0.5
@@ -87,7 +87,7 @@ def window_scores(hop: float, probs: np.ndarray, duration: float, *, window: flo
         start, end = k * window, min((k + 1) * window, duration)
         a, b = int(edges[k]), int(edges[k + 1])
         if b > a:
-            m = max(1, min(b - a, int(round(min(STRETCH, end - start) / hop))))
+            m = max(1, min(b - a, round(min(STRETCH, end - start) / hop)))
             means = (csum[a + m:b + 1] - csum[a:b - m + 1]) / m
             score = float(means.max())
         elif len(p):  # a window shorter than a frame: the nearest frame
@@ -101,7 +101,7 @@ def window_scores(hop: float, probs: np.ndarray, duration: float, *, window: flo
 
 def music_segments(hop: float, probs: np.ndarray, duration: float, *, window: float = 10.0,
                    all_windows: bool = False) -> list[dict]:
-    """What the local ``music_detection`` answers: the merged music segments (the module's rule).
+    """Return what the local ``music_detection`` answers: the merged music segments (the module's rule).
 
     Parameters
     ----------
@@ -118,8 +118,9 @@ def music_segments(hop: float, probs: np.ndarray, duration: float, *, window: fl
 
     Examples
     --------
-    >>> music_segments(0.5, np.r_[np.ones(20), np.zeros(20), np.ones(20)], 30.0)
-    [{'start_time': 0.0, 'end_time': 10.0, 'confidence': 1.0}, {'start_time': 20.0, 'end_time': 30.0, 'confidence': 1.0}]
+    >>> music_segments(0.5, np.r_[np.ones(20), np.zeros(20), np.ones(20)], 30.0)  # doctest: +NORMALIZE_WHITESPACE
+    [{'start_time': 0.0, 'end_time': 10.0, 'confidence': 1.0},
+     {'start_time': 20.0, 'end_time': 30.0, 'confidence': 1.0}]
     """
     scored = window_scores(hop, probs, duration, window=window)
     if all_windows:

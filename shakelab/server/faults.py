@@ -66,6 +66,7 @@ class Faults:
     # -- switches ---------------------------------------------------------------------------
     @property
     def variant(self) -> str | None:
+        """Shape of ``GET /job/{id}`` payloads (see the class docstring)."""
         return self._variant
 
     @variant.setter
@@ -76,6 +77,7 @@ class Faults:
 
     @property
     def not_found_for(self) -> float:
+        """Seconds after its creation during which ``GET /job/{id}`` answers 404."""
         return self._not_found_for
 
     @not_found_for.setter
@@ -84,6 +86,7 @@ class Faults:
 
     @property
     def processing_delay(self) -> float:
+        """Seconds each job takes at least."""
         return self._processing_delay
 
     @processing_delay.setter
@@ -171,7 +174,10 @@ class Faults:
         self._fail_models = frozenset()
 
     def take(self, method: str, path: str) -> Fault | None:
-        """The first fault matching this request, consuming one of its ``times``; None when none matches."""
+        """Return the first fault matching ``method`` and ``path`` (of any route), using up one of its ``times``.
+
+        None when no fault matches.
+        """
         with self._lock:
             for i, f in enumerate(self._faults):
                 if f.method not in ("*", method.upper()) or not fnmatch.fnmatchcase(path, f.path):
@@ -184,14 +190,16 @@ class Faults:
         return None
 
     def pending(self) -> list[Fault]:
-        """A copy of the faults still armed."""
+        """Return a copy of the faults still armed."""
         with self._lock:
             return [Fault(**vars(f)) for f in self._faults]
 
     def apply(self, command: dict) -> None:
-        """Apply one ``POST /_faults`` command: ``{"add": {...}}``, ``{"clear": true}``, ``{"variant": v}``,
-        ``{"not_found_for": s}``, ``{"processing_delay": s}`` or ``{"fail_models": [...]}`` (several keys may be
-        combined)."""
+        """Apply one ``POST /_faults`` command (several keys may be combined).
+
+        ``{"add": {...}}``, ``{"clear": true}``, ``{"variant": v}``, ``{"not_found_for": s}`` or
+        ``{"processing_delay": s}`` or ``{"fail_models": [...]}``.
+        """
         if not isinstance(command, dict) or not command:
             raise ValueError("the body must be a JSON object with one of 'add', 'clear', 'variant', "
                              f"'not_found_for', 'processing_delay', 'fail_models', not {command!r}")
