@@ -4,7 +4,9 @@ Each ``bench_*.py`` prints its own table, side by side with the baseline a user 
 otherwise reach for, as ratios from the same run. Nothing here passes or fails on time.
 Pass names to run a subset: ``python benchmarks/run_all.py plot client``; ``removal`` is the
 quality table of ``music_removal``/``dialogue`` beside doing nothing, REPET-SIM and the oracle
-mask (``bench_removal.py``; it builds its development set first, about 10 minutes in all).
+mask (``bench_removal.py``; it builds its development set first, about 10 minutes in all);
+``tasks`` compares the legacy Jobs API with the Tasks API on the local server (requests per
+model, batch wall time; ``bench_tasks.py``, about 2 minutes).
 """
 
 from __future__ import annotations

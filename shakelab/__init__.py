@@ -1,4 +1,4 @@
-"""shakelab: notebook toolkit for the AudioShake legacy Jobs API.
+"""shakelab: notebook toolkit for the AudioShake API (the legacy Jobs API and the Tasks API).
 
 ``import shakelab`` stays light: pandas, matplotlib, ipywidgets, librosa and the local
 server are imported only when the functions that need them are used.
@@ -19,6 +19,7 @@ from shakelab.errors import (  # noqa: F401  (re-exported)
     APIError, AuthenticationError, BatchCancelled, JobFailedError, JobTimeoutError, MalformedResponseError,
     NotFoundError, RateLimitError, ServerError, ShakelabError, TransportError, UnconfirmedJobError, ValidationError,
 )
+from shakelab.errors import TaskFailedError, UnconfirmedTaskError  # noqa: F401  (re-exported)
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "Client": "shakelab.client",
     "connect": "shakelab.client",
+    "TasksClient": "shakelab.tasks",
+    "Task": "shakelab.models",
+    "Target": "shakelab.models",
+    "TaskOutput": "shakelab.models",
     "Asset": "shakelab.models",
     "Job": "shakelab.models",
     "OutputAsset": "shakelab.models",
@@ -44,7 +49,7 @@ _LAZY = {
 
 # Submodules reachable as attributes (``shakelab.segments.merge``) without importing them up front.
 _SUBMODULES = {"audio", "batch", "catalog", "client", "evaluation", "frames", "labels", "ledger", "models", "plot",
-               "segments",
+               "segments", "tasks",
                "transport", "widgets"}
 
 

@@ -27,7 +27,8 @@ def _serve(args: argparse.Namespace) -> int:
         serve(host=args.host, port=args.port, data_dir=args.data_dir, token=args.token,
               workers=args.workers, allow_private_links=args.allow_private_links,
               max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), link_ttl=args.link_ttl,
-              idle_timeout=args.idle_timeout, background=args.background, test_hooks=args.test_hooks)
+              idle_timeout=args.idle_timeout, background=args.background, test_hooks=args.test_hooks,
+              webhook=args.webhook)
     except DataDirInUse as exc:  # one line, no traceback: who holds it and where
         where = f"at {exc.url} (pid {exc.pid})" if exc.url else f"(pid {exc.pid or 'unknown'})"
         print(f"shakelab serve: a server already runs on this data dir {where}; stop it or pass "
@@ -181,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let /upload/link and callbacks reach private and loopback addresses")
     p.add_argument("--max-upload-mb", type=float, default=2048, help="largest accepted upload (MiB)")
     p.add_argument("--link-ttl", type=float, default=3600, help="seconds a download link stays valid")
+    p.add_argument("--webhook", default=None, metavar="URL",
+                   help="Tasks API: POST the task to URL each time one of its targets finishes")
     p.add_argument("--idle-timeout", type=float, default=0, metavar="SECONDS",
                    help="stop after this long without requests or running jobs (default 0: never)")
     p.add_argument("--background", action="store_true",

@@ -53,6 +53,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json as _json
+import logging
 import os
 import re
 import secrets
@@ -322,6 +323,27 @@ class _ProgressReader:
         return chunk
 
 
+def _multipart_body(src: _Source, bar: Any) -> Callable[[], tuple[Any, dict]]:
+    """Build the ``body=`` of an upload (field ``file``): rebuilt, from the start of the file, for each attempt.
+
+    Streamed by ``requests_toolbelt.MultipartEncoder`` (flat memory whatever the size); a stream
+    of unknown length (a pipe) goes as a chunked body. Both clients' uploads use it.
+    """
+    from requests_toolbelt import MultipartEncoder
+
+    def make_body() -> tuple[Any, dict]:
+        bar.reset(total=src.size)
+        stream = src.open()
+        if src.size is None:  # a pipe: size unknown, so a chunked multipart body of our own
+            return _chunked_multipart(src, stream, bar)
+        encoder = MultipartEncoder(fields={"file": (src.name, stream, src.content_type)})
+        reader = _ProgressReader(encoder, bar)
+        reader.close = stream.close  # type: ignore[attr-defined]
+        return reader, {"Content-Type": encoder.content_type}
+
+    return make_body
+
+
 def _chunked_multipart(src: _Source, stream: Any, bar: Any) -> tuple[Any, dict]:
     """Return a multipart body for a stream of unknown length, sent with chunked transfer encoding."""
     import uuid
@@ -339,6 +361,102 @@ def _chunked_multipart(src: _Source, stream: Any, bar: Any) -> tuple[Any, dict]:
         yield f"\r\n--{boundary}--\r\n".encode()
 
     return chunks(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def _download_to(dest_dir: Path, name: str, fetch: Callable[[Callable[[requests.Response], Path]], Path], *,
+                 transport: Any, progress: bool, logger: logging.Logger) -> Path:
+    """Stream one output into ``dest_dir/name``: a temporary file renamed when complete, retried on drops.
+
+    ``fetch(consume)`` GETs the output's link (renewing it when expired) and returns
+    ``consume(response)``. A dropped or short download is retried under the transport's backoff
+    (``max_retries`` times); no half-written file is ever left under ``name``. Both clients'
+    downloads use it.
+    """
+    from tqdm.auto import tqdm
+
+    target = dest_dir / name
+
+    def consume(resp: requests.Response) -> Path:
+        total = int(resp.headers.get("Content-Length") or 0) or None
+        tmp = os.fspath(dest_dir / f".{name}.{secrets.token_hex(6)}.part")
+        # 0o666 less the umask, like any file the user saves (not mkstemp's 0600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                                                desc=f"download {name}", disable=not progress, leave=False) as bar:
+                for chunk in resp.iter_content(_CHUNK):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+            if total is not None and os.path.getsize(tmp) != total:
+                raise TransportError(f"download of {name} stopped after {os.path.getsize(tmp)} of {total} bytes")
+            os.replace(tmp, target)
+        except requests.RequestException as exc:
+            os.unlink(tmp)
+            raise TransportError(f"download of {name} failed: {describe(exc)}") from None
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return target
+
+    attempt = 0
+    while True:
+        try:
+            return fetch(consume)
+        except TransportError as exc:
+            if attempt >= transport.max_retries:
+                raise
+            delay = transport.backoff_delay(attempt)
+            logger.warning("%s; retry %d/%d in %.2f s", exc, attempt + 1, transport.max_retries, delay)
+            time.sleep(delay)
+            attempt += 1
+
+
+def note_done_elsewhere(ledger: Any, sha256: str, *, api: str, source: str, logger: logging.Logger) -> None:
+    """Warn when the ledger shows this content was already processed through the *other* API.
+
+    The two APIs never share uploads or results, so what runs now is billed again; both clients
+    say so when such a file is uploaded (:meth:`shakelab.ledger.Ledger.done_elsewhere`).
+    """
+    try:
+        done = ledger.done_elsewhere(sha256=sha256, api=api)
+    except Exception as exc:  # the ledger is a convenience: never let it break an upload
+        logger.warning("ledger.done_elsewhere failed: %s: %s", type(exc).__name__, exc)
+        return
+    if not done:
+        return
+    other, this = ("Jobs", "Tasks") if api == "tasks" else ("Tasks", "Jobs")
+    kind = "job" if other == "Jobs" else "task"
+    listed = ", ".join(f"{'/'.join(map(str, d['models']))} ({kind} {d['id']}, {d['status']})" for d in done[:5])
+    more = f" and {len(done) - 5} more" if len(done) > 5 else ""
+    logger.warning("%s was already processed through the %s API: %s%s; the %s API cannot reuse those results, "
+                   "so what runs on it now is billed again", source, other, listed, more, this)
+
+
+def check_client_options(*, base_url: Any, default_url: str, timeout: Any, max_retries: Any, max_retry_after: Any,
+                         backoff: Any, max_backoff: Any, service: Any) -> None:
+    """Refuse a malformed ``base_url``, timing option or ``service`` of a client (both clients' rule).
+
+    Examples
+    --------
+    >>> check_client_options(base_url="ftp://x", default_url=DEFAULT_BASE_URL, timeout=1, max_retries=0,
+    ...                      max_retry_after=1, backoff=1, max_backoff=1, service=None)
+    Traceback (most recent call last):
+    ...
+    shakelab.errors.ValidationError: `base_url` must be an http(s) URL such as 'https://groovy.audioshake.ai', not 'ftp://x'
+    """
+    if not isinstance(base_url, str) or urlsplit(base_url).scheme not in ("http", "https") \
+            or not urlsplit(base_url).netloc:
+        raise ValidationError(f"`base_url` must be an http(s) URL such as {default_url!r}, not {base_url!r}")
+    for pname, value in (("timeout", timeout), ("max_retry_after", max_retry_after),
+                         ("backoff", backoff), ("max_backoff", max_backoff)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
+                or (pname == "timeout" and value == 0):
+            raise ValidationError(f"`{pname}` must be a positive number of seconds, not {value!r}")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValidationError(f"`max_retries` must be a whole number >= 0, not {max_retries!r}")
+    if service is not None and (not isinstance(service, str) or not service.strip()):
+        raise ValidationError(f"`service` must be a non-empty string, not {service!r}")
 
 
 # --------------------------------------------------------------------------- client
@@ -415,18 +533,9 @@ class Client:
             raise ValidationError(f"`token` must be a non-empty string, not {type(token).__name__}")
         if base_url is None:
             base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-        if not isinstance(base_url, str) or urlsplit(base_url).scheme not in ("http", "https") \
-                or not urlsplit(base_url).netloc:
-            raise ValidationError(f"`base_url` must be an http(s) URL such as {DEFAULT_BASE_URL!r}, not {base_url!r}")
-        for pname, value in (("timeout", timeout), ("max_retry_after", max_retry_after),
-                             ("backoff", backoff), ("max_backoff", max_backoff)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 \
-                    or (pname == "timeout" and value == 0):
-                raise ValidationError(f"`{pname}` must be a positive number of seconds, not {value!r}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValidationError(f"`max_retries` must be a whole number >= 0, not {max_retries!r}")
-        if service is not None and (not isinstance(service, str) or not service.strip()):
-            raise ValidationError(f"`service` must be a non-empty string, not {service!r}")
+        check_client_options(base_url=base_url, default_url=DEFAULT_BASE_URL, timeout=timeout,
+                             max_retries=max_retries, max_retry_after=max_retry_after, backoff=backoff,
+                             max_backoff=max_backoff, service=service)
         #: the session, the token (a :class:`~shakelab.transport.BearerAuth`) and the retry rule
         self.transport = Transport(base_url, BearerAuth(Secret(token.strip())), timeout=timeout,
                                    max_retries=max_retries, max_retry_after=max_retry_after, backoff=backoff,
@@ -550,7 +659,6 @@ class Client:
         >>> asset.id                                                   # doctest: +SKIP
         'a1b2c3'
         """
-        from requests_toolbelt import MultipartEncoder
         from tqdm.auto import tqdm
 
         if not isinstance(progress, bool):
@@ -560,6 +668,7 @@ class Client:
         if self.ledger is not None:
             sha256 = src.sha256()
             if sha256 is not None:
+                note_done_elsewhere(self.ledger, sha256, api="jobs", source=src.name, logger=log)
                 payload = self._ledger_call("lookup_asset", sha256=sha256, service=self.service)
                 if payload:
                     asset = Asset.from_payload(payload)
@@ -569,19 +678,8 @@ class Client:
                     return asset
         bar = tqdm(total=src.size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"upload {src.name}",
                    disable=not progress, leave=False)
-
-        def make_body():
-            bar.reset(total=src.size)
-            stream = src.open()
-            if src.size is None:  # a pipe: size unknown, so a chunked multipart body of our own
-                return _chunked_multipart(src, stream, bar)
-            encoder = MultipartEncoder(fields={"file": (src.name, stream, src.content_type)})
-            reader = _ProgressReader(encoder, bar)
-            reader.close = stream.close
-            return reader, {"Content-Type": encoder.content_type}
-
         try:
-            payload = self._request("POST", "/upload", body=make_body,
+            payload = self._request("POST", "/upload", body=_multipart_body(src, bar),
                                     retry=IDEMPOTENT if src.rewindable else NEVER)
         finally:
             bar.close()
@@ -1071,8 +1169,6 @@ class Client:
         >>> client.download(jobs[0], "out/")                  # doctest: +SKIP
         [PosixPath('out/a/take1/vocals.wav')]
         """
-        from tqdm.auto import tqdm
-
         if not isinstance(dest, (str, os.PathLike)):
             raise ValidationError(f"`dest` must be a directory path, not {type(dest).__name__} {dest!r:.80}")
         dest_dir = Path(dest).expanduser()
@@ -1087,46 +1183,14 @@ class Client:
         paths: list[Path] = []
         for index in range(len(current.outputs)):
             name = self._safe_name(current.outputs[index], current, index)
-            target = dest_dir / name
 
-            def consume(resp: requests.Response, target: Path = target, name: str = name) -> Path:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                tmp = os.fspath(dest_dir / f".{name}.{secrets.token_hex(6)}.part")
-                # 0o666 less the umask, like any file the user saves (not mkstemp's 0600)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-                try:
-                    with os.fdopen(fd, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                                                        desc=f"download {name}", disable=not progress,
-                                                        leave=False) as bar:
-                        for chunk in resp.iter_content(_CHUNK):
-                            f.write(chunk)
-                            bar.update(len(chunk))
-                    if total is not None and os.path.getsize(tmp) != total:
-                        raise TransportError(f"download of {name} stopped after {os.path.getsize(tmp)} of "
-                                             f"{total} bytes")
-                    os.replace(tmp, target)
-                except requests.RequestException as exc:
-                    os.unlink(tmp)
-                    raise TransportError(f"download of {name} failed: {describe(exc)}") from None
-                except BaseException:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-                    raise
-                return target
+            def fetch(consume: Callable[[requests.Response], Path], index: int = index) -> Path:
+                nonlocal current
+                current, path = self._fetch_output(current, index, consume)
+                return path
 
-            attempt = 0
-            while True:
-                try:
-                    current, path = self._fetch_output(current, index, consume)
-                    break
-                except TransportError as exc:
-                    if attempt >= self.max_retries:
-                        raise
-                    delay = self.transport.backoff_delay(attempt)
-                    log.warning("%s; retry %d/%d in %.2f s", exc, attempt + 1, self.max_retries, delay)
-                    time.sleep(delay)
-                    attempt += 1
-            paths.append(path)
+            paths.append(_download_to(dest_dir, name, fetch, transport=self.transport, progress=progress,
+                                      logger=log))
         self._ledger_call("record_outputs", current.id, [str(p.resolve()) for p in paths])
         return paths
 
@@ -1255,11 +1319,60 @@ class Client:
 
 
 # --------------------------------------------------------------------------- connect
-_ANNOUNCED: set[str] = set()
+_ANNOUNCED: set[tuple[str, str]] = set()
+#: the Tasks API's key variable (``shakelab.tasks.KEY_ENV``)
+KEY_ENV = "AUDIOSHAKE_API_KEY"
+APIS = ("jobs", "tasks")
 
 
-def connect(**kwargs: Any) -> Client:
-    """Connect: the AudioShake service if ``AUDIOSHAKE_API_TOKEN`` is set, else the local server.
+class LocalServerInfo:
+    """Where the embedded local server runs: ``token``, ``url``, ``server_id`` and a one-line ``where``."""
+
+    def __init__(self, token: str, url: str, server_id: str, where: str):
+        self.token, self.url, self.server_id, self.where = token, url, server_id, where
+
+    def __repr__(self) -> str:
+        return f"LocalServerInfo(url={self.url!r}, server_id={self.server_id!r}, token=<hidden>)"
+
+
+def _local_server() -> LocalServerInfo:
+    """Find or start the embedded local server (both APIs on one port), shared or private as ``connect`` does."""
+    from shakelab.server import daemon
+
+    if daemon.mode() == "private":
+        from shakelab.server import start
+
+        server = start()
+        return LocalServerInfo(server.token, server.base_url, server.server_id,
+                               f"{server.base_url} (private to this process, {daemon.MODE_ENV}=private; data in "
+                               f"{server.data_dir}; it stops with this process)")
+    info, started = daemon.ensure()
+    return LocalServerInfo(info.token, info.url, info.server_id, info.describe(started))
+
+
+def _default_ledger(ledger: Any) -> Any:
+    if ledger is True:
+        try:
+            from shakelab.ledger import Ledger
+
+            return Ledger()
+        except Exception as exc:  # no ledger module, or its file cannot be opened: carry on without
+            log.warning("no ledger (%s: %s); uploads and jobs will not be deduplicated", type(exc).__name__, exc)
+            return None
+    return None if ledger is False else ledger
+
+
+def connect(api: str | None = None, **kwargs: Any) -> Any:
+    """Return a ready client: :class:`Client` (Jobs API) or :class:`shakelab.TasksClient` (Tasks API).
+
+    Which API and which host, from the environment (never a silent switch of a notebook):
+
+    - only ``AUDIOSHAKE_API_KEY`` set: the Tasks API at ``api.audioshake.ai``;
+    - only ``AUDIOSHAKE_API_TOKEN`` set: the Jobs API at ``groovy.audioshake.ai``;
+    - both set: a :class:`~shakelab.errors.ValidationError` asking for ``api="jobs"`` or
+      ``api="tasks"``;
+    - neither: the embedded local server, which speaks both (its Jobs API; ``api="tasks"``
+      picks its Tasks API). ``AUDIOSHAKE_BASE_URL`` points either at another host.
 
     The local server is one per user, shared by every notebook, terminal and kernel restart:
     the one running on the data dir (``SHAKELAB_SERVER_DIR``, else the user data dir) is used,
@@ -1275,51 +1388,55 @@ def connect(**kwargs: Any) -> Client:
 
     Parameters
     ----------
+    api : {None, "jobs", "tasks"}
+        None: from the environment as above.
     **kwargs
-        Passed to :class:`Client` (``timeout``, ``max_retries``, ...). ``token=`` (or
-        ``base_url=``) selects the service like the variable does. ``ledger`` defaults to True: a
-        :class:`shakelab.ledger.Ledger` (``SHAKELAB_LEDGER`` or the user cache), so uploads and
-        jobs are not repeated across kernel restarts; ``ledger=None`` disables it.
+        Passed to the client (``timeout``, ``max_retries``, ...). ``token=`` (Jobs) or
+        ``api_key=`` (Tasks) select the service like the variables do. ``ledger`` defaults to
+        True: a :class:`shakelab.ledger.Ledger` (``SHAKELAB_LEDGER`` or the user cache), so
+        uploads, jobs and tasks are not repeated across kernel restarts (the two APIs' records
+        kept apart); ``ledger=None`` disables it.
+
+    Raises
+    ------
+    ValidationError
+        Both variables set and no ``api``; an ``api`` other than "jobs"/"tasks".
 
     Examples
     --------
     >>> client = connect()   # doctest: +SKIP
     shakelab: no AUDIOSHAKE_API_TOKEN set; using the embedded local server at http://127.0.0.1:8077 (...)
+    >>> tasks = connect(api="tasks")   # doctest: +SKIP
     """
-    ledger = kwargs.pop("ledger", True)
-    if ledger is True:
-        try:
-            from shakelab.ledger import Ledger
-
-            ledger = Ledger()
-        except Exception as exc:  # no ledger module, or its file cannot be opened: carry on without
-            log.warning("no ledger (%s: %s); uploads and jobs will not be deduplicated", type(exc).__name__, exc)
-            ledger = None
-    elif ledger is False:
-        ledger = None
+    if api is not None and api not in APIS:
+        raise ValidationError(f"`api` must be 'jobs', 'tasks' or None (from the environment), not {api!r}")
     token = kwargs.pop("token", None) or os.environ.get(TOKEN_ENV) or None
-    if token is not None or kwargs.get("base_url") is not None:  # base_url without a token: Client says what is missing
-        client = Client(token, ledger=ledger, **kwargs)
-        message = f"shakelab: {TOKEN_ENV} is set; using the service at {client.base_url}"
+    key = kwargs.pop("api_key", None) or os.environ.get(KEY_ENV) or None
+    if api is None:
+        if token is not None and key is not None:
+            raise ValidationError(
+                f"both {KEY_ENV} (the Tasks API) and {TOKEN_ENV} (the legacy Jobs API) are set: say which API "
+                'this notebook uses, shakelab.connect(api="tasks") or shakelab.connect(api="jobs")')
+        api = "tasks" if key is not None else "jobs"
+    ledger = _default_ledger(kwargs.pop("ledger", True))
+    variable, secret = (KEY_ENV, key) if api == "tasks" else (TOKEN_ENV, token)
+    what = "Tasks API of the " if api == "tasks" else ""
+    if api == "tasks":
+        from shakelab.tasks import TasksClient
+
+        make: Callable[..., Any] = lambda secret, **kw: TasksClient(secret, **kw)  # noqa: E731
     else:
-        from shakelab.server import daemon
-
+        make = lambda secret, **kw: Client(secret, **kw)  # noqa: E731
+    if secret is not None or kwargs.get("base_url") is not None:  # base_url without one: the client says what
+        client = make(secret, ledger=ledger, **kwargs)
+        message = f"shakelab: {variable} is set; using the {what}service at {client.base_url}"
+    else:
         kwargs.pop("base_url", None)
-        if daemon.mode() == "private":
-            from shakelab.server import start
-
-            server = start()
-            client = Client(server.token, base_url=server.base_url, ledger=ledger, service=server.server_id,
-                            **kwargs)
-            where = (f"{client.base_url} (private to this process, {daemon.MODE_ENV}=private; data in "
-                     f"{server.data_dir}; it stops with this process)")
-        else:
-            info, started = daemon.ensure()
-            client = Client(info.token, base_url=info.url, ledger=ledger, service=info.server_id, **kwargs)
-            where = info.describe(started)
-        message = f"shakelab: no {TOKEN_ENV} set; using the embedded local server at {where}"
-    if client.base_url not in _ANNOUNCED:
-        _ANNOUNCED.add(client.base_url)
+        local = _local_server()
+        client = make(local.token, base_url=local.url, ledger=ledger, service=local.server_id, **kwargs)
+        message = f"shakelab: no {variable} set; using the {what}embedded local server at {local.where}"
+    if (client.base_url, api) not in _ANNOUNCED:
+        _ANNOUNCED.add((client.base_url, api))
         log.info("%s", message)
         print(message, file=sys.stderr)
     return client

@@ -297,3 +297,84 @@ class UnconfirmedJobError(ShakelabError):
 
     def __reduce__(self):
         return type(self), (self.file, self.model, self.format, self.attempted_at), self.__dict__
+
+
+class TaskFailedError(JobFailedError):
+    """A Tasks API task ended with failed targets (``error`` or ``failed``); raised once it is done.
+
+    A :class:`JobFailedError` (what catches one catches both), with the task and the failed
+    targets, each target's ``error.message`` and the task and target ids in the message.
+
+    Attributes
+    ----------
+    task : shakelab.models.Task
+        The task as last seen (also ``.job``).
+    targets : list of shakelab.models.Target
+        The failed targets; ``.target`` is the first.
+
+    Examples
+    --------
+    >>> from shakelab.models import Task
+    >>> task = Task.from_payload({"id": "t1", "completedAt": "2026-03-25T03:20:00Z", "targets": [
+    ...     {"id": "g1", "model": "drums", "status": "error", "error": {"code": 422, "message": "no audio"}}]})
+    >>> str(TaskFailedError(task))
+    'target g1 (drums) of task t1 failed: no audio'
+    """
+
+    def __init__(self, task: Any, targets: Any = None):
+        self.task = task
+        self.targets = list(targets) if targets is not None else list(getattr(task, "failed_targets", []))
+        self.target = self.targets[0] if self.targets else None
+        parts = [f"target {t.id} ({t.name}) of task {task.id} failed: {t.error}" for t in self.targets]
+        if len(parts) > 1:
+            text = f"{len(parts)} of {len(task.targets)} targets of task {task.id} failed: " + "; ".join(
+                f"{t.id} ({t.name}): {t.error}" for t in self.targets)
+        else:
+            text = parts[0] if parts else f"task {getattr(task, 'id', task)} failed"
+        super().__init__(task, text)
+        self.message = scrub(text)
+        self.args = (self.message,)
+
+    def __str__(self) -> str:
+        return scrub(self.message)
+
+    def __reduce__(self):
+        return type(self), (self.task, self.targets), self.__dict__
+
+
+class UnconfirmedTaskError(ShakelabError):
+    """The answer of ``POST /tasks`` was lost and ``GET /tasks`` could not be read to find the task.
+
+    The attempt stays in the ledger: the next ``create_task`` / ``submit`` of the same request
+    looks for it first (and creates it only if it is not there).
+
+    Attributes
+    ----------
+    attempt : str
+        The attempt id in the task's ``metadata``.
+    sent_at : float
+        Unix time the request was sent.
+    cause : BaseException or None
+        What went wrong.
+    """
+
+    def __init__(self, attempt: str, sent_at: float, cause: Any = None, *, recorded: bool = True):
+        import time as _time
+
+        self.attempt, self.sent_at, self.cause, self.recorded = attempt, sent_at, cause, recorded
+        when = _time.strftime("%H:%M:%S UTC", _time.gmtime(sent_at))
+        why = f" ({cause})" if cause is not None else ""
+        then = ("run the same request again later and it is looked for first (created only if it is not there), "
+                "or pass force=True to send it anyway (a second billed task may result)"
+                if recorded else f"without a ledger nothing remembers it: look for metadata attempt {attempt!r} in "
+                "client.tasks() before sending it again")
+        super().__init__(
+            f"POST /tasks sent at {when} lost its answer{why} and GET /tasks could not be read to find the task "
+            f"(attempt {attempt}); it may exist. Nothing is sent again blindly: {then}")
+
+    def __reduce__(self):
+        return _rebuild_unconfirmed_task, (self.attempt, self.sent_at, self.recorded), self.__dict__
+
+
+def _rebuild_unconfirmed_task(attempt: str, sent_at: float, recorded: bool) -> UnconfirmedTaskError:
+    return UnconfirmedTaskError(attempt, sent_at, None, recorded=recorded)

@@ -531,6 +531,50 @@ def merge_usage(history: Any, fresh: Any) -> pd.DataFrame:
     return merged.sort_values("month", kind="stable").reset_index(drop=True)
 
 
+def distribution_frame(distribution: Any) -> pd.DataFrame:
+    """Frame the Tasks API's ``distribution`` statistics (its shape is undocumented).
+
+    One row per entry of the answer (a single object is one row), one column per key, named in
+    snake_case (``totalTargets`` -> ``total_targets``), in the order the keys first appear;
+    nested objects are flattened with ``_`` (``{"a": {"b": 1}}`` -> ``a_b``). A ``month``
+    column of ``YYYY-MM`` strings becomes period[M]; numbers in strings stay strings.
+
+    Raises
+    ------
+    ValueError
+        An answer that is neither an object nor a list of objects.
+
+    Examples
+    --------
+    >>> distribution_frame([{"model": "bass", "totalTargets": 3}, {"model": "vocals", "totalTargets": 1}])
+        model  total_targets
+    0    bass              3
+    1  vocals              1
+    """
+    rows = [distribution] if isinstance(distribution, Mapping) else distribution
+    if not isinstance(rows, (list, tuple)):
+        raise ValueError(f"`distribution` must be an object or a list of objects, not {type(rows).__name__}")
+    if any(not isinstance(row, Mapping) for row in rows):
+        raise ValueError(f"`distribution` entries must be objects: {list(rows)!r:.120}")
+
+    def snake(key: str) -> str:
+        return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", str(key)).lower()
+
+    def flat(row: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in row.items():
+            name = f"{prefix}{snake(key)}"
+            out.update(flat(value, f"{name}_") if isinstance(value, Mapping) else {name: value})
+        return out
+
+    flats = [flat(row) for row in rows]
+    columns = list(dict.fromkeys(k for row in flats for k in row))
+    frame = pd.DataFrame(flats, columns=columns)
+    if "month" in frame and len(frame) and frame["month"].map(lambda m: bool(_MONTH.match(str(m)))).all():
+        frame["month"] = pd.array([pd.Period(str(m)[:7], freq="M") for m in frame["month"]], dtype="period[M]")
+    return frame
+
+
 # --------------------------------------------------------------------------- jobs
 def jobs_frame(jobs: Iterable[Job | Mapping[str, Any]], *, audio_s: Mapping[str, float] | None = None
                ) -> pd.DataFrame:

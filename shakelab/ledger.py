@@ -42,10 +42,13 @@ __all__ = ["FAILED_STATUSES", "TERMINAL_STATUSES", "Ledger", "default_path", "fi
 
 # 2: the key column ``base_url`` became ``service`` (a local server's id, else the URL);
 # 3: the ``attempts`` table (POST /job attempts whose answer may have been lost)
-_SCHEMA_VERSION = 3
+# 4: the Tasks API: ``assets.api`` (the two APIs' uploads kept apart, also on one local server) and
+#    the ``tasks`` table (one row per POST /tasks attempt, tagged, then the task as last seen)
+_SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (
     service     TEXT NOT NULL,
+    api         TEXT NOT NULL DEFAULT 'jobs',
     sha256      TEXT NOT NULL,
     size        INTEGER,
     path        TEXT,
@@ -53,9 +56,10 @@ CREATE TABLE IF NOT EXISTS assets (
     asset_id    TEXT NOT NULL,
     payload     TEXT NOT NULL,
     recorded_at REAL NOT NULL,
-    PRIMARY KEY (service, sha256)
+    PRIMARY KEY (service, api, sha256)
 );
 CREATE INDEX IF NOT EXISTS assets_by_id ON assets (service, asset_id);
+CREATE INDEX IF NOT EXISTS assets_by_sha ON assets (sha256);
 CREATE TABLE IF NOT EXISTS jobs (
     job_id       TEXT PRIMARY KEY,
     service      TEXT NOT NULL,
@@ -86,7 +90,35 @@ CREATE TABLE IF NOT EXISTS attempts (
     job_id       TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_by_key ON attempts (service, asset_id, model, format, metadata_key, state);
+CREATE TABLE IF NOT EXISTS tasks (
+    attempt_id   TEXT PRIMARY KEY,
+    service      TEXT NOT NULL,
+    task_id      TEXT UNIQUE,
+    source_key   TEXT NOT NULL,
+    targets_key  TEXT NOT NULL,
+    metadata_key TEXT NOT NULL,
+    sha256       TEXT,
+    source_path  TEXT,
+    state        TEXT NOT NULL,
+    status       TEXT,
+    error        TEXT,
+    payload      TEXT,
+    outputs      TEXT NOT NULL DEFAULT '[]',
+    sent_at      REAL NOT NULL,
+    created_at   REAL,
+    last_seen    REAL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_key ON tasks (service, source_key, targets_key, metadata_key);
+CREATE INDEX IF NOT EXISTS tasks_by_sha ON tasks (sha256);
 """
+#: The columns of ``assets`` before schema 4 (no ``api``): copied into the rebuilt table.
+_ASSET_COLUMNS = "service, sha256, size, path, name, asset_id, payload, recorded_at"
+#: Seconds the Tasks API keeps an asset and a task's results (72 h); a record older than this is
+#: never reused. A margin of one hour keeps a reused asset alive until its task is done.
+TASKS_LIFETIME_S = 72 * 3600.0
+_REUSE_MARGIN_S = 3600.0
+#: What each API's records are kept under (``api`` of ``assets``; jobs vs tasks tables).
+APIS = ("jobs", "tasks")
 
 _BUSY_TIMEOUT_MS = 60_000
 
@@ -137,6 +169,12 @@ def file_sha256(source: str | os.PathLike | BinaryIO, *, chunk_size: int = 1 << 
     return digest.hexdigest()
 
 
+def _api(api: str) -> str:
+    if api not in APIS:
+        raise ValidationError(f"`api` must be 'jobs' or 'tasks', not {api!r}")
+    return api
+
+
 def _norm_service(service: str) -> str:
     if not isinstance(service, str) or not service:
         raise ValidationError(f"`service` must be a non-empty string (a base URL or a local server id), "
@@ -173,6 +211,47 @@ def _job_fields(payload: Any) -> tuple[dict, dict]:
         "status": status,
         "error": job.error,
     }
+
+
+def _targets_key(targets: Any) -> str:
+    """Canonical form of a request's targets: order of targets and of formats does not matter."""
+    if not isinstance(targets, (list, tuple)):
+        raise ValidationError(f"`targets` must be a list of target dicts, not {targets!r:.80}")
+    canon = []
+    for t in targets:
+        if not isinstance(t, dict):
+            raise ValidationError(f"`targets` must be a list of target dicts, not {targets!r:.80}")
+        item = {k: v for k, v in t.items() if v is not None and k not in ("id", "status", "output", "cost",
+                                                                          "duration", "error", "taskId",
+                                                                          "createdAt", "updatedAt", "url")}
+        if isinstance(item.get("formats"), (list, tuple)):
+            item["formats"] = sorted(item["formats"])
+        canon.append(item)
+    canon.sort(key=lambda t: json.dumps(t, sort_keys=True, default=str))
+    return json.dumps(canon, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _user_key(metadata: Any) -> str:
+    return json.dumps(metadata, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _task_fields(payload: Any) -> dict:
+    from shakelab.models import Task
+
+    task = Task.from_payload(payload)  # MalformedResponseError names a missing id
+    if not task.is_done:
+        status = "processing"
+    elif task.failed_targets:
+        status = "failed"
+    else:
+        status = "completed"
+    errors = [f"{t.name}: {t.error}" for t in task.failed_targets]
+    source_key = f"asset:{task.asset_id}" if task.asset_id else f"url:{task.url}"
+    return {"task_id": task.id, "attempt": task.attempt, "status": status, "error": "; ".join(errors) or None,
+            "payload": json.dumps(task.raw, default=str), "source_key": source_key,
+            "targets_key": _targets_key([dict(t.raw) for t in task.targets]),
+            "metadata_key": _user_key(task.user_metadata),
+            "created_at": task.created_at.timestamp() if task.created_at else None}
 
 
 class Ledger:
@@ -274,10 +353,18 @@ class Ledger:
             if version == 1:  # rows keep their URL keys: a local server's old random ports never match again
                 for table in ("assets", "jobs"):
                     conn.execute(f"ALTER TABLE {table} RENAME COLUMN base_url TO service")
+            columns = [r[1] for r in conn.execute("PRAGMA table_info(assets)")]
+            if columns and "api" not in columns:  # before 4: rebuild with the API in the key
+                conn.execute(f"ALTER TABLE assets RENAME TO assets_v{version}")
+                conn.execute("DROP INDEX IF EXISTS assets_by_id")
             if version < _SCHEMA_VERSION:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                if columns and "api" not in columns:
+                    conn.execute(f"INSERT INTO assets ({_ASSET_COLUMNS}, api) SELECT {_ASSET_COLUMNS}, 'jobs'"
+                                 f" FROM assets_v{version}")
+                    conn.execute(f"DROP TABLE assets_v{version}")
                 conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
         self._write(create)
@@ -290,8 +377,11 @@ class Ledger:
             self._local.conn = None
 
     # -- assets -----------------------------------------------------------------------------
-    def lookup_asset(self, *, sha256: str, service: str) -> dict | None:
+    def lookup_asset(self, *, sha256: str, service: str, api: str = "jobs") -> dict | None:
         """Return the upload payload recorded for this content on this service, or None.
+
+        ``api="tasks"``: an upload through the Tasks API (``POST /assets``), and only while the
+        service still keeps it (recorded less than 71 of its 72 hours ago).
 
         Returns
         -------
@@ -302,14 +392,15 @@ class Ledger:
         --------
         >>> ledger.lookup_asset(sha256=file_sha256("a.wav"), service=client.service)  # doctest: +SKIP
         """
+        oldest = time.time() - (TASKS_LIFETIME_S - _REUSE_MARGIN_S) if _api(api) == "tasks" else float("-inf")
         row = self._conn().execute(
-            "SELECT payload FROM assets WHERE service=? AND sha256=?",
-            (_norm_service(service), str(sha256)),
+            "SELECT payload FROM assets WHERE service=? AND api=? AND sha256=? AND recorded_at>=?",
+            (_norm_service(service), api, str(sha256), oldest),
         ).fetchone()
         return json.loads(row["payload"]) if row else None
 
     def record_asset(self, *, sha256: str, size: int, path: str | None, service: str,
-                     payload: dict) -> None:
+                     payload: dict, api: str = "jobs") -> None:
         """Record an upload (replacing an older record of the same content on the same service).
 
         Examples
@@ -321,12 +412,12 @@ class Ledger:
             raise ValidationError(f"`payload` must be an upload's API JSON with an 'id', not {payload!r}")
         if not isinstance(sha256, str) or not sha256:
             raise ValidationError(f"`sha256` must be a hex digest string, not {sha256!r}")
-        row = (_norm_service(service), sha256, int(size) if size is not None else None,
+        row = (_norm_service(service), _api(api), sha256, int(size) if size is not None else None,
                os.fspath(path) if path is not None else None, payload.get("name"),
                str(payload["id"]), json.dumps(payload, default=str), time.time())
         self._write(lambda c: c.execute(
-            "INSERT INTO assets (service, sha256, size, path, name, asset_id, payload, recorded_at)"
-            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(service, sha256) DO UPDATE SET"
+            "INSERT INTO assets (service, api, sha256, size, path, name, asset_id, payload, recorded_at)"
+            " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(service, api, sha256) DO UPDATE SET"
             " size=excluded.size, path=COALESCE(excluded.path, assets.path), name=excluded.name,"
             " asset_id=excluded.asset_id, payload=excluded.payload, recorded_at=excluded.recorded_at",
             row))
@@ -515,6 +606,216 @@ class Ledger:
         row = self._conn().execute("SELECT result FROM jobs WHERE job_id=?", (str(job_id),)).fetchone()
         return json.loads(row["result"]) if row and row["result"] is not None else None
 
+    # -- the Tasks API ----------------------------------------------------------------------
+    # One row per POST /tasks attempt: written before the request is sent (state 'sent', with the
+    # attempt id shakelab puts in the task's metadata), then 'confirmed' with the task id and the
+    # task as last seen. A row still 'sent' is a task whose answer was lost (or a crash): the
+    # client looks for it in GET /tasks before it ever creates another.
+    def record_task_attempt(self, *, attempt_id: str, service: str, source_key: str, targets: list,
+                            metadata: Any = None, sha256: str | None = None, source_path: str | None = None,
+                            force: bool = False) -> None:
+        """Record that a ``POST /tasks`` tagged ``attempt_id`` is about to be sent, before it is.
+
+        With ``force``, earlier unconfirmed attempts for the same request are marked ``forced``
+        (the caller chose to send again), so they are not looked for any more.
+
+        Parameters
+        ----------
+        attempt_id : str
+            The id in the task's ``metadata`` (:func:`shakelab.models.tag_metadata`).
+        source_key : str
+            ``"asset:<id>"`` or ``"url:<url>"``.
+        targets : list of dict
+            The request's targets (their order and the order of formats do not matter).
+        metadata : any JSON value, optional
+            The caller's own metadata.
+        sha256 : str, optional
+            Content of the local file the asset was uploaded from.
+
+        Examples
+        --------
+        >>> ledger.record_task_attempt(attempt_id="a1", service="http://x", source_key="asset:as1",
+        ...                            targets=[{"model": "bass", "formats": ["wav"]}])   # doctest: +SKIP
+        """
+        key = (_norm_service(service), str(source_key), _targets_key(targets), _user_key(metadata))
+
+        def insert(conn):
+            if force:
+                conn.execute("UPDATE tasks SET state='forced' WHERE service=? AND source_key=? AND targets_key=?"
+                             " AND metadata_key=? AND state='sent'", key)
+            conn.execute("INSERT INTO tasks (attempt_id, service, source_key, targets_key, metadata_key, sha256,"
+                         " source_path, state, sent_at) VALUES (?,?,?,?,?,?,?,'sent',?)",
+                         (str(attempt_id), *key, sha256, source_path, time.time()))
+
+        self._write(insert)
+
+    def unconfirmed_task_attempts(self, *, service: str, source_key: str, targets: list,
+                                  metadata: Any = None) -> list[dict]:
+        """Return the attempts of this request whose answer never arrived, newest first (within 72 h).
+
+        Returns
+        -------
+        list of dict
+            ``{"attempt_id", "sent_at", "source_path"}`` (``sent_at`` in Unix seconds).
+        """
+        rows = self._conn().execute(
+            "SELECT attempt_id, sent_at, source_path FROM tasks WHERE service=? AND source_key=? AND targets_key=?"
+            " AND metadata_key=? AND state='sent' AND sent_at>=? ORDER BY sent_at DESC",
+            (_norm_service(service), str(source_key), _targets_key(targets), _user_key(metadata),
+             time.time() - TASKS_LIFETIME_S)).fetchall()
+        return [dict(r) for r in rows]
+
+    def settle_task_attempt(self, attempt_id: str, payload: dict | None, *, service: str | None = None) -> None:
+        """Settle an attempt: its task arrived or was found again (``payload``), or None: nothing was created."""
+        if payload is None:
+            self._write(lambda c: c.execute("DELETE FROM tasks WHERE attempt_id=? AND state='sent'",
+                                            (str(attempt_id),)))
+            return
+        fields = _task_fields(payload)
+        now = time.time()
+
+        def update(conn):
+            # the same task recorded under another row (fetched before it was settled): keep one row
+            conn.execute("DELETE FROM tasks WHERE task_id=? AND attempt_id<>?", (fields["task_id"], str(attempt_id)))
+            cur = conn.execute(
+                "UPDATE tasks SET state='confirmed', task_id=?, status=?, error=?, payload=?, created_at=?,"
+                " last_seen=? WHERE attempt_id=?",
+                (fields["task_id"], fields["status"], fields["error"], fields["payload"], fields["created_at"], now,
+                 str(attempt_id)))
+            if cur.rowcount == 0 and service is not None:
+                self._insert_task(conn, fields, _norm_service(service), None, str(attempt_id), now)
+
+        self._write(update)
+
+    @staticmethod
+    def _insert_task(conn, fields: dict, service: str, source_path: str | None, attempt_id: str,
+                     now: float) -> None:
+        conn.execute(
+            "INSERT INTO tasks (attempt_id, service, task_id, source_key, targets_key, metadata_key, source_path,"
+            " state, status, error, payload, sent_at, created_at, last_seen)"
+            " VALUES (?,?,?,?,?,?,?,'confirmed',?,?,?,?,?,?)",
+            (attempt_id, service, fields["task_id"], fields["source_key"], fields["targets_key"],
+             fields["metadata_key"], source_path, fields["status"], fields["error"], fields["payload"],
+             fields["created_at"] or now, fields["created_at"], now))
+
+    def record_task(self, payload: dict, *, service: str, source_path: str | None = None) -> None:
+        """Upsert a task by id from its API JSON as last seen (a finished task never turns pending again).
+
+        Examples
+        --------
+        >>> ledger.record_task(task.raw, service=client.service, source_path="a.wav")   # doctest: +SKIP
+        """
+        fields = _task_fields(payload)
+        base = _norm_service(service)
+        now = time.time()
+        src = os.fspath(source_path) if source_path is not None else None
+
+        def upsert(conn):
+            old = conn.execute("SELECT status FROM tasks WHERE task_id=?", (fields["task_id"],)).fetchone()
+            if old is None:
+                attempt = fields["attempt"]
+                taken = attempt and conn.execute("SELECT 1 FROM tasks WHERE attempt_id=?", (attempt,)).fetchone()
+                if taken:  # its attempt row is still 'sent': this payload settles it
+                    conn.execute("UPDATE tasks SET state='confirmed', task_id=?, status=?, error=?, payload=?,"
+                                 " created_at=?, last_seen=?, source_path=COALESCE(?, source_path)"
+                                 " WHERE attempt_id=?",
+                                 (fields["task_id"], fields["status"], fields["error"], fields["payload"],
+                                  fields["created_at"], now, src, attempt))
+                else:
+                    self._insert_task(conn, fields, base, src, attempt or f"task:{fields['task_id']}", now)
+                return
+            if old["status"] in TERMINAL_STATUSES and fields["status"] not in TERMINAL_STATUSES:
+                conn.execute("UPDATE tasks SET last_seen=?, source_path=COALESCE(?, source_path) WHERE task_id=?",
+                             (now, src, fields["task_id"]))
+                return
+            conn.execute("UPDATE tasks SET status=?, error=?, payload=?, last_seen=?,"
+                         " source_path=COALESCE(?, source_path) WHERE task_id=?",
+                         (fields["status"], fields["error"], fields["payload"], now, src, fields["task_id"]))
+
+        self._write(upsert)
+
+    def lookup_task(self, *, service: str, source_key: str, targets: list, metadata: Any = None) -> dict | None:
+        """Return the newest recorded task for this request that has not failed and whose results still exist.
+
+        Tasks created more than 72 hours ago are skipped: the service no longer keeps their results.
+
+        Returns
+        -------
+        dict or None
+            ``{"task_id", "attempt_id", "status", "payload", "outputs", "error", "source_path"}``.
+        """
+        rows = self._conn().execute(
+            "SELECT * FROM tasks WHERE service=? AND source_key=? AND targets_key=? AND metadata_key=?"
+            " AND task_id IS NOT NULL AND COALESCE(created_at, sent_at)>=? ORDER BY sent_at DESC",
+            (_norm_service(service), str(source_key), _targets_key(targets), _user_key(metadata),
+             time.time() - (TASKS_LIFETIME_S - _REUSE_MARGIN_S))).fetchall()
+        for row in rows:
+            if row["status"] not in FAILED_STATUSES:
+                return self._task_dict(row)
+        return None
+
+    def get_task(self, task_id: str) -> dict | None:
+        """Return the record of one task by id (same keys as :meth:`lookup_task`), or None."""
+        row = self._conn().execute("SELECT * FROM tasks WHERE task_id=?", (str(task_id),)).fetchone()
+        return self._task_dict(row) if row else None
+
+    @staticmethod
+    def _task_dict(row: sqlite3.Row) -> dict:
+        return {"task_id": row["task_id"], "attempt_id": row["attempt_id"], "status": row["status"],
+                "payload": json.loads(row["payload"]) if row["payload"] else None,
+                "outputs": json.loads(row["outputs"]), "error": row["error"], "source_path": row["source_path"],
+                "service": row["service"], "sent_at": row["sent_at"]}
+
+    def record_task_outputs(self, task_id: str, paths: Iterable[str | os.PathLike]) -> None:
+        """Add local output paths to a recorded task (in order, without duplicates); ``NotInLedgerError`` if unknown."""
+        if isinstance(paths, (str, os.PathLike)):
+            raise ValidationError(f"`paths` must be a list of paths, not the single path {paths!r}")
+        new = [os.fspath(p) for p in paths]
+
+        def update(conn):
+            row = conn.execute("SELECT outputs FROM tasks WHERE task_id=?", (str(task_id),)).fetchone()
+            if row is None:
+                raise NotInLedgerError(f"`task_id` {task_id!r} is not in the ledger {os.fspath(self.path)!r}")
+            merged = list(dict.fromkeys(json.loads(row["outputs"]) + new))
+            conn.execute("UPDATE tasks SET outputs=? WHERE task_id=?", (json.dumps(merged), str(task_id)))
+
+        self._write(update)
+
+    def done_elsewhere(self, *, sha256: str, api: str) -> list[dict]:
+        """Return what the *other* API already did with this file's content (any service), oldest first.
+
+        For ``api="tasks"`` the jobs of the Jobs API on an asset uploaded from this content; for
+        ``api="jobs"`` the tasks of the Tasks API. A client says so before it bills the file again:
+        the two APIs never share results.
+
+        Returns
+        -------
+        list of dict
+            ``{"api", "id", "models", "status", "service", "when"}`` (``when``: Unix seconds).
+
+        Examples
+        --------
+        >>> ledger.done_elsewhere(sha256=file_sha256("a.wav"), api="tasks")   # doctest: +SKIP
+        [{'api': 'jobs', 'id': 'j1', 'models': ['vocals'], 'status': 'completed', ...}]
+        """
+        conn = self._conn()
+        if _api(api) == "tasks":
+            rows = conn.execute(
+                "SELECT j.job_id, j.model, j.status, j.service, j.first_seen FROM jobs j JOIN assets a"
+                " ON a.asset_id=j.asset_id AND a.service=j.service AND a.api='jobs' WHERE a.sha256=?"
+                " ORDER BY j.first_seen", (str(sha256),)).fetchall()
+            return [{"api": "jobs", "id": r["job_id"], "models": [r["model"]], "status": r["status"],
+                     "service": r["service"], "when": r["first_seen"]} for r in rows]
+        rows = conn.execute("SELECT task_id, payload, status, service, sent_at FROM tasks WHERE sha256=?"
+                            " AND task_id IS NOT NULL ORDER BY sent_at", (str(sha256),)).fetchall()
+        out = []
+        for r in rows:
+            payload = json.loads(r["payload"]) if r["payload"] else {}
+            models = [t.get("model") for t in payload.get("targets") or [] if isinstance(t, dict)]
+            out.append({"api": "tasks", "id": r["task_id"], "models": models, "status": r["status"],
+                        "service": r["service"], "when": r["sent_at"]})
+        return out
+
     # -- frames -----------------------------------------------------------------------------
     def assets_frame(self):
         """Every recorded upload, oldest first.
@@ -524,6 +825,7 @@ class Ledger:
         pandas.DataFrame
             ``asset_id`` (string), ``name`` (string), ``sha256`` (string), ``size`` (Int64
             bytes), ``path`` (string, the local file uploaded), ``service`` (string, see :class:`Ledger`),
+            ``api`` (string, ``"jobs"`` or ``"tasks"``: which API the upload went through),
             ``format`` (string), ``recorded_at`` (datetime64[ns, UTC]). Built here with plain
             pandas: :mod:`shakelab.frames` has no asset frame.
 
@@ -542,6 +844,7 @@ class Ledger:
             "size": pd.array([r["size"] for r in rows], dtype="Int64"),
             "path": pd.array([r["path"] for r in rows], dtype="string"),
             "service": pd.array([r["service"] for r in rows], dtype="string"),
+            "api": pd.array([r["api"] for r in rows], dtype="string"),
             "format": pd.array(formats, dtype="string"),
             "recorded_at": pd.to_datetime([r["recorded_at"] for r in rows], unit="s", utc=True),
         })

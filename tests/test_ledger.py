@@ -92,7 +92,7 @@ def test_record_asset_rejects_payload_without_id(tmp_path):
 def test_assets_frame_empty_has_columns(tmp_path):
     frame = Ledger(tmp_path / "l.sqlite").assets_frame()
     assert len(frame) == 0
-    assert list(frame.columns) == ["asset_id", "name", "sha256", "size", "path", "service", "format",
+    assert list(frame.columns) == ["asset_id", "name", "sha256", "size", "path", "service", "api", "format",
                                    "recorded_at"]
 
 
@@ -284,3 +284,111 @@ def test_a_version_1_ledger_keeps_its_records_under_service(tmp_path):
                              service="local-1a2b3c4d5e6f")["job_id"] == "j1"
     with pytest.raises(ValueError, match="`service` must be a non-empty string"):
         ledger.lookup_asset(sha256="h1", service="")
+
+
+# --------------------------------------------------------------------------- the Tasks API
+def _task(task_id="t1", attempt="att-1", done=False, failed=False, asset="as1"):
+    from shakelab.models import tag_metadata
+
+    target = {"id": "tg1", "model": "bass", "formats": ["wav"], "status": "processing", "output": []}
+    if done:
+        target = {**target, "status": "error" if failed else "completed",
+                  "error": {"code": 500, "message": "boom"} if failed else None}
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    payload = {"id": task_id, "createdAt": now, "assetId": asset,
+               "metadata": tag_metadata(attempt, "mine"), "targets": [target]}
+    if done:
+        payload["completedAt"] = now
+    return payload
+
+
+TARGETS = [{"model": "bass", "formats": ["wav"]}]
+
+
+def test_task_attempt_then_settle_then_lookup(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    key = dict(service=BASE, source_key="asset:as1", targets=TARGETS, metadata="mine")
+    ledger.record_task_attempt(attempt_id="att-1", sha256="h1", source_path="/d/a.wav", **key)
+    assert [a["attempt_id"] for a in ledger.unconfirmed_task_attempts(**key)] == ["att-1"]
+    assert ledger.lookup_task(**key) is None  # no task id yet
+    ledger.settle_task_attempt("att-1", _task())
+    assert ledger.unconfirmed_task_attempts(**key) == []
+    found = ledger.lookup_task(**key)
+    assert (found["task_id"], found["attempt_id"], found["status"], found["source_path"]) == (
+        "t1", "att-1", "processing", "/d/a.wav")
+    # the same request with its targets and formats in another order is the same request
+    assert ledger.lookup_task(**{**key, "targets": [{"formats": ["wav"], "model": "bass"}]})["task_id"] == "t1"
+    assert ledger.lookup_task(**{**key, "metadata": "other"}) is None
+    ledger.record_task(_task(done=True), service=BASE)
+    assert ledger.get_task("t1")["status"] == "completed"
+    ledger.record_task(_task(), service=BASE)  # a late, older payload never turns it pending again
+    assert ledger.get_task("t1")["status"] == "completed"
+    ledger.record_task_outputs("t1", ["out/a/bass.wav", "out/a/bass.wav"])
+    assert ledger.get_task("t1")["outputs"] == ["out/a/bass.wav"]
+
+
+def test_failed_or_expired_tasks_are_not_reused(tmp_path):
+    import sqlite3
+
+    ledger = Ledger(tmp_path / "l.sqlite")
+    key = dict(service=BASE, source_key="asset:as1", targets=TARGETS, metadata="mine")
+    ledger.record_task(_task("t-failed", "att-f", done=True, failed=True), service=BASE)
+    assert ledger.get_task("t-failed")["status"] == "failed" and ledger.lookup_task(**key) is None
+    ledger.record_task(_task("t-old", "att-o", done=True), service=BASE)
+    assert ledger.lookup_task(**key)["task_id"] == "t-old"
+    with sqlite3.connect(ledger.path) as db:  # 72 h later: its results are gone on the service
+        db.execute("UPDATE tasks SET created_at=created_at-?, sent_at=sent_at-?", (73 * 3600, 73 * 3600))
+    assert ledger.lookup_task(**key) is None
+
+
+def test_a_fetched_task_settles_its_own_attempt(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    key = dict(service=BASE, source_key="asset:as1", targets=TARGETS, metadata="mine")
+    ledger.record_task_attempt(attempt_id="att-1", **key)
+    ledger.record_task(_task(), service=BASE)  # found again in GET /tasks: it carries att-1 in its metadata
+    assert ledger.unconfirmed_task_attempts(**key) == [] and ledger.lookup_task(**key)["attempt_id"] == "att-1"
+
+
+def test_assets_of_the_two_apis_are_kept_apart(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.record_asset(sha256="h", size=1, path="/d/a.wav", service="local-1", payload={"id": "jobs-asset"})
+    assert ledger.lookup_asset(sha256="h", service="local-1", api="tasks") is None
+    ledger.record_asset(sha256="h", size=1, path="/d/a.wav", service="local-1", payload={"id": "task-asset"},
+                        api="tasks")
+    assert ledger.lookup_asset(sha256="h", service="local-1")["id"] == "jobs-asset"
+    assert ledger.lookup_asset(sha256="h", service="local-1", api="tasks")["id"] == "task-asset"
+    assert list(ledger.assets_frame()["api"]) == ["jobs", "tasks"]
+    with pytest.raises(ValueError, match="`api` must be 'jobs' or 'tasks'"):
+        ledger.lookup_asset(sha256="h", service="local-1", api="legacy")
+
+
+def test_done_elsewhere_names_the_other_api(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.record_asset(sha256="h", size=1, path="/d/a.wav", service="local-1", payload={"id": "as1"})
+    ledger.record_job(_job("j1", asset="as1"), service="local-1")
+    jobs = ledger.done_elsewhere(sha256="h", api="tasks")
+    assert [(d["api"], d["id"], d["models"]) for d in jobs] == [("jobs", "j1", ["music_detection"])]
+    assert ledger.done_elsewhere(sha256="h", api="jobs") == []
+    ledger.record_task_attempt(attempt_id="att-1", service="local-1", source_key="asset:as9", targets=TARGETS,
+                               metadata="mine", sha256="h")
+    ledger.settle_task_attempt("att-1", _task(asset="as9"))
+    tasks = ledger.done_elsewhere(sha256="h", api="jobs")
+    assert [(d["api"], d["id"], d["models"], d["status"]) for d in tasks] == [("tasks", "t1", ["bass"], "processing")]
+
+
+def test_a_version_3_ledger_gets_the_api_column(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "v3.sqlite"
+    Ledger(path).record_asset(sha256="h1", size=3, path="/d/a.wav", service="s", payload={"id": "as1"})
+    with sqlite3.connect(path) as db:  # back to the schema-3 assets table (no api column)
+        db.executescript("""
+            CREATE TABLE old AS SELECT service, sha256, size, path, name, asset_id, payload, recorded_at FROM assets;
+            DROP TABLE assets; DROP TABLE tasks; ALTER TABLE old RENAME TO assets; PRAGMA user_version=3;""")
+    ledger = Ledger(path)
+    assert ledger.lookup_asset(sha256="h1", service="s") == {"id": "as1"}
+    assert list(ledger.assets_frame()["api"]) == ["jobs"]
+    ledger.record_asset(sha256="h1", size=3, path="/d/a.wav", service="s", payload={"id": "as2"}, api="tasks")
+    assert ledger.lookup_asset(sha256="h1", service="s", api="tasks") == {"id": "as2"}

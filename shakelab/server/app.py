@@ -9,7 +9,9 @@ ASGI, outermost) counts each request under its route, checks the credentials of 
 request goes to (in constant time, before any body is read), and injects the faults armed on
 ``ctx.faults`` for any route path (never on the hooks). Every error is JSON
 ``{"error": <short code>, "message": <text naming the field and what is allowed>}``
-(:mod:`shakelab.server.web`).
+(:mod:`shakelab.server.web`), except where a router carries a ``problem`` of its own: the
+Tasks API (:mod:`shakelab.server.api_tasks`, ``x-api-key``) answers Fastify-style
+``{statusCode, error, message}``, its refusals and injected faults included.
 
 Mounting a second API
 ---------------------
@@ -48,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from re import Pattern
 from typing import Any
@@ -59,8 +62,8 @@ from starlette.routing import compile_path
 from shakelab.server.api_jobs import IDEMPOTENCY_HEADER
 from shakelab.server.auth import CHECKED, Auth, auth_of
 from shakelab.server.uploads import LINK_QUEUE, LINK_WORKERS, SOURCE_TYPES, clean_name, sniff_format
-from shakelab.server.web import (MAX_JSON_BYTES, APIProblem, install_error_handlers, is_disk_full, parse_json,
-                                 problem, storage_problem)
+from shakelab.server.web import (MAX_JSON_BYTES, RENDERER, APIProblem, install_error_handlers, is_disk_full,
+                                 parse_json, problem, storage_problem)
 
 __all__ = ["API_MODULES", "BODY_IDLE_TIMEOUT", "HEADER_TIMEOUT", "HOOKS_MODULE", "IDEMPOTENCY_HEADER",
            "LINK_QUEUE", "LINK_WORKERS", "MAX_CONNECTIONS", "MAX_JSON_BYTES", "SOURCE_TYPES", "APIProblem",
@@ -69,7 +72,7 @@ __all__ = ["API_MODULES", "BODY_IDLE_TIMEOUT", "HEADER_TIMEOUT", "HOOKS_MODULE",
 
 #: The APIs every server mounts, in order: modules with ``build_router(ctx) -> APIRouter``. The
 #: first one's auth scheme also guards paths that no router has (they answer 404 once authorised).
-API_MODULES: tuple[str, ...] = ("shakelab.server.api_jobs", "shakelab.server.api_files")
+API_MODULES: tuple[str, ...] = ("shakelab.server.api_jobs", "shakelab.server.api_tasks", "shakelab.server.api_files")
 #: The test hooks' module, mounted by ``create_app(ctx, test_hooks=True)``.
 HOOKS_MODULE = "shakelab.server.api_hooks"
 
@@ -86,18 +89,22 @@ class Mount:
     faults : bool
         False for the test hooks.
     routes : list of (compiled path regex, path template)
+    render : callable
+        How this API writes an error answer, with the arguments of :func:`~shakelab.server.web.problem`:
+        the router's ``problem`` attribute when it has one (the Tasks API's Fastify-style errors).
     """
 
     router: APIRouter
     auth: Auth | None
     faults: bool = True
     routes: tuple[tuple[Pattern[str], str], ...] = ()
+    render: Callable[..., Response] = problem
 
     @classmethod
     def of(cls, router: APIRouter, *, faults: bool = True) -> Mount:
         """Make the mount of ``router``, its auth read from its dependencies."""
         routes = tuple((compile_path(r.path)[0], r.path) for r in router.routes if hasattr(r, "path"))
-        return cls(router, auth_of(router), faults, routes)
+        return cls(router, auth_of(router), faults, routes, getattr(router, "problem", problem))
 
     def match(self, path: str) -> str | None:
         """Return the template of this router's route that ``path`` matches (any method), else None."""
@@ -116,8 +123,9 @@ def route_key(template: str) -> str:
     return head + "{id}" if brace else template
 
 
-# The Jobs API's, the downloads' and the hooks' routes, for stats_key() outside a running server.
+# The Jobs API's, the Tasks API's, the downloads' and the hooks' routes, for stats_key() outside a running server.
 _KNOWN = tuple((compile_path(t)[0], t) for t in ("/upload", "/upload/link", "/job", "/job/{job_id}", "/usage",
+                                                 "/assets", "/tasks", "/tasks/statistics", "/tasks/{task_id}",
                                                  "/files/{asset_id}/{name:path}", "/_stats", "/_faults"))
 
 
@@ -153,7 +161,7 @@ def create_app(ctx: Any, *, test_hooks: bool = False) -> FastAPI:
     >>> from types import SimpleNamespace
     >>> app = create_app(SimpleNamespace(token="t0k3n", store=None), test_hooks=True)  # a LocalServer in practice
     >>> [(m.auth, m.faults) for m in app.state.mounts]
-    [(BearerAuth(), True), (None, True), (BearerAuth(), False)]
+    [(BearerAuth(), True), (ApiKeyAuth(), True), (None, True), (BearerAuth(), False)]
     """
     app = FastAPI(title="shakelab local server", docs_url=None, redoc_url=None, openapi_url=None)
     mounts = [Mount.of(importlib.import_module(name).build_router(ctx)) for name in API_MODULES]
@@ -189,12 +197,19 @@ class Gate:
         self._templates = tuple(r for m in self.mounts for r in m.routes)
 
     def route(self, path: str) -> tuple[Mount | None, str | None]:
-        """Return the mount and route template ``path`` goes to; ``(None, None)`` when no router has it."""
+        """Return the mount and route template ``path`` goes to; ``(None, None)`` when no router has it.
+
+        A path no route matches belongs to the API whose routes start with its first segment
+        (``/tasks/a/b`` to the Tasks API: its key, its error shape), with no template.
+        """
         for mount in self.mounts:
             template = mount.match(path)
             if template is not None:
                 return mount, template
-        return None, None
+        head = "/" + path.lstrip("/").split("/", 1)[0]
+        owner = next((m for m in self.mounts if m.auth is not None and m.faults
+                      and any(t == head or t.startswith(head + "/") for _, t in m.routes)), None)
+        return owner, None
 
     async def __call__(self, scope, receive, send):
         """Serve one ASGI connection scope."""
@@ -204,10 +219,12 @@ class Gate:
         mount, template = self.route(path)
         self.ctx.count_request(f"{method} {route_key(template)}" if template is not None else f"{method} (other)")
         auth = mount.auth if mount is not None else self._default
+        render = mount.render if mount is not None else problem
+        scope[RENDERER] = render
         if auth is not None:
             refusal = auth.verify(scope["headers"])
             if refusal is not None:
-                return await problem(refusal.status, refusal.error, refusal.message, refusal.headers)(
+                return await render(refusal.status, refusal.error, refusal.message, refusal.headers)(
                     scope, receive, send)
         scope[CHECKED] = True
         receive = _idle_receive(receive, getattr(self.ctx, "body_idle_timeout", BODY_IDLE_TIMEOUT))
@@ -218,6 +235,13 @@ class Gate:
             return await self.app(scope, receive, send)
         if fault.delay:
             await asyncio.sleep(fault.delay)
+        if fault.after:  # the request is handled (a job or task is created), then its answer is lost
+            async def lost(message):
+                pass
+
+            await self.app(scope, receive, lost)
+            if fault.status is None:
+                return await _drop(scope, send)
         if fault.drop:
             return await _drop(scope, send)
         if fault.status is None and fault.delay_after:
@@ -232,7 +256,7 @@ class Gate:
         headers = dict(fault.headers)
         resp: Response
         if fault.body is None:
-            resp = problem(fault.status, "injected_fault", f"fault injected for {method} {path}", headers)
+            resp = render(fault.status, "injected_fault", f"fault injected for {method} {path}", headers)
         elif isinstance(fault.body, (dict, list)):
             resp = JSONResponse(fault.body, status_code=fault.status, headers=headers)
         else:

@@ -17,7 +17,7 @@ True
 >>> bearer.verify([]).status
 401
 >>> ApiKeyAuth("t0k3n").verify([(b"x-api-key", b"nope")]).message
-'invalid key in the `x-api-key` header'
+'Unauthorized: Missing or incorrect API key (an invalid key in the `x-api-key` header)'
 """
 
 from __future__ import annotations
@@ -89,21 +89,22 @@ class BearerAuth(Auth):
 
 
 class ApiKeyAuth(Auth):
-    """``x-api-key: <key>`` (the Tasks API).
+    """``x-api-key: <key>`` (the Tasks API); the message starts with the service's observed text.
 
     Examples
     --------
     >>> ApiKeyAuth("k").verify([(b"x-api-key", b"k")]) is None
     True
     >>> ApiKeyAuth("k").verify([]).message
-    'missing `x-api-key` header: send `x-api-key: <key>`'
+    'Unauthorized: Missing or incorrect API key (no `x-api-key` header: send `x-api-key: <key>`)'
     """
 
     header = b"x-api-key"
 
     def _refusal(self, given: bytes | None) -> APIProblem:
-        msg = ("missing `x-api-key` header: send `x-api-key: <key>`" if not given
-               else "invalid key in the `x-api-key` header")
+        msg = "Unauthorized: Missing or incorrect API key " + (
+            "(no `x-api-key` header: send `x-api-key: <key>`)" if not given
+            else "(an invalid key in the `x-api-key` header)")
         return APIProblem(401, "unauthorized", msg)
 
 

@@ -37,6 +37,7 @@ class Fault:
     delay: float = 0.0
     drop: bool = False
     delay_after: float = 0.0
+    after: bool = False
 
 
 class Faults:
@@ -51,6 +52,9 @@ class Faults:
         ``GET /job/{id}`` answers 404 for this many seconds after the job's creation.
     processing_delay : float
         Each job takes at least this many seconds (the wait is interrupted when the server stops).
+    fail_models : frozenset of str
+        Jobs (and Tasks API targets) of these models fail (``processing_error``, "fault
+        injected") instead of running: one target errors while the others complete.
     """
 
     def __init__(self) -> None:
@@ -59,6 +63,7 @@ class Faults:
         self._variant: str | None = None
         self._not_found_for = 0.0
         self._processing_delay = 0.0
+        self._fail_models: frozenset[str] = frozenset()
 
     # -- switches ---------------------------------------------------------------------------
     @property
@@ -90,10 +95,21 @@ class Faults:
     def processing_delay(self, value: float) -> None:
         self._processing_delay = _seconds("processing_delay", value)
 
+    @property
+    def fail_models(self) -> frozenset[str]:
+        """Models whose jobs fail instead of running."""
+        return self._fail_models
+
+    @fail_models.setter
+    def fail_models(self, value) -> None:
+        if isinstance(value, str) or not all(isinstance(m, str) for m in value):
+            raise ValueError(f"`fail_models` must be a list of model names, not {value!r}")
+        self._fail_models = frozenset(value)
+
     # -- per-request faults -----------------------------------------------------------------
     def add(self, method: str = "GET", path: str = "/job/*", status: int | None = 429, times: int | None = 1,
             headers: dict[str, str] | None = None, body: Any = None, delay: float = 0.0,
-            drop: bool = False, delay_after: float = 0.0) -> None:
+            drop: bool = False, delay_after: float = 0.0, after: bool = False) -> None:
         """Answer the next ``times`` requests matching ``method`` and ``path`` with a fault.
 
         Parameters
@@ -119,6 +135,10 @@ class Faults:
             With ``status=None``: let the request be handled (a job is created), then hold the
             answer this many seconds: the client's "it reached the server but the answer came
             too late" case.
+        after : bool
+            Handle the request first (the job or task is created), then lose its answer: drop the
+            connection (``drop`` or ``status=None``) or answer ``status`` (e.g. 502) instead. The
+            client's "created, but the answer never came" case.
 
         Examples
         --------
@@ -144,7 +164,7 @@ class Faults:
             hdrs["Retry-After"] = "1"
         with self._lock:
             self._faults.append(Fault(method.upper(), path, status, times, hdrs, body, delay, bool(drop),
-                                      delay_after))
+                                      delay_after, bool(after)))
 
     def clear(self) -> None:
         """Forget every fault and reset the switches to normal behaviour."""
@@ -153,6 +173,7 @@ class Faults:
         self._variant = None
         self._not_found_for = 0.0
         self._processing_delay = 0.0
+        self._fail_models = frozenset()
 
     def take(self, method: str, path: str) -> Fault | None:
         """Return the first fault matching ``method`` and ``path`` (of any route), using up one of its ``times``.
@@ -179,15 +200,15 @@ class Faults:
         """Apply one ``POST /_faults`` command (several keys may be combined).
 
         ``{"add": {...}}``, ``{"clear": true}``, ``{"variant": v}``, ``{"not_found_for": s}`` or
-        ``{"processing_delay": s}``.
+        ``{"processing_delay": s}`` or ``{"fail_models": [...]}``.
         """
         if not isinstance(command, dict) or not command:
             raise ValidationError("the body must be a JSON object with one of 'add', 'clear', 'variant', "
-                             f"'not_found_for', 'processing_delay', not {command!r}")
-        unknown = set(command) - {"add", "clear", "variant", "not_found_for", "processing_delay"}
+                                  f"'not_found_for', 'processing_delay', 'fail_models', not {command!r}")
+        unknown = set(command) - {"add", "clear", "variant", "not_found_for", "processing_delay", "fail_models"}
         if unknown:
             raise ValidationError(f"unknown key(s) {sorted(unknown)!r}; allowed: 'add', 'clear', 'variant', "
-                             "'not_found_for', 'processing_delay'")
+                                  "'not_found_for', 'processing_delay', 'fail_models'")
         if command.get("clear"):
             self.clear()
         if "add" in command:
@@ -205,6 +226,10 @@ class Faults:
             self.not_found_for = command["not_found_for"]
         if "processing_delay" in command:
             self.processing_delay = command["processing_delay"]
+        if "fail_models" in command:
+            if not isinstance(command["fail_models"], list):
+                raise ValueError(f"`fail_models` must be a list of model names, not {command['fail_models']!r}")
+            self.fail_models = command["fail_models"]
 
 
 def _seconds(name: str, value: object) -> float:

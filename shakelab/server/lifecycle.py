@@ -65,6 +65,11 @@ class LocalServer:
     test_hooks : bool
         Mount the test hooks ``GET /_stats`` and ``POST /_faults`` (the test suite does); without
         them those paths answer 404. :attr:`faults` and :meth:`stats` work in process either way.
+    webhook : str, optional
+        The Tasks API's webhook (the service's per-account dashboard setting): the task object is
+        POSTed to this URL each time one of its targets finishes (completed or error), from a
+        background sender with 3 retries (0.5, 1, 2 s); never blocks processing. Loopback and
+        private hosts are allowed (the operator chose it).
 
     Attributes
     ----------
@@ -96,7 +101,8 @@ class LocalServer:
 
     def __init__(self, data_dir: str | os.PathLike, token: str | None = None, *, host: str = "127.0.0.1",
                  port: int = 0, workers: int = 2, allow_private_links: bool = False,
-                 max_upload_bytes: int = 2 * 1024**3, link_ttl: float = 3600.0, test_hooks: bool = False):
+                 max_upload_bytes: int = 2 * 1024**3, link_ttl: float = 3600.0, test_hooks: bool = False,
+                 webhook: str | None = None):
         if not isinstance(data_dir, (str, os.PathLike)):
             raise ValidationError(f"`data_dir` must be a path, not {type(data_dir).__name__}")
         if token is not None and (not isinstance(token, str) or not token.strip() or len(token) > 4096
@@ -117,6 +123,11 @@ class LocalServer:
         self.max_upload_bytes = max_upload_bytes
         self.link_ttl = float(link_ttl)
         self.test_hooks = bool(test_hooks)
+        if webhook is not None:
+            from shakelab.server.api_tasks import check_webhook
+
+            webhook = check_webhook(webhook)
+        self.webhook = webhook
         self.faults = Faults()
         self.token_generated = False
         if token is None:
@@ -134,6 +145,8 @@ class LocalServer:
         self.worker: Any = None
         self.signer: Any = None
         self.callbacks: Any = None
+        self.tasks: Any = None  # the Tasks API's TasksStore
+        self.webhooks: Any = None  # the sender of the Tasks API's webhook
         self._reset_stats()
 
     def __repr__(self) -> str:  # never shows the token
@@ -146,6 +159,7 @@ class LocalServer:
         self._requests: dict[str, int] = {}
         self._uploads = 0
         self._jobs = 0
+        self._tasks = 0
         self._last_activity = time.monotonic()
 
     def count_request(self, key: str) -> None:
@@ -180,10 +194,16 @@ class LocalServer:
         with self._stats_lock:
             self._jobs += 1
 
-    def stats(self) -> dict[str, Any]:
-        """Return the counts since :meth:`start`: ``{"uploads": n, "jobs": n, "requests": {"POST /job": n, ...}}``.
+    def count_task(self) -> None:
+        """Count one task created through ``POST /tasks``."""
+        with self._stats_lock:
+            self._tasks += 1
 
-        Requests are keyed by method and route template (``"GET /job/{id}"``, ``"GET /files/{id}"``);
+    def stats(self) -> dict[str, Any]:
+        """Return the counts since :meth:`start`: ``{"uploads", "jobs", "tasks", "requests": {"POST /job": n, ...}}``.
+
+        ``jobs`` counts ``POST /job`` of the Jobs API, ``tasks`` ``POST /tasks`` of the Tasks API.
+        Requests are keyed by method and route template (``"GET /job/{id}"``, ``"GET /tasks/{id}"``);
         every request that reached the server counts, including 401s and injected faults.
 
         Examples
@@ -192,7 +212,8 @@ class LocalServer:
         {'uploads': 0, 'jobs': 0, 'requests': {}}
         """
         with self._stats_lock:
-            return {"uploads": self._uploads, "jobs": self._jobs, "requests": dict(self._requests)}
+            return {"uploads": self._uploads, "jobs": self._jobs, "tasks": self._tasks,
+                    "requests": dict(self._requests)}
 
     # -- payloads ---------------------------------------------------------------------------
     def asset_payload(self, asset: dict, base_url: str) -> dict[str, Any]:
@@ -269,17 +290,23 @@ class LocalServer:
 
         from shakelab.server.app import MAX_CONNECTIONS, Gate, create_app, header_timeout_protocol
         from shakelab.server.links import LinkSigner
-        from shakelab.server.store import Store, read_or_create_secret
+        from shakelab.server import api_tasks
         from shakelab.server.callbacks import CallbackSender
+        from shakelab.server.store import Store, read_or_create_secret
+        from shakelab.server.tasks_store import TasksStore
         from shakelab.server.worker import Worker
 
         self.store = Store(self.data_dir)
+        self.tasks = TasksStore(self.store)
         secret, _ = read_or_create_secret(self.data_dir / "link-secret")
         self.signer = LinkSigner(secret, ttl=self.link_ttl)
         self.callbacks = CallbackSender(allow_private=self.allow_private_links)
         self.worker = Worker(self.store, workers=self.workers, faults=self.faults,
                              payload=lambda job: {"job": self.job_payload(job)}, callbacks=self.callbacks,
                              isolation=self.isolation)
+        if self.webhook is not None:
+            self.webhooks = CallbackSender(allow_private=True)
+            self.worker.on_finish = lambda job: api_tasks.target_finished(self, job)
         sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]
         app = Gate(create_app(self, test_hooks=self.test_hooks), self)
@@ -320,11 +347,12 @@ class LocalServer:
     def _shutdown_parts(self) -> None:
         if self.worker is not None:
             self.worker.stop()
-        if self.callbacks is not None:
-            self.callbacks.stop()
+        for sender in (self.callbacks, self.webhooks):
+            if sender is not None:
+                sender.stop()
         if self.store is not None:
             self.store.close()
-        self.worker = self.callbacks = self.store = None
+        self.worker = self.callbacks = self.webhooks = self.tasks = self.store = None
         fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
             os.close(fd)  # releases the data dir lock
@@ -417,7 +445,7 @@ def _stop_embedded() -> None:
 def serve(host: str = "127.0.0.1", port: int = 8077, data_dir: str | os.PathLike | None = None,
           token: str | None = None, workers: int = 2, allow_private_links: bool = False,
           max_upload_bytes: int = 2 * 1024**3, link_ttl: float = 3600.0, *, idle_timeout: float = 0.0,
-          background: bool = False, test_hooks: bool = False) -> None:
+          background: bool = False, test_hooks: bool = False, webhook: str | None = None) -> None:
     """Run the server in the foreground until Ctrl-C, SIGTERM or idle shutdown (``shakelab serve``).
 
     With no ``token`` the one stored in the data dir is used; when it is generated here it is
@@ -436,6 +464,8 @@ def serve(host: str = "127.0.0.1", port: int = 8077, data_dir: str | os.PathLike
         token never printed, and a free port when ``port`` is taken.
     test_hooks : bool
         Mount ``GET /_stats`` and ``POST /_faults`` (``shakelab serve --test-hooks``).
+    webhook : str, optional
+        The Tasks API's webhook URL (see :class:`LocalServer`).
 
     Examples
     --------
@@ -450,7 +480,8 @@ def serve(host: str = "127.0.0.1", port: int = 8077, data_dir: str | os.PathLike
         daemon.redirect_streams(data_dir)
     srv = LocalServer(data_dir, token, host=host, port=port,
                       workers=workers, allow_private_links=allow_private_links,
-                      max_upload_bytes=max_upload_bytes, link_ttl=link_ttl, test_hooks=test_hooks)
+                      max_upload_bytes=max_upload_bytes, link_ttl=link_ttl, test_hooks=test_hooks,
+                      webhook=webhook)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         srv.start()
@@ -460,7 +491,11 @@ def serve(host: str = "127.0.0.1", port: int = 8077, data_dir: str | os.PathLike
         log.info("%s; taking a free port instead", exc)
         srv.port = 0
         srv.start()
-    print(f"shakelab local Jobs API listening on {srv.base_url} (data dir {srv.data_dir})", flush=True)
+    print(f"shakelab local Jobs API and Tasks API listening on {srv.base_url} (data dir {srv.data_dir})",
+          flush=True)
+    if srv.webhook is not None:
+        print(f"Tasks API webhook: {srv.webhook} (a POST of the task each time one of its targets finishes)",
+              flush=True)
     if srv.token_generated and not background:
         print(f"generated API token (stored in {srv.data_dir / 'token'}, shown only this once): {srv.token}",
               flush=True)

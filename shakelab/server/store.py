@@ -31,6 +31,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -153,8 +154,12 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=30000")
             self._db.executescript(_SCHEMA)
-            if "detail" not in {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}:
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(jobs)")}
+            if "detail" not in columns:
                 self._db.execute("ALTER TABLE jobs ADD COLUMN detail TEXT")  # a data dir of an older version
+            if "target_id" not in columns:  # the Tasks API target a job runs for (None: a Jobs API job)
+                self._db.execute("ALTER TABLE jobs ADD COLUMN target_id TEXT")
+            self._db.execute("CREATE INDEX IF NOT EXISTS jobs_target ON jobs(target_id)")
         self.client_id = self._setting("client_id", lambda: "local-" + secrets.token_hex(6))
         self._clean_tmp()
 
@@ -208,6 +213,11 @@ class Store:
             row = self._db.execute("SELECT * FROM assets WHERE id=?", (asset_id,)).fetchone()
         return dict(row) if row else None
 
+    def source_assets(self) -> list[dict[str, Any]]:
+        """Return the uploaded and fetched assets (no job outputs), newest first."""
+        return [dict(r) for r in self.rows("SELECT * FROM assets WHERE source != 'output' "
+                                           "ORDER BY created_at DESC, rowid DESC")]
+
     def remove_outputs(self, job_id: str) -> int:
         """Forget the output assets recorded for ``job_id`` (their files are the caller's); returns how many."""
         with self._lock:
@@ -228,33 +238,49 @@ class Store:
         With ``idempotency_key`` (shakelab's local-only header), a key seen before returns the job
         it created then, with ``"replayed": True``, and records nothing.
         """
-        now = time.time()
-        row = dict(id=new_id(), client_id=self.client_id, request_id=new_id(), metadata=json.dumps(metadata),
-                   asset_id=asset_id, status="queued", created_at=now, started_at=None, updated_at=now,
-                   status_code="queued", status_message="waiting for a worker", callback_url=callback_url,
-                   outputs="[]", input_seconds=None)
+        row = self.new_job_row(metadata=metadata, asset_id=asset_id, callback_url=callback_url)
         with self._lock:
             if idempotency_key is not None:
                 seen = self._db.execute("SELECT job_id FROM idempotency WHERE key=?", (idempotency_key,)).fetchone()
                 job = self.get_job(seen["job_id"]) if seen else None
                 if job is not None:
                     return {**job, "replayed": True}
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute(
-                    "INSERT INTO jobs(id, client_id, request_id, metadata, asset_id, status, created_at, started_at,"
-                    " updated_at, status_code, status_message, callback_url, outputs, input_seconds) VALUES"
-                    " (:id, :client_id, :request_id, :metadata, :asset_id, :status, :created_at, :started_at,"
-                    " :updated_at, :status_code, :status_message, :callback_url, :outputs, :input_seconds)", row)
+            with self.transaction():
+                self.insert_job(row)
                 if idempotency_key is not None:
                     self._db.execute("INSERT OR REPLACE INTO idempotency(key, job_id, created_at) VALUES (?, ?, ?)",
-                                     (idempotency_key, row["id"], now))
+                                     (idempotency_key, row["id"], row["created_at"]))
+        return self._decode_job(row)
+
+    def new_job_row(self, *, metadata: dict, asset_id: str, callback_url: str | None,
+                    target_id: str | None = None, now: float | None = None) -> dict[str, Any]:
+        """Return the row of a new queued job (stored by :meth:`insert_job` inside :meth:`transaction`)."""
+        now = time.time() if now is None else now
+        return dict(id=new_id(), client_id=self.client_id, request_id=new_id(), metadata=json.dumps(metadata),
+                    asset_id=asset_id, status="queued", created_at=now, started_at=None, updated_at=now,
+                    status_code="queued", status_message="waiting for a worker", callback_url=callback_url,
+                    outputs="[]", input_seconds=None, target_id=target_id)
+
+    def insert_job(self, row: dict[str, Any]) -> None:
+        """Store a row of :meth:`new_job_row`; call it inside :meth:`transaction`."""
+        self._db.execute(
+            "INSERT INTO jobs(id, client_id, request_id, metadata, asset_id, status, created_at, started_at,"
+            " updated_at, status_code, status_message, callback_url, outputs, input_seconds, target_id) VALUES"
+            " (:id, :client_id, :request_id, :metadata, :asset_id, :status, :created_at, :started_at,"
+            " :updated_at, :status_code, :status_message, :callback_url, :outputs, :input_seconds, :target_id)", row)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All statements inside commit together or not at all (holds the store's lock)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:  # a failed COMMIT (disk full) has rolled back already
                     self._db.execute("ROLLBACK")
                 raise
-        return self._decode_job(row)
 
     @staticmethod
     def _decode_job(row) -> dict[str, Any]:
@@ -300,6 +326,21 @@ class Store:
             raise KeyError(f"no job {job_id!r} in the store")
         return job
 
+    def jobs_of_targets(self, target_ids: list[str]) -> list[dict[str, Any]]:
+        """Return the jobs run for these Tasks API targets (decoded), oldest first."""
+        if not target_ids:
+            return []
+        marks = ",".join("?" * len(target_ids))
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM jobs WHERE target_id IN ({marks}) ORDER BY created_at, rowid",
+                                    target_ids).fetchall()
+        return [self._decode_job(r) for r in rows]
+
+    def rows(self, sql: str, args: tuple | list = ()) -> list[sqlite3.Row]:
+        """Return the rows of one read-only statement, run under the store's lock."""
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
     def jobs_with_status(self, *statuses: str) -> list[dict[str, Any]]:
         """Jobs in any of ``statuses``, oldest first."""
         marks = ",".join("?" * len(statuses))
@@ -312,7 +353,8 @@ class Store:
         """``[{month: 'YYYY-MM', totalJobs, totalMinutes}]`` for the last ``months`` months (current included).
 
         Counts the jobs that actually ran to completion, by the month they finished, and the
-        minutes of input audio they processed. Months without jobs are listed with zeros.
+        minutes of input audio they processed (jobs of the Tasks API's targets are counted by
+        its statistics instead). Months without jobs are listed with zeros.
         """
         t = datetime.fromtimestamp(time.time() if now is None else now, UTC)
         keys = []
@@ -326,7 +368,8 @@ class Store:
             rows = self._db.execute(
                 "SELECT strftime('%Y-%m', updated_at, 'unixepoch') AS month, COUNT(*) AS n,"
                 " COALESCE(SUM(input_seconds), 0) AS secs FROM jobs"
-                " WHERE status='completed' AND updated_at >= ? GROUP BY month", (start,)).fetchall()
+                " WHERE status='completed' AND target_id IS NULL AND updated_at >= ? GROUP BY month",
+                (start,)).fetchall()
         found = {r["month"]: (int(r["n"]), float(r["secs"])) for r in rows}
         return [{"month": k, "totalJobs": found.get(k, (0, 0.0))[0],
                  "totalMinutes": round(found.get(k, (0, 0.0))[1] / 60.0, 3)} for k in keys]

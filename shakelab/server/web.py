@@ -31,7 +31,7 @@ from starlette.requests import ClientDisconnect
 
 from shakelab.errors import scrubbed_logger
 
-__all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "APIProblem", "install_error_handlers", "is_disk_full",
+__all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "RENDERER", "APIProblem", "install_error_handlers", "is_disk_full",
            "parse_json", "problem", "read_json", "storage_problem", "too_large", "typename"]
 
 log: logging.Logger = scrubbed_logger("shakelab.server")
@@ -40,6 +40,9 @@ log: logging.Logger = scrubbed_logger("shakelab.server")
 MAX_JSON_BYTES = 1024 * 1024
 #: Deepest nesting of a JSON request body.
 MAX_JSON_DEPTH = 32
+#: request scope key holding how the API a request goes to writes its errors (set by the gate;
+#: :func:`problem` when absent): the Tasks API answers Fastify-style ``{statusCode, error, message}``
+RENDERER = "shakelab.problem"
 
 
 class APIProblem(Exception):
@@ -206,6 +209,9 @@ async def read_json(request: Request) -> dict:
 def install_error_handlers(app: FastAPI, endpoints: Iterable[str] = ()) -> None:
     """Answer every error of ``app`` as ``{error, message}``: problems, validation, 404/405, crashes.
 
+    A request whose scope carries :data:`RENDERER` (the gate puts there the one of the API it goes
+    to) is answered by that function instead, with the same arguments as :func:`problem`.
+
     Parameters
     ----------
     app : fastapi.FastAPI
@@ -219,9 +225,13 @@ def install_error_handlers(app: FastAPI, endpoints: Iterable[str] = ()) -> None:
     """
     listed = ", ".join(endpoints)
 
+    def render(request: Request, status: int, error: str, message: str,
+               headers: dict[str, str] | None = None) -> JSONResponse:
+        return request.scope.get(RENDERER, problem)(status, error, message, headers)
+
     @app.exception_handler(APIProblem)
     async def _api_problem(request: Request, exc: APIProblem) -> JSONResponse:
-        return problem(exc.status, exc.error, exc.message, exc.headers)
+        return render(request, exc.status, exc.error, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -229,23 +239,23 @@ def install_error_handlers(app: FastAPI, endpoints: Iterable[str] = ()) -> None:
         for err in exc.errors():
             loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path"))
             parts.append(f"`{loc or 'body'}`: {err.get('msg', 'invalid')}")
-        return problem(400, "invalid_request", "; ".join(parts) or "invalid request")
+        return render(request, 400, "invalid_request", "; ".join(parts) or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            return problem(404, "not_found", f"no such endpoint: {request.method} {request.url.path}"
-                           + (f"; the API has {listed}" if listed else ""))
+            return render(request, 404, "not_found", f"no such endpoint: {request.method} {request.url.path}"
+                          + (f"; the API has {listed}" if listed else ""))
         if exc.status_code == 405:
-            return problem(405, "method_not_allowed", f"{request.method} is not allowed on {request.url.path}",
-                           dict(exc.headers or {}))
-        return problem(exc.status_code, "http_error", str(exc.detail))
+            return render(request, 405, "method_not_allowed", f"{request.method} is not allowed on "
+                          f"{request.url.path}", dict(exc.headers or {}))
+        return render(request, exc.status_code, "http_error", str(exc.detail))
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, (OSError, sqlite3.OperationalError)):
             p = storage_problem(exc, f"{request.method} {request.url.path}")
-            return problem(p.status, p.error, p.message)
+            return render(request, p.status, p.error, p.message)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "internal_error", f"the server failed on {request.method} {request.url.path}: "
+        return render(request, 500, "internal_error", f"the server failed on {request.method} {request.url.path}: "
                        f"{type(exc).__name__}")

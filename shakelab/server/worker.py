@@ -79,6 +79,8 @@ class Worker:
         self._threads: list[threading.Thread] = []
         self.active = 0
         self._active_lock = threading.Lock()
+        #: called with the job each time one finishes (completed or failed), in the worker thread
+        self.on_finish: Callable[[dict], None] | None = None
 
     def start(self) -> int:
         """Start the threads and resume the jobs a previous run left unfinished; returns how many."""
@@ -158,6 +160,11 @@ class Worker:
             return  # the store may be closed; the job is resumed at the next start
         job = self.store.update_job(job_id, status=status, code=code, message=message, **kw)
         self._notify(job)
+        if self.on_finish is not None:
+            try:
+                self.on_finish(job)
+            except Exception:  # a failing listener never touches the job
+                log.exception("the finish listener failed for job %s", job_id)
 
     def _failure(self, exc: Exception, model: str, src: Path, name: str) -> tuple[str, str]:
         """``(code, message)`` of a job whose model raised ``exc`` (before its partial outputs are removed).
@@ -198,6 +205,8 @@ class Worker:
                 break
             if self._stop.wait(min(remaining, 0.1)):
                 return
+        if model in self.faults.fail_models:
+            return self._finish(job_id, "failed", "processing_error", f"{model!r} failed: fault injected")
         asset = self.store.get_asset(job["asset_id"])
         if asset is None or not Path(asset["path"]).is_file():
             return self._finish(job_id, "failed", "asset_missing",
