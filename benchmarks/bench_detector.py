@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shakelab import audio, weights  # noqa: E402
-from shakelab.server import cnn  # noqa: E402
+from shakelab.server import cnn, detectors, processing  # noqa: E402
 
 
 def feature_detector():
@@ -67,7 +67,7 @@ def speed(minutes: float) -> None:
     y = np.tile(y, int(np.ceil(minutes * 60 * sr / len(y))))[:int(minutes * 60 * sr)]
     secs = len(y) / sr
     print(f"speed on {secs / 60:.1f} min of audio (16 kHz mono, decoded beforehand), one BLAS thread")
-    cnn.detect_music_cnn(y[:sr * 5], sr)           # warm imports (scipy, soxr)
+    processing.detect_music(y[:sr * 5], sr, detector="cnn")   # warm imports (scipy, soxr)
     rows = []
 
     def timed(fn):
@@ -79,9 +79,9 @@ def speed(minutes: float) -> None:
                       ("CNN alone (hop 40 ms)", {"cue": False})):
         def cold(kw=kw):
             cnn._MODEL = None                       # cold load: .npz read + folding
-            cnn.detect_music_cnn(y, sr, **kw)
+            processing.detect_music(y, sr, detector=cnn.CNNDetector(**kw))  # the server's pipeline
         incl = timed(cold)
-        excl = timed(lambda kw=kw: cnn.detect_music_cnn(y, sr, **kw))
+        excl = timed(lambda kw=kw: processing.detect_music(y, sr, detector=cnn.CNNDetector(**kw)))
         rows.append((label, incl, excl))
 
     def load():
@@ -111,13 +111,11 @@ def write_estimates(devset: Path, out: Path, how: str) -> float:
         dur = len(y) / sr
         t0 = time.process_time()
         if how == "features":
-            from shakelab.server.detectors import windows
-
             hop, p = det.music_probability(y, sr)
-            w = windows(hop, p, dur, window=hop)
+            w = detectors.windows(hop, p, dur, window=hop)
         else:
             step, p = cnn.music_probability(y, sr, cue=(how == "cnn+cue"))
-            w = cnn.windows(step, p, dur, window=step)
+            w = detectors.windows(step, p, dur, window=step)
         busy += time.process_time() - t0
         total += dur
         (out / f"{wav.stem}.json").write_text(json.dumps(w))

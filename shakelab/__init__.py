@@ -49,8 +49,8 @@ _LAZY = {
 
 
 # Submodules reachable as attributes (``shakelab.segments.merge``) without importing them up front.
-_SUBMODULES = {"audio", "batch", "catalog", "client", "frames", "ledger", "migrate", "models", "plot",
-               "segments", "tasks", "transport", "widgets"}
+_SUBMODULES = {"audio", "batch", "catalog", "client", "evaluation", "frames", "labels", "ledger", "migrate",
+               "models", "plot", "segments", "tasks", "transport", "widgets"}
 
 
 def __getattr__(name: str) -> Any:

@@ -76,12 +76,12 @@ def check_format(model: str, fmt: object, models: dict[str, tuple[str, ...]] = S
 
 
 def default_format(model: str, models: dict[str, tuple[str, ...]] = SERVICE_MODELS) -> str:
-    """Give the natural output format of ``model``: json for analysis models, wav for stems."""
+    """Return the natural output format of ``model``: json for analysis models, wav for stems."""
     return models[check_model(model, models)][0]
 
 
 def common_formats(models_chosen: Iterable[str], models: dict[str, tuple[str, ...]] = SERVICE_MODELS) -> list[str]:
-    """List the formats that every model in ``models_chosen`` accepts, in catalogue order (empty list for none)."""
+    """Return the formats every model in ``models_chosen`` accepts, in catalogue order (empty list for none)."""
     chosen = [check_model(m, models) for m in models_chosen]
     if not chosen:
         return []

@@ -1,8 +1,7 @@
 """Typed views of the AudioShake legacy Jobs API payloads.
 
 :class:`Asset`, :class:`Job`, :class:`OutputAsset` and :class:`JobStatus`. Parsing is tolerant
-of every variant the real service has been seen to send: statuses
-``created``/``queued``/``processing``/``completed``/
+of every variant the real service has been seen to send: statuses ``created``/``queued``/``processing``/``completed``/
 ``failed``/``error`` and unknown ones (treated as still pending), ``outputAssets`` or the older
 ``stemAssets``, ``outputAssets`` nested inside ``sourceAsset``, ``metadata`` or
 ``stemMetadata``, a payload wrapped in ``{"job": ...}`` or not. Every object keeps the payload

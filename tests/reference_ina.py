@@ -11,7 +11,6 @@ from the reference's own patch builder and Keras model). The package's segmenter
 pyannote.algorithms only for Viterbi decoding, which is not needed here, so it is stubbed.
 """
 
-import importlib.util
 import os
 import sys
 import types
@@ -41,7 +40,7 @@ def main(out, wavs):
     res = {}
     for i, wav in enumerate(wavs):
         mspec, loge, difflen = features._wav2feats(wav)
-        patches, finite = segmenter._get_patches(mspec[:, :21].copy(), 68, 2)
+        patches, _finite = segmenter._get_patches(mspec[:, :21].copy(), 68, 2)
         if difflen > 0:
             patches = patches[:-int(difflen / 2)]
         res[f"mspec_{i}"] = mspec

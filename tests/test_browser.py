@@ -88,7 +88,7 @@ def lab(tmp_path_factory):
            "--ServerApp.terminals_enabled=False"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI often run as root
         cmd.append("--allow-root")
-    log = open(tmp_path / "jupyter.log", "wb")
+    log = open(tmp_path / "jupyter.log", "wb")  # noqa: SIM115 - closed by the fixture teardown
     proc = subprocess.Popen(cmd, cwd=nbdir, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -188,8 +188,10 @@ class Notebook:
         self._eval("""const k = panel.sessionContext.session.kernel;
                       const cells = panel.content.widgets.filter(c => c.model.type === 'code');
                       const ran = cells.every(c => c.model.executionCount !== null);
-                      const failed = panel.node.querySelector('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
-                      return k.status === 'idle' && (ran || (failed !== null && failed.innerText.includes('Error')));""",
+                      const failed = panel.node.querySelector(
+                          '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
+                      return k.status === 'idle'
+                          && (ran || (failed !== null && failed.innerText.includes('Error')));""",
                    timeout=900_000)
         errors = self.page.locator(".jp-OutputArea-output", has_text="Traceback")
         assert errors.count() == 0, errors.first.inner_text()[-3000:]
@@ -222,7 +224,7 @@ class Notebook:
         try:
             self.page.screenshot(path=str(self.shots / f"failure-{time.strftime('%Y%m%dT%H%M%S')}.png"),
                                  full_page=True)
-        except Exception as exc:  # noqa: BLE001 - the original failure matters more
+        except Exception as exc:  # the original failure matters more
             print(f"could not save a screenshot: {exc}", file=sys.stderr)
         print(self.lab["log"].read_text()[-3000:], file=sys.stderr)
 
@@ -299,8 +301,8 @@ def _quickstart(book):
     submitter.locator(".shakelab-submit").click()
     submitter.locator(".shakelab-error", has_text="press Clear").wait_for(timeout=30_000)
     submitter.locator(".shakelab-clear").click()
-    page.wait_for_function("""() => !document.querySelector('.shakelab-upload-label').innerText.includes('demo.flac')""",
-                           timeout=30_000)
+    page.wait_for_function(
+        """() => !document.querySelector('.shakelab-upload-label').innerText.includes('demo.flac')""", timeout=30_000)
     assert submitter.locator(".shakelab-clear").is_disabled()
     assert len(_rows(table)) == 3
     book.shoot(submitter, "submitter-5-cleared")

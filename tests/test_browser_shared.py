@@ -89,7 +89,7 @@ def test_job_from_one_notebook_shows_in_the_other_dashboard(shared_lab, tmp_path
     from playwright.sync_api import sync_playwright
 
     assert os.path.exists(CHROMIUM), f"{CHROMIUM} not found: run `make system-deps` (apt-get install chromium)"
-    lab = shared_lab
+    jlab = shared_lab
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
@@ -97,7 +97,7 @@ def test_job_from_one_notebook_shows_in_the_other_dashboard(shared_lab, tmp_path
         context.route("**/*", _loopback_only)
         page = context.pages[0] if context.pages else context.new_page()
         try:
-            page.goto(f"{lab['base']}/lab?token={lab['token']}")
+            page.goto(f"{jlab['base']}/lab?token={jlab['token']}")
             page.wait_for_function("() => window.jupyterapp && ['docmanager:open', 'notebook:run-all-cells']"
                                    ".every(c => window.jupyterapp.commands.hasCommand(c))", timeout=120_000)
 
@@ -124,16 +124,16 @@ def test_job_from_one_notebook_shows_in_the_other_dashboard(shared_lab, tmp_path
             page.wait_for_function(_TABLE_JOBS_ABOVE, arg=before, timeout=60_000)  # the refreshed table
             assert _jobs_in_table(dashboard) == before + 1
             assert page.locator(".jp-OutputArea-output", has_text="Traceback").count() == 0
-            assert len(_serve_processes(lab["data_dir"])) == 1  # one server for both kernels
+            assert len(_serve_processes(jlab["data_dir"])) == 1  # one server for both kernels
         except BaseException:
             OUT.mkdir(exist_ok=True)
             shot = OUT / f"test_browser_shared-{time.strftime('%Y%m%dT%H%M%S')}.png"
             try:
                 page.screenshot(path=str(shot), full_page=True)
                 print(f"screenshot saved to {shot}", file=sys.stderr)
-            except Exception as exc:  # noqa: BLE001 - the original failure matters more
+            except Exception as exc:  # the original failure matters more
                 print(f"could not save a screenshot: {exc}", file=sys.stderr)
-            print(lab["log"].read_text()[-3000:], file=sys.stderr)
+            print(jlab["log"].read_text()[-3000:], file=sys.stderr)
             raise
         finally:
             context.close()

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from shakelab import weights
-from shakelab.server import bgm, cnn
+from shakelab.server import bgm, cnn, detectors, processing
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -231,25 +231,26 @@ def test_energy_activity():
 
 
 def test_windows_mean_probability():
-    w = cnn.windows(0.5, np.array([1, 1, 0, 0, 0.5]), 2.5, window=1.0)
+    w = detectors.windows(0.5, np.array([1, 1, 0, 0, 0.5]), 2.5, window=1.0)
     assert [x["confidence"] for x in w] == [1.0, 0.0, 0.5]
     assert w[-1]["end_time"] == 2.5
     with pytest.raises(ValueError, match="window"):
-        cnn.windows(0.02, np.zeros(3), 1.0, window=0)
+        detectors.windows(0.02, np.zeros(3), 1.0, window=0)
 
 
 def test_detect_music_on_the_demo_recording(model):
+    """Through the server's one detection pipeline; 2-s windows score their mean probability."""
     from shakelab import audio
 
     y, sr = audio.load(ROOT / "data" / "demo.flac")
-    w = cnn.detect_music_cnn(y, sr, window=2.0)
+    w = processing.detect_music(y, sr, window=2.0, all_windows=True, detector="cnn")
     assert w[0]["start_time"] == 0.0 and w[-1]["end_time"] == pytest.approx(len(y) / sr, abs=1e-3)
     conf = {x["start_time"]: x["confidence"] for x in w}
     assert all(conf[t] < 0.3 for t in (0.0, 2.0, 4.0, 6.0))          # speech alone
     assert all(conf[t] > 0.7 for t in (12.0, 14.0, 16.0, 18.0))      # music alone
     assert all(conf[t] < 0.3 for t in (24.0, 26.0))                  # silence, noise
     assert all(conf[t] > 0.7 for t in (32.0, 34.0, 36.0, 38.0, 40.0))  # speech over music (-6 dB)
-    ten = cnn.detect_music_cnn(y, sr)
+    ten = processing.detect_music(y, sr, all_windows=True, detector="cnn")
     assert [x["start_time"] for x in ten] == [0.0, 10.0, 20.0, 30.0, 40.0]
 
 
@@ -267,9 +268,11 @@ def test_cue_finds_music_under_speech_on_the_demo(model):
 
 def test_silence_and_noise_are_not_music(model):
     rng = np.random.default_rng(5)
-    assert all(x["confidence"] == 0.0 for x in cnn.detect_music_cnn(np.zeros(3 * SR, np.float32), SR))
+    silence = processing.detect_music(np.zeros(3 * SR, np.float32), SR, all_windows=True, detector="cnn")
+    assert all(x["confidence"] == 0.0 for x in silence)
     noise = (rng.standard_normal(6 * SR) * 0.05).astype(np.float32)
-    assert cnn.detect_music_cnn(noise, SR)[0]["confidence"] < 0.2
+    assert processing.detect_music(noise, SR, all_windows=True, detector="cnn")[0]["confidence"] < 0.2
+    assert processing.detect_music(noise, SR, detector="cnn") == []
 
 
 def test_detector_interface(model):
@@ -282,8 +285,8 @@ def test_fallback_without_weights_warns_once(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(cnn, "_WARNED", False)
     assert not cnn.available()
     with caplog.at_level(logging.WARNING, logger="shakelab.server.cnn"):
-        assert cnn.detect_music_cnn(np.zeros(SR, np.float32), SR) is None
-        assert cnn.detect_music_cnn(np.zeros(SR, np.float32), SR) is None
+        assert detectors.get_detector("auto").name == "features"
+        assert detectors.get_detector("auto").name == "features"
     msgs = [r.getMessage() for r in caplog.records if r.name == "shakelab.server.cnn"]
     assert len(msgs) == 1 and "shakelab models fetch" in msgs[0] and "feature-based" in msgs[0]
     with pytest.raises(RuntimeError, match="models fetch"):

@@ -13,6 +13,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def auth(srv) -> dict:
     return {"Authorization": f"Bearer {srv.token}"}
 
 
-def upload(srv, data: bytes = None, filename: str = "tone.wav", ctype: str = "audio/wav") -> dict:
+def upload(srv, data: bytes | None = None, filename: str = "tone.wav", ctype: str = "audio/wav") -> dict:
     data = wav_bytes() if data is None else data
     r = requests.post(f"{srv.base_url}/upload", files={"file": (filename, data, ctype)}, headers=auth(srv), timeout=30)
     assert r.status_code == 200, r.text
@@ -107,6 +108,7 @@ def test_context_manager_stops_server(tmp_path):
 
 def test_start_reuses_embedded_server(tmp_path):
     from shakelab import server as mod
+    from shakelab.server import lifecycle
 
     first = mod.start(data_dir=tmp_path / "embedded", token="embedded-token")
     try:
@@ -114,7 +116,7 @@ def test_start_reuses_embedded_server(tmp_path):
         assert requests.get(f"{first.base_url}/usage", headers=auth(first), timeout=10).status_code == 200
     finally:
         first.stop()
-        mod._embedded = None
+        lifecycle._embedded = None
 
 
 # -- auth -----------------------------------------------------------------------------------
@@ -211,7 +213,7 @@ def test_curl_style_upload_with_expect_100_continue(server):
 
 # -- upload/link ----------------------------------------------------------------------------
 class _Files(BaseHTTPRequestHandler):
-    routes: dict = {}
+    routes: ClassVar[dict] = {}
 
     def do_GET(self):
         status, headers, body = self.routes.get(self.path, (404, {}, b"missing"))
@@ -254,7 +256,8 @@ def test_upload_link_fetches_follows_redirects_and_names(server, file_host):
 
 def test_upload_link_bad_inputs(server, file_host):
     url = f"{server.base_url}/upload/link"
-    assert_error(requests.post(url, json={"name": "x"}, headers=auth(server), timeout=10), 400, "missing_field", "`link`")
+    assert_error(requests.post(url, json={"name": "x"}, headers=auth(server), timeout=10), 400, "missing_field",
+                 "`link`")
     assert_error(requests.post(url, json={"link": 5}, headers=auth(server), timeout=10), 400, "invalid_field", "`link`")
     assert_error(requests.post(url, json={"link": "ftp://h/x.wav"}, headers=auth(server), timeout=10),
                  400, "invalid_link", "http or https")
@@ -391,7 +394,7 @@ def test_usage_lists_three_months_ending_now(fresh_server, method):
 
 
 def test_usage_store_counts_completed_jobs_by_month(tmp_path):
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     from shakelab.server.store import Store
 
@@ -400,7 +403,7 @@ def test_usage_store_counts_completed_jobs_by_month(tmp_path):
     for secs, status in ((90.0, "completed"), (30.0, "completed"), (600.0, "failed")):
         job = store.add_job(metadata={"name": "vocals", "format": "wav"}, asset_id=a["id"], callback_url=None)
         store.update_job(job["id"], status=status, code=status, message="", input_seconds=secs)
-    now = datetime(2026, 1, 15, tzinfo=timezone.utc).timestamp()
+    now = datetime(2026, 1, 15, tzinfo=UTC).timestamp()
     usage = store.usage(3, now=now)
     assert [u["month"] for u in usage] == ["2025-11", "2025-12", "2026-01"]
     this_month = store.usage(1)[0]
@@ -499,7 +502,8 @@ def test_faults_over_http_variant_and_not_found(fresh_server):
     assert requests.post(f"{url}/_faults", json={"processing_delay": 600}, headers=h, timeout=10).status_code == 200
     assert requests.post(f"{url}/_faults", json={"not_found_for": 30}, headers=h, timeout=10).status_code == 200
     asset = upload(fresh_server)
-    job = post_job(fresh_server, {"metadata": {"name": "vocals", "format": "wav"}, "assetId": asset["id"]}).json()["job"]
+    body = {"metadata": {"name": "vocals", "format": "wav"}, "assetId": asset["id"]}
+    job = post_job(fresh_server, body).json()["job"]
     assert_error(requests.get(f"{url}/job/{job['id']}", headers=h, timeout=10), 404, "job_not_found")
     requests.post(f"{url}/_faults", json={"not_found_for": 0, "variant": "stemAssets"}, headers=h, timeout=10)
     got = requests.get(f"{url}/job/{job['id']}", headers=h, timeout=10).json()["job"]
@@ -531,6 +535,46 @@ def test_test_hooks_are_mounted_only_when_asked_for(tmp_path):
         srv.faults.add(method="GET", path="/usage", status=503)  # in process, faults work all the same
         assert requests.get(f"{srv.base_url}/usage", headers=h, timeout=10).status_code == 503
         assert "GET /_stats" not in srv.stats()["requests"] and srv.stats()["requests"]["GET (other)"] == 2
+
+
+def test_a_second_api_mounts_beside_the_jobs_api_with_its_own_auth(tmp_path, monkeypatch):
+    """The mounting API of shakelab.server.app: one more module with build_router(ctx), x-api-key auth."""
+    import sys
+    import types
+
+    from fastapi import APIRouter, Depends
+
+    from shakelab.server import app as app_mod
+    from shakelab.server.auth import ApiKeyAuth
+
+    def build_router(ctx):
+        router = APIRouter(dependencies=[Depends(ApiKeyAuth(ctx.token))])
+
+        @router.get("/things/{thing_id}")
+        async def thing(thing_id: str):
+            return {"id": thing_id, "assets": ctx.store.count("assets")}
+
+        return router
+
+    second = types.ModuleType("shakelab_second_api")
+    second.build_router = build_router  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, second.__name__, second)
+    monkeypatch.setattr(app_mod, "API_MODULES", (*app_mod.API_MODULES, second.__name__))
+    with LocalServer(tmp_path / "two", token="two-token") as srv:
+        url, key, bearer = srv.base_url, {"x-api-key": "two-token"}, {"Authorization": "Bearer two-token"}
+        assert requests.get(f"{url}/things/a1", headers=key, timeout=10).json() == {"id": "a1", "assets": 0}
+        r = requests.get(f"{url}/things/a1", headers=bearer, timeout=10)
+        assert_error(r, 401, "unauthorized", "x-api-key")
+        assert "WWW-Authenticate" not in r.headers and "two-token" not in r.text
+        assert_error(requests.get(f"{url}/things/a1", headers={"x-api-key": "nope"}, timeout=10), 401,
+                     "unauthorized", "invalid key")
+        assert_error(requests.get(f"{url}/usage", headers=key, timeout=10), 401, "unauthorized", "Authorization")
+        assert requests.get(f"{url}/usage", headers=bearer, timeout=10).status_code == 200
+        srv.faults.add(method="GET", path="/things/*", status=503)  # faults reach the second API's paths too
+        assert_error(requests.get(f"{url}/things/b2", headers=key, timeout=10), 503, "injected_fault")
+        assert srv.stats()["requests"]["GET /things/{id}"] == 4
+        r = requests.get(f"{url}/nowhere", headers=bearer, timeout=10)  # the 404 lists both APIs' endpoints
+        assert_error(r, 404, "not_found", "POST /upload", "GET /things/{id}")
 
 
 def test_faults_unit_matching():
@@ -621,6 +665,7 @@ def test_start_refuses_a_data_dir_in_use_naming_its_holder(tmp_path, monkeypatch
     import pickle
 
     from shakelab import server as mod
+    from shakelab.server import lifecycle
 
     monkeypatch.setenv("SHAKELAB_SERVER_DIR", str(tmp_path / "default"))
     holder = LocalServer(mod.default_data_dir(), token="holder-token").start()
@@ -633,7 +678,7 @@ def test_start_refuses_a_data_dir_in_use_naming_its_holder(tmp_path, monkeypatch
         assert f"{os.getpid()} {holder.base_url}" in str(info.value)
         again = pickle.loads(pickle.dumps(info.value))
         assert (again.pid, again.url, str(again)) == (info.value.pid, info.value.url, str(info.value))
-        assert mod._embedded is None or not mod._embedded.running
+        assert lifecycle._embedded is None or not lifecycle._embedded.running
         assert sorted(p.name for p in tmp_path.iterdir()) == ["default"]  # nothing made elsewhere
     finally:
         holder.stop()
@@ -644,7 +689,8 @@ def test_bearer_scheme_is_case_insensitive(server):
     for header in (f"bearer {server.token}", f"BEARER {server.token}"):
         assert requests.get(f"{server.base_url}/usage", headers={"Authorization": header}, timeout=10).ok
     for header in (f"Bearer {server.token}x", f"Bearer{server.token}", f"Token {server.token}", server.token[:-1]):
-        assert requests.get(f"{server.base_url}/usage", headers={"Authorization": header}, timeout=10).status_code == 401
+        r = requests.get(f"{server.base_url}/usage", headers={"Authorization": header}, timeout=10)
+        assert r.status_code == 401
 
 
 def test_download_link_supports_head_and_ranges(server):
@@ -724,3 +770,35 @@ def test_public_addresses_are_pinned():
         public_addresses("http://192.168.1.10/x", allow_private=False)
     with pytest.raises(ValueError, match="invalid port"):
         public_addresses("http://h:99999/x", allow_private=True)
+
+
+def test_server_modules_import_each_other_without_a_cycle():
+    """Every import between shakelab/server modules, lazy ones included, goes one way."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "shakelab" / "server"
+    modules = {f.stem for f in root.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for f in root.glob("*.py"):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                if name == "shakelab.server":  # `from shakelab.server import x`: module x, or the package
+                    deps |= {a.name if a.name in modules else "__init__" for a in node.names}
+                elif name.startswith("shakelab.server."):
+                    deps.add(name.split(".")[2])
+        graph[f.stem] = deps & modules - {f.stem}
+    done: set[str] = set()
+
+    def visit(mod: str, path: tuple[str, ...]) -> None:
+        assert mod not in path, f"import cycle: {' -> '.join((*path[path.index(mod):], mod))}"
+        if mod not in done:
+            for dep in sorted(graph[mod]):
+                visit(dep, (*path, mod))
+            done.add(mod)
+
+    for mod in sorted(graph):
+        visit(mod, ())
+    assert "detectors" not in graph["cnn"] and "removal" not in graph["stems"]

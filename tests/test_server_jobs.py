@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -149,7 +150,7 @@ def test_music_detection_answers_like_the_service(server, demo_path, fmt):
     if fmt == "json":
         rows = json.loads(text)
     else:
-        rows = [dict(zip(("start_time", "end_time", "confidence"), map(float, line.split("\t"))))
+        rows = [dict(zip(("start_time", "end_time", "confidence"), map(float, line.split("\t")), strict=True))
                 for line in text.strip().splitlines()]
     assert [(r["start_time"], r["end_time"]) for r in rows] == [(10.0, 44.0)]
     assert 0.5 <= rows[0]["confidence"] <= 1.0
@@ -250,7 +251,7 @@ def test_twenty_concurrent_uploads_and_jobs_lose_nothing(fresh_server):
     assets = {a["id"] for a, _ in results}
     jobs = {j["id"] for _, j in results}
     assert len(assets) == 20 and len(jobs) == 20
-    for i, (asset, job) in enumerate(results):
+    for i, (asset, _job) in enumerate(results):
         assert requests.get(asset["link"], timeout=30).content == payloads[i]
     done = [wait(fresh_server, j) for j in jobs]
     assert all(j["status"] == "completed" for j in done), [j["statusInfo"] for j in done]
@@ -296,7 +297,7 @@ def test_restart_keeps_assets_and_jobs_and_resumes_queued(tmp_path):
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    received: list = []
+    received: ClassVar[list] = []
     fail_first: int = 0
 
     def do_POST(self):
@@ -396,7 +397,7 @@ def test_a_dying_model_process_fails_only_its_job(fresh_server):
     import os
     import signal
 
-    from shakelab.server import worker as worker_mod
+    from shakelab.server import pool
 
     assert fresh_server.isolation == "process"
     asset = upload(fresh_server, audio_bytes(60.0, 44100, channels=2), "long.wav")
@@ -406,14 +407,15 @@ def test_a_dying_model_process_fails_only_its_job(fresh_server):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     time.sleep(0.5)
-    assert worker_mod.busy
-    for proc in list(worker_mod.busy):
+    assert pool.busy
+    for proc in list(pool.busy):
         os.kill(proc.pid, signal.SIGKILL)
     failed = wait(fresh_server, job["id"])
     assert failed["status"] == "failed" and failed["statusInfo"]["code"] == "processing_error"
     assert "died" in failed["statusInfo"]["message"]
     small = upload(fresh_server, audio_bytes(1.0, 8000), "after.wav")
-    assert wait(fresh_server, submit(fresh_server, small["id"], "music_detection", "json")["id"])["status"] == "completed"
+    again = submit(fresh_server, small["id"], "music_detection", "json")
+    assert wait(fresh_server, again["id"])["status"] == "completed"
 
 
 def test_job_time_limit_ends_the_model_process(fresh_server):
@@ -425,19 +427,19 @@ def test_job_time_limit_ends_the_model_process(fresh_server):
 
 
 def test_stop_mid_job_ends_its_process_and_the_job_resumes(tmp_path):
-    from shakelab.server import worker as worker_mod
+    from shakelab.server import pool
 
     data_dir = tmp_path / "mid"
     srv = LocalServer(data_dir, token="mid-token", workers=1).start()
     asset = upload(srv, audio_bytes(60.0, 44100, channels=2), "long.wav")
     job = submit(srv, asset["id"], "vocals", "wav")
     deadline = time.monotonic() + 60
-    while not worker_mod.busy:
+    while not pool.busy:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    pids = [p.pid for p in worker_mod.busy]
+    pids = [p.pid for p in pool.busy]
     srv.stop()
-    assert not worker_mod.busy
+    assert not pool.busy
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -450,7 +452,7 @@ def test_model_process_survives_a_notebook_interrupt(tmp_path):
     """A kernel interrupt sends SIGINT to the whole process group: the model process must not die of it."""
     import signal
 
-    from shakelab.server.worker import ModelProcess
+    from shakelab.server.pool import ModelProcess
 
     src = tmp_path / "clip.wav"
     src.write_bytes(audio_bytes(1.0))

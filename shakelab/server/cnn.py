@@ -17,19 +17,20 @@ layers are im2col + one float32 GEMM each, batch norms folded into the weights.
 :func:`music_probability` (and :class:`CNNDetector`, the ``detectors.Detector`` interface)
 gives one music probability per 20 ms: the fused decision of :mod:`shakelab.server.bgm` (CNN
 probabilities and embedding + sustained-spectrum cue) where the energy is active, 0 elsewhere,
-smoothed by a two-state HMM (:func:`hmm_smooth`).
-:func:`detect_music_cnn` averages it into windows: **confidence = mean music probability**
-over the window. By default every other patch is evaluated (40 ms, ``hop=2``: twice as
-fast; the values at computed patches are the reference's); ``hop=1`` evaluates all.
-Without the weights (``shakelab models fetch``) :func:`detect_music_cnn` returns None and
-logs one warning per process.
+smoothed by a two-state HMM (:func:`hmm_smooth`). By default every other patch is evaluated
+(40 ms, ``hop=2``: twice as fast; the values at computed patches are the reference's); ``hop=1``
+evaluates all. Music detection runs it through the server's one pipeline,
+:func:`shakelab.server.processing.detect_music` (``detector="cnn"``, or a :class:`CNNDetector`
+with other settings), which turns the track into segments by :mod:`shakelab.server.decision`.
+Without the weights (``shakelab models fetch``) :func:`shakelab.server.detectors.get_detector`
+falls back to the feature-based detector and this module logs one warning per process.
 
 Examples
 --------
 >>> import numpy as np
->>> from shakelab.server import cnn
+>>> from shakelab.server import cnn, processing
 >>> y = np.zeros(16000 * 3, dtype=np.float32)
->>> cnn.detect_music_cnn(y, 16000)       # doctest: +SKIP
+>>> processing.detect_music(y, 16000, all_windows=True, detector="cnn")       # doctest: +SKIP
 [{'start_time': 0.0, 'end_time': 3.0, 'confidence': 0.0}]
 """
 
@@ -44,8 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from shakelab.server.detectors import windows  # one window averaging for every detector
 
 log = logging.getLogger("shakelab.server.cnn")
 
@@ -62,8 +61,8 @@ PRED_S = STEP * FRAME_S  # 0.02
 LABELS = ("speech", "music", "noise")
 
 __all__ = ["SR", "LABELS", "melspec", "resample_16k", "CNN", "load_model", "FrameOutput",
-           "frame_outputs", "energy_activity", "hmm_smooth", "music_probability", "windows", "CNNDetector",
-           "detect_music_cnn", "available", "warn_missing"]
+           "frame_outputs", "energy_activity", "hmm_smooth", "music_probability", "CNNDetector",
+           "available", "warn_missing"]
 
 
 # ----------------------------------------------------------------------------- features
@@ -655,29 +654,3 @@ class CNNDetector:
 
             raise RuntimeError(f"CNN weights not found at {weights.path()}: run `shakelab models fetch`")
         return res
-
-
-def detect_music_cnn(y: np.ndarray, sr: int, *, window: float = 10.0, hop: int = 2,
-                     cue: bool = True) -> list[dict] | None:
-    """Music detection with the CNN and the background-music cue, in windows of ``window`` s.
-
-    Returns ``[{"start_time", "end_time", "confidence"}]`` where confidence is the **mean
-    music probability** over the window (see :func:`music_probability`; 0-1), or None when
-    the CNN weights are not installed (one warning per process; the caller then falls back
-    to the feature-based detector).
-
-    Examples
-    --------
-    >>> detect_music_cnn(y, 44100)[0]      # doctest: +SKIP
-    {'start_time': 0.0, 'end_time': 10.0, 'confidence': 0.93}
-    """
-    if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
-        raise ValueError(f"`window` must be a positive number of seconds, not {window!r}")
-    model = load_model()
-    if model is None:
-        warn_missing()
-        return None
-    y = np.asarray(y)
-    step, p = music_probability(y, sr, hop=hop, cue=cue, model=model)
-    duration = (len(y) if y.ndim == 1 else max(y.shape)) / sr
-    return windows(step, p, duration, window=window)

@@ -29,6 +29,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -37,15 +38,25 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from shakelab.errors import ShakelabError
+from shakelab.errors import ShakelabError, ValidationError
 
-__all__ = ["ServerInfo", "ensure", "find", "stop", "mode", "idle_timeout_setting", "MODE_ENV", "IDLE_ENV",
-           "DEFAULT_PORT", "DEFAULT_IDLE_TIMEOUT"]
+__all__ = [
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_PORT",
+    "IDLE_ENV",
+    "MODE_ENV",
+    "ServerInfo",
+    "ensure",
+    "find",
+    "idle_timeout_setting",
+    "mode",
+    "stop",
+]
 
 MODE_ENV = "SHAKELAB_LOCAL_SERVER"   #: "shared" (default) or "private"
 IDLE_ENV = "SHAKELAB_IDLE_TIMEOUT"   #: seconds without requests before the shared server stops; 0 never
@@ -56,7 +67,9 @@ MAX_LOG_BYTES = 5 * 1024 * 1024      # a longer log is kept once as server.log.1
 
 
 def mode() -> str:
-    """``"shared"`` (the per-user server, default) or ``"private"`` (a server in this process), from ``SHAKELAB_LOCAL_SERVER``.
+    """Return ``"shared"`` (the per-user server, default) or ``"private"`` (one in this process).
+
+    Read from ``SHAKELAB_LOCAL_SERVER``.
 
     Examples
     --------
@@ -65,7 +78,7 @@ def mode() -> str:
     """
     value = os.environ.get(MODE_ENV, "").strip().lower() or "shared"
     if value not in ("shared", "private"):
-        raise ValueError(f"{MODE_ENV} must be 'shared' or 'private', not {os.environ[MODE_ENV]!r}")
+        raise ValidationError(f"{MODE_ENV} must be 'shared' or 'private', not {os.environ[MODE_ENV]!r}")
     return value
 
 
@@ -85,7 +98,7 @@ def idle_timeout_setting() -> float:
     except ValueError:
         value = -1.0
     if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{IDLE_ENV} must be a number of seconds >= 0 (0: never stop), not {raw!r}")
+        raise ValidationError(f"{IDLE_ENV} must be a number of seconds >= 0 (0: never stop), not {raw!r}")
     return value
 
 
@@ -131,6 +144,7 @@ class ServerInfo:
 
     @property
     def log_path(self) -> Path:
+        """The server's log file."""
         return self.data_dir / LOG_NAME
 
     @property
@@ -167,10 +181,8 @@ def write_record(srv, *, idle_timeout: float, background: bool) -> None:
 def remove_record(data_dir: Path) -> None:
     """Remove ``server.json`` if this process wrote it."""
     if read_record(data_dir).get("pid") == os.getpid():
-        try:
+        with contextlib.suppress(FileNotFoundError):
             (data_dir / RECORD_NAME).unlink()
-        except FileNotFoundError:
-            pass
 
 
 def read_record(data_dir: Path) -> dict:
@@ -205,13 +217,13 @@ def redirect_streams(data_dir: Path) -> None:
 
 # -- finding, starting, stopping ---------------------------------------------------------------
 def _data_dir(data_dir: str | os.PathLike | None) -> Path:
-    from shakelab.server import default_data_dir
+    from shakelab.server.datadir import default_data_dir
 
     return Path(data_dir).expanduser().resolve() if data_dir is not None else default_data_dir()
 
 
 def find(data_dir: str | os.PathLike | None = None, *, timeout: float = 5.0) -> ServerInfo | None:
-    """The server running on ``data_dir``, checked with a real request (``GET /usage``), or None.
+    """Find the server running on ``data_dir``, checked with a real request (``GET /usage``), or None.
 
     None also while a server is still starting (it holds the lock but has not written its URL).
 
@@ -227,13 +239,13 @@ def find(data_dir: str | os.PathLike | None = None, *, timeout: float = 5.0) -> 
     """
     import requests
 
-    from shakelab.server import read_holder
+    from shakelab.server.datadir import read_holder
 
     data_dir = _data_dir(data_dir)
     holder = read_holder(data_dir)
-    if holder is None or holder[1] is None:
+    if holder is None or holder[0] is None or holder[1] is None:
         return None
-    pid, url = holder
+    pid, url = holder[0], holder[1]
     try:
         token = (data_dir / "token").read_text().strip()
     except OSError:
@@ -281,7 +293,7 @@ def _start_lock(data_dir: Path, timeout: float) -> Iterator[None]:
 def ensure(data_dir: str | os.PathLike | None = None, *, port: int = DEFAULT_PORT,
            idle_timeout: float | None = None, timeout: float = 120.0,
            test_hooks: bool = False) -> tuple[ServerInfo, bool]:
-    """The running local server of ``data_dir``, started detached when none runs.
+    """Return the running local server of ``data_dir``, started detached when none runs.
 
     Parameters
     ----------
@@ -315,13 +327,13 @@ def ensure(data_dir: str | os.PathLike | None = None, *, port: int = DEFAULT_POR
     data_dir = _data_dir(data_dir)
     idle = idle_timeout_setting() if idle_timeout is None else idle_timeout
     if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not idle >= 0:
-        raise ValueError(f"`idle_timeout` must be a number of seconds >= 0 (0: never), not {idle!r}")
+        raise ValidationError(f"`idle_timeout` must be a number of seconds >= 0 (0: never), not {idle!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"`port` must be an integer 0-65535, not {port!r}")
+        raise ValidationError(f"`port` must be an integer 0-65535, not {port!r}")
     info = find(data_dir)
     if info is not None:
         return info, False
-    from shakelab.server import read_holder
+    from shakelab.server.datadir import read_holder
 
     data_dir.mkdir(parents=True, exist_ok=True)
     with _start_lock(data_dir, timeout):
@@ -372,7 +384,7 @@ def stop(data_dir: str | os.PathLike | None = None, *, timeout: float = 30.0) ->
     >>> stop()      # doctest: +SKIP
     (4242, 'http://127.0.0.1:8077')
     """
-    from shakelab.server import read_holder
+    from shakelab.server.datadir import read_holder
 
     data_dir = _data_dir(data_dir)
     deadline = time.monotonic() + timeout
@@ -389,10 +401,8 @@ def stop(data_dir: str | os.PathLike | None = None, *, timeout: float = 30.0) ->
                                 "`shakelab serve` (a private server inside a notebook kernel or a Python "
                                 "session?): stop it there, or restart that kernel")
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     while read_holder(data_dir) is not None:
         if time.monotonic() > deadline:
             raise ShakelabError(f"the local server (pid {pid}) did not stop within {timeout:g} s; "
@@ -414,7 +424,7 @@ def _alive(pid: int) -> bool:
 
 
 def tail_log(data_dir: str | os.PathLike | None = None, lines: int = 50) -> str:
-    """The last ``lines`` lines of the server's log (``''`` when there is none).
+    """Return the last ``lines`` lines of the server's log (``''`` when there is none).
 
     Examples
     --------

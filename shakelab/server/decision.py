@@ -36,7 +36,9 @@ import math
 
 import numpy as np
 
-__all__ = ["music_segments", "window_scores", "MUSIC_PROBABILITY", "STRETCH"]
+from shakelab.errors import ValidationError
+
+__all__ = ["MUSIC_PROBABILITY", "STRETCH", "music_segments", "window_scores"]
 
 #: A window is music when its score reaches this (the detector's own probability scale).
 MUSIC_PROBABILITY = 0.5
@@ -72,10 +74,10 @@ def window_scores(hop: float, probs: np.ndarray, duration: float, *, window: flo
     for name, value in (("hop", hop), ("window", window), ("duration", duration)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
                 or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"`{name}` must be a positive number of seconds, not {value!r}")
+            raise ValidationError(f"`{name}` must be a positive number of seconds, not {value!r}")
     p = np.clip(np.nan_to_num(np.asarray(probs, np.float64)), 0.0, 1.0)
     if p.ndim != 1:
-        raise ValueError(f"`probs` must be one probability per frame (1-D), not shape {p.shape}")
+        raise ValidationError(f"`probs` must be one probability per frame (1-D), not shape {p.shape}")
     csum = np.concatenate([[0.0], np.cumsum(p)])
     centres = (np.arange(len(p)) + 0.5) * hop
     n = max(1, math.ceil(duration / window - 1e-9))
@@ -87,7 +89,7 @@ def window_scores(hop: float, probs: np.ndarray, duration: float, *, window: flo
         start, end = k * window, min((k + 1) * window, duration)
         a, b = int(edges[k]), int(edges[k + 1])
         if b > a:
-            m = max(1, min(b - a, int(round(min(STRETCH, end - start) / hop))))
+            m = max(1, min(b - a, round(min(STRETCH, end - start) / hop)))
             means = (csum[a + m:b + 1] - csum[a:b - m + 1]) / m
             score = float(means.max())
         elif len(p):  # a window shorter than a frame: the nearest frame
@@ -101,7 +103,7 @@ def window_scores(hop: float, probs: np.ndarray, duration: float, *, window: flo
 
 def music_segments(hop: float, probs: np.ndarray, duration: float, *, window: float = 10.0,
                    all_windows: bool = False) -> list[dict]:
-    """What the local ``music_detection`` answers: the merged music segments (the module's rule).
+    """Return what the local ``music_detection`` answers: the merged music segments (the module's rule).
 
     Parameters
     ----------
@@ -118,8 +120,9 @@ def music_segments(hop: float, probs: np.ndarray, duration: float, *, window: fl
 
     Examples
     --------
-    >>> music_segments(0.5, np.r_[np.ones(20), np.zeros(20), np.ones(20)], 30.0)
-    [{'start_time': 0.0, 'end_time': 10.0, 'confidence': 1.0}, {'start_time': 20.0, 'end_time': 30.0, 'confidence': 1.0}]
+    >>> music_segments(0.5, np.r_[np.ones(20), np.zeros(20), np.ones(20)], 30.0)  # doctest: +NORMALIZE_WHITESPACE
+    [{'start_time': 0.0, 'end_time': 10.0, 'confidence': 1.0},
+     {'start_time': 20.0, 'end_time': 30.0, 'confidence': 1.0}]
     """
     scored = window_scores(hop, probs, duration, window=window)
     if all_windows:

@@ -70,8 +70,17 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Detector", "FeatureDetector", "get_detector", "windows", "feature_matrix", "FEATURE_NAMES",
-           "SILENCE_DB"]
+from shakelab.errors import ValidationError
+
+__all__ = [
+    "FEATURE_NAMES",
+    "SILENCE_DB",
+    "Detector",
+    "FeatureDetector",
+    "feature_matrix",
+    "get_detector",
+    "windows",
+]
 
 FEATURE_SR = 8000
 N_FFT = 1024          # 128 ms at 8 kHz
@@ -94,17 +103,19 @@ class Detector(Protocol):
     """
 
     name: str
-    #: preferred input sample rate (the server decodes to it); None means any
-    sample_rate: int | None
+
+    @property
+    def sample_rate(self) -> int | None:
+        """Preferred input sample rate (the server decodes to it); None means any."""
 
     def music_probability(self, y: np.ndarray, sr: int) -> tuple[float, np.ndarray]:
-        ...
+        """Return ``(hop, probs)`` for mono ``y`` at ``sr``."""
 
 
 def _resample(y: np.ndarray, sr: int) -> np.ndarray:
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
-        raise ValueError(f"`y` must be mono (1-D), not of shape {y.shape}")
+        raise ValidationError(f"`y` must be mono (1-D), not of shape {y.shape}")
     if sr != FEATURE_SR:
         import librosa
 
@@ -161,7 +172,7 @@ def _autocorr_strength(env: np.ndarray, lo: int, hi: int) -> float:
 
 
 def feature_matrix(y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
-    """The context features of :data:`FEATURE_NAMES` every ``STEP`` seconds.
+    """Compute the context features of :data:`FEATURE_NAMES` every ``STEP`` seconds.
 
     Returns
     -------
@@ -184,16 +195,16 @@ def feature_matrix(y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
     t = _frame_tracks(y8)
     n = int(t["n"])
     fps = FEATURE_SR / HOP
-    half = int(round(CONTEXT / 2 * fps))
-    rhalf = int(round(RHYTHM_CONTEXT / 2 * fps))
-    lag = int(round(0.25 * fps))
-    gate_half = int(round(0.25 * fps))
-    lo, hi = int(round(0.3 * fps)), int(round(1.0 * fps))
+    half = round(CONTEXT / 2 * fps)
+    rhalf = round(RHYTHM_CONTEXT / 2 * fps)
+    lag = round(0.25 * fps)
+    gate_half = round(0.25 * fps)
+    lo, hi = round(0.3 * fps), round(1.0 * fps)
     X = np.zeros((n_steps, len(FEATURE_NAMES)), np.float32)
     level = np.full(n_steps, -120.0, np.float32)
     rms, flux, chroma, zcr, centroid = t["rms"], t["flux"], t["chroma"], t["zcr"], t["centroid"]
     for i in range(n_steps):
-        c = int(round((i + 0.5) * STEP * fps))
+        c = round((i + 0.5) * STEP * fps)
         a, b = max(0, c - half), min(n, c + half + 1)
         if b - a < 4:
             a, b = max(0, n - 2 * half - 1), n
@@ -258,7 +269,7 @@ class FeatureDetector:
     def __init__(self, coefficients: dict | None = None):
         c = coefficients or _coefficients()
         if tuple(c["features"]) != FEATURE_NAMES:
-            raise ValueError(f"coefficients are for features {c['features']!r}, not {FEATURE_NAMES!r}")
+            raise ValidationError(f"coefficients are for features {c['features']!r}, not {FEATURE_NAMES!r}")
         self.mean = np.asarray(c["mean"], np.float64)
         self.scale = np.asarray(c["scale"], np.float64)
         self.members = [(np.asarray(m["W1"], np.float64), np.asarray(m["b1"], np.float64),
@@ -289,7 +300,7 @@ class FeatureDetector:
 
 
 def get_detector(name: str | None = None) -> Detector:
-    """The detector the server uses.
+    """Return the detector the server uses.
 
     Parameters
     ----------
@@ -308,7 +319,7 @@ def get_detector(name: str | None = None) -> Detector:
 
     choice = (name or os.environ.get("SHAKELAB_DETECTOR") or "auto").lower()
     if choice not in ("auto", "cnn", "features"):
-        raise ValueError(f"`name` (or SHAKELAB_DETECTOR) must be 'auto', 'cnn' or 'features', not {choice!r}")
+        raise ValidationError(f"`name` (or SHAKELAB_DETECTOR) must be 'auto', 'cnn' or 'features', not {choice!r}")
     if choice == "features":
         return FeatureDetector()
     from shakelab.server import cnn
@@ -316,7 +327,8 @@ def get_detector(name: str | None = None) -> Detector:
     if cnn.available():
         return cnn.CNNDetector()
     if choice == "cnn":
-        raise ValueError("the CNN detector was asked for but its weights are not installed: run `shakelab models fetch`")
+        raise ValidationError("the CNN detector was asked for but its weights are not installed: "
+                         "run `shakelab models fetch`")
     cnn.warn_missing()
     return FeatureDetector()
 
@@ -343,11 +355,12 @@ def windows(hop: float, probs: np.ndarray, duration: float, *, window: float = 1
 
     Examples
     --------
-    >>> windows(0.5, np.array([1, 1, 0, 0, 0.5]), 2.5, window=1.0)
-    [{'start_time': 0.0, 'end_time': 1.0, 'confidence': 1.0}, {'start_time': 1.0, 'end_time': 2.0, 'confidence': 0.0}, {'start_time': 2.0, 'end_time': 2.5, 'confidence': 0.5}]
+    >>> windows(0.5, np.array([1, 1, 0, 0, 0.5]), 2.5, window=1.0)  # doctest: +NORMALIZE_WHITESPACE
+    [{'start_time': 0.0, 'end_time': 1.0, 'confidence': 1.0}, {'start_time': 1.0, 'end_time': 2.0, 'confidence': 0.0},
+     {'start_time': 2.0, 'end_time': 2.5, 'confidence': 0.5}]
     """
     if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
-        raise ValueError(f"`window` must be a positive number of seconds, not {window!r}")
+        raise ValidationError(f"`window` must be a positive number of seconds, not {window!r}")
     probs = np.asarray(probs, np.float64)
     centres = (np.arange(len(probs)) + 0.5) * hop
     n = max(1, math.ceil(duration / window - 1e-9))

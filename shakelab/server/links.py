@@ -1,7 +1,7 @@
-"""Signed, expiring download links, like the service's presigned URLs.
+r"""Signed, expiring download links, like the service's presigned URLs.
 
 A link is ``{base}/files/{asset_id}/{name}?expires={unix seconds, up to 3 decimals}&signature={hex}``
-where the signature is HMAC-SHA256 over ``"{asset_id}\\n{expires}"`` with a per-data-dir secret. Links need no
+where the signature is HMAC-SHA256 over ``"{asset_id}\n{expires}"`` with a per-data-dir secret. Links need no
 Authorization header; a bad signature answers 403, an expired one 403 as well.
 
 Examples
@@ -22,6 +22,8 @@ import re
 import time
 from urllib.parse import quote
 
+from shakelab.errors import ValidationError
+
 
 class LinkSigner:
     """Makes and checks download links.
@@ -36,7 +38,7 @@ class LinkSigner:
 
     def __init__(self, secret: str, *, ttl: float = 3600.0):
         if not (isinstance(ttl, (int, float)) and ttl > 0):
-            raise ValueError(f"`link_ttl` must be a positive number of seconds, not {ttl!r}")
+            raise ValidationError(f"`link_ttl` must be a positive number of seconds, not {ttl!r}")
         self._key = secret.encode()
         self.ttl = float(ttl)
 
@@ -44,7 +46,7 @@ class LinkSigner:
         return hmac.new(self._key, f"{asset_id}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
     def make(self, base_url: str, asset_id: str, name: str, *, now: float | None = None) -> str:
-        """A fresh link to ``asset_id`` valid for exactly ``ttl`` seconds from ``now`` (millisecond precision)."""
+        """Make a fresh link to ``asset_id`` valid for exactly ``ttl`` seconds from ``now`` (millisecond precision)."""
         stamp = (time.time() if now is None else now) + self.ttl
         expires = f"{stamp:.3f}".rstrip("0").rstrip(".")
         safe = quote(name.replace("/", "_") or "file", safe="")

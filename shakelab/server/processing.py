@@ -3,40 +3,56 @@
 - :func:`probe` checks that a file is complete, decodable audio and says what it holds.
 - :func:`run_model` runs one model on one file and writes its output file(s):
   ``music_detection`` -> ``music_detection.json`` or ``.txt`` (the segments of
-  :func:`detect_music`, written by :func:`run_detection`); ``vocals``, ``instrumental``, ``drums``, ``bass``, ``other`` ->
-  ``<model>.<fmt>`` from :mod:`shakelab.server.stems` (classical DSP, same sample rate,
-  channels and length as the input); ``music_removal``, ``dialogue`` -> ``<model>.<fmt>``
-  from :mod:`shakelab.server.removal` through the same block writer.
+  :func:`detect_music`, written by :func:`run_detection`); ``vocals``, ``instrumental``,
+  ``drums``, ``bass``, ``other`` -> ``<model>.<fmt>`` from :mod:`shakelab.server.stems`
+  (classical DSP, same sample rate, channels and length as the input); ``music_removal``,
+  ``dialogue`` -> ``<model>.<fmt>`` from :mod:`shakelab.server.removal` through the same
+  block writer.
 - :func:`detect_music` is music detection on samples: the segments where music is present
   ``[{start_time, end_time, confidence}]``, as the service answers (or every window with
   ``all_windows=True``). The detector's frame probabilities come from
   :mod:`shakelab.server.detectors`; the rule that turns them into segments is
-  :func:`shakelab.server.decision.music_segments`.
+  :func:`shakelab.server.decision.music_segments`. It is the one detection pipeline: jobs,
+  tests and benchmarks all go through it (``detector=`` picks another detector).
+- :func:`execute` runs one job for the worker (in a model process): probe, then the model.
 
 Examples
 --------
+>>> import tempfile
+>>> from pathlib import Path
+>>> import shakelab
 >>> from shakelab.server import processing
->>> processing.probe("data/demo.flac").duration                                  # doctest: +SKIP
+>>> demo = Path(shakelab.__file__).parent / "data" / "demo.flac"
+>>> processing.probe(demo).duration
 44.0
->>> processing.run_model("music_detection", "data/demo.flac", "out", "json")    # doctest: +SKIP
-[PosixPath('out/music_detection.json')]
+>>> with tempfile.TemporaryDirectory() as out:
+...     [p.name for p in processing.run_model("music_detection", demo, out, "json")]
+['music_detection.json']
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from shakelab import catalog
 from shakelab.audio import AudioInfo
 
-__all__ = ["probe", "run_model", "run_detection", "detect_music", "load_mono", "DETECTION_SR"]
+from shakelab.errors import ValidationError
+
+if TYPE_CHECKING:
+    from shakelab.server.detectors import Detector
+
+__all__ = ["DETECTION_SR", "MAX_INPUT_SECONDS", "detect_music", "execute", "load_mono", "probe", "run_detection",
+           "run_model"]
 
 DETECTION_SR = 8000  # the feature detector's rate (the detector's own ``sample_rate`` decides in run_model)
 MIN_WINDOW = 0.5
@@ -68,7 +84,8 @@ def probe(path: PathLike) -> AudioInfo:
 
     Examples
     --------
-    >>> probe("data/demo.flac")   # doctest: +SKIP
+    >>> import shakelab
+    >>> probe(Path(shakelab.__file__).parent / "data" / "demo.flac")
     AudioInfo(samplerate=22050, channels=1, frames=970200, format='flac')
     """
     import soundfile as sf
@@ -78,40 +95,40 @@ def probe(path: PathLike) -> AudioInfo:
     name = os.fspath(path)
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"{name!r} does not exist or is not a file")
+        raise ValidationError(f"{name!r} does not exist or is not a file")
     if p.stat().st_size == 0:
-        raise ValueError(f"{name!r} is empty (0 bytes)")
+        raise ValidationError(f"{name!r} is empty (0 bytes)")
     try:
         info = audio.info(p)
     except ValueError as exc:
         if "0 frames" in str(exc):  # read by libsndfile, holds no samples whatever its header says
-            raise ValueError(f"{name!r} is not audio: it holds no audio (0 frames decode, whatever its header "
+            raise ValidationError(f"{name!r} is not audio: it holds no audio (0 frames decode, whatever its header "
                              "declares)") from None
         other = _probe_other(p)
         if other is None:
-            raise ValueError(str(exc)) from None  # audio.info's message: the file, what it holds, what reads
+            raise ValidationError(str(exc)) from None  # audio.info's message: the file, what it holds, what reads
         return other
     try:
         extra = sf.info(str(p)).extra_info
     except Exception:  # pragma: no cover - audio.info just read it
         extra = ""
-    for chunk, declared, actual in _DECLARED.findall(extra):
+    for _chunk, declared, actual in _DECLARED.findall(extra):
         declared, actual = int(declared), int(actual)
         if actual < declared and declared not in (0, 0xFFFFFFFF, 0x7FFFFFFF) and declared < 0xFFFFFF00:
-            raise ValueError(f"{name!r} is truncated: its header declares {declared} bytes of audio but the file "
+            raise ValidationError(f"{name!r} is truncated: its header declares {declared} bytes of audio but the file "
                              f"holds {actual}")
     if "*** Chunk size" in extra and "> file length" in extra:
-        raise ValueError(f"{name!r} is truncated: a chunk is longer than the file")
+        raise ValidationError(f"{name!r} is truncated: a chunk is longer than the file")
     tail = min(info.frames, 4096)
     try:
         with sf.SoundFile(str(p)) as f:
             f.seek(f.frames - tail)
             got = len(f.read(tail, dtype="float32", always_2d=True))
     except Exception as exc:
-        raise ValueError(f"{name!r} is truncated or corrupt: its last {tail} frames cannot be decoded "
+        raise ValidationError(f"{name!r} is truncated or corrupt: its last {tail} frames cannot be decoded "
                          f"({_short(exc, name)})") from None
     if got < tail:
-        raise ValueError(f"{name!r} is truncated: it declares {info.frames} frames but its end cannot be decoded")
+        raise ValidationError(f"{name!r} is truncated: it declares {info.frames} frames but its end cannot be decoded")
     return info
 
 
@@ -133,7 +150,7 @@ def _probe_other(p: Path) -> AudioInfo | None:
         return None
     if sr <= 0 or dur <= 0:
         return None
-    return AudioInfo(samplerate=sr, channels=ch, frames=int(round(dur * sr)), format=p.suffix.lstrip(".").lower()
+    return AudioInfo(samplerate=sr, channels=ch, frames=round(dur * sr), format=p.suffix.lstrip(".").lower()
                      or "unknown")
 
 
@@ -142,7 +159,8 @@ def load_mono(path: PathLike, sr: int = DETECTION_SR) -> np.ndarray:
 
     Examples
     --------
-    >>> len(load_mono("data/demo.flac")) / 8000   # doctest: +SKIP
+    >>> import shakelab
+    >>> len(load_mono(Path(shakelab.__file__).parent / "data" / "demo.flac")) / 8000
     44.0
     """
     import soundfile as sf
@@ -167,8 +185,12 @@ def load_mono(path: PathLike, sr: int = DETECTION_SR) -> np.ndarray:
     return np.concatenate(parts).astype(np.float32)
 
 
-def detect_music(y: np.ndarray, sr: int, *, window: float = 10.0, all_windows: bool = False) -> list[dict]:
-    """Music detection on samples: the segments where music is present, as the service answers.
+def detect_music(y: np.ndarray, sr: int, *, window: float = 10.0, all_windows: bool = False,
+                 detector: str | Detector | None = None) -> list[dict]:
+    """Detect music in samples: the segments where music is present, as the service answers.
+
+    The one detection pipeline: what ``music_detection`` jobs run (:func:`run_detection`), the
+    detector's probability track through the rule of :mod:`shakelab.server.decision`.
 
     Parameters
     ----------
@@ -180,6 +202,9 @@ def detect_music(y: np.ndarray, sr: int, *, window: float = 10.0, all_windows: b
         Window length in seconds (the real service uses 10).
     all_windows : bool
         Every window with its score instead of the music segments (local-only extension).
+    detector : {"auto", "cnn", "features"} or Detector, optional
+        The server's detector by default (:func:`shakelab.server.detectors.get_detector`); a
+        name picks one, an object (``cnn.CNNDetector(hop=1)``) is used as it is.
 
     Returns
     -------
@@ -191,53 +216,57 @@ def detect_music(y: np.ndarray, sr: int, *, window: float = 10.0, all_windows: b
     Raises
     ------
     ValueError
-        Empty ``y``, a non-positive ``sr`` or ``window``.
+        Empty ``y``, a non-positive ``sr`` or ``window``, an unknown ``detector`` name.
 
     Examples
     --------
     >>> import numpy as np
     >>> detect_music(np.zeros(8000 * 15, np.float32), 8000)
     []
-    >>> detect_music(np.zeros(8000 * 15, np.float32), 8000, all_windows=True)
-    [{'start_time': 0.0, 'end_time': 10.0, 'confidence': 0.0}, {'start_time': 10.0, 'end_time': 15.0, 'confidence': 0.0}]
+    >>> [w["end_time"] for w in detect_music(np.zeros(8000 * 15, np.float32), 8000, all_windows=True)]
+    [10.0, 15.0]
     """
     y = np.asarray(y, dtype=np.float32)
     if y.ndim == 2:
         y = y.mean(axis=0)
     if y.ndim != 1 or y.size == 0:
-        raise ValueError(f"`y` must hold audio samples (1-D, or 2-D channels x samples), not shape {y.shape}")
+        raise ValidationError(f"`y` must hold audio samples (1-D, or 2-D channels x samples), not shape {y.shape}")
     if not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise ValueError(f"`sr` must be a positive integer sample rate, not {sr!r}")
-    return _detect(y, int(sr), _check_window(window), len(y) / sr, all_windows=_check_all_windows(all_windows))
+        raise ValidationError(f"`sr` must be a positive integer sample rate, not {sr!r}")
+    window, all_windows = _check_window(window), _check_all_windows(all_windows)
+    if detector is None or isinstance(detector, str):
+        from shakelab.server import detectors
+
+        detector = detectors.get_detector(detector)
+    return _detect(y, int(sr), window, len(y) / sr, detector, all_windows=all_windows)
 
 
-def _detect(y: np.ndarray, sr: int, window: float, duration: float, detector=None, *,
+def _detect(y: np.ndarray, sr: int, window: float, duration: float, detector: Detector, *,
             all_windows: bool = False) -> list[dict]:
-    from shakelab.server import decision, detectors
+    from shakelab.server import decision
 
-    hop, probs = (detector or detectors.get_detector()).music_probability(y, sr)
+    hop, probs = detector.music_probability(y, sr)
     return decision.music_segments(hop, probs, duration, window=window, all_windows=all_windows)
 
 
 def _check_all_windows(value: object) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"`all_windows` must be true or false, not {value!r}")
+        raise ValidationError(f"`all_windows` must be true or false, not {value!r}")
     return value
 
 
 def _check_window(window: object) -> float:
     if isinstance(window, str):
-        try:
+        with contextlib.suppress(ValueError):
             window = float(window)
-        except ValueError:
-            pass
     if isinstance(window, bool) or not isinstance(window, (int, float)) or not math.isfinite(window) \
             or window < MIN_WINDOW:
-        raise ValueError(f"`window` must be a number of seconds >= {MIN_WINDOW}, not {window!r}")
+        raise ValidationError(f"`window` must be a number of seconds >= {MIN_WINDOW}, not {window!r}")
     return float(window)
 
 
-def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *, options: dict | None = None) -> list[Path]:
+def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *,
+              options: dict | None = None) -> list[Path]:
     """Run ``model`` on ``src_path`` and write its output into ``out_dir``.
 
     Parameters
@@ -282,9 +311,10 @@ def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *, op
     if model == "music_detection":
         return run_detection(src_path, out, fmt, options=options)[0]
     probe(src_path)
-    from shakelab.server import stems
+    from shakelab.server import removal, stems
 
-    return [stems.separate(src_path, out / f"{model}.{fmt}", model, fmt)]
+    separate = removal.separate if model in removal.MODELS else stems.separate
+    return [separate(src_path, out / f"{model}.{fmt}", model, fmt)]
 
 
 def run_detection(src_path: PathLike, out_dir: PathLike, fmt: str, *, options: dict | None = None
@@ -306,8 +336,12 @@ def run_detection(src_path: PathLike, out_dir: PathLike, fmt: str, *, options: d
 
     Examples
     --------
-    >>> run_detection("data/demo.flac", "out", "json")   # doctest: +SKIP
-    ([PosixPath('out/music_detection.json')], {'detector': 'cnn', 'window': 10.0, 'allWindows': False})
+    >>> import tempfile
+    >>> import shakelab
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     paths, detail = run_detection(Path(shakelab.__file__).parent / "data" / "demo.flac", out, "json")
+    >>> [p.name for p in paths], detail["window"], detail["allWindows"], detail["detector"] in ("cnn", "features")
+    (['music_detection.json'], 10.0, False, True)
     """
     catalog.check_format("music_detection", fmt, catalog.LOCAL_MODELS)
     options = dict(options or {})
@@ -322,7 +356,7 @@ def run_detection(src_path: PathLike, out_dir: PathLike, fmt: str, *, options: d
     sr = getattr(detector, "sample_rate", None) or 16000
     y = load_mono(src_path, sr)
     if y.size == 0:
-        raise ValueError(f"{os.fspath(src_path)!r} holds no decodable audio")
+        raise ValidationError(f"{os.fspath(src_path)!r} holds no decodable audio")
     # windows follow the header's duration (an MP3's decoded length can differ by a few ms)
     segments = _detect(y, sr, window, info.duration, detector, all_windows=all_windows)
     dest = out / f"music_detection.{fmt}"
@@ -332,3 +366,33 @@ def run_detection(src_path: PathLike, out_dir: PathLike, fmt: str, *, options: d
         dest.write_text("".join(f"{s['start_time']:.3f}\t{s['end_time']:.3f}\t{s['confidence']:.4f}\n"
                                 for s in segments))
     return [dest], {"detector": detector.name, "window": window, "allWindows": all_windows}
+
+
+#: Longest input a job accepts, in seconds (the service takes stems up to 3 h).
+MAX_INPUT_SECONDS = 3 * 3600.0
+
+
+def execute(model: str, src: str, out_dir: str, fmt: str, options: dict) -> tuple:
+    """Probe and run one job (in a model process of :mod:`shakelab.server.pool`, or a worker thread).
+
+    Returns ``("ok", duration_seconds, [output paths], detail)`` (``detail``: how music
+    detection was computed, see :func:`shakelab.server.processing.run_detection`; None for other
+    models), or ``(code, message)`` for a failure the user caused (``invalid_audio``,
+    ``input_too_long``). Other errors propagate.
+    """
+    try:
+        info = probe(src)
+    except ValueError as exc:
+        return ("invalid_audio", str(exc))
+    if info.duration > MAX_INPUT_SECONDS:
+        return ("input_too_long", f"the input lasts {info.duration / 60:.1f} min; the limit is "
+                                  f"{MAX_INPUT_SECONDS / 60:.0f} min")
+    detail = None
+    try:
+        if model == "music_detection":
+            paths, detail = run_detection(src, out_dir, fmt, options=options)
+        else:
+            paths = run_model(model, src, out_dir, fmt, options=options)
+    except ValueError as exc:
+        return ("invalid_audio", str(exc))
+    return ("ok", float(info.duration), [str(p) for p in paths], detail)

@@ -1,7 +1,7 @@
 """``music_removal`` and ``dialogue`` for the local server: classical DSP steered by the music detector.
 
 Both models are a soft time-frequency gain on the input's STFT, computed on one block of
-audio (:func:`shakelab.server.stems.separate` streams 30-s blocks through :func:`removal_block`):
+audio (:func:`separate` streams 30-s blocks through :func:`removal_block` with the stems' writer):
 
 1. **Where** music is: the detector's frame tracks (the CNN of :mod:`shakelab.server.cnn`
    every 20 ms: speech, music and noise probabilities, the music one with the
@@ -36,9 +36,15 @@ Examples
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
-__all__ = ["MODELS", "removal_block", "tracks", "background", "gains"]
+from shakelab.errors import ValidationError
+
+__all__ = ["MODELS", "background", "gains", "removal_block", "separate", "tracks"]
 
 MODELS = ("music_removal", "dialogue")
 FLOOR_DB = -30.0        # gain of the gated stretches (music alone; for dialogue, everything but speech)
@@ -68,7 +74,9 @@ def tracks(y: np.ndarray, sr: int, n_frames: int, hop: int) -> tuple[np.ndarray,
     det = detectors.get_detector()
     frames = cnn.frame_outputs(y, sr, embed=True) if det.name == "cnn" else None
     if frames is not None and len(frames.probs):
-        step, pm = cnn.music_probability(y, sr, frames=frames)
+        track = cnn.music_probability(y, sr, frames=frames)
+        assert track is not None  # computed from the frames above
+        step, pm = track
         centres = (np.arange(len(frames.probs)) + 0.5) * cnn.PRED_S
         probs = np.nan_to_num(frames.probs, nan=0.0)
         ps = np.where(frames.active, probs[:, 0], 0.0)
@@ -103,7 +111,7 @@ def background(S: np.ndarray, sr: int, hop: int, *, seconds: float = BACKGROUND_
     from scipy.ndimage import percentile_filter
 
     frames = S.shape[1]
-    k = max(3, int(round(seconds * sr / hop / step))) | 1
+    k = max(3, round(seconds * sr / hop / step)) | 1
     coarse = percentile_filter(S[:, ::step], percentile, size=(1, k), mode="nearest")
     if step == 1 or coarse.shape[1] == frames:
         return coarse
@@ -116,7 +124,7 @@ def background(S: np.ndarray, sr: int, hop: int, *, seconds: float = BACKGROUND_
 
 def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.ndarray, pn: np.ndarray,
           model: str) -> np.ndarray:
-    """The time-frequency gain of ``model`` for magnitude ``S`` (freq x frames) and the frame tracks.
+    """Compute the time-frequency gain of ``model`` for magnitude ``S`` (freq x frames) and the frame tracks.
 
     Examples
     --------
@@ -163,7 +171,7 @@ def removal_block(y: np.ndarray, sr: int, model: str) -> np.ndarray:
     from shakelab.server import stems
 
     if model not in MODELS:
-        raise ValueError(f"`model` must be one of {', '.join(map(repr, MODELS))}, not {model!r}")
+        raise ValidationError(f"`model` must be one of {', '.join(map(repr, MODELS))}, not {model!r}")
     n_fft, hop = stems._fft_sizes(sr)
     n = y.shape[-1]
     yp = np.pad(y, ((0, 0), (0, n_fft - n))) if n < n_fft else y
@@ -173,3 +181,21 @@ def removal_block(y: np.ndarray, sr: int, model: str) -> np.ndarray:
     G = gains(S, sr, n_fft, hop, pm, ps, pn, model)
     out = librosa.istft(X * G[None], hop_length=hop, n_fft=n_fft, length=yp.shape[-1])
     return out[:, :n].astype(np.float32)
+
+
+def separate(src: str | os.PathLike, dest: str | os.PathLike, model: str, fmt: str, **kwargs: Any) -> Path:
+    """Write ``model`` (``music_removal`` or ``dialogue``) of ``src`` to ``dest``, block by block.
+
+    :func:`shakelab.server.stems.separate` with :func:`removal_block` as its block function
+    (``kwargs``: its block and cross-fade lengths).
+
+    Examples
+    --------
+    >>> separate("in.wav", "out/dialogue.flac", "dialogue", "flac")   # doctest: +SKIP
+    PosixPath('out/dialogue.flac')
+    """
+    from shakelab.server import stems
+
+    if model not in MODELS:
+        raise ValidationError(f"`model` must be one of {', '.join(map(repr, MODELS))}, not {model!r}")
+    return stems.separate(src, dest, model, fmt, block=lambda y, sr: removal_block(y, sr, model), **kwargs)

@@ -18,7 +18,8 @@ are consistent: ``vocals + instrumental == mix`` and ``vocals + drums + bass + o
 - ``other``: what is left: the harmonic part of the instrumental above the bass band.
 
 ``music_removal`` and ``dialogue`` go through the same blocks and writer
-(:mod:`shakelab.server.removal`).
+(:func:`shakelab.server.removal.separate` hands :func:`separate` its block function; this
+module does not import that one).
 
 Stereo is kept: the masks are computed on the channels' mean magnitude and applied to each
 channel. The output has the input's sample rate, channel count and length. Long files are
@@ -35,14 +36,15 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from shakelab.server import removal
+from shakelab.errors import ValidationError
 
-__all__ = ["STEMS", "FORMATS", "separate", "masks", "stem_block"]
+
+__all__ = ["FORMATS", "STEMS", "masks", "separate", "stem_block"]
 
 STEMS = ("vocals", "instrumental", "drums", "bass", "other")
 FORMATS = {"wav": ("WAV", "PCM"), "flac": ("FLAC", "PCM"), "aiff": ("AIFF", "PCM"), "mp3": ("MP3", "MPEG_LAYER_III")}
@@ -79,7 +81,7 @@ def _lowpass(freqs: np.ndarray) -> np.ndarray:
 
 
 def _median_filter(S: np.ndarray, size: int, axis: int, chunk: int = 128) -> np.ndarray:
-    """Running median of odd length ``size`` along ``axis`` (reflect edges), in chunks.
+    """Compute the running median of odd length ``size`` along ``axis`` (reflect edges), in chunks.
 
     Same result as ``scipy.ndimage.median_filter`` with a 1-D kernel, about 3x faster
     (``np.partition`` on a sliding window view) and with bounded memory.
@@ -123,14 +125,14 @@ def repeating(S: np.ndarray, sr: int, n_fft: int, hop: int, *, k: int = 9, min_g
     Examples
     --------
     >>> import numpy as np
-    >>> S = np.tile(np.random.default_rng(0).random((257, 40)), 4)
+    >>> S = np.tile(np.random.default_rng(0).random((257, 40)), 10)   # each frame has 9 exact copies
     >>> bool(np.allclose(repeating(S, 8000, 512, 128), S))   # a loop repeats exactly
     True
     """
     import librosa
 
     frames = S.shape[1]
-    gap = min(int(round(min_gap * sr / hop)), frames // 4)  # short files: a quarter of their length
+    gap = min(round(min_gap * sr / hop), frames // 4)  # short files: a quarter of their length
     if frames < 2 * gap + 2 * k or gap < 1:  # too short to find repetitions: everything is background
         return S
     mel = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=64)
@@ -193,10 +195,8 @@ def stem_block(y: np.ndarray, sr: int, stem: str) -> np.ndarray:
     """
     import librosa
 
-    if stem in removal.MODELS:
-        return removal.removal_block(y, sr, stem)
     if stem not in STEMS:
-        raise ValueError(f"`stem` must be one of {', '.join(map(repr, STEMS))}, not {stem!r}")
+        raise ValidationError(f"`stem` must be one of {', '.join(map(repr, STEMS))}, not {stem!r}")
     n_fft, hop = _fft_sizes(sr)
     n = y.shape[-1]
     if n < n_fft:
@@ -209,7 +209,7 @@ def stem_block(y: np.ndarray, sr: int, stem: str) -> np.ndarray:
 
 
 def _subtype(fmt: str, src_subtype: str | None) -> str:
-    container, kind = FORMATS[fmt]
+    _, kind = FORMATS[fmt]
     if kind != "PCM":
         return kind
     if src_subtype and any(s in src_subtype for s in ("24", "32", "FLOAT", "DOUBLE")):
@@ -241,7 +241,8 @@ def _reader(src: Path) -> tuple[int, int, int, str | None, Callable[[int, int], 
 
 
 def separate(src: str | os.PathLike, dest: str | os.PathLike, stem: str, fmt: str, *,
-             block_seconds: float = BLOCK_SECONDS, overlap_seconds: float = OVERLAP_SECONDS) -> Path:
+             block_seconds: float = BLOCK_SECONDS, overlap_seconds: float = OVERLAP_SECONDS,
+             block: Callable[[np.ndarray, int], np.ndarray] | None = None) -> Path:
     """Write one stem of ``src`` to ``dest`` in ``fmt``, block by block.
 
     Parameters
@@ -251,12 +252,14 @@ def separate(src: str | os.PathLike, dest: str | os.PathLike, stem: str, fmt: st
     dest : path
         Output file to write.
     stem : str
-        One of :data:`STEMS`, or ``music_removal`` / ``dialogue``
-        (:mod:`shakelab.server.removal`, same blocks).
+        One of :data:`STEMS`; with ``block``, the name of the model that ``block`` computes.
     fmt : str
         ``wav``, ``flac``, ``aiff`` or ``mp3``.
     block_seconds, overlap_seconds : float
         Block length and cross-fade length.
+    block : callable, optional
+        ``block(y, sr) -> y`` on one ``(channels, samples)`` block, for a model other than the
+        stems (:func:`shakelab.server.removal.separate` passes its own).
 
     Returns
     -------
@@ -275,17 +278,18 @@ def separate(src: str | os.PathLike, dest: str | os.PathLike, stem: str, fmt: st
     """
     import soundfile as sf
 
-    if stem not in STEMS + removal.MODELS:
-        raise ValueError(f"`stem` must be one of {', '.join(map(repr, STEMS + removal.MODELS))}, not {stem!r}")
+    if block is None and stem not in STEMS:
+        raise ValidationError(f"`stem` must be one of {', '.join(map(repr, STEMS))}, not {stem!r}")
     if fmt not in FORMATS:
-        raise ValueError(f"`format` must be one of {', '.join(map(repr, FORMATS))} for model {stem!r}, not {fmt!r}")
+        raise ValidationError(f"`format` must be one of {', '.join(map(repr, FORMATS))} for model {stem!r}, "
+                              f"not {fmt!r}")
     sr, channels, frames, subtype, read = _reader(Path(src))
     if fmt == "mp3" and (sr not in MP3_RATES or channels > 2):
-        raise ValueError(f"`format` 'mp3' cannot hold {channels} channel(s) at {sr} Hz (MP3 takes 1-2 channels at "
+        raise ValidationError(f"`format` 'mp3' cannot hold {channels} channel(s) at {sr} Hz (MP3 takes 1-2 channels at "
                          f"{', '.join(map(str, MP3_RATES))} Hz); ask for 'wav', 'flac' or 'aiff'")
     dest = Path(dest)
     L = max(int(block_seconds * sr), 1)
-    O = min(int(overlap_seconds * sr), L // 4)
+    O = min(int(overlap_seconds * sr), L // 4)  # noqa: E741 - block length L, overlap O, hop H
     H = L - O
     ramp = np.linspace(0.0, 1.0, O, endpoint=False, dtype=np.float32) if O else np.zeros(0, np.float32)
     with sf.SoundFile(str(dest), "w", samplerate=sr, channels=channels, format=FORMATS[fmt][0],
@@ -294,7 +298,7 @@ def separate(src: str | os.PathLike, dest: str | os.PathLike, stem: str, fmt: st
         while True:
             length = min(L, frames - start)
             last = start + length >= frames
-            y = stem_block(read(start, length), sr, stem)
+            y = block(read(start, length), sr) if block else stem_block(read(start, length), sr, stem)
             if not first and O:
                 y[:, :O] *= ramp
                 y[:, :O] += tail

@@ -11,11 +11,15 @@ Every method is thread-safe (one connection guarded by a lock; statements are sh
 
 Examples
 --------
->>> store = Store("/tmp/shakelab-doc")                        # doctest: +SKIP
->>> asset = store.add_asset(name="song.wav", fmt="wav", file_type="audio/wav",
-...                         path=Path("/tmp/x.wav"), size=44, source="upload")  # doctest: +SKIP
->>> store.get_asset(asset["id"])["name"]                      # doctest: +SKIP
-'song.wav'
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     store = Store(tmp)
+...     asset = store.add_asset(name="song.wav", fmt="wav", file_type="audio/wav",
+...                             path=store.asset_dir("c1") / "source.wav", size=44, source="upload")
+...     name, count = store.get_asset(asset["id"])["name"], store.count("assets")
+...     store.close()
+>>> name, count
+('song.wav', 1)
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from shakelab.errors import ValidationError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,7 +77,7 @@ _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def new_id() -> str:
-    """A fresh unguessable id shaped like the service's (25 lowercase letters and digits, starting with 'c').
+    """Make a fresh unguessable id shaped like the service's (25 lowercase letters and digits, starting with 'c').
 
     Examples
     --------
@@ -91,7 +97,7 @@ def iso(ts: float | None) -> str | None:
     """
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
 
 
 def write_secret(path: Path, value: str) -> None:
@@ -105,7 +111,7 @@ def write_secret(path: Path, value: str) -> None:
 
 
 def read_or_create_secret(path: Path, nbytes: int = 32) -> tuple[str, bool]:
-    """The secret stored in ``path``, creating it (0600) when absent; returns (value, created)."""
+    """Read the secret stored in ``path``, creating it (0600) when absent; returns (value, created)."""
     if path.is_file():
         value = path.read_text().strip()
         if value:
@@ -125,8 +131,11 @@ class Store:
 
     Examples
     --------
-    >>> s = Store(tmp_dir)                                        # doctest: +SKIP
-    >>> s.client_id.startswith("local-")                          # doctest: +SKIP
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     s = Store(tmp)
+    ...     s.client_id.startswith("local-")
+    ...     s.close()
     True
     """
 
@@ -167,10 +176,8 @@ class Store:
     def _clean_tmp(self) -> None:
         """Partial uploads left by a crash are garbage: remove them."""
         for p in self.tmp_dir.iterdir():
-            try:
+            with contextlib.suppress(OSError):
                 p.unlink()
-            except OSError:
-                pass
 
     def close(self) -> None:
         """Close the database (further calls raise ``sqlite3.ProgrammingError``)."""
@@ -178,11 +185,11 @@ class Store:
             self._db.close()
 
     def temp_path(self) -> Path:
-        """A fresh path under ``tmp/`` for a partial upload (same file system as ``files/``)."""
+        """Make a fresh path under ``tmp/`` for a partial upload (same file system as ``files/``)."""
         return self.tmp_dir / (secrets.token_hex(16) + ".part")
 
     def asset_dir(self, asset_id: str) -> Path:
-        """The folder that holds the file of ``asset_id`` (created)."""
+        """Return the folder that holds the file of ``asset_id`` (created)."""
         d = self.files_dir / asset_id
         d.mkdir(parents=True, exist_ok=True)
         return d
@@ -201,7 +208,7 @@ class Store:
         return row
 
     def get_asset(self, asset_id: str) -> dict[str, Any] | None:
-        """The asset row, or None."""
+        """Return the asset row, or None."""
         with self._lock:
             row = self._db.execute("SELECT * FROM assets WHERE id=?", (asset_id,)).fetchone()
         return dict(row) if row else None
@@ -217,9 +224,9 @@ class Store:
             return self._db.execute("DELETE FROM assets WHERE job_id=? AND source='output'", (job_id,)).rowcount
 
     def count(self, table: str) -> int:
-        """Number of rows in ``assets`` or ``jobs``."""
+        """Count the rows in ``assets`` or ``jobs``."""
         if table not in ("assets", "jobs"):
-            raise ValueError(f"`table` must be 'assets' or 'jobs', not {table!r}")
+            raise ValidationError(f"`table` must be 'assets' or 'jobs', not {table!r}")
         with self._lock:
             return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
@@ -284,7 +291,7 @@ class Store:
         return job
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
-        """The job row (metadata and outputs decoded), or None."""
+        """Return the job row (metadata and outputs decoded), or None."""
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
         return self._decode_job(row) if row else None
@@ -314,7 +321,10 @@ class Store:
             args.append(json.dumps(detail))
         with self._lock:
             self._db.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id=?", (*args, job_id))
-            return self.get_job(job_id)
+            job = self.get_job(job_id)
+        if job is None:
+            raise KeyError(f"no job {job_id!r} in the store")
+        return job
 
     def jobs_of_targets(self, target_ids: list[str]) -> list[dict[str, Any]]:
         """Return the jobs run for these Tasks API targets (decoded), oldest first."""
@@ -346,14 +356,14 @@ class Store:
         minutes of input audio they processed (jobs of the Tasks API's targets are counted by
         its statistics instead). Months without jobs are listed with zeros.
         """
-        t = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+        t = datetime.fromtimestamp(time.time() if now is None else now, UTC)
         keys = []
         y, m = t.year, t.month
         for _ in range(months):
             keys.append(f"{y:04d}-{m:02d}")
             y, m = (y, m - 1) if m > 1 else (y - 1, 12)
         keys.reverse()
-        start = datetime(int(keys[0][:4]), int(keys[0][5:]), 1, tzinfo=timezone.utc).timestamp()
+        start = datetime(int(keys[0][:4]), int(keys[0][5:]), 1, tzinfo=UTC).timestamp()
         with self._lock:
             rows = self._db.execute(
                 "SELECT strftime('%Y-%m', updated_at, 'unixepoch') AS month, COUNT(*) AS n,"

@@ -1,120 +1,45 @@
-"""The job queue of the local server: a bounded pool of worker threads, and callback delivery.
+"""The job queue of the local server: a bounded pool of worker threads that run queued jobs.
 
 Jobs live in the store; the in-memory queue only holds their ids, so a restart loses nothing:
-:meth:`Worker.start` puts every job left ``queued`` or ``processing`` back in the queue.
-Each status change (``processing``, then ``completed`` or ``failed``) is POSTed to the job's
-``callbackUrl`` as ``{"job": <the job object, as GET /job/{id} returns it>}`` by a separate sender
-thread, with 3 retries and exponential backoff (0.5, 1, 2 s); a failing callback never touches the
-job. Models run in long-lived child processes (``python -m shakelab.server.worker``) unless the
-server's ``isolation`` is ``"thread"``.
+:meth:`Worker.start` puts every job left ``queued`` or ``processing`` back in the queue. A job's
+model runs in a model process of :mod:`shakelab.server.pool` (or in the worker thread itself when
+the server's ``isolation`` is ``"thread"``) through :func:`shakelab.server.processing.execute`;
+its outputs are recorded in the store and each status change goes to the job's callback through
+:class:`shakelab.server.callbacks.CallbackSender`.
 
 Examples
 --------
->>> worker = Worker(store, workers=2, faults=Faults(), payload=lambda job: {"job": job})  # doctest: +SKIP
->>> worker.start(); worker.submit(job_id)                                                 # doctest: +SKIP
+>>> import tempfile
+>>> from shakelab.server.faults import Faults
+>>> from shakelab.server.store import Store
+>>> tmp = tempfile.TemporaryDirectory()
+>>> store = Store(tmp.name)
+>>> worker = Worker(store, workers=2, faults=Faults(), payload=lambda job: {"job": job}, isolation="thread")
+>>> worker.start()      # the jobs a previous run left unfinished, resumed: none here
+0
+>>> worker.stop(); store.close(); tmp.cleanup()
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import json
-import os
 import queue
 import secrets
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from shakelab import catalog
-from shakelab.errors import scrubbed_logger
-from shakelab.server.network import open_vetted
+from shakelab.errors import ValidationError, scrubbed_logger
+from shakelab.server.callbacks import CallbackSender
+from shakelab.server.pool import Aborted, ProcessDied, ProcessTimeout, run_in_process
+from shakelab.server.web import is_disk_full
+
+__all__ = ["Worker"]
 
 log = scrubbed_logger("shakelab.server")
-
-# Longest input each model accepts (the service takes stems up to 3 h).
-MAX_INPUT_SECONDS = 3 * 3600.0
-
-
-class CallbackSender:
-    """Delivers job payloads to callback URLs from one background thread.
-
-    Parameters
-    ----------
-    allow_private : bool
-        Let callbacks reach private/loopback hosts (tests post to a loopback receiver).
-    retries : int
-        Attempts after the first one.
-    backoff : float
-        First wait between attempts in seconds; doubled after each failure.
-    timeout : float
-        Seconds per attempt.
-    """
-
-    def __init__(self, *, allow_private: bool, retries: int = 3, backoff: float = 0.5, timeout: float = 5.0):
-        self.allow_private = allow_private
-        self.retries = retries
-        self.backoff = backoff
-        self.timeout = timeout
-        self.delivered = 0
-        self.failed = 0
-        self._heap: list = []
-        self._seq = itertools.count()
-        self._latest: dict[str, int] = {}
-        self._cv = threading.Condition()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._loop, name="shakelab-callbacks", daemon=True)
-        self._thread.start()
-
-    def send(self, url: str, job_id: str, payload: dict) -> None:
-        """Queue one delivery; an older pending retry for the same job is superseded by it."""
-        body = json.dumps(payload).encode()
-        with self._cv:
-            seq = next(self._seq)
-            self._latest[job_id] = seq
-            heapq.heappush(self._heap, (time.monotonic(), seq, job_id, url, body, 0))
-            self._cv.notify()
-
-    def stop(self) -> None:
-        with self._cv:
-            self._stopped = True
-            self._cv.notify()
-        self._thread.join(timeout=2)
-
-    def _loop(self) -> None:
-        while True:
-            with self._cv:
-                while not self._stopped and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    self._cv.wait(None if not self._heap else max(0.0, self._heap[0][0] - time.monotonic()))
-                if self._stopped:
-                    return
-                due, seq, job_id, url, body, attempt = heapq.heappop(self._heap)
-            if attempt > 0 and self._latest.get(job_id, seq) > seq:
-                continue  # a newer status of this job is on its way; this retry is stale
-            try:
-                self._post(url, body)
-                self.delivered += 1
-            except Exception as exc:  # a failing callback never breaks the job
-                if attempt < self.retries:
-                    with self._cv:
-                        heapq.heappush(self._heap, (time.monotonic() + self.backoff * 2 ** attempt, seq, job_id,
-                                                    url, body, attempt + 1))
-                else:
-                    self.failed += 1
-                    log.warning("callback for job %s failed after %d attempts: %s", job_id, attempt + 1, exc)
-
-    def _post(self, url: str, body: bytes) -> None:
-        """One delivery to an address vetted now (redirects are not followed)."""
-        resp = open_vetted(url, allow_private=self.allow_private, timeout=self.timeout, field="callbackUrl",
-                           method="POST", body=body, headers={"Content-Type": "application/json"})
-        try:
-            resp.read(65536)
-            if resp.status >= 300:
-                raise RuntimeError(f"callback answered HTTP {resp.status}")
-        finally:
-            resp.close()
 
 
 class Worker:
@@ -139,11 +64,11 @@ class Worker:
     def __init__(self, store, *, workers: int, faults, payload: Callable[[dict], dict],
                  callbacks: CallbackSender | None = None, isolation: str = "process"):
         if isolation not in ("process", "thread"):
-            raise ValueError(f"`isolation` must be 'process' or 'thread', not {isolation!r}")
+            raise ValidationError(f"`isolation` must be 'process' or 'thread', not {isolation!r}")
         self.isolation = isolation
         self.job_timeout = 7200.0  #: seconds one model may run (process isolation only)
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-            raise ValueError(f"`workers` must be a positive integer, not {workers!r}")
+            raise ValidationError(f"`workers` must be a positive integer, not {workers!r}")
         self.store = store
         self.workers = workers
         self.faults = faults
@@ -189,11 +114,14 @@ class Worker:
 
     @property
     def queued(self) -> int:
+        """Jobs waiting in the queue."""
         return self._queue.qsize()
 
     # -- internals --------------------------------------------------------------------------
     def _execute(self, model: str, src: str, out_dir: str, fmt: str, options: dict) -> tuple:
         if self.isolation == "thread":
+            from shakelab.server.processing import execute
+
             return execute(model, src, out_dir, fmt, options)
         return run_in_process(model, src, out_dir, fmt, options, abort=self._stop.is_set, timeout=self.job_timeout)
 
@@ -329,260 +257,19 @@ class Worker:
             if not p.is_file() or out_dir.resolve() not in p.parents:
                 return None
             ext = p.suffix.lstrip(".").lower()
-            out = self.store.add_asset(name=p.name, fmt=ext, file_type=catalog.MIME_TYPES.get(ext, "application/octet-stream"),
-                                       path=p, size=p.stat().st_size, source="output", job_id=job_id)
+            mime = catalog.MIME_TYPES.get(ext, "application/octet-stream")
+            out = self.store.add_asset(name=p.name, fmt=ext, file_type=mime, path=p,
+                                       size=p.stat().st_size, source="output", job_id=job_id)
             outputs.append(out["id"])
         return outputs
 
 
 def _disk_full(exc: BaseException) -> bool:
-    """"No space left on device" (or a quota), raised here or inside a model process."""
-    import errno
-
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    return "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc) \
-        or "database or disk is full" in str(exc)
+    """"No space left on device" (or a quota), raised here or inside a model process (by its message)."""
+    return is_disk_full(exc) or any(text in str(exc) for text in
+                                    ("No space left on device", "Disk quota exceeded", "database or disk is full"))
 
 
 def _clean(exc: BaseException | str, path: Path, name: str) -> str:
-    """An exception message without the server's internal file path."""
+    """Return the message of ``exc`` without the server's internal file path."""
     return str(exc).replace(str(path), name).replace(path.name, name)
-
-
-def execute(model: str, src: str, out_dir: str, fmt: str, options: dict) -> tuple:
-    """Probe and run one job (in a worker process or thread).
-
-    Returns ``("ok", duration_seconds, [output paths], detail)`` (``detail``: how music
-    detection was computed, see :func:`shakelab.server.processing.run_detection`; None for other
-    models), or ``(code, message)`` for a failure the user caused (``invalid_audio``,
-    ``input_too_long``). Other errors propagate.
-    """
-    from shakelab.server import processing
-
-    try:
-        info = processing.probe(src)
-    except ValueError as exc:
-        return ("invalid_audio", str(exc))
-    if info.duration > MAX_INPUT_SECONDS:
-        return ("input_too_long", f"the input lasts {info.duration / 60:.1f} min; the limit is "
-                                  f"{MAX_INPUT_SECONDS / 60:.0f} min")
-    detail = None
-    try:
-        if model == "music_detection":
-            paths, detail = processing.run_detection(src, out_dir, fmt, options=options)
-        else:
-            paths = processing.run_model(model, src, out_dir, fmt, options=options)
-    except ValueError as exc:
-        return ("invalid_audio", str(exc))
-    return ("ok", float(info.duration), [str(p) for p in paths], detail)
-
-
-# -- model processes ---------------------------------------------------------------------------
-#: niceness added to model processes, so that the API process wins the CPU when both want it
-MODEL_NICENESS = 5
-MAX_IDLE_PROCESSES = 8
-
-
-class ProcessDied(RuntimeError):
-    """The process running a model ended without an answer (killed, out of memory, crashed)."""
-
-
-class ProcessTimeout(RuntimeError):
-    """A model ran longer than the job time limit; its process was ended."""
-
-
-class Aborted(Exception):
-    """The server stopped while a job ran; its process was ended and the job resumes next start."""
-
-
-class RemoteError(RuntimeError):
-    """An exception raised inside a model process, carried back by type name and message."""
-
-    def __init__(self, type_name: str, message: str):
-        super().__init__(message)
-        self.type_name = type_name
-
-
-class ModelProcess:
-    """A long-lived ``python -m shakelab.server.worker`` child that runs jobs sent as JSON lines.
-
-    A plain subprocess (not multiprocessing), so the user's ``__main__`` is never re-imported,
-    whatever script or notebook started the server.
-    """
-
-    def __init__(self) -> None:
-        import subprocess
-        import sys
-
-        import shakelab
-
-        # the child imports this very shakelab, even when the parent found it through sys.path edits
-        root = str(Path(shakelab.__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-        # Its own session: a kernel shutting down signals the children in its process group and
-        # waits for them to vanish, which these (reaped by nobody until our atexit) never do in time.
-        self.proc = subprocess.Popen([sys.executable, "-m", "shakelab.server.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
-                                     close_fds=True, env=env, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def run(self, *args, abort: Callable[[], bool] = lambda: False, timeout: float = 7200.0) -> tuple:
-        """Send one job and wait for its answer; ``abort()`` is polled twice a second."""
-        import select
-
-        deadline = time.monotonic() + timeout
-        try:
-            self.proc.stdin.write(json.dumps(list(args)) + "\n")
-            self.proc.stdin.flush()
-            while not select.select([self.proc.stdout], [], [], 0.5)[0]:
-                if abort():
-                    self.close()
-                    raise Aborted("the server stopped while the model ran")
-                if time.monotonic() > deadline:
-                    self.close()
-                    raise ProcessTimeout(f"the model ran longer than {timeout:g} s and was stopped")
-            line = self.proc.stdout.readline()
-        except (OSError, ValueError):
-            line = ""
-        if not line:
-            self.close()
-            raise ProcessDied("the model process ended without an answer")
-        answer = json.loads(line)
-        if answer[0] == "error":
-            if answer[1] in ("ImportError", "ModuleNotFoundError"):
-                raise ImportError(answer[2])
-            raise RemoteError(answer[1], answer[2])
-        return tuple(answer[1])
-
-    def close(self) -> None:
-        try:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        except Exception:
-            pass
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except Exception:
-                pass
-
-
-_idle: list[ModelProcess] = []
-busy: set[ModelProcess] = set()
-_procs_lock = threading.Lock()
-_atexit_registered = False
-
-
-def run_in_process(*args, abort: Callable[[], bool] = lambda: False, timeout: float = 7200.0) -> tuple:
-    """Run :func:`execute` in an idle model process (started on demand, reused afterwards)."""
-    global _atexit_registered
-    with _procs_lock:
-        proc = None
-        while _idle and proc is None:
-            candidate = _idle.pop()
-            proc = candidate if candidate.alive() else None
-        if proc is None:
-            proc = ModelProcess()
-            if not _atexit_registered:
-                import atexit
-
-                atexit.register(_close_all)
-                _atexit_registered = True
-        busy.add(proc)
-    try:
-        result = proc.run(*args, abort=abort, timeout=timeout)
-    except RemoteError:
-        _release(proc)
-        raise
-    except Exception:
-        with _procs_lock:
-            busy.discard(proc)
-        proc.close()
-        raise
-    _release(proc)
-    return result
-
-
-def prewarm(n: int) -> None:
-    """Start model processes in the background until ``n`` are idle, so the first jobs skip the imports."""
-    def spawn():
-        for _ in range(n):
-            with _procs_lock:
-                if len(_idle) + len(busy) >= n or len(_idle) >= MAX_IDLE_PROCESSES:
-                    return
-            proc = ModelProcess()
-            _release(proc)
-
-    global _atexit_registered
-    with _procs_lock:
-        if not _atexit_registered:
-            import atexit
-
-            atexit.register(_close_all)
-            _atexit_registered = True
-    threading.Thread(target=spawn, name="shakelab-prewarm", daemon=True).start()
-
-
-def _release(proc: ModelProcess) -> None:
-    with _procs_lock:
-        busy.discard(proc)
-        if proc.alive() and len(_idle) < MAX_IDLE_PROCESSES:
-            _idle.append(proc)
-            return
-    proc.close()
-
-
-def _close_all() -> None:
-    """At interpreter exit: end every model process (unfinished jobs resume at the next start)."""
-    with _procs_lock:
-        procs = list(_idle) + list(busy)
-        _idle.clear()
-    for proc in procs:
-        proc.close()
-
-
-def _child_main() -> None:
-    """Body of a model process: read ``[model, src, out_dir, fmt, options]`` lines, answer JSON lines."""
-    import signal
-    import sys
-    import warnings
-
-    # Ctrl-C / a kernel interrupt reaches the whole process group; the parent decides when a model
-    # process ends (it closes stdin or kills it), so the child ignores SIGINT instead of printing a
-    # KeyboardInterrupt traceback into the notebook.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        os.nice(MODEL_NICENESS)
-    except OSError:
-        pass
-    warnings.simplefilter("ignore")
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
-    try:  # the slow imports, before the first job arrives
-        import librosa  # noqa: F401
-        import scipy.signal  # noqa: F401
-        import soundfile  # noqa: F401
-
-        import shakelab.server.processing  # noqa: F401
-    except Exception:
-        pass  # reported per job by execute()
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)  # whatever the models print cannot corrupt the protocol
-    sys.stdout = open(os.devnull, "w")
-    for line in sys.stdin:
-        try:
-            answer = ["ok", list(execute(*json.loads(line)))]
-        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
-            answer = ["error", type(exc).__name__, str(exc)]
-        proto.write(json.dumps(answer) + "\n")
-
-
-if __name__ == "__main__":
-    _child_main()
