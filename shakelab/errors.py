@@ -198,11 +198,15 @@ class MalformedResponseError(APIError, ValueError):
     Examples
     --------
     >>> str(MalformedResponseError("GET /job/j1: the service answered a body that is not JSON"))
-    'HTTP 200: GET /job/j1: the service answered a body that is not JSON'
+    'GET /job/j1: the service answered a body that is not JSON'
     """
 
     def __init__(self, message: str, body: Any = None, request_id: str | None = None, *, status: int = 200):
         super().__init__(status, message, body, request_id)
+        # Not an HTTP error: the status was a success, so the message is not prefixed with it
+        # (payloads parsed offline, e.g. by frames.jobs_frame, raise this too).
+        suffix = f" (request {request_id})" if request_id else ""
+        self.args = (f"{self.message}{suffix}",)
 
     def __reduce__(self):
         return _rebuild_malformed, (self.message, self.body, self.request_id, self.status), self.__dict__
