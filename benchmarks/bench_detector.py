@@ -9,7 +9,7 @@ Speed: ``data/demo.flac`` tiled to ``--minutes`` of audio, decoded once; "load i
 times a cold model load (``.npz`` read + batch-norm folding) plus detection, "load excluded"
 the detection alone with the model already in memory. BLAS is pinned to one thread.
 
-Quality: the development set of :mod:`shakelab.devset` (built into ``--devset`` when missing;
+Quality: the development set of :mod:`tools.devset` (built into ``--devset`` when missing;
 needs espeak-ng, fluidsynth and timgm6mb-soundfont), each detector writing its native step
 (20 ms for the CNN, 0.5 s for the feature detector) as windows, scored by
 :func:`shakelab.evaluation.evaluate_dirs`: frame (10 ms) and 10-s window precision, recall,
@@ -17,8 +17,8 @@ F1 and false-positive rate per condition.
 
     python benchmarks/bench_detector.py [--minutes 5] [--devset out/devset] [--no-quality]
 
-Broadcast split (``--broadcast``, :func:`shakelab.devset.build` with ``split="broadcast"``):
-the fused detector scored leave-one-source-out (``data/train_bgm.py``: each clip by a decision
+Broadcast split (``--broadcast``, :func:`tools.devset.build` with ``split="broadcast"``):
+the fused detector scored leave-one-source-out (``tools/train_bgm.py``: each clip by a decision
 fitted without its speech source, music source and noise bed), beside the shipped decision
 (fitted on all clips: in-sample, for reference), the CNN alone and the feature-based detector
 (not fitted on this split), per condition and, for the LOSO column, per speech source, music
@@ -125,7 +125,7 @@ def write_estimates(devset: Path, out: Path, how: str) -> float:
 
 
 def quality(devset: Path) -> None:
-    from shakelab import devset as ds
+    from tools import devset as ds
     from shakelab.evaluation import evaluate_dirs
 
     if not (devset / "manifest.csv").is_file():
@@ -162,11 +162,10 @@ def quality(devset: Path) -> None:
 
 def broadcast(devset: Path) -> None:
     """Per-condition and leave-one-source-out tables on the broadcast split."""
-    from shakelab import devset as ds
+    from tools import devset as ds
     from shakelab.server import bgm
 
-    sys.path.insert(0, str(ROOT / "data"))
-    import train_bgm
+    from tools import train_bgm
 
     if not (devset / "manifest.csv").is_file():
         print(f"building the broadcast split into {devset} ...")

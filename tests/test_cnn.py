@@ -346,7 +346,7 @@ def test_block_analysis_equals_one_pass(model, monkeypatch):
 def _train_bgm():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("train_bgm", ROOT / "data" / "train_bgm.py")
+    spec = importlib.util.spec_from_file_location("train_bgm", ROOT / "tools" / "train_bgm.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

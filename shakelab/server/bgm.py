@@ -18,7 +18,7 @@ over 2 s, standardised and fed to one logistic regression, whose probability is 
 music decision (it reads the CNN's own music probability, so it replaces rather than adds to
 it). The coefficients (``bgm_cue.npz`` beside this module, 268 weights: a 48-dimensional
 principal-component projection of the embedding folded into them; ours, MIT like the project)
-are fitted by ``data/train_bgm.py`` on the ``broadcast`` split of :mod:`shakelab.devset`,
+are fitted by ``tools/train_bgm.py`` on the ``broadcast`` split of ``tools/devset.py``,
 which also scores them leave-one-source-out.
 
 Examples

@@ -1,10 +1,10 @@
 """Fit the background-music cue (shakelab/server/bgm_cue.npz) and score it leave-one-source-out.
 
 Usage (needs the CNN weights: ``shakelab models fetch``; and the Debian packages of
-``make devset`` to build the ``broadcast`` split of :mod:`shakelab.devset`)::
+``make devset`` to build the ``broadcast`` split of :mod:`tools.devset`)::
 
-    python data/train_bgm.py [out/broadcast]          # LOSO report, then fit on all and write the .npz
-    python data/train_bgm.py --check [out/broadcast]  # refit and compare with the committed .npz
+    python tools/train_bgm.py [out/broadcast]          # LOSO report, then fit on all and write the .npz
+    python tools/train_bgm.py --check [out/broadcast]  # refit and compare with the committed .npz
 
 Per 20 ms step of every clip: the nine sustained-spectrum features of
 :mod:`shakelab.server.bgm` and the CNN's log probabilities, averaged over 2 s
@@ -32,8 +32,8 @@ from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shakelab import devset  # noqa: E402
 from shakelab.server import bgm, cnn  # noqa: E402
+from tools import devset  # noqa: E402
 
 C = 0.01
 SUBSAMPLE = 5           # every 5th 20-ms step: the design is a 2-s average, neighbours are near copies

@@ -4,7 +4,7 @@ Conditions (one condition per clip): ``music`` (music alone), ``speech`` (speech
 ``speech_music_-6`` / ``speech_music_-12`` / ``speech_music_-20`` (speech with background
 music whose RMS is 6/12/20 dB under the speech's), ``noise`` (white/pink/brown and modulated
 noise) and ``silence`` (digital zero or a -70 dBFS noise floor). The ``dev`` split is about
-16.5 minutes; the ``train`` split (used by ``benchmarks/train_bgm.py`` for the background-music
+16.5 minutes; the ``train`` split (used by ``tools/train_bgm.py`` for the background-music
 cue) draws on other voices, sentences, synthetic songs and song excerpts, and more SNRs.
 
 Sources (DESIGN.md, "Offline data we may use"), taken from package wheels with
@@ -21,7 +21,7 @@ The ``broadcast`` split (67 min, 200 clips of 20 s) tags every clip with its spe
 (:data:`SPEECH_SOURCES`: real voices from the pyannote sample and Debian voice prompts, espeak-ng
 and flite), music source (:data:`MUSIC_SOURCES`, GM songs in six :data:`GENRES` among them),
 recording chain (:data:`CHAINS`, :func:`chain`) and noise bed (:data:`BEDS`, :func:`bed`), for
-leave-one-source-out scoring (``data/train_bgm.py``); its manifest adds ``chain`` and ``bed``.
+leave-one-source-out scoring (``tools/train_bgm.py``); its manifest adds ``chain`` and ``bed``.
 Debian packages it reads: :data:`BROADCAST_DEBS`.
 
 Output: ``<clip>.wav`` (16 kHz mono PCM16), ``<clip>.txt`` (Audacity labels,
@@ -30,11 +30,11 @@ Output: ``<clip>.wav`` (16 kHz mono PCM16), ``<clip>.txt`` (Audacity labels,
 
 Examples
 --------
->>> from shakelab import devset
+>>> from tools import devset
 >>> devset.build("out/devset")            # doctest: +SKIP
 PosixPath('out/devset/manifest.csv')
 
-$ python -m shakelab.devset out/devset [--split train|broadcast]
+$ python -m tools.devset out/devset [--split train|broadcast]
 """
 
 from __future__ import annotations
@@ -863,10 +863,10 @@ def _build_broadcast(out: Path, cache) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m shakelab.devset OUT_DIR [--split dev|train|broadcast]``."""
+    """``python -m tools.devset OUT_DIR [--split dev|train|broadcast]``."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m shakelab.devset", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.devset", description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", type=Path)
     p.add_argument("--split", default="dev", choices=["dev", "train", "broadcast"])
     args = p.parse_args(argv)

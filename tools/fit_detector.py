@@ -28,7 +28,7 @@ pip access for ``pip download --no-deps`` of the wheels above.
 
 Usage::
 
-    .venv/bin/python data/fit_detector.py [--wheels DIR]
+    .venv/bin/python tools/fit_detector.py [--wheels DIR]
 """
 
 from __future__ import annotations
@@ -44,9 +44,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+sys.path.insert(0, str(DATA))       # make_demo (the demo's MIDI score) lives beside the demo
+sys.path.insert(0, str(ROOT))
 
 from make_demo import Score, write_midi  # noqa: E402
 
@@ -321,10 +322,10 @@ def build_tables(wheels: Path | None):
         for song in ("1918", "funkyrobot"):
             (work / f"{song}.mp3").write_bytes(wheel_member("arcade", f"arcade/resources/assets/music/{song}.mp3", wheels))
             held[f"arcade {song}"] = labelled_steps(_load(work / f"{song}.mp3")[SR * 30: SR * 90], 1)
-        demo = _load(HERE / "demo.flac")
+        demo = _load(DATA / "demo.flac")
         centres = (np.arange(int(np.ceil(len(demo) / SR / detectors.STEP))) + 0.5) * detectors.STEP
         lab = np.zeros(len(centres), np.int8)
-        for line in (HERE / "demo_labels.txt").read_text().splitlines():
+        for line in (DATA / "demo_labels.txt").read_text().splitlines():
             a, b, _ = line.split("\t")
             lab[(centres >= float(a)) & (centres < float(b))] = 1
         held["demo.flac"] = labelled_steps(demo, lab)
@@ -350,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     members = fit_ensemble((Xk - mean) / scale, Yk, wts)
     coef = {"features": list(detectors.FEATURE_NAMES), "mean": mean.round(6).tolist(),
             "scale": scale.round(6).tolist(), "members": members,
-            "fitted_by": "data/fit_detector.py", "training_minutes": round(float(minutes), 1)}
+            "fitted_by": "tools/fit_detector.py", "training_minutes": round(float(minutes), 1)}
     args.out.write_text(json.dumps(coef) + "\n")
     det = detectors.FeatureDetector(coef)
     print("\naccuracy per 0.5-s step (threshold 0.5)")
