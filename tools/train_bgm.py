@@ -53,7 +53,7 @@ def frame_table(d: Path) -> list[dict]:
     import soundfile as sf
 
     rows = manifest(d)
-    key = hashlib.sha256(FRAMES_VERSION.encode())
+    key = hashlib.sha256(f"{FRAMES_VERSION}:hop={cnn.PATCH_HOP}".encode())     # the server's patch hop
     for r in rows:
         st = (d / f"{r['name']}.wav").stat()
         key.update(f"{r['name']}:{st.st_size}:{st.st_mtime_ns};".encode())
