@@ -163,7 +163,7 @@ def melspec(y16k: np.ndarray, *, spec: bool = False):
                 mag = np.fft.rfft(pre * _HANN, NFFT, axis=-1)
                 pw = (mag.real ** 2 + mag.imag ** 2).astype(np.float32)
                 mspec[s:s + chunk] = np.log(pw @ _FBANK.T)
-                if spec:
+                if spec20 is not None:
                     spec20[s // 2:s // 2 + (len(pw) + 1) // 2] = pw[0::2, BINS[0]:BINS[1]]
     if spec:
         return mspec, loge, spec20
@@ -203,9 +203,9 @@ class CNN:
         if kinds != _expected_layers():
             raise ValueError(f"weights hold an unexpected architecture: {kinds}")
         names = [layer["config"]["name"] for layer in layers]
-        conv = [n for n, k in zip(names, kinds) if k == "Conv2D"]
-        bns = [n for n, k in zip(names, kinds) if k == "BatchNormalization"]
-        dense = [n for n, k in zip(names, kinds) if k == "Dense"]
+        conv = [n for n, k in zip(names, kinds, strict=True) if k == "Conv2D"]
+        bns = [n for n, k in zip(names, kinds, strict=True) if k == "BatchNormalization"]
+        dense = [n for n, k in zip(names, kinds, strict=True) if k == "Dense"]
         w = {k: np.asarray(v) for k, v in arrays.items() if k != "model_config"}
         eps = [layer["config"].get("epsilon", 1e-3) for layer in layers if layer["class_name"] == "BatchNormalization"]
 
@@ -242,8 +242,10 @@ class CNN:
         return np.ascontiguousarray(cols.transpose(0, 1, 2, 4, 5, 3)).reshape(b * (h - 2) * (wd - 2), 9 * c)
 
     def _stage1(self, m: np.ndarray) -> np.ndarray:
-        """Raw conv1 over the whole spectrogram, sign-flipped per channel so that BN+ReLU are
-        increasing in it, max-pooled over frequency (2): shape (frames - 6, 9, 64)."""
+        """Apply the raw conv1 over the whole spectrogram, max-pooled over frequency (2).
+
+        Sign-flipped per channel so that BN+ReLU are increasing in it: shape (frames - 6, 9, 64).
+        """
         n = m.shape[0]
         cols = np.lib.stride_tricks.sliding_window_view(m, (7, 4))       # (n-6, 18, 7, 4)
         r = (cols.reshape(-1, 28) @ self.k1s).reshape(n - 6, 18, 64)     # sign(a) * conv, no bias
@@ -318,7 +320,8 @@ class CNN:
             st = starts[pidx]
             pooled = np.concatenate([m3[st][:, None], m4[st[:, None] + inner], m3[st + 59][:, None]], axis=1)
             sc = (self.abs_a1[None, :] / std[pidx, None])                # (B, 64)
-            off = self.a1[None, :] * (self.b1[None, :] - mean[pidx, None] * self.k1_sum[None, :] / std[pidx, None]) + self.c1[None, :]
+            off = (self.a1[None, :] * (self.b1[None, :] - mean[pidx, None] * self.k1_sum[None, :] / std[pidx, None])
+                   + self.c1[None, :])
             x = pooled * sc[:, None, None, :].astype(np.float32) + off[:, None, None, :].astype(np.float32)
             np.maximum(x, 0, out=x)
             bsz = x.shape[0]
@@ -335,7 +338,7 @@ class CNN:
             for k, b in self.dense:
                 x = x @ k + b
                 np.maximum(x, 0, out=x)
-            if embed:
+            if out_e is not None:
                 out_e[s:s + batch] = x
             z = x @ self.out_w + self.out_b
             z -= z.max(axis=1, keepdims=True)
@@ -348,7 +351,7 @@ class CNN:
         probs = out_p[where]
         finite = finite_win[needed][where]
         probs[~finite] = np.nan
-        if embed:
+        if out_e is not None:
             return probs, finite, out_e[where]
         return probs, finite
 
@@ -360,7 +363,7 @@ _WARNED = False
 
 
 def load_model(path: str | os.PathLike | None = None) -> CNN | None:
-    """The CNN from the fetched ``.npz`` (cached per process), or None when it is not there.
+    """Load the CNN from the fetched ``.npz`` (cached per process); None when it is not there.
 
     Examples
     --------
@@ -371,7 +374,7 @@ def load_model(path: str | os.PathLike | None = None) -> CNN | None:
 
     p = Path(path) if path is not None else weights.path()
     with _LOCK:
-        if _MODEL is not None and _MODEL_PATH == p:
+        if _MODEL is not None and p == _MODEL_PATH:
             return _MODEL
         if not p.is_file():
             return None
@@ -382,7 +385,7 @@ def load_model(path: str | os.PathLike | None = None) -> CNN | None:
 
 
 def available() -> bool:
-    """True when the CNN weights are installed (``shakelab models fetch``).
+    """Tell whether the CNN weights are installed (``shakelab models fetch``).
 
     Examples
     --------
@@ -412,8 +415,10 @@ def warn_missing() -> None:
 
 # ----------------------------------------------------------------------------- decisions
 def energy_activity(loge: np.ndarray, ratio: float = 0.03, *, floor: float = -9.0) -> np.ndarray:
-    """Energy activity per 10 ms frame, as the reference: threshold ``mean(loge) + log(ratio)``,
-    then a 2-state Viterbi (switch cost 10**-150, staying inactive costs e**-5 per frame).
+    """Energy activity per 10 ms frame, as the reference.
+
+    Threshold ``mean(loge) + log(ratio)``, then a 2-state Viterbi (switch cost 10**-150, staying
+    inactive costs e**-5 per frame).
 
     Beyond the reference, frames whose log energy (pre-emphasised, 400 samples) is below
     ``floor`` (about -70 dBFS) are inactive whatever the file mean, so near-silent files are
@@ -437,7 +442,7 @@ def energy_activity(loge: np.ndarray, ratio: float = 0.03, *, floor: float = -9.
     s0 = e_hit if not raw[0] else e_miss
     s1 = e_hit if raw[0] else e_miss
     rl = raw.tolist()
-    bl = [None] * n
+    bl: list[tuple[int, int]] = [(0, 0)] * n
     for t in range(1, n):
         a0, b0 = s0 + stay0, s1 + switch
         a1, b1 = s0 + switch, s1 + stay1
@@ -484,8 +489,9 @@ class FrameOutput:
         return np.arange(len(self.probs)) * PRED_S
 
 
-BLOCK = 6000    # 10 ms frames per analysis block (60 s); a multiple of 4
-MARGIN = 100    # frames of context on each side of a block (> 34, the patch half-width); multiple of 4
+BLOCK = 6000    # 10 ms frames per analysis block (60 s); a multiple of 2 * PATCH_HOP
+MARGIN = 104    # frames of context on each side of a block (> 34, the patch half-width); a multiple of
+#                 2 * PATCH_HOP (8), so that every block evaluates the same patches as one pass
 
 
 def _fit_rows(a: np.ndarray, n: int) -> np.ndarray:
@@ -520,7 +526,11 @@ def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int 
     if n == 0:
         return FrameOutput(np.zeros((0, 3), np.float32), np.zeros(0, bool), np.zeros((0, 9), np.float32), duration,
                            np.zeros((0, 256), np.float32) if embed else None)
-    probs, finite, cues, loges, embeds = [], [], [], [], []
+    probs_l: list[np.ndarray] = []
+    finite_l: list[np.ndarray] = []
+    cues: list[np.ndarray] = []
+    loges: list[np.ndarray] = []
+    embeds: list[np.ndarray] = []
     for b0 in range(0, n, BLOCK):
         b1 = min(n, b0 + BLOCK)
         f0, f1 = max(0, b0 - MARGIN), min(n, b1 + MARGIN)
@@ -528,15 +538,15 @@ def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int 
         p, fin, *e = model.predict(mspec, hop=hop, embed=embed)
         cue = _fit_rows(bgm.features(spec20), len(p))
         r0, r1 = (b0 - f0) // 2, (b1 - f0 + 1) // 2
-        if f1 == n:
+        if b1 == n:         # not f1: a block's margin can reach the end before the last block
             r1 = len(p)     # the file's last rows (also when shorter than a patch)
-        probs.append(p[r0:r1])
-        finite.append(fin[r0:r1])
+        probs_l.append(p[r0:r1])
+        finite_l.append(fin[r0:r1])
         cues.append(cue[r0:r1])
         if embed:
             embeds.append(e[0][r0:r1])
         loges.append(loge[b0 - f0:b1 - f0])
-    probs, finite, cue = np.concatenate(probs), np.concatenate(finite), np.concatenate(cues)
+    probs, finite, cue = np.concatenate(probs_l), np.concatenate(finite_l), np.concatenate(cues)
     active = energy_activity(np.concatenate(loges))[::2]
     k = min(len(active), len(probs))
     active = np.concatenate([active[:k], np.zeros(len(probs) - k, bool)])
@@ -622,14 +632,14 @@ def music_probability(y: np.ndarray, sr: int, *, hop: int = PATCH_HOP, cue: bool
         if pb is not None:
             p = pb
     p = np.where(out.active, p, 0.0)
-    k = max(1, int(round(smooth / PRED_S)))
+    k = max(1, round(smooth / PRED_S))
     if hmm and len(p):
         p = np.where(out.active, hmm_smooth(p), 0.0)
     elif k > 1 and len(p) > 1:
         from scipy.ndimage import uniform_filter1d
 
         p = uniform_filter1d(p, size=k, mode="nearest")
-    n = int(math.ceil(out.duration / PRED_S - 1e-9))
+    n = math.ceil(out.duration / PRED_S - 1e-9)
     p = p[:n] if len(p) >= n else np.r_[p, np.zeros(n - len(p))]
     return PRED_S, np.clip(p, 0.0, 1.0)
 
@@ -652,6 +662,7 @@ class CNNDetector:
         self.hop, self.cue, self.smooth, self.hmm = hop, cue, smooth, hmm
 
     def music_probability(self, y: np.ndarray, sr: int) -> tuple[float, np.ndarray]:
+        """Music probability every 20 ms of mono ``y``: ``(0.02, probs)`` (see :func:`music_probability`)."""
         res = music_probability(y, sr, hop=self.hop, cue=self.cue, smooth=self.smooth, hmm=self.hmm)
         if res is None:
             from shakelab import weights
