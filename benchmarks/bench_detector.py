@@ -22,7 +22,9 @@ the fused detector scored leave-one-source-out (``tools/train_bgm.py``: each cli
 fitted without its speech source, music source and noise bed), beside the shipped decision
 (fitted on all clips: in-sample, for reference), the CNN alone and the feature-based detector
 (not fitted on this split), per condition and, for the LOSO column, per speech source, music
-source, chain and bed. The CNN's outputs are cached beside the set (``<set>.frames.npz``).
+source, chain and bed. Every column is computed as the server computes it (every 20 ms step,
+energy gate, the HMM for the fused decision, the 1-s mean for the CNN alone, the CNN at the
+server's patch hop). The CNN's outputs are cached beside the set (``<set>.frames.npz``).
 
 Targets (issue 16, leave-one-source-out): speech-only false positives <= 3 %, noise <= 3 %,
 music alone >= 97 %, speech over music >= 90 % at -12 dB and >= 80 % at -20 dB, >= 50x real

@@ -555,16 +555,19 @@ def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int 
 
 
 STAY = 0.999   # probability of staying in the music / no-music state from one 20 ms step to the next
+EVIDENCE = 0.01   # weight of one 20 ms step's log-odds: the fused decision reads 2-s means (100 steps)
 
 
-def hmm_smooth(p: np.ndarray, stay: float = STAY) -> np.ndarray:
+def hmm_smooth(p: np.ndarray, stay: float = STAY, evidence: float = EVIDENCE) -> np.ndarray:
     """Posterior of a two-state (music / no music) hidden Markov model over a probability track.
 
-    Each step's ``p`` is read as the posterior under an even prior; the states persist with
-    probability ``stay`` per step (0.999: a mean stay of 20 s at 20 ms), and the forward-backward
-    posterior of "music" is returned. Isolated flickers inside a block are voted down by their
-    neighbours, boundaries stay sharp (a Viterbi decision would give the same blocks, but no
-    probability for the window rule to read).
+    Each step's ``p`` is read as the posterior under an even prior, its log-odds weighted by
+    ``evidence`` (0.01: the fused decision is a 2-s mean, so 100 consecutive steps share one
+    observation and count once together, not 100 times); the states persist with probability
+    ``stay`` per step (0.999: a mean stay of 20 s at 20 ms), and the forward-backward posterior
+    of "music" is returned. Isolated flickers inside a block are voted down by their
+    neighbours (a Viterbi decision would give the same blocks, but no probability for the
+    window rule to read).
 
     Examples
     --------
@@ -573,6 +576,8 @@ def hmm_smooth(p: np.ndarray, stay: float = STAY) -> np.ndarray:
     True
     """
     p = np.clip(np.asarray(p, np.float64), 1e-4, 1 - 1e-4)
+    if evidence != 1.0:
+        p = 1.0 / (1.0 + ((1 - p) / p) ** evidence)
     n = len(p)
     if n == 0:
         return p
@@ -605,7 +610,7 @@ def music_probability(y: np.ndarray, sr: int, *, hop: int = PATCH_HOP, cue: bool
     """Music probability every 20 ms: ``(0.02, probs)``, or None when the weights are missing.
 
     With ``cue`` (the default): per 20 ms step, the fused decision of :mod:`shakelab.server.bgm`
-    (one logistic regression over the CNN's probabilities and embedding and the
+    (a small network over the CNN's probabilities and embedding and the
     sustained-spectrum features, 2-s context), 0 where the energy is inactive (silence is not
     music), then :func:`hmm_smooth` (``hmm``, default on with the cue). Without: the CNN's
     music probability, gated the same way and averaged over ``smooth`` seconds (the smoothing
