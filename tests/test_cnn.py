@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +94,7 @@ def _reference_patches(mspec):
     data = (data - data.mean(axis=1, keepdims=True)) / data.std(axis=1, keepdims=True)
     lfill = [data[:1]] * (w // (2 * step))
     rfill = [data[-1:]] * (w // (2 * step) - 1 + len(m) % 2)
-    return np.vstack(lfill + [data] + rfill).reshape(-1, w, h)
+    return np.vstack([*lfill, data, *rfill]).reshape(-1, w, h)
 
 
 def _keras_forward(arrays, x):
@@ -208,7 +207,7 @@ def test_matches_the_tensorflow_reference(model, tmp_path):
     worst = 0.0
     for i, p in enumerate(paths):
         y, _ = sf.read(p, dtype="float32")
-        m, e = cnn.melspec(y)
+        m, _ = cnn.melspec(y)
         rm = ref[f"mspec_{i}"][:len(m)]
         fin = np.isfinite(rm)
         assert np.array_equal(fin, np.isfinite(m))
