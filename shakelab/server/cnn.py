@@ -63,9 +63,23 @@ PRED_S = STEP * FRAME_S  # 0.02
 LABELS = ("speech", "music", "noise")
 PATCH_HOP = 4       # patches between evaluated patches by default (80 ms): the CNN is ~90 % of the time
 
-__all__ = ["SR", "LABELS", "PATCH_HOP", "melspec", "resample_16k", "CNN", "load_model", "FrameOutput",
-           "frame_outputs", "energy_activity", "hmm_smooth", "music_probability", "CNNDetector",
-           "available", "warn_missing"]
+__all__ = [
+    "CNN",
+    "LABELS",
+    "PATCH_HOP",
+    "SR",
+    "CNNDetector",
+    "FrameOutput",
+    "available",
+    "energy_activity",
+    "frame_outputs",
+    "hmm_smooth",
+    "load_model",
+    "melspec",
+    "music_probability",
+    "resample_16k",
+    "warn_missing",
+]
 
 
 # ----------------------------------------------------------------------------- features
