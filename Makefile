@@ -23,15 +23,15 @@ models: $(STAMP)
 
 # The labelled development sets that benchmarks/bench_detector.py scores: `dev` (16 min) and
 # `broadcast` (67 min, every speech/music source tagged for leave-one-source-out); each is
-# rebuilt only when shakelab/devset.py changed.
+# rebuilt only when tools/devset.py changed.
 devset: out/devset/manifest.csv out/broadcast/manifest.csv
 
-out/devset/manifest.csv out/broadcast/manifest.csv: shakelab/devset.py | setup system-deps
-	$(BIN)/python -m shakelab.devset $(@D) --split $(if $(findstring broadcast,$@),broadcast,dev)
+out/devset/manifest.csv out/broadcast/manifest.csv: tools/devset.py | setup system-deps
+	$(BIN)/python -m tools.devset $(@D) --split $(if $(findstring broadcast,$@),broadcast,dev)
 
 # Real programs the tests drive: curl (the API page's commands), Chromium (the browser test),
 # espeak-ng, flite, fluidsynth, a General MIDI soundfont and the licensed voice prompts and
-# music of the detector's development sets (shakelab.devset.BROADCAST_DEBS).
+# music of the detector's development sets (tools.devset.BROADCAST_DEBS).
 APT_PACKAGES := curl chromium espeak-ng fluidsynth timgm6mb-soundfont flite alsa-utils sound-theme-freedesktop \
   asterisk-core-sounds-en-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-es-wav asterisk-moh-opsound-wav asc-music
 system-deps:

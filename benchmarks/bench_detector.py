@@ -9,7 +9,7 @@ Speed: ``data/demo.flac`` tiled to ``--minutes`` of audio, decoded once; "load i
 times a cold model load (``.npz`` read + batch-norm folding) plus detection, "load excluded"
 the detection alone with the model already in memory. BLAS is pinned to one thread.
 
-Quality: the development set of :mod:`shakelab.devset` (built into ``--devset`` when missing;
+Quality: the development set of :mod:`tools.devset` (built into ``--devset`` when missing;
 needs espeak-ng, fluidsynth and timgm6mb-soundfont), each detector writing its native step
 (20 ms for the CNN, 0.5 s for the feature detector) as windows, scored by
 :func:`shakelab.evaluation.evaluate_dirs`: frame (10 ms) and 10-s window precision, recall,
@@ -17,12 +17,14 @@ F1 and false-positive rate per condition.
 
     python benchmarks/bench_detector.py [--minutes 5] [--devset out/devset] [--no-quality]
 
-Broadcast split (``--broadcast``, :func:`shakelab.devset.build` with ``split="broadcast"``):
-the fused detector scored leave-one-source-out (``data/train_bgm.py``: each clip by a decision
+Broadcast split (``--broadcast``, :func:`tools.devset.build` with ``split="broadcast"``):
+the fused detector scored leave-one-source-out (``tools/train_bgm.py``: each clip by a decision
 fitted without its speech source, music source and noise bed), beside the shipped decision
 (fitted on all clips: in-sample, for reference), the CNN alone and the feature-based detector
 (not fitted on this split), per condition and, for the LOSO column, per speech source, music
-source, chain and bed. The CNN's outputs are cached beside the set (``<set>.frames.npz``).
+source, chain and bed. Every column is computed as the server computes it (every 20 ms step,
+energy gate, the HMM for the fused decision, the 1-s mean for the CNN alone, the CNN at the
+server's patch hop). The CNN's outputs are cached beside the set (``<set>.frames.npz``).
 
 Targets (issue 16, leave-one-source-out): speech-only false positives <= 3 %, noise <= 3 %,
 music alone >= 97 %, speech over music >= 90 % at -12 dB and >= 80 % at -20 dB, >= 50x real
@@ -75,8 +77,10 @@ def speed(minutes: float) -> None:
         fn()
         return time.perf_counter() - w0, time.process_time() - c0
 
-    for label, kw in (("CNN + cue (hop 40 ms, server default)", {}), ("CNN + cue, every patch (hop 20 ms)", {"hop": 1}),
-                      ("CNN alone (hop 40 ms)", {"cue": False})):
+    hop_ms = cnn.PATCH_HOP * cnn.PRED_S * 1000
+    for label, kw in ((f"CNN + cue (hop {hop_ms:.0f} ms, server default)", {}),
+                      ("CNN + cue, every patch (hop 20 ms)", {"hop": 1}),
+                      (f"CNN alone (hop {hop_ms:.0f} ms)", {"cue": False})):
         def cold(kw=kw):
             cnn._MODEL = None                       # cold load: .npz read + folding
             processing.detect_music(y, sr, detector=cnn.CNNDetector(**kw))  # the server's pipeline
@@ -123,7 +127,7 @@ def write_estimates(devset: Path, out: Path, how: str) -> float:
 
 
 def quality(devset: Path) -> None:
-    from shakelab import devset as ds
+    from tools import devset as ds
     from shakelab.evaluation import evaluate_dirs
 
     if not (devset / "manifest.csv").is_file():
@@ -160,22 +164,22 @@ def quality(devset: Path) -> None:
 
 def broadcast(devset: Path) -> None:
     """Per-condition and leave-one-source-out tables on the broadcast split."""
-    from shakelab import devset as ds
+    from tools import devset as ds
     from shakelab.server import bgm
 
-    sys.path.insert(0, str(ROOT / "data"))
-    import train_bgm
+    from tools import train_bgm
 
     if not (devset / "manifest.csv").is_file():
         print(f"building the broadcast split into {devset} ...")
         ds.build(devset, split="broadcast")
     table = train_bgm.frame_table(devset)          # CNN outputs, cached beside the set
     t0 = time.process_time()
-    loso = [train_bgm.track(r, p) for r, p in zip(table, train_bgm.loso_params(table))]
+    loso = [train_bgm.track(r, p) for r, p in zip(table, train_bgm.loso_params(table), strict=True)]
     fit_s = time.process_time() - t0
     shipped = [train_bgm.track(r, bgm.params()) for r in table]
     alone = [train_bgm.track(r, None, hmm=False) for r in table]
-    cols = {"fused, LOSO": train_bgm.score(table, loso), "fused, shipped (fitted on all)": train_bgm.score(table, shipped),
+    cols = {"fused, LOSO": train_bgm.score(table, loso),
+            "fused, shipped (fitted on all)": train_bgm.score(table, shipped),
             "CNN alone": train_bgm.score(table, alone)}
     det = feature_detector()
     if det is not None:
@@ -192,7 +196,7 @@ def broadcast(devset: Path) -> None:
     for by in ("speech", "music", "chain", "bed"):
         sub = {}
         for cond in ("speech", "speech_bed", "speech_music_-12", "speech_music_-20", "music"):
-            rows = [(r, p) for r, p in zip(table, loso) if r["condition"] == cond and r[by]]
+            rows = [(r, p) for r, p in zip(table, loso, strict=True) if r["condition"] == cond and r[by]]
             if rows:
                 sub[cond] = train_bgm.score([r for r, _ in rows], [p for _, p in rows], by=by)
         groups = sorted({g for v in sub.values() for g in v})
@@ -201,7 +205,8 @@ def broadcast(devset: Path) -> None:
             print(f"    {g:14s}" + "".join(f" {sub[c][g][0]:>16.3f}" if g in sub[c] else f" {'':>16s}" for c in sub))
     t = cols["fused, LOSO"]
     checks = [("speech-only FP", t["speech"][0], "<=", 0.03), ("noise FP", t["noise"][0], "<=", 0.03),
-              ("music alone", t["music"][0], ">=", 0.97), ("speech over music -12 dB", t["speech_music_-12"][0], ">=", 0.90),
+              ("music alone", t["music"][0], ">=", 0.97),
+              ("speech over music -12 dB", t["speech_music_-12"][0], ">=", 0.90),
               ("speech over music -20 dB", t["speech_music_-20"][0], ">=", 0.80)]
     print("\ntargets (issue 16), fused detector, leave-one-source-out, 10 ms:")
     for name, v, op, goal in checks:

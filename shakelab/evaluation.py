@@ -21,7 +21,7 @@ confidence is >= ``threshold``. Every reference segment is music.
 ``REF_DIR`` holds one reference per recording: ``<name>.txt`` (Audacity labels, every interval
 is music) or ``<name>.json`` (a ``music_detection`` answer: every segment is music);
 optionally ``<name>.wav`` (its length sets the duration) and ``manifest.csv`` (a
-``condition`` column groups the results, as written by :mod:`shakelab.devset`).
+``condition`` column groups the results, as written by ``tools/devset.py``).
 ``EST_DIR`` holds ``<name>.json`` (the ``music_detection`` payload, on any grid, e.g. from
 ``metadata.window``) or ``<name>.txt`` (``start<TAB>end<TAB>confidence``). Scores of *music
 presence*, pooled over the files of a group: frame level on 10 ms frames; window level on 10-s

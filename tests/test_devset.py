@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shakelab import devset
+from tools import devset
 
 
 def test_dev_plan_covers_every_condition_for_at_least_15_minutes():

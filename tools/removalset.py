@@ -17,7 +17,7 @@ change of each ``music``/``noise``/``speech`` region (dB, output minus input) an
 of each speech region against its target, beside the mixture's.
 
 Sources: real speech from the pyannote.audio wheel and music from the arcade and pygame
-wheels (:func:`shakelab.devset.sources`, MIT/CC licences of their wheels), synthetic speech
+wheels (``tools.devset.sources``, MIT/CC licences of their wheels), synthetic speech
 from Debian ``espeak-ng``, noise from numpy; or, with ``synthetic=True``, a numpy chord loop
 (:func:`synthetic_music`) instead of the wheels' music, for tests. Nothing is committed.
 
@@ -261,7 +261,7 @@ def build(out_dir: str | os.PathLike, *, synthetic: bool = False, cache: str | o
     out.mkdir(parents=True, exist_ok=True)
     src = None
     if not synthetic:
-        from shakelab import devset
+        from tools import devset     # the wheels' sources: a development step, from a checkout
 
         src = devset.sources(cache)
     rows = []

@@ -14,12 +14,14 @@ spectrum falls to a flat noise floor. Nine features per 20 ms step, in three ban
 
 plus the CNN's log probabilities (speech, music, noise) and its last hidden layer (256
 units, :func:`shakelab.server.cnn.frame_outputs` with ``embed=True``). Features are averaged
-over 2 s, standardised and fed to one logistic regression, whose probability is the fused
-music decision (it reads the CNN's own music probability, so it replaces rather than adds to
-it). The coefficients (``bgm_cue.npz`` beside this module, 268 weights: a 48-dimensional
-principal-component projection of the embedding folded into them; ours, MIT like the project)
-are fitted by ``data/train_bgm.py`` on the ``broadcast`` split of :mod:`shakelab.devset`,
-which also scores them leave-one-source-out.
+over 2 s, standardised and fed to a small network (one hidden layer of 16 tanh units, then a
+logistic), whose probability is the fused music decision (it reads the CNN's own music
+probability, so it replaces rather than adds to it). A linear decision over the same inputs
+could not separate reverberant speech from speech over music even on its own training clips;
+the hidden layer can. The weights (``bgm_cue.npz`` beside this module: a 48-dimensional
+principal-component projection of the embedding folded into the first layer; ours, MIT like
+the project) are fitted by ``tools/train_bgm.py`` on the ``broadcast`` split of
+``tools/devset.py``, which also scores them leave-one-source-out.
 
 Examples
 --------
@@ -43,17 +45,17 @@ SUSTAIN_STEPS = 16         # 20 ms steps in the minimum filter (0.32 s)
 CONTEXT_STEPS = 100        # 20 ms steps averaged (2 s)
 PARAMS_PATH = Path(__file__).with_name("bgm_cue.npz")
 EMBED_DIM = 256
-FEATURE_NAMES = tuple(f"{kind}_{band}" for band in ("low", "mid", "high")
-                      for kind in ("sustained", "tonal_sustained", "tonal")) + (
-    "log_p_speech", "log_p_music", "log_p_noise")
+FEATURE_NAMES = (*(f"{kind}_{band}" for band in ("low", "mid", "high")
+                   for kind in ("sustained", "tonal_sustained", "tonal")),
+                 "log_p_speech", "log_p_music", "log_p_noise")
 FUSED_NAMES = FEATURE_NAMES + tuple(f"embed_{i}" for i in range(EMBED_DIM))
 
-__all__ = ["features", "design", "context", "probability", "params", "FEATURE_NAMES", "FUSED_NAMES", "EMBED_DIM",
-           "PARAMS_PATH"]
+__all__ = ["EMBED_DIM", "FEATURE_NAMES", "FUSED_NAMES", "PARAMS_PATH", "context", "decide", "design", "features",
+           "params", "probability"]
 
 
 def features(spec: np.ndarray) -> np.ndarray:
-    """The nine sustained-spectrum features per step of a power spectrogram ``(steps, 197)``.
+    """Compute the nine sustained-spectrum features per step of a power spectrogram ``(steps, 197)``.
 
     ``spec`` is the pre-emphasised power spectrum of bins 3..199 (512-point FFT, 16 kHz), one
     row per 20 ms (:func:`shakelab.server.cnn.melspec` with ``spec=True`` gives it).
@@ -111,26 +113,43 @@ def context(x: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def params() -> dict | None:
-    """The fitted cue (``mean``, ``scale``, ``coef``, ``intercept``), or None if not trained yet.
+    """Load the fitted decision (``mean``, ``scale``, ``W1``, ``b1``, ``W2``, ``b2``); None if not trained yet.
 
     Examples
     --------
-    >>> sorted(params()) if params() else None     # doctest: +SKIP
-    ['coef', 'intercept', 'mean', 'scale']
+    >>> sorted(params()) if params() else None
+    ['W1', 'W2', 'b1', 'b2', 'mean', 'scale']
     """
     if not PARAMS_PATH.is_file():
         return None
     with np.load(PARAMS_PATH) as z:
-        return {k: np.asarray(z[k], np.float64) for k in ("mean", "scale", "coef", "intercept")}
+        return {k: np.asarray(z[k], np.float64) for k in ("mean", "scale", "W1", "b1", "W2", "b2")}
+
+
+def decide(x: np.ndarray, prm: dict) -> np.ndarray:
+    """Music probability of each row of the 2-s design ``x`` ``(steps, 268)`` under ``prm``.
+
+    Standardise, one hidden layer (tanh), logistic output.
+
+    Examples
+    --------
+    >>> prm = {"mean": np.zeros(2), "scale": np.ones(2), "W1": np.eye(2), "b1": np.zeros(2),
+    ...        "W2": np.array([1.0, -1.0]), "b2": np.array(0.0)}
+    >>> decide(np.array([[0.0, 0.0], [3.0, 0.0]]), prm).round(2).tolist()
+    [0.5, 0.73]
+    """
+    z = (np.asarray(x, np.float64) - prm["mean"]) / prm["scale"]
+    s = np.tanh(z @ prm["W1"] + prm["b1"]) @ prm["W2"] + float(prm["b2"])
+    return 1.0 / (1.0 + np.exp(-np.clip(s, -50, 50)))
 
 
 def probability(feats: np.ndarray, probs: np.ndarray, embed: np.ndarray | None = None, *,
                 prm: dict | None = None) -> np.ndarray | None:
-    """Probability that music is present, per 20 ms step (None when no coefficients).
+    """Probability that music is present, per 20 ms step (None when no weights).
 
-    ``embed`` (steps, 256) is needed when the coefficients use the CNN's embedding (the
-    shipped ones do). The model is linear before its logistic, so each step's score is
-    computed first and averaged over 2 s after: the same as standardising the 2-s means.
+    ``embed`` (steps, 256), the CNN's last hidden layer, is needed. Each column (the nine
+    features, the three log probabilities, the embedding) is averaged over 2 s
+    (:func:`context`), then :func:`decide`.
 
     Examples
     --------
@@ -141,13 +160,7 @@ def probability(feats: np.ndarray, probs: np.ndarray, embed: np.ndarray | None =
     prm = prm if prm is not None else params()
     if prm is None or len(feats) == 0:
         return None
-    p = np.nan_to_num(np.asarray(probs, np.float64), nan=1 / 3)
-    parts = [np.asarray(feats, np.float64), np.log(p + 1e-6)]
-    if len(prm["coef"]) > len(FEATURE_NAMES):
-        if embed is None:
-            raise ValueError("`embed` (the CNN's last hidden layer, frame_outputs(..., embed=True)) is needed "
-                             "by these coefficients")
-        parts.append(np.asarray(embed, np.float64))
-    w = prm["coef"] / prm["scale"]
-    z = context((np.concatenate(parts, axis=1) @ w)[:, None])[:, 0] + float(prm["intercept"]) - prm["mean"] @ w
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+    if embed is None:
+        raise ValueError("`embed` (the CNN's last hidden layer, frame_outputs(..., embed=True)) is needed "
+                         "by the fused decision")
+    return decide(np.concatenate([design(feats, probs), context(embed)], axis=1), prm)

@@ -17,13 +17,15 @@ layers are im2col + one float32 GEMM each, batch norms folded into the weights.
 :func:`music_probability` (and :class:`CNNDetector`, the ``detectors.Detector`` interface)
 gives one music probability per 20 ms: the fused decision of :mod:`shakelab.server.bgm` (CNN
 probabilities and embedding + sustained-spectrum cue) where the energy is active, 0 elsewhere,
-smoothed by a two-state HMM (:func:`hmm_smooth`). By default every other patch is evaluated
-(40 ms, ``hop=2``: twice as fast; the values at computed patches are the reference's); ``hop=1``
-evaluates all. Music detection runs it through the server's one pipeline,
-:func:`shakelab.server.processing.detect_music` (``detector="cnn"``, or a :class:`CNNDetector`
-with other settings), which turns the track into segments by :mod:`shakelab.server.decision`.
-Without the weights (``shakelab models fetch``) :func:`shakelab.server.detectors.get_detector`
-falls back to the feature-based detector and this module logs one warning per process.
+smoothed by a two-state HMM (:func:`hmm_smooth`). By default every 4th patch is evaluated
+(80 ms, ``hop=4``, :data:`PATCH_HOP`: four times as fast; the values at computed patches are the
+reference's, held in between; the fused decision reads them through 2-s means, so its output
+barely moves); ``hop=1`` evaluates all. Music detection runs it through the server's one
+pipeline, :func:`shakelab.server.processing.detect_music` (``detector="cnn"``, or a
+:class:`CNNDetector` with other settings), which turns the track into segments by
+:mod:`shakelab.server.decision`. Without the weights (``shakelab models fetch``)
+:func:`shakelab.server.detectors.get_detector` falls back to the feature-based detector and this
+module logs one warning per process.
 
 Examples
 --------
@@ -59,10 +61,25 @@ STEP = 2            # frames between patches
 FRAME_S = HOP / SR  # 0.01
 PRED_S = STEP * FRAME_S  # 0.02
 LABELS = ("speech", "music", "noise")
+PATCH_HOP = 4       # patches between evaluated patches by default (80 ms): the CNN is ~90 % of the time
 
-__all__ = ["SR", "LABELS", "melspec", "resample_16k", "CNN", "load_model", "FrameOutput",
-           "frame_outputs", "energy_activity", "hmm_smooth", "music_probability", "CNNDetector",
-           "available", "warn_missing"]
+__all__ = [
+    "CNN",
+    "LABELS",
+    "PATCH_HOP",
+    "SR",
+    "CNNDetector",
+    "FrameOutput",
+    "available",
+    "energy_activity",
+    "frame_outputs",
+    "hmm_smooth",
+    "load_model",
+    "melspec",
+    "music_probability",
+    "resample_16k",
+    "warn_missing",
+]
 
 
 # ----------------------------------------------------------------------------- features
@@ -159,7 +176,7 @@ def melspec(y16k: np.ndarray, *, spec: bool = False):
                 mag = np.fft.rfft(pre * _HANN, NFFT, axis=-1)
                 pw = (mag.real ** 2 + mag.imag ** 2).astype(np.float32)
                 mspec[s:s + chunk] = np.log(pw @ _FBANK.T)
-                if spec:
+                if spec20 is not None:
                     spec20[s // 2:s // 2 + (len(pw) + 1) // 2] = pw[0::2, BINS[0]:BINS[1]]
     if spec:
         return mspec, loge, spec20
@@ -199,9 +216,9 @@ class CNN:
         if kinds != _expected_layers():
             raise ValueError(f"weights hold an unexpected architecture: {kinds}")
         names = [layer["config"]["name"] for layer in layers]
-        conv = [n for n, k in zip(names, kinds) if k == "Conv2D"]
-        bns = [n for n, k in zip(names, kinds) if k == "BatchNormalization"]
-        dense = [n for n, k in zip(names, kinds) if k == "Dense"]
+        conv = [n for n, k in zip(names, kinds, strict=True) if k == "Conv2D"]
+        bns = [n for n, k in zip(names, kinds, strict=True) if k == "BatchNormalization"]
+        dense = [n for n, k in zip(names, kinds, strict=True) if k == "Dense"]
         w = {k: np.asarray(v) for k, v in arrays.items() if k != "model_config"}
         eps = [layer["config"].get("epsilon", 1e-3) for layer in layers if layer["class_name"] == "BatchNormalization"]
 
@@ -238,8 +255,10 @@ class CNN:
         return np.ascontiguousarray(cols.transpose(0, 1, 2, 4, 5, 3)).reshape(b * (h - 2) * (wd - 2), 9 * c)
 
     def _stage1(self, m: np.ndarray) -> np.ndarray:
-        """Raw conv1 over the whole spectrogram, sign-flipped per channel so that BN+ReLU are
-        increasing in it, max-pooled over frequency (2): shape (frames - 6, 9, 64)."""
+        """Apply the raw conv1 over the whole spectrogram, max-pooled over frequency (2).
+
+        Sign-flipped per channel so that BN+ReLU are increasing in it: shape (frames - 6, 9, 64).
+        """
         n = m.shape[0]
         cols = np.lib.stride_tricks.sliding_window_view(m, (7, 4))       # (n-6, 18, 7, 4)
         r = (cols.reshape(-1, 28) @ self.k1s).reshape(n - 6, 18, 64)     # sign(a) * conv, no bias
@@ -314,7 +333,8 @@ class CNN:
             st = starts[pidx]
             pooled = np.concatenate([m3[st][:, None], m4[st[:, None] + inner], m3[st + 59][:, None]], axis=1)
             sc = (self.abs_a1[None, :] / std[pidx, None])                # (B, 64)
-            off = self.a1[None, :] * (self.b1[None, :] - mean[pidx, None] * self.k1_sum[None, :] / std[pidx, None]) + self.c1[None, :]
+            off = (self.a1[None, :] * (self.b1[None, :] - mean[pidx, None] * self.k1_sum[None, :] / std[pidx, None])
+                   + self.c1[None, :])
             x = pooled * sc[:, None, None, :].astype(np.float32) + off[:, None, None, :].astype(np.float32)
             np.maximum(x, 0, out=x)
             bsz = x.shape[0]
@@ -331,7 +351,7 @@ class CNN:
             for k, b in self.dense:
                 x = x @ k + b
                 np.maximum(x, 0, out=x)
-            if embed:
+            if out_e is not None:
                 out_e[s:s + batch] = x
             z = x @ self.out_w + self.out_b
             z -= z.max(axis=1, keepdims=True)
@@ -344,7 +364,7 @@ class CNN:
         probs = out_p[where]
         finite = finite_win[needed][where]
         probs[~finite] = np.nan
-        if embed:
+        if out_e is not None:
             return probs, finite, out_e[where]
         return probs, finite
 
@@ -356,7 +376,7 @@ _WARNED = False
 
 
 def load_model(path: str | os.PathLike | None = None) -> CNN | None:
-    """The CNN from the fetched ``.npz`` (cached per process), or None when it is not there.
+    """Load the CNN from the fetched ``.npz`` (cached per process); None when it is not there.
 
     Examples
     --------
@@ -367,7 +387,7 @@ def load_model(path: str | os.PathLike | None = None) -> CNN | None:
 
     p = Path(path) if path is not None else weights.path()
     with _LOCK:
-        if _MODEL is not None and _MODEL_PATH == p:
+        if _MODEL is not None and p == _MODEL_PATH:
             return _MODEL
         if not p.is_file():
             return None
@@ -378,7 +398,7 @@ def load_model(path: str | os.PathLike | None = None) -> CNN | None:
 
 
 def available() -> bool:
-    """True when the CNN weights are installed (``shakelab models fetch``).
+    """Tell whether the CNN weights are installed (``shakelab models fetch``).
 
     Examples
     --------
@@ -408,8 +428,10 @@ def warn_missing() -> None:
 
 # ----------------------------------------------------------------------------- decisions
 def energy_activity(loge: np.ndarray, ratio: float = 0.03, *, floor: float = -9.0) -> np.ndarray:
-    """Energy activity per 10 ms frame, as the reference: threshold ``mean(loge) + log(ratio)``,
-    then a 2-state Viterbi (switch cost 10**-150, staying inactive costs e**-5 per frame).
+    """Energy activity per 10 ms frame, as the reference.
+
+    Threshold ``mean(loge) + log(ratio)``, then a 2-state Viterbi (switch cost 10**-150, staying
+    inactive costs e**-5 per frame).
 
     Beyond the reference, frames whose log energy (pre-emphasised, 400 samples) is below
     ``floor`` (about -70 dBFS) are inactive whatever the file mean, so near-silent files are
@@ -433,7 +455,7 @@ def energy_activity(loge: np.ndarray, ratio: float = 0.03, *, floor: float = -9.
     s0 = e_hit if not raw[0] else e_miss
     s1 = e_hit if raw[0] else e_miss
     rl = raw.tolist()
-    bl = [None] * n
+    bl: list[tuple[int, int]] = [(0, 0)] * n
     for t in range(1, n):
         a0, b0 = s0 + stay0, s1 + switch
         a1, b1 = s0 + switch, s1 + stay1
@@ -480,8 +502,9 @@ class FrameOutput:
         return np.arange(len(self.probs)) * PRED_S
 
 
-BLOCK = 6000    # 10 ms frames per analysis block (60 s); a multiple of 4
-MARGIN = 100    # frames of context on each side of a block (> 34, the patch half-width); multiple of 4
+BLOCK = 6000    # 10 ms frames per analysis block (60 s); a multiple of 2 * PATCH_HOP
+MARGIN = 104    # frames of context on each side of a block (> 34, the patch half-width); a multiple of
+#                 2 * PATCH_HOP (8), so that every block evaluates the same patches as one pass
 
 
 def _fit_rows(a: np.ndarray, n: int) -> np.ndarray:
@@ -490,7 +513,7 @@ def _fit_rows(a: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([a, np.repeat(a[-1:], n - len(a), axis=0)])
 
 
-def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int = 2,
+def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int = PATCH_HOP,
                   embed: bool = False) -> FrameOutput | None:
     """Run features, energy activity, the CNN and the cue features; None when weights are missing.
 
@@ -516,7 +539,11 @@ def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int 
     if n == 0:
         return FrameOutput(np.zeros((0, 3), np.float32), np.zeros(0, bool), np.zeros((0, 9), np.float32), duration,
                            np.zeros((0, 256), np.float32) if embed else None)
-    probs, finite, cues, loges, embeds = [], [], [], [], []
+    probs_l: list[np.ndarray] = []
+    finite_l: list[np.ndarray] = []
+    cues: list[np.ndarray] = []
+    loges: list[np.ndarray] = []
+    embeds: list[np.ndarray] = []
     for b0 in range(0, n, BLOCK):
         b1 = min(n, b0 + BLOCK)
         f0, f1 = max(0, b0 - MARGIN), min(n, b1 + MARGIN)
@@ -524,15 +551,15 @@ def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int 
         p, fin, *e = model.predict(mspec, hop=hop, embed=embed)
         cue = _fit_rows(bgm.features(spec20), len(p))
         r0, r1 = (b0 - f0) // 2, (b1 - f0 + 1) // 2
-        if f1 == n:
+        if b1 == n:         # not f1: a block's margin can reach the end before the last block
             r1 = len(p)     # the file's last rows (also when shorter than a patch)
-        probs.append(p[r0:r1])
-        finite.append(fin[r0:r1])
+        probs_l.append(p[r0:r1])
+        finite_l.append(fin[r0:r1])
         cues.append(cue[r0:r1])
         if embed:
             embeds.append(e[0][r0:r1])
         loges.append(loge[b0 - f0:b1 - f0])
-    probs, finite, cue = np.concatenate(probs), np.concatenate(finite), np.concatenate(cues)
+    probs, finite, cue = np.concatenate(probs_l), np.concatenate(finite_l), np.concatenate(cues)
     active = energy_activity(np.concatenate(loges))[::2]
     k = min(len(active), len(probs))
     active = np.concatenate([active[:k], np.zeros(len(probs) - k, bool)])
@@ -541,16 +568,19 @@ def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int 
 
 
 STAY = 0.999   # probability of staying in the music / no-music state from one 20 ms step to the next
+EVIDENCE = 0.01   # weight of one 20 ms step's log-odds: the fused decision reads 2-s means (100 steps)
 
 
-def hmm_smooth(p: np.ndarray, stay: float = STAY) -> np.ndarray:
+def hmm_smooth(p: np.ndarray, stay: float = STAY, evidence: float = EVIDENCE) -> np.ndarray:
     """Posterior of a two-state (music / no music) hidden Markov model over a probability track.
 
-    Each step's ``p`` is read as the posterior under an even prior; the states persist with
-    probability ``stay`` per step (0.999: a mean stay of 20 s at 20 ms), and the forward-backward
-    posterior of "music" is returned. Isolated flickers inside a block are voted down by their
-    neighbours, boundaries stay sharp (a Viterbi decision would give the same blocks, but no
-    probability for the window rule to read).
+    Each step's ``p`` is read as the posterior under an even prior, its log-odds weighted by
+    ``evidence`` (0.01: the fused decision is a 2-s mean, so 100 consecutive steps share one
+    observation and count once together, not 100 times); the states persist with probability
+    ``stay`` per step (0.999: a mean stay of 20 s at 20 ms), and the forward-backward posterior
+    of "music" is returned. Isolated flickers inside a block are voted down by their
+    neighbours (a Viterbi decision would give the same blocks, but no probability for the
+    window rule to read).
 
     Examples
     --------
@@ -559,6 +589,8 @@ def hmm_smooth(p: np.ndarray, stay: float = STAY) -> np.ndarray:
     True
     """
     p = np.clip(np.asarray(p, np.float64), 1e-4, 1 - 1e-4)
+    if evidence != 1.0:
+        p = 1.0 / (1.0 + ((1 - p) / p) ** evidence)
     n = len(p)
     if n == 0:
         return p
@@ -585,13 +617,13 @@ def hmm_smooth(p: np.ndarray, stay: float = STAY) -> np.ndarray:
     return out
 
 
-def music_probability(y: np.ndarray, sr: int, *, hop: int = 2, cue: bool = True, smooth: float = 1.0,
+def music_probability(y: np.ndarray, sr: int, *, hop: int = PATCH_HOP, cue: bool = True, smooth: float = 1.0,
                       hmm: bool | None = None, model: CNN | None = None,
                       frames: FrameOutput | None = None) -> tuple[float, np.ndarray] | None:
     """Music probability every 20 ms: ``(0.02, probs)``, or None when the weights are missing.
 
     With ``cue`` (the default): per 20 ms step, the fused decision of :mod:`shakelab.server.bgm`
-    (one logistic regression over the CNN's probabilities and embedding and the
+    (a small network over the CNN's probabilities and embedding and the
     sustained-spectrum features, 2-s context), 0 where the energy is inactive (silence is not
     music), then :func:`hmm_smooth` (``hmm``, default on with the cue). Without: the CNN's
     music probability, gated the same way and averaged over ``smooth`` seconds (the smoothing
@@ -618,14 +650,14 @@ def music_probability(y: np.ndarray, sr: int, *, hop: int = 2, cue: bool = True,
         if pb is not None:
             p = pb
     p = np.where(out.active, p, 0.0)
-    k = max(1, int(round(smooth / PRED_S)))
+    k = max(1, round(smooth / PRED_S))
     if hmm and len(p):
         p = np.where(out.active, hmm_smooth(p), 0.0)
     elif k > 1 and len(p) > 1:
         from scipy.ndimage import uniform_filter1d
 
         p = uniform_filter1d(p, size=k, mode="nearest")
-    n = int(math.ceil(out.duration / PRED_S - 1e-9))
+    n = math.ceil(out.duration / PRED_S - 1e-9)
     p = p[:n] if len(p) >= n else np.r_[p, np.zeros(n - len(p))]
     return PRED_S, np.clip(p, 0.0, 1.0)
 
@@ -644,10 +676,11 @@ class CNNDetector:
     name = "cnn"
     sample_rate = SR
 
-    def __init__(self, *, hop: int = 2, cue: bool = True, smooth: float = 1.0, hmm: bool | None = None):
+    def __init__(self, *, hop: int = PATCH_HOP, cue: bool = True, smooth: float = 1.0, hmm: bool | None = None):
         self.hop, self.cue, self.smooth, self.hmm = hop, cue, smooth, hmm
 
     def music_probability(self, y: np.ndarray, sr: int) -> tuple[float, np.ndarray]:
+        """Music probability every 20 ms of mono ``y``: ``(0.02, probs)`` (see :func:`music_probability`)."""
         res = music_probability(y, sr, hop=self.hop, cue=self.cue, smooth=self.smooth, hmm=self.hmm)
         if res is None:
             from shakelab import weights

@@ -7,7 +7,7 @@ confidence of a window is the *mean music probability* over the frames whose cen
 inside it (the last window is shorter when the duration is not a multiple of ``window``).
 
 `FeatureDetector` is the classical detector (librosa features + a tiny MLP ensemble,
-coefficients in ``music_features.json``, fitted offline by ``data/fit_detector.py``).
+coefficients in ``music_features.json``, fitted offline by ``tools/fit_detector.py``).
 A neural detector plugs in by implementing :class:`Detector` and being returned by
 :func:`get_detector`.
 
@@ -251,7 +251,7 @@ class FeatureDetector:
     fed to an ensemble of small multilayer perceptrons (11 inputs, 16 ReLU units, one
     logistic output; 5 members, probabilities averaged), then a 3-step median smooths the
     track, and steps whose surrounding 0.5 s is under -60 dBFS get 0. The weights (about 1000 numbers) are in
-    ``music_features.json``, fitted offline by ``data/fit_detector.py`` on generated,
+    ``music_features.json``, fitted offline by ``tools/fit_detector.py`` on generated,
     labelled audio (synthetic speech with room noise and reverb, MIDI music, speech over
     music, noise, silence).
 

@@ -209,7 +209,7 @@ class LocalServer:
         Examples
         --------
         >>> LocalServer("/nonexistent/shakelab", token="t").stats()   # see the class example for a running one
-        {'uploads': 0, 'jobs': 0, 'requests': {}}
+        {'uploads': 0, 'jobs': 0, 'tasks': 0, 'requests': {}}
         """
         with self._stats_lock:
             return {"uploads": self._uploads, "jobs": self._jobs, "tasks": self._tasks,

@@ -4,7 +4,7 @@ Conditions (one condition per clip): ``music`` (music alone), ``speech`` (speech
 ``speech_music_-6`` / ``speech_music_-12`` / ``speech_music_-20`` (speech with background
 music whose RMS is 6/12/20 dB under the speech's), ``noise`` (white/pink/brown and modulated
 noise) and ``silence`` (digital zero or a -70 dBFS noise floor). The ``dev`` split is about
-16.5 minutes; the ``train`` split (used by ``benchmarks/train_bgm.py`` for the background-music
+16.5 minutes; the ``train`` split (used by ``tools/train_bgm.py`` for the background-music
 cue) draws on other voices, sentences, synthetic songs and song excerpts, and more SNRs.
 
 Sources (only audio licensed for this use), taken from package wheels with
@@ -21,7 +21,7 @@ The ``broadcast`` split (67 min, 200 clips of 20 s) tags every clip with its spe
 (:data:`SPEECH_SOURCES`: real voices from the pyannote sample and Debian voice prompts, espeak-ng
 and flite), music source (:data:`MUSIC_SOURCES`, GM songs in six :data:`GENRES` among them),
 recording chain (:data:`CHAINS`, :func:`chain`) and noise bed (:data:`BEDS`, :func:`bed`), for
-leave-one-source-out scoring (``data/train_bgm.py``); its manifest adds ``chain`` and ``bed``.
+leave-one-source-out scoring (``tools/train_bgm.py``); its manifest adds ``chain`` and ``bed``.
 Debian packages it reads: :data:`BROADCAST_DEBS`.
 
 Output: ``<clip>.wav`` (16 kHz mono PCM16), ``<clip>.txt`` (Audacity labels,
@@ -30,11 +30,11 @@ Output: ``<clip>.wav`` (16 kHz mono PCM16), ``<clip>.txt`` (Audacity labels,
 
 Examples
 --------
->>> from shakelab import devset
+>>> from tools import devset
 >>> devset.build("out/devset")            # doctest: +SKIP
 PosixPath('out/devset/manifest.csv')
 
-$ python -m shakelab.devset out/devset [--split train|broadcast]
+$ python -m tools.devset out/devset [--split train|broadcast]
 """
 
 from __future__ import annotations
@@ -106,8 +106,8 @@ VOICES = {
               ("en-gb", "+belinda"), ("en-us", "+steph"), ("pt-br", "+Mike"), ("en-gb", "+norbert")],
 }
 
-__all__ = ["build", "CONDITIONS", "BROADCAST_CONDITIONS", "SPEECH_SOURCES", "MUSIC_SOURCES", "CHAINS", "BEDS",
-           "sources", "chain", "bed", "main"]
+__all__ = ["BEDS", "BROADCAST_CONDITIONS", "CHAINS", "CONDITIONS", "MUSIC_SOURCES", "SPEECH_SOURCES", "bed", "build",
+           "chain", "main", "sources"]
 
 
 # ----------------------------------------------------------------------------- sources
@@ -189,12 +189,12 @@ def _vlq(n: int) -> bytes:
 
 
 def _midi(events: list[tuple[float, bytes]], tempo_bpm: float) -> bytes:
-    """A format-0 MIDI file from (time in beats, message) events, 480 ticks per beat."""
+    """Write a format-0 MIDI file from (time in beats, message) events, 480 ticks per beat."""
     tpb = 480
     data = bytearray(b"\x00\xff\x51\x03" + int(60e6 / tempo_bpm).to_bytes(3, "big"))
     last = 0
     for t, msg in sorted(events, key=lambda e: (e[0], e[1][0] & 0xF0 == 0x90)):
-        tick = int(round(t * tpb))
+        tick = round(t * tpb)
         data += _vlq(tick - last) + msg
         last = tick
     data += b"\x00\xff\x2f\x00"
@@ -336,7 +336,7 @@ class _Speech:
         self.i = 0
         texts = SENTENCES[0::2] if split == "dev" else SENTENCES[1::2]
         self.items = []
-        for vi, (voice, variant) in enumerate(VOICES[split]):
+        for voice, variant in VOICES[split]:
             lang = voice.split("-")[0] if voice.split("-")[0] in ("fr", "de", "es", "it", "nl") else None
             pool = [t for k, v in FOREIGN.items() if k.startswith(lang) for t in v] if lang else texts
             self.items.append((voice, variant, pool))
@@ -539,7 +539,7 @@ def _resample(y: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
 
 
 def chain(y: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """A recording/transmission chain applied to 16 kHz audio (level kept).
+    """Pass 16 kHz audio through a recording/transmission chain (level kept).
 
     ``kind`` is one of :data:`CHAINS`: ``telephone`` (300-3400 Hz, through 8 kHz), ``am``
     (100-4500 Hz, soft clipping, hiss), ``mp3`` (round trip at about 24-40 kbit/s), ``reverb``
@@ -587,7 +587,7 @@ def chain(y: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def bed(kind: str, n: int, rng: np.random.Generator, babble: np.ndarray | None = None) -> np.ndarray:
-    """A background bed of ``n`` samples at unit RMS: one of :data:`BEDS`.
+    """Make a background bed of ``n`` samples at unit RMS: one of :data:`BEDS`.
 
     ``crowd`` needs ``babble`` (several voices summed; see the broadcast builder).
 
@@ -638,16 +638,17 @@ def _flite(text: str, voice: str, stretch: float, f0: float, tmp: Path) -> np.nd
 
 def _varispeed(y: np.ndarray, factor: float) -> np.ndarray:
     """Pitch and tempo together (a tape running ``factor`` times faster)."""
-    return _resample(y, int(round(SR * factor)), SR) if abs(factor - 1) > 1e-3 else y
+    return _resample(y, round(SR * factor), SR) if abs(factor - 1) > 1e-3 else y
 
 
 def _genre_song(seed: int, seconds: float, genre: str) -> bytes:
-    """A MIDI song in one of :data:`GENRES` (instrumentation, tempo and drums by genre)."""
+    """Compose a MIDI song in one of :data:`GENRES` (instrumentation, tempo and drums by genre)."""
     rng = np.random.default_rng(seed)
     lead, pad, bass, drums, tempo, arp = {
         "pop": (int(rng.choice([0, 4, 80, 81])), 89, 33, True, rng.integers(95, 130), False),
         "piano": (0, 0, 0, False, rng.integers(66, 100), True),
-        "ambient": (int(rng.choice([88, 91, 95])), int(rng.choice([89, 90, 92])), 38, False, rng.integers(60, 80), False),
+        "ambient": (int(rng.choice([88, 91, 95])), int(rng.choice([89, 90, 92])), 38, False, rng.integers(60, 80),
+                    False),
         "rock": (30, 29, 34, True, rng.integers(110, 150), False),
         "jazz": (int(rng.choice([4, 11, 65, 66])), 4, 32, True, rng.integers(90, 140), False),
         "orchestral": (int(rng.choice([40, 56, 73, 71])), 48, 42, False, rng.integers(70, 110), True),
@@ -692,7 +693,7 @@ def _broadcast_plan() -> list[dict]:
     nc = len(CHAINS)
     plan = []
     for i, s in enumerate(SPEECH_SOURCES):
-        for j, c in enumerate(CHAINS):
+        for c in CHAINS:
             plan.append({"condition": "speech", "speech": s, "chain": c})
         for j, b in enumerate(BEDS):
             plan.append({"condition": "speech_bed", "speech": s, "bed": b, "snr_db": -(10 + 10 * ((i + j) % 3)),
@@ -711,7 +712,7 @@ def _broadcast_plan() -> list[dict]:
             if (i + j) % 5 < 2:
                 plan.append({"condition": "speech_music_-6", "speech": s, "music": m, "snr_db": -6,
                              "chain": CHAINS[(i + 2 * j) % nc]})
-    for j, b in enumerate(BEDS + ("white", "pink", "brown", "hum")):
+    for j, b in enumerate((*BEDS, "white", "pink", "brown", "hum")):
         plan.append({"condition": "noise", "bed": b, "chain": CHAINS[j % nc]})
     for kind in ("zero", "floor", "floor"):
         plan.append({"condition": "silence", "bed": kind, "chain": "clean"})
@@ -863,10 +864,10 @@ def _build_broadcast(out: Path, cache) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m shakelab.devset OUT_DIR [--split dev|train|broadcast]``."""
+    """``python -m tools.devset OUT_DIR [--split dev|train|broadcast]``."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m shakelab.devset", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m tools.devset", description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir", type=Path)
     p.add_argument("--split", default="dev", choices=["dev", "train", "broadcast"])
     args = p.parse_args(argv)

@@ -1,46 +1,54 @@
 """Fit the background-music cue (shakelab/server/bgm_cue.npz) and score it leave-one-source-out.
 
 Usage (needs the CNN weights: ``shakelab models fetch``; and the Debian packages of
-``make devset`` to build the ``broadcast`` split of :mod:`shakelab.devset`)::
+``make devset`` to build the ``broadcast`` split of :mod:`tools.devset`)::
 
-    python data/train_bgm.py [out/broadcast]          # LOSO report, then fit on all and write the .npz
-    python data/train_bgm.py --check [out/broadcast]  # refit and compare with the committed .npz
+    python tools/train_bgm.py [out/broadcast]          # LOSO report, then fit on all and write the .npz
+    python tools/train_bgm.py --check [out/broadcast]  # refit and compare with the committed .npz
 
 Per 20 ms step of every clip: the nine sustained-spectrum features of
 :mod:`shakelab.server.bgm` and the CNN's log probabilities, averaged over 2 s
 (:func:`bgm.design`) and the CNN's last hidden layer (2-s means, reduced to ``K_EMBED``
 principal components); label 1 when music is present (music alone, speech over music), 0
 otherwise (speech through every chain, speech over noise beds, noise, silence); steps without
-energy are left out, every 5th step is kept. L2-regularised logistic regression (scipy
-L-BFGS, C=0.01 as in scikit-learn's convention), every clip weighing the same. Deterministic.
+energy are left out, every 5th step is kept. A network with one hidden layer of ``HIDDEN``
+tanh units and a logistic output (cross-entropy, L2 penalty ``L2``, scipy L-BFGS, ``ITERS``
+iterations from a seeded start), every clip weighing the same. Deterministic.
 
 Leave-one-source-out (:func:`loso_params`): a clip is scored by a decision fitted on the
 clips that share none of its group's sources (speech source, music source, noise bed), so
-every figure is on speakers, voices, songs and beds it never saw. The CNN's frame outputs are cached next to the set
-(``<set>.frames.npz``), keyed by the clips' sizes and times, so re-running costs seconds.
+every figure is on speakers, voices, songs and beds it never saw. Scored as the server computes
+it (:func:`track`: every 20 ms step, energy gate, :func:`shakelab.server.cnn.hmm_smooth`). The
+CNN's frame outputs (at the server's patch hop) are cached next to the set (``<set>.frames.npz``),
+keyed by the clips' sizes and times, so re-running costs seconds.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import sys
-from pathlib import Path
+import os
 
-import numpy as np
-from scipy.optimize import minimize
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")       # one thread: the fit is reproducible to the last bit (--check)
+
+import csv  # noqa: E402
+import hashlib  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+from scipy.optimize import minimize  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shakelab import devset  # noqa: E402
 from shakelab.server import bgm, cnn  # noqa: E402
+from tools import devset  # noqa: E402
 
-C = 0.01
 SUBSAMPLE = 5           # every 5th 20-ms step: the design is a 2-s average, neighbours are near copies
 FRAMES_VERSION = "2"    # bump when cnn.frame_outputs or bgm.features change
 
 
 def manifest(d: Path) -> list[dict]:
+    """Read the set's ``manifest.csv``: one dict per clip."""
     with open(d / "manifest.csv", newline="") as fh:
         return list(csv.DictReader(fh))
 
@@ -53,7 +61,7 @@ def frame_table(d: Path) -> list[dict]:
     import soundfile as sf
 
     rows = manifest(d)
-    key = hashlib.sha256(FRAMES_VERSION.encode())
+    key = hashlib.sha256(f"{FRAMES_VERSION}:hop={cnn.PATCH_HOP}".encode())     # the server's patch hop
     for r in rows:
         st = (d / f"{r['name']}.wav").stat()
         key.update(f"{r['name']}:{st.st_size}:{st.st_mtime_ns};".encode())
@@ -85,35 +93,59 @@ def _labelled(d: Path, rows: list[dict]) -> list[dict]:
     return rows
 
 
-def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, c: float = C):
-    """Weighted L2 logistic regression; returns ``(coef, intercept)``."""
+HIDDEN = 16            # tanh units of the decision's hidden layer
+L2 = 1.0               # penalty on the weights (not the biases)
+ITERS = 200            # L-BFGS iterations
+SEED = 0               # the start point
+
+
+def fit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, *, hidden: int = HIDDEN, l2: float = L2,
+        iters: int = ITERS, seed: int = SEED) -> tuple[np.ndarray, ...]:
+    """Weighted cross-entropy of a one-hidden-layer tanh network; returns ``(W1, b1, W2, b2)``."""
     n, d = x.shape
     w = np.ones(n) if w is None else w
+    rng = np.random.default_rng(seed)
+    v0 = np.r_[rng.standard_normal(d * hidden) / np.sqrt(d), np.zeros(hidden),
+               rng.standard_normal(hidden) / np.sqrt(hidden), 0.0]
+
+    def unpack(v):
+        return v[:d * hidden].reshape(d, hidden), v[d * hidden:(d + 1) * hidden], v[(d + 1) * hidden:-1], v[-1]
 
     def loss(v):
-        z = x @ v[:d] + v[d]
-        p = 1 / (1 + np.exp(-z))
-        ll = np.sum(w * (np.logaddexp(0, z) - y * z))
-        g = x.T @ (w * (p - y))
-        return ll + v[:d] @ v[:d] / (2 * c), np.r_[g + v[:d] / c, np.sum(w * (p - y))]
+        w1, b1, w2, b2 = unpack(v)
+        h = np.tanh(x @ w1 + b1)
+        z = h @ w2 + b2
+        g = w * (1 / (1 + np.exp(-z)) - y)
+        gh = np.outer(g, w2) * (1 - h * h)
+        ll = np.sum(w * (np.logaddexp(0, z) - y * z)) + l2 / 2 * (np.sum(w1 * w1) + np.sum(w2 * w2))
+        return ll, np.r_[(x.T @ gh + l2 * w1).ravel(), gh.sum(axis=0), h.T @ g + l2 * w2, g.sum()]
 
-    res = minimize(loss, np.zeros(d + 1), jac=True, method="L-BFGS-B", options={"maxiter": 3000})
-    return res.x[:d], float(res.x[d])
+    res = minimize(loss, v0, jac=True, method="L-BFGS-B", options={"maxiter": iters})
+    return unpack(res.x)
 
 
-K_EMBED = 48           # principal components of the embedding the regression sees
+K_EMBED = 48           # principal components of the embedding the network sees
 
 
-def design_rows(r: dict) -> np.ndarray:
-    """The fused design of one clip every ``SUBSAMPLE`` steps: 12 cue columns + 256 embedding."""
-    return np.concatenate([bgm.design(r["cue"], r["probs"])[::SUBSAMPLE], r["embed"].astype(np.float64)], axis=1)
+def design_rows(r: dict, *, every: int = SUBSAMPLE) -> np.ndarray:
+    """Fuse one clip's design every ``every`` steps: 12 cue columns + 256 embedding (2-s means).
+
+    The cache holds the embedding's 2-s means every ``SUBSAMPLE`` steps; ``every=1`` holds
+    each of them for the ``SUBSAMPLE`` steps it stands for (the server's 20 ms grid).
+    """
+    cue = bgm.design(r["cue"], r["probs"])[::every]
+    emb = r["embed"].astype(np.float64)
+    if every != SUBSAMPLE:
+        emb = np.repeat(emb, SUBSAMPLE, axis=0)[::every]
+        emb = np.concatenate([emb, np.repeat(emb[-1:], max(0, len(cue) - len(emb)), axis=0)])[:len(cue)]
+    return np.concatenate([cue, emb], axis=1)
 
 
 def fit_params(table: list[dict]) -> dict:
-    """Standardisation and coefficients of the fused decision, fitted on ``table``'s clips.
+    """Fit the fused decision's standardisation and network on ``table``'s clips.
 
     The embedding is reduced to its first ``K_EMBED`` principal components (of the training
-    rows) before the regression; the projection is folded into the 268 coefficients.
+    rows) before the network; the projection is folded into its first layer (268 x ``HIDDEN``).
     """
     X, Y, W = [], [], []
     for r in table:
@@ -128,8 +160,9 @@ def fit_params(table: list[dict]) -> dict:
     z = (x - mean) / scale
     n = len(bgm.FEATURE_NAMES)
     proj = np.linalg.svd(z[::4, n:], full_matrices=False)[2][:K_EMBED].T       # (256, K)
-    coef, icpt = fit(np.concatenate([z[:, :n], z[:, n:] @ proj], axis=1), y, w)
-    return {"mean": mean, "scale": scale, "coef": np.r_[coef[:n], proj @ coef[n:]], "intercept": np.array(icpt)}
+    w1, b1, w2, b2 = fit(np.concatenate([z[:, :n], z[:, n:] @ proj], axis=1), y, w)
+    return {"mean": mean, "scale": scale, "W1": np.concatenate([w1[:n], proj @ w1[n:]]), "b1": b1, "W2": w2,
+            "b2": np.array(b2)}
 
 
 def folds(table: list[dict]) -> dict[tuple, list[int]]:
@@ -167,25 +200,26 @@ def loso_params(table: list[dict]) -> list[dict]:
 
 
 def track(r: dict, prm: dict | None, *, hmm: bool = True) -> np.ndarray:
-    """Music probability every 100 ms of one cached clip, as the server computes it (every
-    ``SUBSAMPLE``-th step): fused decision (or the CNN alone when ``prm`` is None), energy
-    gate, then the HMM (or, without it, the 1-s mean)."""
-    act = r["active"][::SUBSAMPLE]
+    """Compute one cached clip's music probability every 20 ms, as the server does.
+
+    The fused decision (or the CNN alone when ``prm`` is None), the energy gate, then the
+    HMM (or, without it, the 1-s mean: the CNN alone's smoothing on the server).
+    """
+    act = r["active"]
     if prm is None:
-        p = np.nan_to_num(r["probs"][::SUBSAMPLE, 1], nan=0.0).astype(np.float64)
+        p = np.nan_to_num(r["probs"][:, 1], nan=0.0).astype(np.float64)
     else:
-        x = (design_rows(r) - prm["mean"]) / prm["scale"]
-        p = 1 / (1 + np.exp(-np.clip(x @ prm["coef"] + prm["intercept"], -50, 50)))
+        p = bgm.decide(design_rows(r, every=1), prm)
     p = np.where(act, p, 0.0)
     if hmm:
-        return np.where(act, cnn.hmm_smooth(p, cnn.STAY ** SUBSAMPLE), 0.0)
+        return np.where(act, cnn.hmm_smooth(p), 0.0)
     from scipy.ndimage import uniform_filter1d
 
-    return uniform_filter1d(p, size=int(round(1.0 / (cnn.PRED_S * SUBSAMPLE))), mode="nearest")
+    return uniform_filter1d(p, size=round(1.0 / cnn.PRED_S), mode="nearest")
 
 
 def score(table: list[dict], tracks: list[np.ndarray], *, by: str = "condition", window: float = 10.0,
-          step: float = cnn.PRED_S * SUBSAMPLE):
+          step: float = cnn.PRED_S):
     """Share of time called music per group, on the 10-ms grid and in the service's windows.
 
     Returns ``{group: (frame_share, window_share, seconds)}``. A frame is music when its
@@ -197,7 +231,7 @@ def score(table: list[dict], tracks: list[np.ndarray], *, by: str = "condition",
     from shakelab.server.decision import MUSIC_PROBABILITY, window_scores
 
     acc: dict[str, list[float]] = {}
-    for r, p in zip(table, tracks):
+    for r, p in zip(table, tracks, strict=True):
         wins = [w["confidence"] >= MUSIC_PROBABILITY for w in window_scores(step, p, float(r["duration"]),
                                                                              window=window)]
         a = acc.setdefault(r[by] or "-", [0.0, 0.0, 0.0, 0.0])
@@ -209,6 +243,7 @@ def score(table: list[dict], tracks: list[np.ndarray], *, by: str = "condition",
 
 
 def main(argv: list[str]) -> int:
+    """Report leave-one-source-out, then fit on every clip and write the weights (``--check``: compare)."""
     check = "--check" in argv
     args = [a for a in argv if a != "--check"]
     d = Path(args[0]) if args else Path("out/broadcast")
@@ -224,13 +259,13 @@ def main(argv: list[str]) -> int:
         diff = max(float(np.max(np.abs(prm[k] - old[k]))) for k in prm)
         print(f"refit vs committed {bgm.PARAMS_PATH.name}: max |difference| {diff:.2e}")
         return 0 if diff < 1e-6 else 1
-    tracks = [track(r, p) for r, p in zip(table, loso_params(table))]
+    tracks = [track(r, p) for r, p in zip(table, loso_params(table), strict=True)]
     print("leave-one-source-out, share of time called music (10 ms / 10-s windows):")
     for g, (f, w, sec) in score(table, tracks).items():
         print(f"  {g:18s} {f:.3f}  {w:.3f}  ({sec / 60:.1f} min)")
     np.savez(bgm.PARAMS_PATH, **prm, feature_names=np.array(bgm.FUSED_NAMES))
-    print(f"wrote {bgm.PARAMS_PATH} ({len(prm['coef'])} weights): "
-          + ", ".join(f"{n}={w:+.2f}" for n, w in zip(bgm.FEATURE_NAMES, prm["coef"])))
+    print(f"wrote {bgm.PARAMS_PATH} ({sum(v.size for k, v in prm.items() if k[0] in 'Wb')} weights, "
+          f"{HIDDEN} hidden units)")
     return 0
 
 

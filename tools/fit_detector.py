@@ -7,9 +7,9 @@ accuracy per condition on the training set and on held-out real recordings.
 
 Training set (generated into a temp dir, never committed):
 
-- speech: ``flite`` voices (kal16, awb, rms, slt) and ``espeak-ng`` sentences (English, French, German, Spanish, Italian voices, male
-  and female variants, random speed and pitch), Debian ``alsa-utils`` voice prompts when
-  installed;
+- speech: ``flite`` voices (kal16, awb, rms, slt) and ``espeak-ng`` sentences (English, French,
+  German, Spanish, Italian voices, male and female variants, random speed and pitch), Debian
+  ``alsa-utils`` voice prompts when installed;
 - music: random MIDI pieces composed by this script (random tempo, key, progression,
   instruments, with or without drums, block chords or arpeggios) rendered by ``fluidsynth``
   with ``FluidR3_GM.sf2`` and ``TimGM6mb.sf2``; the ``pygame`` wheel's ``house_lo`` loop;
@@ -28,7 +28,7 @@ pip access for ``pip download --no-deps`` of the wheels above.
 
 Usage::
 
-    .venv/bin/python data/fit_detector.py [--wheels DIR]
+    .venv/bin/python tools/fit_detector.py [--wheels DIR]
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE.parent / "tools"))  # make_demo
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data"
+sys.path.insert(0, str(ROOT / "tools"))  # make_demo (the demo's MIDI score)
+sys.path.insert(0, str(ROOT))
 
 from make_demo import Score, write_midi  # noqa: E402
 
@@ -88,11 +88,13 @@ def _load(path: Path) -> np.ndarray:
 
 
 def at_db(x: np.ndarray, db: float) -> np.ndarray:
+    """Scale ``x`` to an RMS of ``db`` dBFS."""
     r = np.sqrt(np.mean(x.astype(np.float64) ** 2)) + 1e-12
     return (x * (10 ** (db / 20) / r)).astype(np.float32)
 
 
 def speech_clips(rng: np.random.Generator, work: Path, n: int) -> list[np.ndarray]:
+    """Synthesise ``n`` speech clips (flite, espeak-ng, voice prompts when installed)."""
     out = []
     langs = list(SENTENCES)
     for i in range(n):
@@ -128,6 +130,7 @@ BASSES = [32, 33, 34, 35, 38, 39, 42, 43]
 
 
 def compose(rng: np.random.Generator, seconds: float) -> tuple[Score, float]:
+    """Compose a random MIDI piece of about ``seconds``; returns the score and its tempo."""
     bpm = float(rng.integers(66, 160))
     bars = int(np.ceil(seconds / (4 * 60 / bpm)))
     root = 48 + int(rng.integers(0, 12))
@@ -148,7 +151,7 @@ def compose(rng: np.random.Generator, seconds: float) -> tuple[Score, float]:
         d = prog[b % len(prog)]
         chord = [root + scale[(d + k) % 7] + 12 * ((d + k) // 7) for k in (0, 2, 4)]
         if arpeggio:
-            seq = chord + [chord[1] + 12, chord[2] + 12, chord[1] + 12, chord[2], chord[1]]
+            seq = [*chord, chord[1] + 12, chord[2] + 12, chord[1] + 12, chord[2], chord[1]]
             for k, p in enumerate(seq):
                 s.note(0, p, t + 0.5 * k, 0.5, int(rng.integers(60, 90)))
         else:
@@ -178,7 +181,9 @@ def compose(rng: np.random.Generator, seconds: float) -> tuple[Score, float]:
     return s, bpm
 
 
-def music_clips(rng: np.random.Generator, work: Path, n: int, seconds: float, extra: list[np.ndarray]) -> list[np.ndarray]:
+def music_clips(rng: np.random.Generator, work: Path, n: int, seconds: float,
+                extra: list[np.ndarray]) -> list[np.ndarray]:
+    """Render ``n`` composed pieces with fluidsynth, plus the ``extra`` recordings."""
     out = []
     for i in range(n):
         score, bpm = compose(rng, seconds)
@@ -192,6 +197,7 @@ def music_clips(rng: np.random.Generator, work: Path, n: int, seconds: float, ex
 
 
 def noise_clips(rng: np.random.Generator, n: int, seconds: float) -> list[np.ndarray]:
+    """Generate ``n`` coloured or modulated noise clips."""
     out = []
     N = int(seconds * SR)
     f = np.fft.rfftfreq(N, 1 / SR)
@@ -217,9 +223,11 @@ def noise_clips(rng: np.random.Generator, n: int, seconds: float) -> list[np.nda
 
 
 def room(x: np.ndarray, rng: np.random.Generator, *, reverb: bool) -> np.ndarray:
-    """Make a clean clip sound recorded: optional synthetic room reverb, then background noise
-    15-45 dB under the clip (synthetic speech has digital silence between words; real
-    recordings never do)."""
+    """Make a clean clip sound recorded: optional synthetic room reverb, then background noise.
+
+    The noise is 15-45 dB under the clip (synthetic speech has digital silence between words;
+    real recordings never do).
+    """
     x = x.astype(np.float32)
     if reverb:
         rt60 = float(rng.uniform(0.2, 0.7))
@@ -239,11 +247,9 @@ def room(x: np.ndarray, rng: np.random.Generator, *, reverb: bool) -> np.ndarray
 
 
 def labelled_steps(y: np.ndarray, label: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Feature matrix, level and label of each step of ``y``."""
     X, level = detectors.feature_matrix(y, SR)
-    if np.isscalar(label):
-        lab = np.full(len(X), label, np.int8)
-    else:
-        lab = np.asarray(label)[: len(X)]
+    lab = np.full(len(X), label, np.int8) if np.isscalar(label) else np.asarray(label)[: len(X)]
     return X, level, lab
 
 
@@ -311,7 +317,7 @@ def build_tables(wheels: Path | None):
         feats = {}
         for name, items in conds.items():
             rows = [labelled_steps(x, lab) for x, lab in items]
-            feats[name] = tuple(np.concatenate(c) for c in zip(*rows))
+            feats[name] = tuple(np.concatenate(c) for c in zip(*rows, strict=True))
             print(f"{name:13s} {sum(len(x) for x, _ in items) / SR / 60:5.1f} min, {len(feats[name][0])} steps")
 
         # held-out real recordings
@@ -320,12 +326,13 @@ def build_tables(wheels: Path | None):
         sample = _load(work / "sample.wav")[int(6.6 * SR):]
         held["pyannote speech"] = labelled_steps(sample, 0)
         for song in ("1918", "funkyrobot"):
-            (work / f"{song}.mp3").write_bytes(wheel_member("arcade", f"arcade/resources/assets/music/{song}.mp3", wheels))
+            member = f"arcade/resources/assets/music/{song}.mp3"
+            (work / f"{song}.mp3").write_bytes(wheel_member("arcade", member, wheels))
             held[f"arcade {song}"] = labelled_steps(_load(work / f"{song}.mp3")[SR * 30: SR * 90], 1)
-        demo = _load(HERE / "demo.flac")
+        demo = _load(DATA / "demo.flac")
         centres = (np.arange(int(np.ceil(len(demo) / SR / detectors.STEP))) + 0.5) * detectors.STEP
         lab = np.zeros(len(centres), np.int8)
-        for line in (HERE / "demo_labels.txt").read_text().splitlines():
+        for line in (DATA / "demo_labels.txt").read_text().splitlines():
             a, b, _ = line.split("\t")
             lab[(centres >= float(a)) & (centres < float(b))] = 1
         held["demo.flac"] = labelled_steps(demo, lab)
@@ -334,6 +341,7 @@ def build_tables(wheels: Path | None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Generate the training audio, fit, report held-out accuracy and write the coefficients."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--wheels", type=Path, default=None, help="folder holding (or receiving) the wheels")
     ap.add_argument("--out", type=Path, default=detectors.COEF_PATH)
@@ -351,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     members = fit_ensemble((Xk - mean) / scale, Yk, wts)
     coef = {"features": list(detectors.FEATURE_NAMES), "mean": mean.round(6).tolist(),
             "scale": scale.round(6).tolist(), "members": members,
-            "fitted_by": "data/fit_detector.py", "training_minutes": round(float(minutes), 1)}
+            "fitted_by": "tools/fit_detector.py", "training_minutes": round(float(minutes), 1)}
     args.out.write_text(json.dumps(coef) + "\n")
     det = detectors.FeatureDetector(coef)
     print("\naccuracy per 0.5-s step (threshold 0.5)")
