@@ -51,7 +51,7 @@ def _isolated_doctest(request: pytest.FixtureRequest) -> None:
     (work / "song.wav").symlink_to(request.getfixturevalue("_song_clip"))
     monkeypatch.chdir(work)
 
-    dtest = request.node.dtest  # type: ignore[attr-defined]
+    dtest = request.node.dtest
     source = "".join(example.source for example in dtest.examples)
     if "client" in source or "ledger" in source:
         import shakelab
