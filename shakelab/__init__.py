@@ -6,8 +6,10 @@ server are imported only when the functions that need them are used.
 Examples
 --------
 >>> import shakelab
->>> client = shakelab.connect()                      # doctest: +SKIP
->>> segments = client.music_detection("data/demo.flac")  # doctest: +SKIP
+>>> client = shakelab.connect()
+>>> segments = client.music_detection("song.wav", progress=False)   # 3 s of music
+>>> segments[["start_time", "end_time"]].values.tolist()
+[[0.0, 3.0]]
 """
 
 from __future__ import annotations

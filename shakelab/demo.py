@@ -8,7 +8,18 @@ With ``AUDIOSHAKE_API_TOKEN`` set, the same steps run against the real service.
 Examples
 --------
 >>> from shakelab.demo import run
->>> run(out_dir="out/demo")          # doctest: +SKIP
+>>> segments = run(out_dir="out/demo", source="song.wav")   # the demo's 3-s excerpt, for speed
+running music_detection, vocals on song.wav ...
+<BLANKLINE>
+2 jobs completed; outputs in out/demo/:
+  music_detection.json ...
+  vocals.wav ...
+<BLANKLINE>
+Music found in song.wav (segments where music is present, on the 10-second grid):
+ start_time  end_time  confidence
+      0.000     3.000       ...
+>>> len(segments)
+1
 """
 
 from __future__ import annotations

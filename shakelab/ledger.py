@@ -17,10 +17,16 @@ variable, else ``<user cache dir>/shakelab/ledger.sqlite`` (platformdirs).
 
 Examples
 --------
->>> from shakelab.ledger import Ledger
->>> ledger = Ledger("/tmp/example-ledger.sqlite")                         # doctest: +SKIP
->>> ledger.lookup_asset(sha256="ab12...", service="local-1a2b3c4d5e6f")  # doctest: +SKIP
->>> ledger.jobs_frame()[["job_id", "model", "status"]]                    # doctest: +SKIP
+>>> import shakelab
+>>> from shakelab.ledger import file_sha256
+>>> client = shakelab.connect()   # its ledger: SHAKELAB_LEDGER, else the user cache
+>>> asset = client.upload("song.wav", progress=False)
+>>> client.ledger.lookup_asset(sha256=file_sha256("song.wav"), service=client.service)["id"] == asset.id
+True
+>>> jobs = client.submit("song.wav", ["vocals"], progress=False)
+>>> client.ledger.jobs_frame()[["model", "status", "source_name"]]
+    model     status source_name
+0  vocals  completed    song.wav
 """
 
 from __future__ import annotations
@@ -130,7 +136,10 @@ def default_path() -> Path:
 
     Examples
     --------
-    >>> default_path().name      # doctest: +SKIP
+    >>> import os
+    >>> default_path() == Path(os.environ["SHAKELAB_LEDGER"])   # set for the doctests
+    True
+    >>> default_path().name
     'ledger.sqlite'
     """
     env = os.environ.get("SHAKELAB_LEDGER")
@@ -278,11 +287,13 @@ class Ledger:
 
     Examples
     --------
-    >>> ledger = Ledger(tmp_path / "ledger.sqlite")      # doctest: +SKIP
+    >>> ledger = Ledger("ledger.sqlite")
     >>> ledger.record_asset(sha256="ab12", size=10, path="a.wav", service="http://x",
-    ...                     payload={"id": "as1", "name": "a"})   # doctest: +SKIP
-    >>> ledger.lookup_asset(sha256="ab12", service="http://x")["id"]   # doctest: +SKIP
+    ...                     payload={"id": "as1", "name": "a"})
+    >>> ledger.lookup_asset(sha256="ab12", service="http://x")["id"]
     'as1'
+    >>> ledger.lookup_asset(sha256="ab12", service="http://y") is None   # another service
+    True
     """
 
     def __init__(self, path: str | os.PathLike | None = None):
@@ -390,7 +401,11 @@ class Ledger:
 
         Examples
         --------
-        >>> ledger.lookup_asset(sha256=file_sha256("a.wav"), service=client.service)  # doctest: +SKIP
+        >>> asset = client.upload("song.wav", progress=False)
+        >>> ledger.lookup_asset(sha256=file_sha256("song.wav"), service=client.service)["name"]
+        'song.wav'
+        >>> ledger.lookup_asset(sha256=file_sha256("song.wav"), service=client.service, api="tasks") is None
+        True
         """
         oldest = time.time() - (TASKS_LIFETIME_S - _REUSE_MARGIN_S) if _api(api) == "tasks" else float("-inf")
         row = self._conn().execute(
@@ -406,7 +421,10 @@ class Ledger:
         Examples
         --------
         >>> ledger.record_asset(sha256="ab12", size=10, path="a.wav", service="http://x",
-        ...                     payload={"id": "as1", "name": "a"})   # doctest: +SKIP
+        ...                     payload={"id": "as1", "name": "a"})
+        >>> ledger.assets_frame()[["asset_id", "name", "size", "api"]]
+          asset_id name  size   api
+        0      as1    a    10  jobs
         """
         if not isinstance(payload, dict) or not payload.get("id"):
             raise ValidationError(f"`payload` must be an upload's API JSON with an 'id', not {payload!r}")
@@ -438,8 +456,12 @@ class Ledger:
 
         Examples
         --------
-        >>> ledger.lookup_job(asset_id="as1", model="music_detection", format="json",
-        ...                   metadata={}, service="http://x")    # doctest: +SKIP
+        >>> ledger.record_job({"id": "j1", "status": "completed", "assetId": "as1",
+        ...                 "metadata": {"name": "vocals", "format": "wav"}}, service="http://x")
+        >>> ledger.lookup_job(asset_id="as1", model="vocals", format="wav",
+        ...                   metadata={}, service="http://x")["job_id"]
+        'j1'
+        >>> ledger.lookup_job(asset_id="as1", model="vocals", format="flac", metadata={}, service="http://x")
         """
         rows = self._conn().execute(
             "SELECT * FROM jobs WHERE service=? AND asset_id=? AND model=? AND format=?"
@@ -461,8 +483,10 @@ class Ledger:
 
         Examples
         --------
-        >>> aid = ledger.record_attempt(asset_id="as1", model="vocals", format="wav", metadata={},
-        ...                             service="http://x", source="a.wav")   # doctest: +SKIP
+        >>> key = dict(asset_id="as1", model="vocals", format="wav", metadata={}, service="http://x")
+        >>> aid = ledger.record_attempt(**key, source="a.wav")
+        >>> ledger.unconfirmed_attempt(**key)["attempt_id"] == aid
+        True
         """
         import secrets
 
@@ -529,7 +553,10 @@ class Ledger:
 
         Examples
         --------
-        >>> ledger.record_job(job.raw, service=client.service, source_path="a.wav")  # doctest: +SKIP
+        >>> ledger.record_job({"id": "j1", "status": "completed", "assetId": "as1",
+        ...                 "metadata": {"name": "vocals", "format": "wav"}}, service="http://x", source_path="a.wav")
+        >>> ledger.get_job("j1")["status"], ledger.get_job("j1")["source_path"]
+        ('completed', 'a.wav')
         """
         payload, fields = _job_fields(payload)
         now = time.time()
@@ -568,7 +595,11 @@ class Ledger:
 
         Examples
         --------
-        >>> ledger.record_outputs(job.id, ["out/a/vocals.wav"])   # doctest: +SKIP
+        >>> ledger.record_job({"id": "j1", "status": "completed", "assetId": "as1",
+        ...                 "metadata": {"name": "vocals", "format": "wav"}}, service="http://x")
+        >>> ledger.record_outputs("j1", ["out/a/vocals.wav"])
+        >>> ledger.get_job("j1")["outputs"]
+        ['out/a/vocals.wav']
         """
         if isinstance(paths, (str, os.PathLike)):
             raise ValidationError(f"`paths` must be a list of paths, not the single path {paths!r}")
@@ -590,7 +621,11 @@ class Ledger:
 
         Examples
         --------
-        >>> ledger.record_result(job.id, [{"start_time": 0.0, "end_time": 10.0, "confidence": 0.9}])  # doctest: +SKIP
+        >>> ledger.record_job({"id": "j1", "status": "completed", "assetId": "as1",
+        ...                 "metadata": {"name": "vocals", "format": "wav"}}, service="http://x")
+        >>> ledger.record_result("j1", [{"start_time": 0.0, "end_time": 10.0, "confidence": 0.9}])
+        >>> ledger.lookup_result("j1")[0]["end_time"]
+        10.0
         """
         text = json.dumps(result, default=str)
 
@@ -634,8 +669,11 @@ class Ledger:
 
         Examples
         --------
-        >>> ledger.record_task_attempt(attempt_id="a1", service="http://x", source_key="asset:as1",
-        ...                            targets=[{"model": "bass", "formats": ["wav"]}])   # doctest: +SKIP
+        >>> request = dict(service="http://x", source_key="asset:as1",
+        ...                targets=[{"model": "bass", "formats": ["wav"]}])
+        >>> ledger.record_task_attempt(attempt_id="a1", **request)
+        >>> [a["attempt_id"] for a in ledger.unconfirmed_task_attempts(**request)]
+        ['a1']
         """
         key = (_norm_service(service), str(source_key), _targets_key(targets), _user_key(metadata))
 
@@ -703,7 +741,10 @@ class Ledger:
 
         Examples
         --------
-        >>> ledger.record_task(task.raw, service=client.service, source_path="a.wav")   # doctest: +SKIP
+        >>> ledger.record_task({"id": "t1", "assetId": "as1", "targets": [{"model": "bass", "formats": ["wav"]}]},
+        ...                    service="http://x", source_path="a.wav")
+        >>> ledger.get_task("t1")["source_path"]
+        'a.wav'
         """
         fields = _task_fields(payload)
         base = _norm_service(service)
@@ -795,8 +836,10 @@ class Ledger:
 
         Examples
         --------
-        >>> ledger.done_elsewhere(sha256=file_sha256("a.wav"), api="tasks")   # doctest: +SKIP
-        [{'api': 'jobs', 'id': 'j1', 'models': ['vocals'], 'status': 'completed', ...}]
+        >>> jobs = client.submit("song.wav", ["vocals"], progress=False)
+        >>> done = ledger.done_elsewhere(sha256=file_sha256("song.wav"), api="tasks")
+        >>> [(d["api"], d["id"] == jobs[0].id, d["models"], d["status"]) for d in done]
+        [('jobs', True, ['vocals'], 'completed')]
         """
         conn = self._conn()
         if _api(api) == "tasks":
@@ -831,7 +874,10 @@ class Ledger:
 
         Examples
         --------
-        >>> ledger.assets_frame()[["name", "asset_id"]]   # doctest: +SKIP
+        >>> asset = client.upload("song.wav", progress=False)
+        >>> ledger.assets_frame()[["name", "api", "format"]]
+               name   api format
+        0  song.wav  jobs    wav
         """
         import pandas as pd
 
@@ -865,7 +911,11 @@ class Ledger:
 
         Examples
         --------
-        >>> ledger.jobs_frame()[["job_id", "model", "status", "source_path"]]   # doctest: +SKIP
+        >>> ledger.record_job({"id": "j1", "status": "completed", "assetId": "as1",
+        ...                 "metadata": {"name": "vocals", "format": "wav"}}, service="http://x", source_path="a.wav")
+        >>> ledger.jobs_frame()[["job_id", "model", "status", "source_path"]]
+          job_id   model     status source_path
+        0     j1  vocals  completed       a.wav
         """
         import pandas as pd
 

@@ -31,9 +31,13 @@ Examples
 --------
 >>> import numpy as np
 >>> from shakelab.server import cnn, processing
->>> y = np.zeros(16000 * 3, dtype=np.float32)
->>> processing.detect_music(y, 16000, all_windows=True, detector="cnn")       # doctest: +SKIP
+>>> y = np.zeros(16000 * 3, dtype=np.float32)   # silence is not music
+>>> processing.detect_music(y, 16000, all_windows=True, detector="cnn")
 [{'start_time': 0.0, 'end_time': 3.0, 'confidence': 0.0}]
+>>> import soundfile as sf
+>>> y, sr = sf.read("song.wav", dtype="float32")   # 3 s of the demo's music
+>>> [round(w["confidence"], 1) for w in processing.detect_music(y, sr, all_windows=True, detector="cnn")]
+[1.0]
 """
 
 from __future__ import annotations
@@ -205,8 +209,12 @@ class CNN:
 
     Examples
     --------
-    >>> model = load_model()                               # doctest: +SKIP
-    >>> probs = model.predict(melspec(y)[0])               # doctest: +SKIP
+    >>> import soundfile as sf
+    >>> y, sr = sf.read("song.wav", dtype="float32")   # 3 s of music
+    >>> model = load_model()
+    >>> probs, finite = model.predict(melspec(resample_16k(y, sr))[0])
+    >>> probs.shape, bool(finite.all())   # 20-ms rows of (speech, music, noise)
+    ((149, 3), True)
     """
 
     def __init__(self, arrays: dict):
@@ -276,7 +284,11 @@ class CNN:
 
         Examples
         --------
-        >>> probs, finite = load_model().predict(melspec(y)[0])   # doctest: +SKIP
+        >>> import soundfile as sf
+        >>> y, sr = sf.read("song.wav", dtype="float32")   # 3 s of music
+        >>> probs, finite = load_model().predict(melspec(resample_16k(y, sr))[0], hop=2)
+        >>> probs.dtype, bool(np.allclose(probs.sum(axis=1), 1, atol=1e-3)), bool(probs[:, 1].mean() > 0.5)
+        (dtype('float32'), True, True)
         """
         if hop < 1:
             raise ValueError(f"`hop` must be >= 1, not {hop!r}")
@@ -380,7 +392,11 @@ def load_model(path: str | os.PathLike | None = None) -> CNN | None:
 
     Examples
     --------
-    >>> model = load_model()      # doctest: +SKIP
+    >>> model = load_model()
+    >>> type(model).__name__, model is load_model()   # cached
+    ('CNN', True)
+    >>> load_model("no-such-weights.npz") is None
+    True
     """
     global _MODEL, _MODEL_PATH
     from shakelab import weights
@@ -415,7 +431,12 @@ def warn_missing() -> None:
 
     Examples
     --------
-    >>> warn_missing()      # doctest: +SKIP
+    >>> import sys
+    >>> getfixture("monkeypatch").setattr(sys.modules[__name__], "_WARNED", False)  # restored after
+    >>> caplog = getfixture("caplog")
+    >>> warn_missing(); warn_missing()
+    >>> [r.getMessage()[:40] for r in caplog.records]
+    ['music detection: CNN weights not found a']
     """
     global _WARNED
     if not _WARNED:
@@ -524,9 +545,11 @@ def frame_outputs(y: np.ndarray, sr: int, *, model: CNN | None = None, hop: int 
 
     Examples
     --------
-    >>> out = frame_outputs(y, 44100)        # doctest: +SKIP
-    >>> out.probs.shape[1]                   # doctest: +SKIP
-    3
+    >>> import soundfile as sf
+    >>> y, sr = sf.read("song.wav", dtype="float32")   # 3 s of music
+    >>> out = frame_outputs(y, sr)
+    >>> out.probs.shape, out.duration
+    ((149, 3), 3.0)
     """
     model = model if model is not None else load_model()
     if model is None:
@@ -633,9 +656,11 @@ def music_probability(y: np.ndarray, sr: int, *, hop: int = PATCH_HOP, cue: bool
 
     Examples
     --------
-    >>> step, p = music_probability(y, 44100)      # doctest: +SKIP
-    >>> step                                        # doctest: +SKIP
-    0.02
+    >>> import soundfile as sf
+    >>> y, sr = sf.read("song.wav", dtype="float32")   # 3 s of music
+    >>> step, p = music_probability(y, sr)
+    >>> step, len(p), bool(p.mean() > 0.5)
+    (0.02, 150, True)
     """
     hmm = cue if hmm is None else hmm
     reusable = frames is not None and (not cue or frames.embed is not None)
@@ -670,7 +695,11 @@ class CNNDetector:
 
     Examples
     --------
-    >>> hop, p = CNNDetector().music_probability(y, 44100)   # doctest: +SKIP
+    >>> import soundfile as sf
+    >>> y, sr = sf.read("song.wav", dtype="float32")   # 3 s of music
+    >>> step, p = CNNDetector(hop=1).music_probability(y, sr)
+    >>> step, len(p)
+    (0.02, 150)
     """
 
     name = "cnn"

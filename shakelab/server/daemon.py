@@ -22,9 +22,11 @@ Examples
 --------
 >>> from shakelab.server import daemon
 >>> info, started = daemon.ensure()          # doctest: +SKIP
+... # skipped here (and in ensure): it starts a detached server that outlives the doctest
 >>> info.url, info.server_id                 # doctest: +SKIP
 ('http://127.0.0.1:8077', 'local-1a2b3c4d5e6f')
 >>> daemon.stop()                            # doctest: +SKIP
+(4242, 'http://127.0.0.1:8077')
 """
 
 from __future__ import annotations
@@ -73,8 +75,13 @@ def mode() -> str:
 
     Examples
     --------
-    >>> mode()      # doctest: +SKIP
+    >>> monkeypatch = getfixture("monkeypatch")   # the environment is restored after
+    >>> monkeypatch.delenv(MODE_ENV)
+    >>> mode()
     'shared'
+    >>> monkeypatch.setenv(MODE_ENV, "Private")
+    >>> mode()
+    'private'
     """
     value = os.environ.get(MODE_ENV, "").strip().lower() or "shared"
     if value not in ("shared", "private"):
@@ -87,8 +94,13 @@ def idle_timeout_setting() -> float:
 
     Examples
     --------
-    >>> idle_timeout_setting()      # doctest: +SKIP
+    >>> monkeypatch = getfixture("monkeypatch")   # the environment is restored after
+    >>> monkeypatch.delenv(IDLE_ENV, raising=False)
+    >>> idle_timeout_setting()
     1800.0
+    >>> monkeypatch.setenv(IDLE_ENV, "60")
+    >>> idle_timeout_setting()
+    60.0
     """
     raw = os.environ.get(IDLE_ENV, "").strip()
     if not raw:
@@ -234,8 +246,14 @@ def find(data_dir: str | os.PathLike | None = None, *, timeout: float = 5.0) -> 
 
     Examples
     --------
-    >>> find()          # doctest: +SKIP
-    ServerInfo(url='http://127.0.0.1:8077', pid=4242, server_id='local-1a2b3c4d5e6f', data_dir=...)
+    >>> find("empty") is None
+    True
+    >>> from shakelab.server.lifecycle import LocalServer
+    >>> srv = LocalServer("srv").start()
+    >>> info = find("srv")
+    >>> info.url == srv.base_url, info.server_id == srv.server_id, info.pid == os.getpid()
+    (True, True, True)
+    >>> srv.stop()
     """
     import requests
 
@@ -323,6 +341,7 @@ def ensure(data_dir: str | os.PathLike | None = None, *, port: int = DEFAULT_POR
     Examples
     --------
     >>> info, started = ensure()      # doctest: +SKIP
+    ... # skipped: the server it starts is detached and outlives the doctest
     """
     data_dir = _data_dir(data_dir)
     idle = idle_timeout_setting() if idle_timeout is None else idle_timeout
@@ -381,8 +400,15 @@ def stop(data_dir: str | os.PathLike | None = None, *, timeout: float = 30.0) ->
 
     Examples
     --------
-    >>> stop()      # doctest: +SKIP
-    (4242, 'http://127.0.0.1:8077')
+    >>> stop("empty") is None   # none ran
+    True
+    >>> from shakelab.server.lifecycle import LocalServer
+    >>> srv = LocalServer("srv").start()
+    >>> stop("srv", timeout=0.2)    # a server in this process is not a `shakelab serve`
+    Traceback (most recent call last):
+    ...
+    shakelab.errors.ShakelabError: the data dir '...' is held by process ..., which is not a `shakelab serve` ...
+    >>> srv.stop()
     """
     from shakelab.server.datadir import read_holder
 
@@ -424,11 +450,16 @@ def _alive(pid: int) -> bool:
 
 
 def tail_log(data_dir: str | os.PathLike | None = None, lines: int = 50) -> str:
-    """Return the last ``lines`` lines of the server's log (``''`` when there is none).
+    r"""Return the last ``lines`` lines of the server's log (``''`` when there is none).
 
     Examples
     --------
-    >>> print(tail_log(lines=5))      # doctest: +SKIP
+    >>> tail_log("srv")
+    ''
+    >>> os.makedirs("srv")
+    >>> _ = Path("srv", LOG_NAME).write_text("one\ntwo\nthree\n")
+    >>> tail_log("srv", lines=2)
+    'two\nthree'
     """
     path = _data_dir(data_dir) / LOG_NAME
     try:

@@ -416,9 +416,9 @@ def start(data_dir: str | os.PathLike | None = None, token: str | None = None, p
 
     Examples
     --------
-    >>> srv = start()                          # doctest: +SKIP
-    >>> srv is start()                         # doctest: +SKIP
-    True
+    >>> srv = start()   # what connect() uses here (SHAKELAB_LOCAL_SERVER=private)
+    >>> srv is start(), srv.running
+    (True, True)
     """
     global _embedded
     with _embedded_lock:
@@ -470,6 +470,7 @@ def serve(host: str = "127.0.0.1", port: int = 8077, data_dir: str | os.PathLike
     Examples
     --------
     >>> serve(port=8077)    # doctest: +SKIP
+    ... # skipped: it blocks until Ctrl-C
     """
     from shakelab.server import daemon
 

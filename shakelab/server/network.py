@@ -164,9 +164,14 @@ def open_vetted(url: str, *, allow_private: bool, timeout: float, field: str = "
 
     Examples
     --------
-    >>> resp = open_vetted("https://example.com/a.wav", allow_private=False, timeout=10)  # doctest: +SKIP
-    >>> resp.status                                                                        # doctest: +SKIP
-    200
+    >>> open_vetted("http://127.0.0.1/a.wav", allow_private=False, timeout=10)
+    Traceback (most recent call last):
+    ...
+    shakelab.errors.ValidationError: `link` host '127.0.0.1' resolves to a private, loopback or link-local ...
+    >>> link = client.upload("song.wav", progress=False).link   # the local server's signed URL
+    >>> resp = open_vetted(link, allow_private=True, timeout=10)
+    >>> resp.status, len(resp.read()) == os.path.getsize("song.wav")
+    (200, True)
     """
     host, port, addresses = public_addresses(url, allow_private=allow_private, field=field)
     parts = urlsplit(url)
@@ -243,9 +248,16 @@ def download(url: str, dest: str | os.PathLike, *, allow_private: bool, limit: i
 
     Examples
     --------
-    >>> download("https://example.com/a.wav", "/tmp/a.wav", allow_private=False,
-    ...          limit=2**30, timeout=120)                  # doctest: +SKIP
-    Downloaded(size=441044, url='https://example.com/a.wav')
+    >>> link = client.upload("song.wav", progress=False).link   # the local server's signed URL
+    >>> got = download(link, "copy.wav", allow_private=True, limit=2**30, timeout=120)
+    >>> got.size == os.path.getsize("song.wav"), got.url == link
+    (True, True)
+    >>> download(link, "copy2.wav", allow_private=True, limit=1000, timeout=120)
+    Traceback (most recent call last):
+    ...
+    shakelab.server.web.APIProblem: ...
+    >>> os.path.exists("copy2.wav")
+    False
     """
     deadline = time.monotonic() + timeout
     resp, url = _follow(url, allow_private, deadline, field)

@@ -8,8 +8,8 @@ starts them ahead of the first job; each runs :func:`shakelab.server.processing.
 
 Examples
 --------
->>> run_in_process("music_detection", "song.wav", "out", "json", {})   # doctest: +SKIP
-('ok', 12.0, ['out/music_detection.json'], {'detector': 'cnn', 'window': 10.0, 'allWindows': False})
+>>> run_in_process("music_detection", "song.wav", "out", "json", {})   # a 3-s recording
+('ok', 3.0, ['out/music_detection.json'], {'detector': 'cnn', 'window': 10.0, 'allWindows': False})
 >>> len(busy)
 0
 """

@@ -300,8 +300,11 @@ def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *,
 
     Examples
     --------
-    >>> run_model("drums", "song.wav", "out", "flac")   # doctest: +SKIP
+    >>> run_model("drums", "song.wav", "out", "flac")
     [PosixPath('out/drums.flac')]
+    >>> import soundfile as sf
+    >>> sf.info("out/drums.flac").frames == sf.info("song.wav").frames
+    True
     """
     catalog.check_model(model, catalog.LOCAL_MODELS)
     catalog.check_format(model, fmt, catalog.LOCAL_MODELS)

@@ -191,8 +191,11 @@ def separate(src: str | os.PathLike, dest: str | os.PathLike, model: str, fmt: s
 
     Examples
     --------
-    >>> separate("in.wav", "out/dialogue.flac", "dialogue", "flac")   # doctest: +SKIP
-    PosixPath('out/dialogue.flac')
+    >>> separate("song.wav", "dialogue.flac", "dialogue", "flac")
+    PosixPath('dialogue.flac')
+    >>> import soundfile as sf
+    >>> sf.info("dialogue.flac").duration
+    3.0
     """
     from shakelab.server import stems
 

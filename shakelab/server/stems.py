@@ -28,8 +28,8 @@ processed in 30-s blocks that overlap by 2 s and are cross-faded, so memory stay
 Examples
 --------
 >>> from shakelab.server.stems import separate
->>> separate("song.flac", "out/vocals.wav", "vocals", "wav")   # doctest: +SKIP
-PosixPath('out/vocals.wav')
+>>> separate("song.wav", "vocals.wav", "vocals", "wav")
+PosixPath('vocals.wav')
 """
 
 from __future__ import annotations
@@ -273,8 +273,12 @@ def separate(src: str | os.PathLike, dest: str | os.PathLike, stem: str, fmt: st
 
     Examples
     --------
-    >>> separate("in.wav", "drums.flac", "drums", "flac")   # doctest: +SKIP
+    >>> separate("song.wav", "drums.flac", "drums", "flac")
     PosixPath('drums.flac')
+    >>> import soundfile as sf
+    >>> info = sf.info("drums.flac")
+    >>> info.samplerate, info.duration   # those of song.wav
+    (22050, 3.0)
     """
     import soundfile as sf
 

@@ -257,6 +257,7 @@ def fetch_link(ctx: Any, base_url: str, link: str, name: str, *, field: str = "l
     Examples
     --------
     >>> fetch_link(srv, srv.base_url, "https://example.com/a.wav", "a.wav")   # doctest: +SKIP
+    ... # skipped: the link is fetched from the internet
     {'name': 'a.wav', 'id': 'c...', 'fileType': 'audio/wav', 'format': 'wav', 'link': 'http://...'}
     """
     tmp = ctx.store.temp_path()

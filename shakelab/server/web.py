@@ -191,7 +191,12 @@ async def read_json(request: Request) -> dict:
 
     Examples
     --------
-    >>> body = await read_json(request)      # doctest: +SKIP
+    >>> import asyncio
+    >>> from starlette.requests import Request
+    >>> async def receive():
+    ...     return {"type": "http.request", "body": b'{"model": "vocals"}', "more_body": False}
+    >>> asyncio.run(read_json(Request({"type": "http", "method": "POST", "headers": []}, receive)))
+    {'model': 'vocals'}
     """
     chunks, size = [], 0
     try:
