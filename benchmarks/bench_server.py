@@ -34,7 +34,7 @@ def make_recording(path: Path, seconds: float, sr: int = 44100) -> None:
 
 def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(q / 100 * (len(s) - 1)))]
 
 
 def measure(src: Path, data_dir: Path, isolation: str, samples: int, idle_too: bool) -> dict:

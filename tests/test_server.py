@@ -13,6 +13,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def auth(srv) -> dict:
     return {"Authorization": f"Bearer {srv.token}"}
 
 
-def upload(srv, data: bytes = None, filename: str = "tone.wav", ctype: str = "audio/wav") -> dict:
+def upload(srv, data: bytes | None = None, filename: str = "tone.wav", ctype: str = "audio/wav") -> dict:
     data = wav_bytes() if data is None else data
     r = requests.post(f"{srv.base_url}/upload", files={"file": (filename, data, ctype)}, headers=auth(srv), timeout=30)
     assert r.status_code == 200, r.text
@@ -212,7 +213,7 @@ def test_curl_style_upload_with_expect_100_continue(server):
 
 # -- upload/link ----------------------------------------------------------------------------
 class _Files(BaseHTTPRequestHandler):
-    routes: dict = {}
+    routes: ClassVar[dict] = {}
 
     def do_GET(self):
         status, headers, body = self.routes.get(self.path, (404, {}, b"missing"))
@@ -255,7 +256,8 @@ def test_upload_link_fetches_follows_redirects_and_names(server, file_host):
 
 def test_upload_link_bad_inputs(server, file_host):
     url = f"{server.base_url}/upload/link"
-    assert_error(requests.post(url, json={"name": "x"}, headers=auth(server), timeout=10), 400, "missing_field", "`link`")
+    assert_error(requests.post(url, json={"name": "x"}, headers=auth(server), timeout=10), 400, "missing_field",
+                 "`link`")
     assert_error(requests.post(url, json={"link": 5}, headers=auth(server), timeout=10), 400, "invalid_field", "`link`")
     assert_error(requests.post(url, json={"link": "ftp://h/x.wav"}, headers=auth(server), timeout=10),
                  400, "invalid_link", "http or https")
@@ -392,7 +394,7 @@ def test_usage_lists_three_months_ending_now(fresh_server, method):
 
 
 def test_usage_store_counts_completed_jobs_by_month(tmp_path):
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
     from shakelab.server.store import Store
 
@@ -401,7 +403,7 @@ def test_usage_store_counts_completed_jobs_by_month(tmp_path):
     for secs, status in ((90.0, "completed"), (30.0, "completed"), (600.0, "failed")):
         job = store.add_job(metadata={"name": "vocals", "format": "wav"}, asset_id=a["id"], callback_url=None)
         store.update_job(job["id"], status=status, code=status, message="", input_seconds=secs)
-    now = datetime(2026, 1, 15, tzinfo=timezone.utc).timestamp()
+    now = datetime(2026, 1, 15, tzinfo=UTC).timestamp()
     usage = store.usage(3, now=now)
     assert [u["month"] for u in usage] == ["2025-11", "2025-12", "2026-01"]
     this_month = store.usage(1)[0]
@@ -500,7 +502,8 @@ def test_faults_over_http_variant_and_not_found(fresh_server):
     assert requests.post(f"{url}/_faults", json={"processing_delay": 600}, headers=h, timeout=10).status_code == 200
     assert requests.post(f"{url}/_faults", json={"not_found_for": 30}, headers=h, timeout=10).status_code == 200
     asset = upload(fresh_server)
-    job = post_job(fresh_server, {"metadata": {"name": "vocals", "format": "wav"}, "assetId": asset["id"]}).json()["job"]
+    body = {"metadata": {"name": "vocals", "format": "wav"}, "assetId": asset["id"]}
+    job = post_job(fresh_server, body).json()["job"]
     assert_error(requests.get(f"{url}/job/{job['id']}", headers=h, timeout=10), 404, "job_not_found")
     requests.post(f"{url}/_faults", json={"not_found_for": 0, "variant": "stemAssets"}, headers=h, timeout=10)
     got = requests.get(f"{url}/job/{job['id']}", headers=h, timeout=10).json()["job"]
@@ -686,7 +689,8 @@ def test_bearer_scheme_is_case_insensitive(server):
     for header in (f"bearer {server.token}", f"BEARER {server.token}"):
         assert requests.get(f"{server.base_url}/usage", headers={"Authorization": header}, timeout=10).ok
     for header in (f"Bearer {server.token}x", f"Bearer{server.token}", f"Token {server.token}", server.token[:-1]):
-        assert requests.get(f"{server.base_url}/usage", headers={"Authorization": header}, timeout=10).status_code == 401
+        r = requests.get(f"{server.base_url}/usage", headers={"Authorization": header}, timeout=10)
+        assert r.status_code == 401
 
 
 def test_download_link_supports_head_and_ranges(server):

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -68,7 +69,7 @@ class _Host(BaseHTTPRequestHandler):
     """Serves /audio.mp3 and records POSTs to /webhooks."""
 
     audio = b""
-    received: list = []
+    received: ClassVar[list] = []
 
     def do_GET(self):
         body = self.audio if self.path == "/audio.mp3" else b"missing"

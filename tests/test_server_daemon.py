@@ -69,7 +69,7 @@ def shared(tmp_path, monkeypatch):
 @pytest.fixture
 def wav(tmp_path):
     path = tmp_path / "tone.wav"
-    t = np.arange(int(22050 * 4)) / 22050
+    t = np.arange(22050 * 4) / 22050
     sf.write(path, (0.3 * np.sin(2 * np.pi * 440 * t)).astype("float32"), 22050)
     return path
 
@@ -192,7 +192,7 @@ def test_stop_never_signals_a_server_inside_another_program(tmp_path, monkeypatc
         info, started = daemon.ensure(tmp_path / "private")    # found and shared, not replaced
         assert not started and info.url == srv.base_url and info.server_id == srv.server_id
         assert not info.is_serve and f"runs inside process {os.getpid()}" in info.describe(False)
-        with pytest.raises(ShakelabError, match="not a `shakelab serve`.*restart that kernel"):
+        with pytest.raises(ShakelabError, match=r"not a `shakelab serve`.*restart that kernel"):
             daemon.stop(tmp_path / "private", timeout=0.5)
         assert srv.running
     assert daemon.stop(tmp_path / "private") is None
@@ -205,7 +205,7 @@ def test_settings_name_the_variable_and_the_value(monkeypatch):
     with pytest.raises(ValueError, match="SHAKELAB_LOCAL_SERVER must be 'shared' or 'private', not 'both'"):
         shakelab.connect(ledger=None)
     monkeypatch.setenv("SHAKELAB_IDLE_TIMEOUT", "soon")
-    with pytest.raises(ValueError, match="SHAKELAB_IDLE_TIMEOUT must be a number of seconds >= 0.*'soon'"):
+    with pytest.raises(ValueError, match=r"SHAKELAB_IDLE_TIMEOUT must be a number of seconds >= 0.*'soon'"):
         daemon.idle_timeout_setting()
     monkeypatch.setenv("SHAKELAB_IDLE_TIMEOUT", "90")
     assert daemon.idle_timeout_setting() == 90.0

@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -149,7 +150,7 @@ def test_music_detection_answers_like_the_service(server, demo_path, fmt):
     if fmt == "json":
         rows = json.loads(text)
     else:
-        rows = [dict(zip(("start_time", "end_time", "confidence"), map(float, line.split("\t"))))
+        rows = [dict(zip(("start_time", "end_time", "confidence"), map(float, line.split("\t")), strict=True))
                 for line in text.strip().splitlines()]
     assert [(r["start_time"], r["end_time"]) for r in rows] == [(10.0, 44.0)]
     assert 0.5 <= rows[0]["confidence"] <= 1.0
@@ -250,7 +251,7 @@ def test_twenty_concurrent_uploads_and_jobs_lose_nothing(fresh_server):
     assets = {a["id"] for a, _ in results}
     jobs = {j["id"] for _, j in results}
     assert len(assets) == 20 and len(jobs) == 20
-    for i, (asset, job) in enumerate(results):
+    for i, (asset, _job) in enumerate(results):
         assert requests.get(asset["link"], timeout=30).content == payloads[i]
     done = [wait(fresh_server, j) for j in jobs]
     assert all(j["status"] == "completed" for j in done), [j["statusInfo"] for j in done]
@@ -296,7 +297,7 @@ def test_restart_keeps_assets_and_jobs_and_resumes_queued(tmp_path):
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    received: list = []
+    received: ClassVar[list] = []
     fail_first: int = 0
 
     def do_POST(self):
@@ -413,7 +414,8 @@ def test_a_dying_model_process_fails_only_its_job(fresh_server):
     assert failed["status"] == "failed" and failed["statusInfo"]["code"] == "processing_error"
     assert "died" in failed["statusInfo"]["message"]
     small = upload(fresh_server, audio_bytes(1.0, 8000), "after.wav")
-    assert wait(fresh_server, submit(fresh_server, small["id"], "music_detection", "json")["id"])["status"] == "completed"
+    again = submit(fresh_server, small["id"], "music_detection", "json")
+    assert wait(fresh_server, again["id"])["status"] == "completed"
 
 
 def test_job_time_limit_ends_the_model_process(fresh_server):

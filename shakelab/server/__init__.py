@@ -26,8 +26,8 @@ Examples
 
 from __future__ import annotations
 
-from shakelab.server.lifecycle import (DATA_DIR_ENV, DataDirInUse, LocalServer, _stop_embedded, default_data_dir,
-                                       read_holder, serve, start)
+from shakelab.server.lifecycle import (DATA_DIR_ENV, DataDirInUse, LocalServer, LocalServerError, _stop_embedded,
+                                       default_data_dir, read_holder, serve, start)
 
-__all__ = ["DATA_DIR_ENV", "DataDirInUse", "LocalServer", "_stop_embedded", "default_data_dir", "read_holder",
-           "serve", "start"]
+__all__ = ["DATA_DIR_ENV", "DataDirInUse", "LocalServer", "LocalServerError", "_stop_embedded", "default_data_dir",
+           "read_holder", "serve", "start"]

@@ -43,7 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shakelab.errors import ShakelabError
+from shakelab.errors import ShakelabError, ValidationError
 
 __all__ = [
     "DEFAULT_IDLE_TIMEOUT",
@@ -78,7 +78,7 @@ def mode() -> str:
     """
     value = os.environ.get(MODE_ENV, "").strip().lower() or "shared"
     if value not in ("shared", "private"):
-        raise ValueError(f"{MODE_ENV} must be 'shared' or 'private', not {os.environ[MODE_ENV]!r}")
+        raise ValidationError(f"{MODE_ENV} must be 'shared' or 'private', not {os.environ[MODE_ENV]!r}")
     return value
 
 
@@ -98,7 +98,7 @@ def idle_timeout_setting() -> float:
     except ValueError:
         value = -1.0
     if not value >= 0 or value == float("inf"):
-        raise ValueError(f"{IDLE_ENV} must be a number of seconds >= 0 (0: never stop), not {raw!r}")
+        raise ValidationError(f"{IDLE_ENV} must be a number of seconds >= 0 (0: never stop), not {raw!r}")
     return value
 
 
@@ -327,9 +327,9 @@ def ensure(data_dir: str | os.PathLike | None = None, *, port: int = DEFAULT_POR
     data_dir = _data_dir(data_dir)
     idle = idle_timeout_setting() if idle_timeout is None else idle_timeout
     if isinstance(idle, bool) or not isinstance(idle, (int, float)) or not idle >= 0:
-        raise ValueError(f"`idle_timeout` must be a number of seconds >= 0 (0: never), not {idle!r}")
+        raise ValidationError(f"`idle_timeout` must be a number of seconds >= 0 (0: never), not {idle!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"`port` must be an integer 0-65535, not {port!r}")
+        raise ValidationError(f"`port` must be an integer 0-65535, not {port!r}")
     info = find(data_dir)
     if info is not None:
         return info, False

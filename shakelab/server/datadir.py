@@ -22,7 +22,10 @@ import os
 import time
 from pathlib import Path
 
-__all__ = ["DATA_DIR_ENV", "LOCK_NAME", "DataDirInUse", "default_data_dir", "lock_data_dir", "read_holder"]
+from shakelab.errors import ShakelabError
+
+__all__ = ["DATA_DIR_ENV", "LOCK_NAME", "DataDirInUse", "LocalServerError", "default_data_dir", "lock_data_dir",
+           "read_holder"]
 
 #: environment variable naming the local server's data dir (default: the platformdirs user data dir)
 DATA_DIR_ENV = "SHAKELAB_SERVER_DIR"
@@ -36,8 +39,8 @@ def default_data_dir() -> Path:
 
     Examples
     --------
-    >>> default_data_dir().name      # doctest: +SKIP
-    'server'
+    >>> default_data_dir().is_absolute()
+    True
     """
     env = os.environ.get(DATA_DIR_ENV)
     if env:
@@ -47,7 +50,11 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("shakelab", appauthor=False)) / "server"
 
 
-class DataDirInUse(RuntimeError):
+class LocalServerError(ShakelabError, RuntimeError):
+    """The local server could not start, or is not running."""
+
+
+class DataDirInUse(LocalServerError):
     """Another running server (in this or another process) holds the data directory.
 
     Attributes
@@ -79,7 +86,8 @@ def read_holder(data_dir: str | os.PathLike) -> tuple[int | None, str | None] | 
 
     Examples
     --------
-    >>> read_holder("/tmp/nowhere")      # doctest: +SKIP
+    >>> read_holder("/nonexistent/shakelab") is None      # no lock file: nobody holds it
+    True
     """
     import fcntl
 

@@ -36,6 +36,8 @@ import math
 
 import numpy as np
 
+from shakelab.errors import ValidationError
+
 __all__ = ["MUSIC_PROBABILITY", "STRETCH", "music_segments", "window_scores"]
 
 #: A window is music when its score reaches this (the detector's own probability scale).
@@ -72,10 +74,10 @@ def window_scores(hop: float, probs: np.ndarray, duration: float, *, window: flo
     for name, value in (("hop", hop), ("window", window), ("duration", duration)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) \
                 or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"`{name}` must be a positive number of seconds, not {value!r}")
+            raise ValidationError(f"`{name}` must be a positive number of seconds, not {value!r}")
     p = np.clip(np.nan_to_num(np.asarray(probs, np.float64)), 0.0, 1.0)
     if p.ndim != 1:
-        raise ValueError(f"`probs` must be one probability per frame (1-D), not shape {p.shape}")
+        raise ValidationError(f"`probs` must be one probability per frame (1-D), not shape {p.shape}")
     csum = np.concatenate([[0.0], np.cumsum(p)])
     centres = (np.arange(len(p)) + 0.5) * hop
     n = max(1, math.ceil(duration / window - 1e-9))

@@ -70,6 +70,8 @@ from typing import Protocol
 
 import numpy as np
 
+from shakelab.errors import ValidationError
+
 __all__ = [
     "FEATURE_NAMES",
     "SILENCE_DB",
@@ -113,7 +115,7 @@ class Detector(Protocol):
 def _resample(y: np.ndarray, sr: int) -> np.ndarray:
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
-        raise ValueError(f"`y` must be mono (1-D), not of shape {y.shape}")
+        raise ValidationError(f"`y` must be mono (1-D), not of shape {y.shape}")
     if sr != FEATURE_SR:
         import librosa
 
@@ -267,7 +269,7 @@ class FeatureDetector:
     def __init__(self, coefficients: dict | None = None):
         c = coefficients or _coefficients()
         if tuple(c["features"]) != FEATURE_NAMES:
-            raise ValueError(f"coefficients are for features {c['features']!r}, not {FEATURE_NAMES!r}")
+            raise ValidationError(f"coefficients are for features {c['features']!r}, not {FEATURE_NAMES!r}")
         self.mean = np.asarray(c["mean"], np.float64)
         self.scale = np.asarray(c["scale"], np.float64)
         self.members = [(np.asarray(m["W1"], np.float64), np.asarray(m["b1"], np.float64),
@@ -317,7 +319,7 @@ def get_detector(name: str | None = None) -> Detector:
 
     choice = (name or os.environ.get("SHAKELAB_DETECTOR") or "auto").lower()
     if choice not in ("auto", "cnn", "features"):
-        raise ValueError(f"`name` (or SHAKELAB_DETECTOR) must be 'auto', 'cnn' or 'features', not {choice!r}")
+        raise ValidationError(f"`name` (or SHAKELAB_DETECTOR) must be 'auto', 'cnn' or 'features', not {choice!r}")
     if choice == "features":
         return FeatureDetector()
     from shakelab.server import cnn
@@ -325,7 +327,7 @@ def get_detector(name: str | None = None) -> Detector:
     if cnn.available():
         return cnn.CNNDetector()
     if choice == "cnn":
-        raise ValueError("the CNN detector was asked for but its weights are not installed: "
+        raise ValidationError("the CNN detector was asked for but its weights are not installed: "
                          "run `shakelab models fetch`")
     cnn.warn_missing()
     return FeatureDetector()
@@ -358,7 +360,7 @@ def windows(hop: float, probs: np.ndarray, duration: float, *, window: float = 1
      {'start_time': 2.0, 'end_time': 2.5, 'confidence': 0.5}]
     """
     if not (isinstance(window, (int, float)) and math.isfinite(window) and window > 0):
-        raise ValueError(f"`window` must be a positive number of seconds, not {window!r}")
+        raise ValidationError(f"`window` must be a positive number of seconds, not {window!r}")
     probs = np.asarray(probs, np.float64)
     centres = (np.arange(len(probs)) + 0.5) * hop
     n = max(1, math.ceil(duration / window - 1e-9))

@@ -19,6 +19,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from shakelab.errors import ValidationError
+
 VARIANTS = (None, "stemAssets", "nested")
 
 
@@ -72,7 +74,7 @@ class Faults:
     @variant.setter
     def variant(self, value: str | None) -> None:
         if value not in VARIANTS:
-            raise ValueError(f"`variant` must be one of None, 'stemAssets', 'nested', not {value!r}")
+            raise ValidationError(f"`variant` must be one of None, 'stemAssets', 'nested', not {value!r}")
         self._variant = value
 
     @property
@@ -101,7 +103,7 @@ class Faults:
     @fail_models.setter
     def fail_models(self, value) -> None:
         if isinstance(value, str) or not all(isinstance(m, str) for m in value):
-            raise ValueError(f"`fail_models` must be a list of model names, not {value!r}")
+            raise ValidationError(f"`fail_models` must be a list of model names, not {value!r}")
         self._fail_models = frozenset(value)
 
     # -- per-request faults -----------------------------------------------------------------
@@ -143,18 +145,18 @@ class Faults:
         >>> f = Faults(); f.add(path="/upload", method="POST", status=503, times=2)
         """
         if not isinstance(method, str) or not method:
-            raise ValueError(f"`method` must be an HTTP method or '*', not {method!r}")
+            raise ValidationError(f"`method` must be an HTTP method or '*', not {method!r}")
         if not isinstance(path, str) or not path.startswith(("/", "*")):
-            raise ValueError(f"`path` must be a URL path pattern such as '/job/*', not {path!r}")
+            raise ValidationError(f"`path` must be a URL path pattern such as '/job/*', not {path!r}")
         if status is not None and not (isinstance(status, int) and 100 <= status <= 599):
-            raise ValueError(f"`status` must be an HTTP status code 100-599 or None, not {status!r}")
+            raise ValidationError(f"`status` must be an HTTP status code 100-599 or None, not {status!r}")
         if times is not None and not (isinstance(times, int) and times >= 1):
-            raise ValueError(f"`times` must be a positive integer or None, not {times!r}")
+            raise ValidationError(f"`times` must be a positive integer or None, not {times!r}")
         if headers is not None and not (isinstance(headers, dict)
                                         and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):
-            raise ValueError(f"`headers` must be a dict of str to str, not {headers!r}")
+            raise ValidationError(f"`headers` must be a dict of str to str, not {headers!r}")
         if body is not None and not isinstance(body, (dict, list, str, bytes)):
-            raise ValueError(f"`body` must be a dict, list, str or bytes, not {type(body).__name__}")
+            raise ValidationError(f"`body` must be a dict, list, str or bytes, not {type(body).__name__}")
         delay = _seconds("delay", delay)
         delay_after = _seconds("delay_after", delay_after)
         hdrs = dict(headers or {})
@@ -201,22 +203,22 @@ class Faults:
         ``{"processing_delay": s}`` or ``{"fail_models": [...]}``.
         """
         if not isinstance(command, dict) or not command:
-            raise ValueError("the body must be a JSON object with one of 'add', 'clear', 'variant', "
-                             f"'not_found_for', 'processing_delay', 'fail_models', not {command!r}")
+            raise ValidationError("the body must be a JSON object with one of 'add', 'clear', 'variant', "
+                                  f"'not_found_for', 'processing_delay', 'fail_models', not {command!r}")
         unknown = set(command) - {"add", "clear", "variant", "not_found_for", "processing_delay", "fail_models"}
         if unknown:
-            raise ValueError(f"unknown key(s) {sorted(unknown)!r}; allowed: 'add', 'clear', 'variant', "
-                             "'not_found_for', 'processing_delay', 'fail_models'")
+            raise ValidationError(f"unknown key(s) {sorted(unknown)!r}; allowed: 'add', 'clear', 'variant', "
+                                  "'not_found_for', 'processing_delay', 'fail_models'")
         if command.get("clear"):
             self.clear()
         if "add" in command:
             spec = command["add"]
             if not isinstance(spec, dict):
-                raise ValueError(f"`add` must be an object of fault keys, not {spec!r}")
+                raise ValidationError(f"`add` must be an object of fault keys, not {spec!r}")
             allowed = set(Fault.__dataclass_fields__)
             bad = set(spec) - allowed
             if bad:
-                raise ValueError(f"unknown fault key(s) {sorted(bad)!r}; allowed: {sorted(allowed)!r}")
+                raise ValidationError(f"unknown fault key(s) {sorted(bad)!r}; allowed: {sorted(allowed)!r}")
             self.add(**spec)
         if "variant" in command:
             self.variant = command["variant"]
@@ -226,11 +228,11 @@ class Faults:
             self.processing_delay = command["processing_delay"]
         if "fail_models" in command:
             if not isinstance(command["fail_models"], list):
-                raise ValueError(f"`fail_models` must be a list of model names, not {command['fail_models']!r}")
+                raise ValidationError(f"`fail_models` must be a list of model names, not {command['fail_models']!r}")
             self.fail_models = command["fail_models"]
 
 
 def _seconds(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < 1e6):
-        raise ValueError(f"`{name}` must be a number of seconds >= 0, not {value!r}")
+        raise ValidationError(f"`{name}` must be a number of seconds >= 0, not {value!r}")
     return float(value)

@@ -28,12 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from shakelab.server.datadir import (DATA_DIR_ENV, LOCK_NAME, DataDirInUse, default_data_dir, lock_data_dir,
-                                     read_holder)
+from shakelab.server.datadir import (DATA_DIR_ENV, LOCK_NAME, DataDirInUse, LocalServerError, default_data_dir,
+                                     lock_data_dir, read_holder)
 from shakelab.server.faults import Faults
 
-__all__ = ["DATA_DIR_ENV", "LOCK_NAME", "DataDirInUse", "LocalServer", "default_data_dir", "read_holder", "serve",
-           "start"]
+from shakelab.errors import ValidationError
+
+__all__ = ["DATA_DIR_ENV", "LOCK_NAME", "DataDirInUse", "LocalServer", "LocalServerError", "default_data_dir",
+           "read_holder", "serve", "start"]
 
 log = logging.getLogger("shakelab.server")
 
@@ -82,10 +84,14 @@ class LocalServer:
 
     Examples
     --------
-    >>> srv = LocalServer(tmp_dir, token="t0k3n").start()   # doctest: +SKIP
-    >>> srv.stats()["jobs"]                                   # doctest: +SKIP
-    0
-    >>> srv.stop()                                            # doctest: +SKIP
+    >>> import requests, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> srv = LocalServer(tmp.name, token="t0k3n").start()
+    >>> requests.get(f"{srv.base_url}/usage", headers={"Authorization": "Bearer t0k3n"}, timeout=10).status_code
+    200
+    >>> srv.stats()["requests"], srv       # doctest: +ELLIPSIS
+    ({'GET /usage': 1}, LocalServer('...', http://127.0.0.1:..., workers=2))
+    >>> srv.stop(); tmp.cleanup()
     """
 
     link_timeout = 120.0  #: seconds allowed for one ``/upload/link`` download
@@ -98,18 +104,18 @@ class LocalServer:
                  max_upload_bytes: int = 2 * 1024**3, link_ttl: float = 3600.0, test_hooks: bool = False,
                  webhook: str | None = None):
         if not isinstance(data_dir, (str, os.PathLike)):
-            raise ValueError(f"`data_dir` must be a path, not {type(data_dir).__name__}")
+            raise ValidationError(f"`data_dir` must be a path, not {type(data_dir).__name__}")
         if token is not None and (not isinstance(token, str) or not token.strip() or len(token) > 4096
                                   or any(c in token for c in "\r\n ")):
-            raise ValueError("`token` must be a non-empty string without spaces or line breaks")
+            raise ValidationError("`token` must be a non-empty string without spaces or line breaks")
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(f"`port` must be an integer 0-65535, not {port!r}")
+            raise ValidationError(f"`port` must be an integer 0-65535, not {port!r}")
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"`workers` must be a positive integer, not {workers!r}")
+            raise ValidationError(f"`workers` must be a positive integer, not {workers!r}")
         if isinstance(max_upload_bytes, bool) or not isinstance(max_upload_bytes, int) or max_upload_bytes < 1:
-            raise ValueError(f"`max_upload_bytes` must be a positive integer, not {max_upload_bytes!r}")
+            raise ValidationError(f"`max_upload_bytes` must be a positive integer, not {max_upload_bytes!r}")
         if isinstance(link_ttl, bool) or not isinstance(link_ttl, (int, float)) or link_ttl <= 0:
-            raise ValueError(f"`link_ttl` must be a positive number of seconds, not {link_ttl!r}")
+            raise ValidationError(f"`link_ttl` must be a positive number of seconds, not {link_ttl!r}")
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.host, self.port = host, port
         self.workers = workers
@@ -169,7 +175,7 @@ class LocalServer:
 
         Examples
         --------
-        >>> srv.idle_seconds() < 1.0      # doctest: +SKIP
+        >>> LocalServer("/nonexistent/shakelab", token="t").idle_seconds() < 60   # nothing asked yet
         True
         """
         worker, now = self.worker, time.monotonic()
@@ -202,8 +208,8 @@ class LocalServer:
 
         Examples
         --------
-        >>> srv.stats()["requests"].get("POST /upload", 0)   # doctest: +SKIP
-        1
+        >>> LocalServer("/nonexistent/shakelab", token="t").stats()   # see the class example for a running one
+        {'uploads': 0, 'jobs': 0, 'requests': {}}
         """
         with self._stats_lock:
             return {"uploads": self._uploads, "jobs": self._jobs, "tasks": self._tasks,
@@ -253,7 +259,7 @@ class LocalServer:
     def server_id(self) -> str:
         """Return the data dir's stable id (the ``clientId`` of ``/usage``); the ledger files the server under it."""
         if self.store is None:
-            raise RuntimeError("the server is not running: start() it first")
+            raise LocalServerError("the server is not running: start() it first")
         return self.store.client_id
 
     @property
@@ -317,7 +323,7 @@ class LocalServer:
             if not self._thread.is_alive() or time.monotonic() > end:
                 self._uv.should_exit = True
                 sock.close()
-                raise RuntimeError(f"the local server did not start on {self.host}:{self.port}")
+                raise LocalServerError(f"the local server did not start on {self.host}:{self.port}")
             time.sleep(0.01)
         fd = self._lock_fd
         assert fd is not None  # taken by start()
@@ -468,7 +474,7 @@ def serve(host: str = "127.0.0.1", port: int = 8077, data_dir: str | os.PathLike
     from shakelab.server import daemon
 
     if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)) or not idle_timeout >= 0:
-        raise ValueError(f"`idle_timeout` must be a number of seconds >= 0 (0: never), not {idle_timeout!r}")
+        raise ValidationError(f"`idle_timeout` must be a number of seconds >= 0 (0: never), not {idle_timeout!r}")
     data_dir = Path(data_dir if data_dir is not None else default_data_dir()).expanduser().resolve()
     if background:
         daemon.redirect_streams(data_dir)

@@ -22,6 +22,8 @@ import re
 import time
 from urllib.parse import quote
 
+from shakelab.errors import ValidationError
+
 
 class LinkSigner:
     """Makes and checks download links.
@@ -36,7 +38,7 @@ class LinkSigner:
 
     def __init__(self, secret: str, *, ttl: float = 3600.0):
         if not (isinstance(ttl, (int, float)) and ttl > 0):
-            raise ValueError(f"`link_ttl` must be a positive number of seconds, not {ttl!r}")
+            raise ValidationError(f"`link_ttl` must be a positive number of seconds, not {ttl!r}")
         self._key = secret.encode()
         self.ttl = float(ttl)
 

@@ -15,7 +15,7 @@ Examples
 >>> public_addresses("http://127.0.0.1/x.wav", allow_private=False)  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-ValueError: `link` host '127.0.0.1' resolves to a private, loopback or link-local address (127.0.0.1); ...
+shakelab.errors.ValidationError: `link` host '127.0.0.1' resolves to a private, loopback or link-local address ...
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from urllib.parse import urljoin, urlsplit
 
 from shakelab.server.web import APIProblem, storage_problem, too_large
 
+from shakelab.errors import ValidationError
+
 __all__ = ["MAX_REDIRECTS", "MAX_URL_CHARS", "Downloaded", "PinnedHTTP", "PinnedHTTPS", "check_public_url",
            "check_url", "download", "open_vetted", "public_addresses"]
 
@@ -45,7 +47,7 @@ def check_url(url: object, *, field: str = "link") -> tuple[str, int]:
     """Check the shape of a URL the server touches (the one such check); returns ``(host, port)``.
 
     http or https, a host, a valid port and IPv6 literal, no credentials, no whitespace or
-    control characters, at most :data:`MAX_URL_CHARS`. Raises ``ValueError`` naming ``field``.
+    control characters, at most :data:`MAX_URL_CHARS`. Raises ``ValidationError`` (a ``ValueError``) naming ``field``.
 
     Examples
     --------
@@ -54,35 +56,35 @@ def check_url(url: object, *, field: str = "link") -> tuple[str, int]:
     >>> check_url("http://[::1", field="callbackUrl")
     Traceback (most recent call last):
     ...
-    ValueError: `callbackUrl` is not a valid URL ('http://[::1'): Invalid IPv6 URL
+    shakelab.errors.ValidationError: `callbackUrl` is not a valid URL ('http://[::1'): Invalid IPv6 URL
     """
     if not isinstance(url, str):
-        raise ValueError(f"`{field}` must be a string URL, not {type(url).__name__}")
+        raise ValidationError(f"`{field}` must be a string URL, not {type(url).__name__}")
     shown = url[:200]
     if len(url) > MAX_URL_CHARS:
-        raise ValueError(f"`{field}` must be at most {MAX_URL_CHARS} characters, not {len(url)}")
+        raise ValidationError(f"`{field}` must be at most {MAX_URL_CHARS} characters, not {len(url)}")
     if _URL_BAD_CHARS.search(url):
-        raise ValueError(f"`{field}` must not contain spaces or control characters: {shown!r}")
+        raise ValidationError(f"`{field}` must not contain spaces or control characters: {shown!r}")
     try:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
     except ValueError as exc:  # malformed IPv6 literal, port out of range or not a number
         what = "has an invalid port" if "port" in str(exc).lower() else "is not a valid URL"
-        raise ValueError(f"`{field}` {what} ({shown!r}): {exc}") from None
+        raise ValidationError(f"`{field}` {what} ({shown!r}): {exc}") from None
     if parts.scheme not in ("http", "https") or not host:
-        raise ValueError(f"`{field}` must be an http or https URL, not {shown!r}")
+        raise ValidationError(f"`{field}` must be an http or https URL, not {shown!r}")
     if parts.username is not None or parts.password is not None:
-        raise ValueError(f"`{field}` must not carry credentials (user:password@): "
+        raise ValidationError(f"`{field}` must not carry credentials (user:password@): "
                          f"{parts.scheme}://...@{host}")
     if "[" in parts.netloc:
         try:
             ipaddress.IPv6Address(host.split("%")[0])
         except ValueError:
-            raise ValueError(f"`{field}` has an invalid IPv6 address: {shown!r}") from None
+            raise ValidationError(f"`{field}` has an invalid IPv6 address: {shown!r}") from None
     try:
         host.encode("idna")
     except UnicodeError:
-        raise ValueError(f"`{field}` has an invalid host name: {shown!r}") from None
+        raise ValidationError(f"`{field}` has an invalid host name: {shown!r}") from None
     return host, port or (443 if parts.scheme == "https" else 80)
 
 
@@ -97,14 +99,14 @@ def public_addresses(url: str, *, allow_private: bool, field: str = "link") -> t
 
     Returns ``(host, port, addresses)``: the vetted IP addresses to connect to (so a second DNS
     answer cannot swap in a private one), or None with ``allow_private``, where the address check
-    is skipped (the scheme check is not). Raises ``ValueError`` naming ``field`` otherwise.
+    is skipped (the scheme check is not). Raises ``ValidationError`` (a ``ValueError``) naming ``field`` otherwise.
 
     Examples
     --------
     >>> public_addresses("ftp://x/y", allow_private=True)
     Traceback (most recent call last):
     ...
-    ValueError: `link` must be an http or https URL, not 'ftp://x/y'
+    shakelab.errors.ValidationError: `link` must be an http or https URL, not 'ftp://x/y'
     """
     host, port = check_url(url, field=field)
     if allow_private:
@@ -112,7 +114,7 @@ def public_addresses(url: str, *, allow_private: bool, field: str = "link") -> t
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise ValueError(f"`{field}` host {host!r} does not resolve: {exc}") from None
+        raise ValidationError(f"`{field}` host {host!r} does not resolve: {exc}") from None
     vetted: list[str] = []
     for info in infos:
         ip = str(info[4][0])
@@ -121,7 +123,7 @@ def public_addresses(url: str, *, allow_private: bool, field: str = "link") -> t
             addr = addr.ipv4_mapped
         if (addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_multicast
                 or addr.is_reserved or addr.is_unspecified or not addr.is_global):
-            raise ValueError(f"`{field}` host {host!r} resolves to a private, loopback or link-local "
+            raise ValidationError(f"`{field}` host {host!r} resolves to a private, loopback or link-local "
                              f"address ({addr}); the server refuses those unless started with "
                              "--allow-private-links")
         vetted.append(ip)
@@ -157,8 +159,8 @@ def open_vetted(url: str, *, allow_private: bool, timeout: float, field: str = "
                 body: bytes | None = None, headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
     """Send one request to ``url`` from an address vetted by :func:`public_addresses` (no redirects followed).
 
-    Tries each vetted address in turn. Raises ``ValueError`` (naming ``field``) for a refused URL,
-    ``OSError`` / ``http.client.HTTPException`` when no address answers.
+    Tries each vetted address in turn. Raises ``ValidationError`` (a ``ValueError``, naming ``field``) for a
+    refused URL, ``OSError`` / ``http.client.HTTPException`` when no address answers.
 
     Examples
     --------

@@ -18,11 +18,16 @@
 
 Examples
 --------
+>>> import tempfile
+>>> from pathlib import Path
+>>> import shakelab
 >>> from shakelab.server import processing
->>> processing.probe("data/demo.flac").duration                                  # doctest: +SKIP
+>>> demo = Path(shakelab.__file__).parent / "data" / "demo.flac"
+>>> processing.probe(demo).duration
 44.0
->>> processing.run_model("music_detection", "data/demo.flac", "out", "json")    # doctest: +SKIP
-[PosixPath('out/music_detection.json')]
+>>> with tempfile.TemporaryDirectory() as out:
+...     [p.name for p in processing.run_model("music_detection", demo, out, "json")]
+['music_detection.json']
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ import numpy as np
 
 from shakelab import catalog
 from shakelab.audio import AudioInfo
+
+from shakelab.errors import ValidationError
 
 if TYPE_CHECKING:
     from shakelab.server.detectors import Detector
@@ -77,7 +84,8 @@ def probe(path: PathLike) -> AudioInfo:
 
     Examples
     --------
-    >>> probe("data/demo.flac")   # doctest: +SKIP
+    >>> import shakelab
+    >>> probe(Path(shakelab.__file__).parent / "data" / "demo.flac")
     AudioInfo(samplerate=22050, channels=1, frames=970200, format='flac')
     """
     import soundfile as sf
@@ -87,18 +95,18 @@ def probe(path: PathLike) -> AudioInfo:
     name = os.fspath(path)
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"{name!r} does not exist or is not a file")
+        raise ValidationError(f"{name!r} does not exist or is not a file")
     if p.stat().st_size == 0:
-        raise ValueError(f"{name!r} is empty (0 bytes)")
+        raise ValidationError(f"{name!r} is empty (0 bytes)")
     try:
         info = audio.info(p)
     except ValueError as exc:
         if "0 frames" in str(exc):  # read by libsndfile, holds no samples whatever its header says
-            raise ValueError(f"{name!r} is not audio: it holds no audio (0 frames decode, whatever its header "
+            raise ValidationError(f"{name!r} is not audio: it holds no audio (0 frames decode, whatever its header "
                              "declares)") from None
         other = _probe_other(p)
         if other is None:
-            raise ValueError(str(exc)) from None  # audio.info's message: the file, what it holds, what reads
+            raise ValidationError(str(exc)) from None  # audio.info's message: the file, what it holds, what reads
         return other
     try:
         extra = sf.info(str(p)).extra_info
@@ -107,20 +115,20 @@ def probe(path: PathLike) -> AudioInfo:
     for _chunk, declared, actual in _DECLARED.findall(extra):
         declared, actual = int(declared), int(actual)
         if actual < declared and declared not in (0, 0xFFFFFFFF, 0x7FFFFFFF) and declared < 0xFFFFFF00:
-            raise ValueError(f"{name!r} is truncated: its header declares {declared} bytes of audio but the file "
+            raise ValidationError(f"{name!r} is truncated: its header declares {declared} bytes of audio but the file "
                              f"holds {actual}")
     if "*** Chunk size" in extra and "> file length" in extra:
-        raise ValueError(f"{name!r} is truncated: a chunk is longer than the file")
+        raise ValidationError(f"{name!r} is truncated: a chunk is longer than the file")
     tail = min(info.frames, 4096)
     try:
         with sf.SoundFile(str(p)) as f:
             f.seek(f.frames - tail)
             got = len(f.read(tail, dtype="float32", always_2d=True))
     except Exception as exc:
-        raise ValueError(f"{name!r} is truncated or corrupt: its last {tail} frames cannot be decoded "
+        raise ValidationError(f"{name!r} is truncated or corrupt: its last {tail} frames cannot be decoded "
                          f"({_short(exc, name)})") from None
     if got < tail:
-        raise ValueError(f"{name!r} is truncated: it declares {info.frames} frames but its end cannot be decoded")
+        raise ValidationError(f"{name!r} is truncated: it declares {info.frames} frames but its end cannot be decoded")
     return info
 
 
@@ -151,7 +159,8 @@ def load_mono(path: PathLike, sr: int = DETECTION_SR) -> np.ndarray:
 
     Examples
     --------
-    >>> len(load_mono("data/demo.flac")) / 8000   # doctest: +SKIP
+    >>> import shakelab
+    >>> len(load_mono(Path(shakelab.__file__).parent / "data" / "demo.flac")) / 8000
     44.0
     """
     import soundfile as sf
@@ -221,9 +230,9 @@ def detect_music(y: np.ndarray, sr: int, *, window: float = 10.0, all_windows: b
     if y.ndim == 2:
         y = y.mean(axis=0)
     if y.ndim != 1 or y.size == 0:
-        raise ValueError(f"`y` must hold audio samples (1-D, or 2-D channels x samples), not shape {y.shape}")
+        raise ValidationError(f"`y` must hold audio samples (1-D, or 2-D channels x samples), not shape {y.shape}")
     if not isinstance(sr, (int, np.integer)) or sr <= 0:
-        raise ValueError(f"`sr` must be a positive integer sample rate, not {sr!r}")
+        raise ValidationError(f"`sr` must be a positive integer sample rate, not {sr!r}")
     window, all_windows = _check_window(window), _check_all_windows(all_windows)
     if detector is None or isinstance(detector, str):
         from shakelab.server import detectors
@@ -242,7 +251,7 @@ def _detect(y: np.ndarray, sr: int, window: float, duration: float, detector: De
 
 def _check_all_windows(value: object) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"`all_windows` must be true or false, not {value!r}")
+        raise ValidationError(f"`all_windows` must be true or false, not {value!r}")
     return value
 
 
@@ -252,7 +261,7 @@ def _check_window(window: object) -> float:
             window = float(window)
     if isinstance(window, bool) or not isinstance(window, (int, float)) or not math.isfinite(window) \
             or window < MIN_WINDOW:
-        raise ValueError(f"`window` must be a number of seconds >= {MIN_WINDOW}, not {window!r}")
+        raise ValidationError(f"`window` must be a number of seconds >= {MIN_WINDOW}, not {window!r}")
     return float(window)
 
 
@@ -327,8 +336,12 @@ def run_detection(src_path: PathLike, out_dir: PathLike, fmt: str, *, options: d
 
     Examples
     --------
-    >>> run_detection("data/demo.flac", "out", "json")   # doctest: +SKIP
-    ([PosixPath('out/music_detection.json')], {'detector': 'cnn', 'window': 10.0, 'allWindows': False})
+    >>> import tempfile
+    >>> import shakelab
+    >>> with tempfile.TemporaryDirectory() as out:
+    ...     paths, detail = run_detection(Path(shakelab.__file__).parent / "data" / "demo.flac", out, "json")
+    >>> [p.name for p in paths], detail["window"], detail["allWindows"], detail["detector"] in ("cnn", "features")
+    (['music_detection.json'], 10.0, False, True)
     """
     catalog.check_format("music_detection", fmt, catalog.LOCAL_MODELS)
     options = dict(options or {})
@@ -343,7 +356,7 @@ def run_detection(src_path: PathLike, out_dir: PathLike, fmt: str, *, options: d
     sr = getattr(detector, "sample_rate", None) or 16000
     y = load_mono(src_path, sr)
     if y.size == 0:
-        raise ValueError(f"{os.fspath(src_path)!r} holds no decodable audio")
+        raise ValidationError(f"{os.fspath(src_path)!r} holds no decodable audio")
     # windows follow the header's duration (an MP3's decoded length can differ by a few ms)
     segments = _detect(y, sr, window, info.duration, detector, all_windows=all_windows)
     dest = out / f"music_detection.{fmt}"

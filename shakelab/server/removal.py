@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from shakelab.errors import ValidationError
+
 __all__ = ["MODELS", "background", "gains", "removal_block", "separate", "tracks"]
 
 MODELS = ("music_removal", "dialogue")
@@ -169,7 +171,7 @@ def removal_block(y: np.ndarray, sr: int, model: str) -> np.ndarray:
     from shakelab.server import stems
 
     if model not in MODELS:
-        raise ValueError(f"`model` must be one of {', '.join(map(repr, MODELS))}, not {model!r}")
+        raise ValidationError(f"`model` must be one of {', '.join(map(repr, MODELS))}, not {model!r}")
     n_fft, hop = stems._fft_sizes(sr)
     n = y.shape[-1]
     yp = np.pad(y, ((0, 0), (0, n_fft - n))) if n < n_fft else y
@@ -195,5 +197,5 @@ def separate(src: str | os.PathLike, dest: str | os.PathLike, model: str, fmt: s
     from shakelab.server import stems
 
     if model not in MODELS:
-        raise ValueError(f"`model` must be one of {', '.join(map(repr, MODELS))}, not {model!r}")
+        raise ValidationError(f"`model` must be one of {', '.join(map(repr, MODELS))}, not {model!r}")
     return stems.separate(src, dest, model, fmt, block=lambda y, sr: removal_block(y, sr, model), **kwargs)

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shakelab.errors import ValidationError
+
 
 __all__ = ["FORMATS", "STEMS", "masks", "separate", "stem_block"]
 
@@ -194,7 +196,7 @@ def stem_block(y: np.ndarray, sr: int, stem: str) -> np.ndarray:
     import librosa
 
     if stem not in STEMS:
-        raise ValueError(f"`stem` must be one of {', '.join(map(repr, STEMS))}, not {stem!r}")
+        raise ValidationError(f"`stem` must be one of {', '.join(map(repr, STEMS))}, not {stem!r}")
     n_fft, hop = _fft_sizes(sr)
     n = y.shape[-1]
     if n < n_fft:
@@ -277,12 +279,13 @@ def separate(src: str | os.PathLike, dest: str | os.PathLike, stem: str, fmt: st
     import soundfile as sf
 
     if block is None and stem not in STEMS:
-        raise ValueError(f"`stem` must be one of {', '.join(map(repr, STEMS))}, not {stem!r}")
+        raise ValidationError(f"`stem` must be one of {', '.join(map(repr, STEMS))}, not {stem!r}")
     if fmt not in FORMATS:
-        raise ValueError(f"`format` must be one of {', '.join(map(repr, FORMATS))} for model {stem!r}, not {fmt!r}")
+        raise ValidationError(f"`format` must be one of {', '.join(map(repr, FORMATS))} for model {stem!r}, "
+                              f"not {fmt!r}")
     sr, channels, frames, subtype, read = _reader(Path(src))
     if fmt == "mp3" and (sr not in MP3_RATES or channels > 2):
-        raise ValueError(f"`format` 'mp3' cannot hold {channels} channel(s) at {sr} Hz (MP3 takes 1-2 channels at "
+        raise ValidationError(f"`format` 'mp3' cannot hold {channels} channel(s) at {sr} Hz (MP3 takes 1-2 channels at "
                          f"{', '.join(map(str, MP3_RATES))} Hz); ask for 'wav', 'flac' or 'aiff'")
     dest = Path(dest)
     L = max(int(block_seconds * sr), 1)

@@ -11,11 +11,15 @@ Every method is thread-safe (one connection guarded by a lock; statements are sh
 
 Examples
 --------
->>> store = Store("/tmp/shakelab-doc")                        # doctest: +SKIP
->>> asset = store.add_asset(name="song.wav", fmt="wav", file_type="audio/wav",
-...                         path=Path("/tmp/x.wav"), size=44, source="upload")  # doctest: +SKIP
->>> store.get_asset(asset["id"])["name"]                      # doctest: +SKIP
-'song.wav'
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     store = Store(tmp)
+...     asset = store.add_asset(name="song.wav", fmt="wav", file_type="audio/wav",
+...                             path=store.asset_dir("c1") / "source.wav", size=44, source="upload")
+...     name, count = store.get_asset(asset["id"])["name"], store.count("assets")
+...     store.close()
+>>> name, count
+('song.wav', 1)
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from shakelab.errors import ValidationError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -125,8 +131,11 @@ class Store:
 
     Examples
     --------
-    >>> s = Store(tmp_dir)                                        # doctest: +SKIP
-    >>> s.client_id.startswith("local-")                          # doctest: +SKIP
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     s = Store(tmp)
+    ...     s.client_id.startswith("local-")
+    ...     s.close()
     True
     """
 
@@ -217,7 +226,7 @@ class Store:
     def count(self, table: str) -> int:
         """Count the rows in ``assets`` or ``jobs``."""
         if table not in ("assets", "jobs"):
-            raise ValueError(f"`table` must be 'assets' or 'jobs', not {table!r}")
+            raise ValidationError(f"`table` must be 'assets' or 'jobs', not {table!r}")
         with self._lock:
             return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 

@@ -9,8 +9,15 @@ its outputs are recorded in the store and each status change goes to the job's c
 
 Examples
 --------
->>> worker = Worker(store, workers=2, faults=Faults(), payload=lambda job: {"job": job})  # doctest: +SKIP
->>> worker.start(); worker.submit(job_id)                                                 # doctest: +SKIP
+>>> import tempfile
+>>> from shakelab.server.faults import Faults
+>>> from shakelab.server.store import Store
+>>> tmp = tempfile.TemporaryDirectory()
+>>> store = Store(tmp.name)
+>>> worker = Worker(store, workers=2, faults=Faults(), payload=lambda job: {"job": job}, isolation="thread")
+>>> worker.start()      # the jobs a previous run left unfinished, resumed: none here
+0
+>>> worker.stop(); store.close(); tmp.cleanup()
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from shakelab import catalog
-from shakelab.errors import scrubbed_logger
+from shakelab.errors import ValidationError, scrubbed_logger
 from shakelab.server.callbacks import CallbackSender
 from shakelab.server.pool import Aborted, ProcessDied, ProcessTimeout, run_in_process
 from shakelab.server.web import is_disk_full
@@ -57,11 +64,11 @@ class Worker:
     def __init__(self, store, *, workers: int, faults, payload: Callable[[dict], dict],
                  callbacks: CallbackSender | None = None, isolation: str = "process"):
         if isolation not in ("process", "thread"):
-            raise ValueError(f"`isolation` must be 'process' or 'thread', not {isolation!r}")
+            raise ValidationError(f"`isolation` must be 'process' or 'thread', not {isolation!r}")
         self.isolation = isolation
         self.job_timeout = 7200.0  #: seconds one model may run (process isolation only)
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-            raise ValueError(f"`workers` must be a positive integer, not {workers!r}")
+            raise ValidationError(f"`workers` must be a positive integer, not {workers!r}")
         self.store = store
         self.workers = workers
         self.faults = faults
