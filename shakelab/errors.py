@@ -358,16 +358,23 @@ class UnconfirmedTaskError(ShakelabError):
         What went wrong.
     """
 
-    def __init__(self, attempt: str, sent_at: float, cause: Any = None):
+    def __init__(self, attempt: str, sent_at: float, cause: Any = None, *, recorded: bool = True):
         import time as _time
 
-        self.attempt, self.sent_at, self.cause = attempt, sent_at, cause
+        self.attempt, self.sent_at, self.cause, self.recorded = attempt, sent_at, cause, recorded
         when = _time.strftime("%H:%M:%S UTC", _time.gmtime(sent_at))
         why = f" ({cause})" if cause is not None else ""
+        then = ("run the same request again later and it is looked for first (created only if it is not there), "
+                "or pass force=True to send it anyway (a second billed task may result)"
+                if recorded else f"without a ledger nothing remembers it: look for metadata attempt {attempt!r} in "
+                "client.tasks() before sending it again")
         super().__init__(
             f"POST /tasks sent at {when} lost its answer{why} and GET /tasks could not be read to find the task "
-            f"(attempt {attempt}); it may exist. Nothing is sent again blindly: run the same request again "
-            "later and it is looked for first (created only if it is not there)")
+            f"(attempt {attempt}); it may exist. Nothing is sent again blindly: {then}")
 
     def __reduce__(self):
-        return type(self), (self.attempt, self.sent_at, None), self.__dict__
+        return _rebuild_unconfirmed_task, (self.attempt, self.sent_at, self.recorded), self.__dict__
+
+
+def _rebuild_unconfirmed_task(attempt: str, sent_at: float, recorded: bool) -> UnconfirmedTaskError:
+    return UnconfirmedTaskError(attempt, sent_at, None, recorded=recorded)

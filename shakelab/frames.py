@@ -350,7 +350,7 @@ def merge_usage(history: Any, fresh: Any) -> pd.DataFrame:
 
 
 def distribution_frame(distribution: Any) -> pd.DataFrame:
-    """The Tasks API's ``distribution`` statistics as a DataFrame (its shape is undocumented).
+    """Frame the Tasks API's ``distribution`` statistics (its shape is undocumented).
 
     One row per entry of the answer (a single object is one row), one column per key, named in
     snake_case (``totalTargets`` -> ``total_targets``), in the order the keys first appear;

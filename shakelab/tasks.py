@@ -19,7 +19,8 @@ metadata>}`` (:func:`shakelab.models.tag_metadata`; ``task.user_metadata`` gives
 2. When the answer is lost (connection dropped or reset after sending, read timeout, 5xx, a
    garbled body), the client looks for the attempt in ``GET /tasks`` before anything else: a
    bounded scan (at most :attr:`TasksClient.scan_pages` pages of 100), newest first, stopping
-   at a page whose tasks are all older than the attempt, repeated for up to
+   at a page whose tasks are all older than the attempt (a page listed in the other order, which
+   the reference does not rule out, does not stop it), repeated for up to
    :attr:`TasksClient.find_grace` seconds while a fresh task is not yet listed. Found: that task
    is returned (and recorded). Not found: nothing was created, and the request is sent again
    (with the same attempt id), at most ``max_retries`` times. When ``GET /tasks`` cannot be
@@ -33,10 +34,25 @@ metadata>}`` (:func:`shakelab.models.tag_metadata`; ``task.user_metadata`` gives
 
 Examples
 --------
->>> import shakelab
->>> client = shakelab.connect(api="tasks")                             # doctest: +SKIP
->>> task = client.submit("data/demo.flac", ["vocals", "drums"])        # doctest: +SKIP
->>> client.download(task, "out/")                                      # doctest: +SKIP
+In a notebook, ``shakelab.connect(api="tasks")`` gives a client (the local server's Tasks API when
+no ``AUDIOSHAKE_API_KEY`` is set). Here, a private local server in a temporary folder:
+
+>>> import shutil, tempfile
+>>> import numpy as np, soundfile as sf
+>>> from shakelab.server import LocalServer
+>>> folder = tempfile.mkdtemp()
+>>> server = LocalServer(data_dir=f"{folder}/server", token="example-key-0123456789", port=0, workers=1)
+>>> server = server.start()
+>>> sf.write(f"{folder}/take1.wav", np.zeros(22050, dtype="float32"), 22050)
+>>> client = TasksClient(api_key=server.token, base_url=server.base_url)
+>>> task = client.submit(f"{folder}/take1.wav", ["bass"], formats="flac", progress=False)
+>>> task.completed, [(t.model, t.status.value, t.cost) for t in task.targets]
+(True, [('bass', 'completed', 1.0)])
+>>> task.user_metadata is None and task.attempt is not None   # shakelab's tag, none of yours
+True
+>>> [p.name for p in client.download(task, f"{folder}/out", progress=False)]
+['bass.flac']
+>>> client.close(); server.stop(); shutil.rmtree(folder)
 """
 
 from __future__ import annotations
@@ -58,8 +74,8 @@ from shakelab.client import (
     is_service_url, note_done_elsewhere, output_folder,
 )
 from shakelab.errors import (
-    AuthenticationError, JobTimeoutError, MalformedResponseError, NotFoundError, NotPicklableError, ShakelabError,
-    TaskFailedError, UnconfirmedTaskError, ValidationError, scrubbed_logger,
+    APIError, AuthenticationError, JobTimeoutError, MalformedResponseError, NotFoundError, NotPicklableError,
+    ShakelabError, TaskFailedError, UnconfirmedTaskError, ValidationError, scrubbed_logger,
 )
 from shakelab.models import (
     Asset, JobStatus, Target, Task, TaskOutput, check_targets, check_task_request, tag_metadata,
@@ -461,11 +477,17 @@ class TasksClient:
         except JobTimeoutError:
             if listed:
                 return None
-            raise UnconfirmedTaskError(attempt, sent_at, lost if lost is not None else
-                                       (errors[-1] if errors else None)) from None
+            cause: BaseException | None = lost if lost is not None else (errors[-1] if errors else None)
+        except APIError as exc:  # a 401/403/404 on the list: it cannot be read at all
+            cause = exc
+        raise UnconfirmedTaskError(attempt, sent_at, cause, recorded=self.ledger is not None)
 
     def _scan(self, attempt: str, sent_at: float) -> Task | None:
-        """One bounded scan of ``GET /tasks``, newest first, for the task tagged ``attempt``."""
+        """One bounded scan of ``GET /tasks`` (:attr:`scan_pages` pages) for the task tagged ``attempt``.
+
+        The list's order is unconfirmed (newest first, likely): a page listed newest first whose
+        tasks are all older than the attempt ends the scan; a page in the other order does not.
+        """
         for page in range(self.scan_pages):
             batch = self.tasks(skip=page * _PAGE, take=_PAGE)
             for task in batch:
@@ -473,7 +495,9 @@ class TasksClient:
                     return task
             if len(batch) < _PAGE:
                 return None
-            if all(t.created_at is not None and t.created_at.timestamp() < sent_at - _CLOCK_SLACK for t in batch):
+            times = [t.created_at.timestamp() for t in batch if t.created_at is not None]
+            newest_first = len(times) == len(batch) and times == sorted(times, reverse=True)
+            if newest_first and times[0] < sent_at - _CLOCK_SLACK:
                 return None  # a whole page older than the attempt: it is not further down
         return None
 
@@ -545,6 +569,8 @@ class TasksClient:
         for pname, value in (("timeout", timeout), ("poll_interval", poll_interval)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
                 raise ValidationError(f"`{pname}` must be a positive number of seconds or None, not {value!r}")
+        if isinstance(task, Task) and not task.is_done:
+            task = tid  # seen only once done (as Client.poller): a 404 just after creation is tolerated
 
         def classify(t: Task) -> JobStatus:
             if not t.is_done:

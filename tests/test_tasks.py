@@ -342,3 +342,16 @@ def test_download_keeps_two_take1_recordings_apart(fresh_server, wav, tmp_path, 
     paths = [client.download(client.submit(f"{folder}/take1.wav", ["bass"], progress=False, timeout=120), "out",
                              progress=False)[0] for folder in ("a", "b")]
     assert [p.as_posix() for p in paths] == ["out/a/take1/bass.wav", "out/b/take1/bass.wav"]
+
+
+def test_distribution_frame_accepts_any_keys():
+    from shakelab.frames import distribution_frame
+
+    frame = distribution_frame({"month": "2026-03", "byModel": {"bass": 3}, "totalMinutes": "1.5"})
+    assert list(frame.columns) == ["month", "by_model_bass", "total_minutes"]
+    assert str(frame["month"].dtype) == "period[M]" and frame.loc[0, "total_minutes"] == "1.5"
+    assert len(distribution_frame([])) == 0
+    with pytest.raises(ValueError, match="object or a list of objects"):
+        distribution_frame("garbage")
+    with pytest.raises(ValueError, match="entries must be objects"):
+        distribution_frame([1, 2])

@@ -212,6 +212,20 @@ def test_scan_stops_at_tasks_older_than_the_attempt(fresh_server, wav, monkeypat
     assert count(fresh_server, "GET /tasks") == before + 1
 
 
+def test_scan_goes_on_past_old_tasks_listed_oldest_first(fresh_server, wav, monkeypatch):
+    client = make(fresh_server)
+    asset = client.upload(wav, progress=False)
+    wanted = client.create_task(asset=asset, targets=TARGETS, metadata="wanted")
+    later = [client.create_task(asset=asset, targets=TARGETS, metadata=f"later {i}") for i in range(2)]
+    monkeypatch.setattr("shakelab.tasks._PAGE", 2)  # the real pages: [later 1, later 0], [wanted]
+    ascending = [dict(t.raw, createdAt=f"2020-01-01T00:00:0{i}Z") for i, t in enumerate(later)]
+    fresh_server.faults.add(method="GET", path="/tasks", status=200, body=ascending, times=1)
+    before = count(fresh_server, "GET /tasks")
+    # the first page (oldest first, all older than the attempt) does not end the scan
+    assert client._scan(wanted.attempt, time.time()).id == wanted.id
+    assert count(fresh_server, "GET /tasks") == before + 2
+
+
 # --------------------------------------------------------------------------- links
 def test_expired_link_fetches_the_task_again(uploaded, fresh_server, tmp_path):
     client, asset = uploaded
@@ -291,6 +305,9 @@ def test_wait_tolerates_404_just_after_creation_and_gives_up_later(uploaded, fre
     task = client.create_task(asset=asset, targets=TARGETS)
     fresh_server.faults.add(method="GET", path="/tasks/*", status=404, times=2)
     assert client.wait(task.id, timeout=120, poll_interval=0.1, progress=False).completed
+    fresh = client.create_task(asset=asset, targets=TARGETS, metadata="fresh")
+    fresh_server.faults.add(method="GET", path="/tasks/*", status=404, times=2)  # the Task object, not yet seen
+    assert client.wait(fresh, timeout=120, poll_interval=0.1, progress=False).completed
     monkeypatch.setattr(client, "not_found_grace", 0.3)
     with pytest.raises(NotFoundError):
         client.wait("no-such-task", timeout=30, poll_interval=0.1, progress=False)
