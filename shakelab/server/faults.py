@@ -199,7 +199,7 @@ class Faults:
     def apply(self, command: dict) -> None:
         """Apply one ``POST /_faults`` command (several keys may be combined).
 
-        ``{"add": {...}}``, ``{"clear": true}``, ``{"variant": v}``, ``{"not_found_for": s}`` or
+        ``{"add": {...}}``, ``{"clear": true}``, ``{"variant": v}``, ``{"not_found_for": s}``,
         ``{"processing_delay": s}`` or ``{"fail_models": [...]}``.
         """
         if not isinstance(command, dict) or not command:
