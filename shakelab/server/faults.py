@@ -103,7 +103,7 @@ class Faults:
     @fail_models.setter
     def fail_models(self, value) -> None:
         if isinstance(value, str) or not all(isinstance(m, str) for m in value):
-            raise ValueError(f"`fail_models` must be a list of model names, not {value!r}")
+            raise ValidationError(f"`fail_models` must be a list of model names, not {value!r}")
         self._fail_models = frozenset(value)
 
     # -- per-request faults -----------------------------------------------------------------
@@ -199,7 +199,7 @@ class Faults:
     def apply(self, command: dict) -> None:
         """Apply one ``POST /_faults`` command (several keys may be combined).
 
-        ``{"add": {...}}``, ``{"clear": true}``, ``{"variant": v}``, ``{"not_found_for": s}`` or
+        ``{"add": {...}}``, ``{"clear": true}``, ``{"variant": v}``, ``{"not_found_for": s}``,
         ``{"processing_delay": s}`` or ``{"fail_models": [...]}``.
         """
         if not isinstance(command, dict) or not command:
@@ -228,7 +228,7 @@ class Faults:
             self.processing_delay = command["processing_delay"]
         if "fail_models" in command:
             if not isinstance(command["fail_models"], list):
-                raise ValueError(f"`fail_models` must be a list of model names, not {command['fail_models']!r}")
+                raise ValidationError(f"`fail_models` must be a list of model names, not {command['fail_models']!r}")
             self.fail_models = command["fail_models"]
 
 
