@@ -5,8 +5,9 @@ temporary data dir (stopped with the process), a temporary ledger and no token, 
 and running the doctests never starts the per-user detached server nor touches the user's
 files. Each example runs in its own temporary folder holding ``data/demo.flac`` (the packaged
 demo recording) and ``song.wav`` (3 s of its music, for fast examples); an example that
-mentions ``client`` or ``ledger`` finds a ready ``client = shakelab.connect()`` and its
-``ledger``. Test items of ``tests/`` are left to ``tests/conftest.py``.
+mentions ``client`` or ``ledger`` finds a ready ``client = shakelab.connect()`` (in
+:mod:`shakelab.tasks`, ``shakelab.connect(api="tasks")``) and its ``ledger``. Test items of
+``tests/`` are left to ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def _isolated_doctest(request: pytest.FixtureRequest) -> None:
     if "client" in source or "ledger" in source:
         import shakelab
 
-        client = shakelab.connect()
+        # shakelab.tasks's examples speak of its own client: the local server's Tasks API
+        tasks = dtest.name.startswith("shakelab.tasks.")
+        client = shakelab.connect(api="tasks") if tasks else shakelab.connect()
         dtest.globs["client"] = client
         dtest.globs["ledger"] = client.ledger

@@ -8,10 +8,26 @@ and skips the finished ones without a single request.
 
 Examples
 --------
+>>> import os, shutil
+>>> import numpy as np, soundfile as sf
 >>> from shakelab import batch
->>> result = batch.run("data/", ["music_detection"])        # doctest: +SKIP
->>> result.jobs[["source", "model", "status", "job_id"]]   # doctest: +SKIP
->>> result.segments.groupby("source")["confidence"].mean()  # doctest: +SKIP
+>>> os.mkdir("takes")
+>>> _ = shutil.copy("song.wav", "takes/song.wav")                      # 3 s of music
+>>> sf.write("takes/quiet.wav", np.zeros(3 * 22050, dtype="float32"), 22050)   # 3 s of silence
+>>> result = batch.run("takes/", ["music_detection"], progress=False)
+>>> result.jobs[["source", "model", "status", "action"]]
+            source            model     status     action
+0  takes/quiet.wav  music_detection  completed  submitted
+1   takes/song.wav  music_detection  completed  submitted
+>>> result.coverage[["source", "finding"]]
+            source         finding
+0  takes/quiet.wav  no music found
+1   takes/song.wav     music found
+>>> result.segments["source"].unique().tolist()   # a recording without music has no segment
+['takes/song.wav']
+>>> again = batch.run("takes/", ["music_detection"], progress=False)   # all in the ledger: no request
+>>> again.jobs["action"].tolist(), again.jobs["job_id"].tolist() == result.jobs["job_id"].tolist()
+(['skipped', 'skipped'], True)
 
 From a shell::
 
@@ -398,8 +414,15 @@ class BatchResult:
 
     Examples
     --------
-    >>> result = run("data/", ["music_detection"])   # doctest: +SKIP
-    >>> result.failed[["source", "error"]]           # doctest: +SKIP
+    >>> import os, shutil
+    >>> os.mkdir("takes")
+    >>> _ = shutil.copy("song.wav", "takes/song.wav")
+    >>> _ = open("takes/broken.wav", "w").write("not audio")
+    >>> result = run("takes/", ["music_detection"], progress=False)
+    >>> result.ok, result.jobs["status"].tolist()
+    (False, ['failed', 'completed'])
+    >>> result.failed[["source", "error"]].values.tolist()   # doctest: +ELLIPSIS
+    [['takes/broken.wav', "'broken.wav' is not a readable audio file: it holds plain text ..."]]
     """
 
     jobs: Any
@@ -537,9 +560,14 @@ def run(sources: Any, models: str | Sequence[str], *, client=None, format: str |
 
     Examples
     --------
-    >>> result = run("recordings/", ["music_detection", "vocals"], concurrency=8,
-    ...              download_to="out/stems")     # doctest: +SKIP
-    >>> result.jobs.groupby("model")["status"].value_counts()   # doctest: +SKIP
+    >>> result = run(["song.wav"], ["music_detection", "vocals"], concurrency=2,
+    ...              download_to="out/stems", progress=False)
+    >>> result.jobs[["model", "status", "n_segments"]]
+                 model     status  n_segments
+    0  music_detection  completed           1
+    1           vocals  completed        <NA>
+    >>> result.jobs["outputs"].tolist()   # one folder per recording
+    [['out/stems/song/music_detection.json'], ['out/stems/song/vocals.wav']]
     """
     import pandas as pd
 

@@ -267,9 +267,10 @@ class TasksClient:
         Examples
         --------
         >>> import shakelab
-        >>> client = shakelab.TasksClient()                 # the local server's Tasks API  # doctest: +SKIP
-        >>> client.upload("data/demo.flac", progress=False).format                          # doctest: +SKIP
-        'flac'
+        >>> client = shakelab.TasksClient()   # no key, no base_url: the local server's Tasks API
+        >>> asset = client.upload("data/demo.flac", progress=False)
+        >>> asset.format, asset.name
+        ('flac', 'demo.flac')
         """
         from tqdm.auto import tqdm
 
@@ -329,8 +330,9 @@ class TasksClient:
 
         Examples
         --------
-        >>> [a.id for a in client.assets()]   # doctest: +SKIP
-        ['cmn5gz2s800xp01phe9v3bm5r']
+        >>> asset = client.upload("song.wav", progress=False)
+        >>> [(a.format, a.name) for a in client.assets() if a.id == asset.id]
+        [('wav', 'song.wav')]
         """
         payload = self._request("GET", "/assets")
         if isinstance(payload, Mapping) and isinstance(payload.get("assets"), list):
@@ -379,10 +381,13 @@ class TasksClient:
 
         Examples
         --------
+        >>> asset = client.upload("song.wav", progress=False)
         >>> targets = [{"model": "bass", "formats": ["wav", "mp3"]}]
-        >>> task = client.create_task(asset=asset, targets=targets)   # doctest: +SKIP
-        >>> [t.status.value for t in task.targets]                                           # doctest: +SKIP
-        ['processing']
+        >>> task = client.create_task(asset=asset, targets=targets)
+        >>> task.asset_id == asset.id, [(t.model, t.status.value) for t in task.targets]
+        (True, [('bass', 'processing')])
+        >>> [t.formats for t in client.wait(task, progress=False).targets]
+        [('wav', 'mp3')]
         """
         if not isinstance(force, bool):
             raise ValidationError(f"`force` must be True or False, not {force!r}")
@@ -507,8 +512,11 @@ class TasksClient:
 
         Examples
         --------
-        >>> client.get_task("cmn5h1wv600edx8fgoboeeg06").is_done   # doctest: +SKIP
+        >>> task = client.submit("song.wav", ["bass"], wait=False, progress=False)
+        >>> client.get_task(task.id).id == task.id
         True
+        >>> client.wait(task, progress=False).is_done, client.get_task(task.id).is_done
+        (True, True)
         """
         tid = _task_id(task)
         fetched = self._parse_task(self._request("GET", f"/tasks/{quote(tid, safe='')}"), f"GET /tasks/{tid}")
@@ -530,7 +538,10 @@ class TasksClient:
 
         Examples
         --------
-        >>> [t.id for t in client.tasks(take=2)]   # doctest: +SKIP
+        >>> first = client.submit("song.wav", ["bass"], progress=False)
+        >>> second = client.submit("song.wav", ["drums"], progress=False)
+        >>> [t.id for t in client.tasks(take=2)] == [second.id, first.id]   # newest first
+        True
         """
         for pname, value, low, high in (("skip", skip, 0, None), ("take", take, 1, 100)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
@@ -548,7 +559,10 @@ class TasksClient:
 
         Examples
         --------
-        >>> sum(1 for _ in client.iter_tasks())   # doctest: +SKIP
+        >>> task = client.submit("song.wav", ["bass"], progress=False)
+        >>> ids = [t.id for t in client.iter_tasks(page_size=2)]
+        >>> task.id in ids, len(ids) == len(set(ids))   # every page read, none twice
+        (True, True)
         """
         skip = 0
         while True:
@@ -620,7 +634,10 @@ class TasksClient:
 
         Examples
         --------
-        >>> done = client.wait(task, timeout=600)   # doctest: +SKIP
+        >>> task = client.submit("song.wav", ["vocals", "drums"], wait=False, progress=False)
+        >>> done = client.wait(task, timeout=600, progress=False)
+        >>> done.id == task.id, done.completed, [t.status.value for t in done.targets]
+        (True, True, ['completed', 'completed'])
         """
         from tqdm.auto import tqdm
 
@@ -682,7 +699,13 @@ class TasksClient:
 
         Examples
         --------
-        >>> task = client.submit("song.wav", ["vocals", "drums"], formats={"vocals": ["wav", "mp3"]})  # doctest: +SKIP
+        >>> formats = {"vocals": ["wav", "mp3"]}   # drums: its natural wav
+        >>> task = client.submit("song.wav", ["vocals", "drums"], formats=formats, progress=False)
+        >>> [(t.model, t.status.value, [o.format for o in t.outputs]) for t in task.targets]
+        [('vocals', 'completed', ['wav', 'mp3']), ('drums', 'completed', ['wav'])]
+        >>> again = client.submit("song.wav", ["vocals", "drums"], formats=formats, progress=False)
+        >>> again.reused, again.id == task.id   # the ledger had this very request: nothing sent
+        (True, True)
         """
         names = [models] if isinstance(models, str) else list(models) if isinstance(models, Iterable) else None
         if not names:
@@ -805,7 +828,11 @@ class TasksClient:
 
         Examples
         --------
-        >>> client.download(task, "out/")   # doctest: +SKIP
+        >>> import os, shutil
+        >>> os.mkdir("a")
+        >>> _ = shutil.copy("song.wav", "a/take1.wav")
+        >>> task = client.submit("a/take1.wav", ["bass"], progress=False)
+        >>> client.download(task, "out/", progress=False)
         [PosixPath('out/a/take1/bass.wav')]
         """
         if not isinstance(dest, (str, os.PathLike)):
@@ -889,7 +916,12 @@ class TasksClient:
 
         Examples
         --------
-        >>> client.segments(task).head()   # doctest: +SKIP
+        >>> task = client.submit("song.wav", ["music_detection"], progress=False)
+        >>> frame = client.segments(task)
+        >>> frame.columns.tolist()
+        ['source', 'job_id', 'start_time', 'end_time', 'duration', 'confidence', 'provenance']
+        >>> set(frame["job_id"]) == {task.target("music_detection").id}
+        True
         """
         from shakelab.frames import segments_frame
 
@@ -937,8 +969,10 @@ class TasksClient:
         Examples
         --------
         >>> import shakelab
-        >>> client = shakelab.connect(api="tasks")               # doctest: +SKIP
-        >>> client.music_detection("data/demo.flac").head()      # doctest: +SKIP
+        >>> client = shakelab.connect(api="tasks")
+        >>> client.music_detection("song.wav", progress=False)[["source", "start_time", "end_time"]]
+             source  start_time  end_time
+        0  song.wav         0.0       3.0
         """
         task = self.submit(source, ["music_detection"], formats="json", wait=wait, timeout=timeout,
                            progress=progress, **options)
@@ -949,7 +983,14 @@ class TasksClient:
 
         Examples
         --------
-        >>> client.jobs_frame()[["task_id", "target_id", "model", "status"]]   # doctest: +SKIP
+        >>> task = client.submit("song.wav", ["vocals", "drums"], progress=False)
+        >>> frame = client.jobs_frame()
+        >>> frame[["model", "status"]]
+            model     status
+        0  vocals  completed
+        1   drums  completed
+        >>> frame["task_id"].tolist() == [task.id] * 2, frame["target_id"].tolist() == [t.id for t in task.targets]
+        (True, True)
         """
         from shakelab.frames import jobs_frame
 
@@ -989,9 +1030,13 @@ class TasksClient:
 
         Examples
         --------
-        >>> runs = client.start("song.wav", ["vocals", "drums"])   # doctest: +SKIP
-        >>> [r.status_text for r in client.refresh(runs)]           # doctest: +SKIP
-        ['processing', 'completed']
+        >>> runs = client.start("song.wav", ["vocals", "drums"], progress=False)
+        >>> [r.model for r in runs], len({r.task_id for r in runs})   # one task, a target per model
+        (['vocals', 'drums'], 1)
+        >>> [client.poller(r, timeout=600).run().status_text for r in runs]
+        ['completed', 'completed']
+        >>> [r.status_text for r in client.refresh(runs)]
+        ['completed', 'completed']
         """
         if callback_url:
             raise ValidationError(f"`callback_url` {callback_url!r}: the Tasks API has no per-task callback; it posts "
@@ -1017,8 +1062,12 @@ class TasksClient:
 
         Examples
         --------
-        >>> client.refresh(client.start("song.wav", ["vocals", "drums"]))   # doctest: +SKIP
-        [Target(id='...', model='vocals', status=<JobStatus.PROCESSING: 'processing'>, ...), ...]
+        >>> runs = client.start("song.wav", ["vocals", "drums"], progress=False)
+        >>> fresh = client.refresh(runs)
+        >>> [(r.model, r.id == run.id) for r, run in zip(fresh, runs)]
+        [('vocals', True), ('drums', True)]
+        >>> client.wait(runs[0].task_id, progress=False).completed
+        True
         """
         if not isinstance(runs, (list, tuple)):
             return self._run_state(runs)[1]
@@ -1038,8 +1087,13 @@ class TasksClient:
 
         Examples
         --------
-        >>> client.downloaded(target)   # doctest: +SKIP
-        ['/home/me/out/song/vocals.wav']
+        >>> task = client.submit("song.wav", ["vocals"], progress=False)
+        >>> (target,) = task.targets
+        >>> client.downloaded(target)
+        []
+        >>> paths = client.download(task, "out/", progress=False)
+        >>> client.downloaded(target) == [str(p.resolve()) for p in paths]
+        True
         """
         record = self._ledger_call("get_task", run.task_id) or {}
         names = {self._file_name(output, run, i) for i, output in enumerate(run.outputs)}
@@ -1061,7 +1115,11 @@ class TasksClient:
 
         Examples
         --------
-        >>> client.recorded("song.wav", "vocals", "wav")   # doctest: +SKIP
+        >>> client.recorded("song.wav", "vocals", "wav") is None
+        True
+        >>> task = client.submit("song.wav", ["vocals"], formats="wav", progress=False)
+        >>> client.recorded("song.wav", "vocals", "wav").id == task.target("vocals").id
+        True
         """
         from shakelab.ledger import file_sha256
 
@@ -1092,9 +1150,9 @@ class TasksClient:
 
         Examples
         --------
-        >>> client.usage()   # doctest: +SKIP
-          month  total_jobs  total_minutes
-        0  2026-03          42          123.5
+        >>> usage = client.usage()   # the local server: the last 3 months, zeros included
+        >>> usage.columns.tolist(), str(usage["month"].dtype), len(usage)
+        (['month', 'total_jobs', 'total_minutes'], 'period[M]', 3)
         """
         from shakelab.frames import usage_frame
 
@@ -1113,7 +1171,10 @@ class TasksClient:
 
         Examples
         --------
-        >>> client.distribution()   # doctest: +SKIP
+        >>> task = client.submit("song.wav", ["bass"], progress=False)
+        >>> frame = client.distribution()   # the local server: a row per model, most used first
+        >>> frame.columns.tolist(), "bass" in set(frame["model"])
+        (['model', 'total_targets', 'total_minutes'], True)
         """
         from shakelab.frames import distribution_frame
 

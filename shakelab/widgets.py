@@ -20,8 +20,10 @@ its top-level container in ``.widget``.
 Examples
 --------
 >>> from shakelab.widgets import JobSubmitter
->>> submitter = JobSubmitter()            # doctest: +SKIP
->>> submitter                             # doctest: +SKIP
+>>> submitter = JobSubmitter()   # on shakelab.connect(): here the local server
+>>> "local server" in submitter.widget.children[0].value, submitter.models.value
+(True, ('music_detection',))
+>>> submitter.close()
 """
 
 from __future__ import annotations
@@ -389,12 +391,25 @@ class JobSubmitter(_Displayable):
 
     Examples
     --------
-    >>> submitter = JobSubmitter()                        # doctest: +SKIP
-    >>> submitter.path.value = "../data/demo.flac"        # doctest: +SKIP
-    >>> submitter.models.value = ("music_detection",)     # doctest: +SKIP
-    >>> submitter.submit_button.click()                   # doctest: +SKIP
-    >>> submitter.wait(timeout=120).status.tolist()      # doctest: +SKIP
-    ['completed']
+    >>> submitter = JobSubmitter(client)
+    >>> submitter.submit_button.click()   # no file yet: refused, nothing sent
+    >>> submitter.messages.value, submitter.rows   # doctest: +ELLIPSIS
+    ("...choose a file...", [])
+    >>> submitter.path.value = "song.wav"
+    >>> submitter.models.value = ("music_detection", "vocals")
+    >>> submitter.format.value, submitter.chosen_format()   # each model's own format
+    ('natural', None)
+    >>> submitter.submit_button.click()
+    >>> submitter.wait(timeout=120)[["model", "format", "status"]]
+                 model format     status
+    0  music_detection   json  completed
+    1           vocals    wav  completed
+    >>> submitter.download_path.value = "out"
+    >>> submitter.download_button.click()
+    >>> _ = submitter.wait(timeout=60)
+    >>> [Path(p).name for r in submitter.rows for p in r["downloaded"]]
+    ['music_detection.json', 'vocals.wav']
+    >>> submitter.close()
     """
 
     def __init__(self, client: Any = None, *, catalogue: dict[str, tuple[str, ...]] | None = None,
@@ -845,8 +860,9 @@ class DetectionExplorer(_Displayable):
     ----------
     audio : str, Path or (numpy.ndarray, int)
         The recording the segments describe (drawn as the waveform).
-    segments : pandas.DataFrame
-        A segments frame (:func:`shakelab.frames.segments_frame`).
+    segments : pandas.DataFrame or list of dict
+        A segments frame (:func:`shakelab.frames.segments_frame`), or what
+        :func:`shakelab.frames.as_segments` reads (the raw ``music_detection`` payload).
     threshold : float, optional
         Initial confidence threshold (0-1); default none (every segment is music).
     gap : float
@@ -866,9 +882,19 @@ class DetectionExplorer(_Displayable):
 
     Examples
     --------
-    >>> explorer = DetectionExplorer("../data/demo.flac", segments)   # doctest: +SKIP
-    >>> explorer.use_threshold.value = True; explorer.threshold.value = 0.7   # doctest: +SKIP
-    >>> explorer.segments().shape                                     # doctest: +SKIP
+    >>> segments = [{"start_time": 0.0, "end_time": 1.0, "confidence": 0.9},
+    ...             {"start_time": 1.5, "end_time": 3.0, "confidence": 0.4}]
+    >>> explorer = DetectionExplorer("song.wav", segments)   # the 3-s recording they describe
+    >>> len(explorer.segments()), bytes(explorer.image.value[1:4])   # every segment is music; a PNG plot
+    (2, b'PNG')
+    >>> explorer.use_threshold.value = True; explorer.threshold.value = 0.7
+    >>> explorer.segments()[["start_time", "end_time"]].values.tolist()
+    [[0.0, 1.0]]
+    >>> explorer.coverage.value   # doctest: +ELLIPSIS
+    "...1 of 2 returned segments at or above 0.70 (1 below, shown hatched)...1.0 s of music, 33.3% of..."
+    >>> explorer.export_button.click()
+    >>> open("music_labels.txt").read().split()   # one Audacity label: start, end, confidence
+    ['0.0', '1.0', '0.9']
     """
 
     def __init__(self, audio: Any, segments, *, threshold: float | None = None, gap: float = 0.0,
@@ -1071,10 +1097,16 @@ class UsageDashboard(_Displayable):
 
     Examples
     --------
-    >>> dashboard = UsageDashboard(usage=history)   # doctest: +SKIP
-    >>> dashboard.refresh()                         # doctest: +SKIP
-    >>> dashboard.messages.value                    # doctest: +SKIP
-    'Fetched 3 month(s) at 10:02:11 and merged them into the 36-month history: 2 updated, 1 added (37 months).'
+    >>> history = {"usage": [{"month": "2025-01", "totalJobs": 4, "totalMinutes": 8.5},
+    ...                      {"month": "2025-02", "totalJobs": 2, "totalMinutes": 3.0}]}   # a saved history
+    >>> dashboard = UsageDashboard(client, usage=history)
+    >>> dashboard.usage["month"].astype(str).tolist()
+    ['2025-01', '2025-02']
+    >>> dashboard.refresh()   # the local server's last 3 months, merged in
+    >>> dashboard.messages.value   # doctest: +ELLIPSIS
+    "...>Fetched 3 month(s) at ... into the 2-month history: 0 updated, 3 added (5 months).</div>"
+    >>> len(dashboard.usage), "2025-01" in dashboard.table.value
+    (5, True)
     """
 
     def __init__(self, client: Any = None, *, usage: Any = None, figsize: tuple[float, float] = (9, 3.5)):
