@@ -56,6 +56,7 @@ BACKGROUND_PERCENTILE = 10.0
 MARGIN = 5.0                 # over-subtraction: the 10th percentile sits well under the mean level
 BED_NEIGHBOURS = 25          # music-alone frames whose median models the bed under a frame with speech
 BED_MATCH_HZ = 150.0         # frames are matched on the band below this, where the music dominates speech
+SPEECH_LOW_HZ = 80.0         # voices have next to nothing below this; the bass and the kick do
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -204,6 +205,11 @@ def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.n
     else:
         speech = np.maximum(speech, held)            # what either view calls speech is kept
         G = W * speech[None, :] + floor * (1.0 - speech[None, :])
+    import librosa
+
+    # where music is, what lies under the voice band is music: a high-pass (smooth over 62-104 Hz)
+    below = 1.0 - _smoothstep(librosa.fft_frequencies(sr=sr, n_fft=n_fft), SPEECH_LOW_HZ / 1.3, SPEECH_LOW_HZ * 1.3)
+    G *= 1.0 - below[:, None] * music[None, :]
     return np.clip(G, floor, 1.0).astype(np.float32)
 
 
