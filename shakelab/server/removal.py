@@ -9,8 +9,11 @@ audio (:func:`separate` streams 30-s blocks through :func:`removal_block` with t
 2. **What** is music there: a background level per bin by minimum statistics (the 10th
    percentile over 2.5 s, times 5: :func:`background`), since speech comes and goes in every
    bin while a music bed stays. Speech is what exceeds it: a Wiener-like mask
-   ``(S - M)+^2 / ((S - M)+^2 + M^2)``. (A running median along time, for held notes, and
-   REPET-SIM's repeating background were tried as well: both take too much speech.)
+   ``(S - M)+^2 / ((S - M)+^2 + M^2)``. Where the block also holds music without speech, the
+   bed's spectrum is known there: ``M`` is the geometric mean of that level and the median of
+   the music-alone frames most like each frame below 150 Hz (:func:`bed`), which follows the
+   notes and the beat. (A running median along time, for held notes, and REPET-SIM's
+   repeating background over the whole block were tried as well: both take too much speech.)
 3. ``music_removal`` applies that mask as far as music is detected, and gates stretches of
    music without speech down by 30 dB. Speech and effects where no music is found pass
    untouched (gain 1).
@@ -44,13 +47,16 @@ import numpy as np
 
 from shakelab.errors import ValidationError
 
-__all__ = ["MODELS", "background", "gains", "removal_block", "separate", "tracks"]
+__all__ = ["MODELS", "background", "bed", "gains", "removal_block", "separate", "tracks"]
 
 MODELS = ("music_removal", "dialogue")
 FLOOR_DB = -30.0        # gain of the gated stretches (music alone; for dialogue, everything but speech)
 BACKGROUND_SECONDS = 2.5     # minimum statistics: the background is what every 2.5 s keeps
 BACKGROUND_PERCENTILE = 10.0
 MARGIN = 5.0                 # over-subtraction: the 10th percentile sits well under the mean level
+BED_NEIGHBOURS = 25          # music-alone frames whose median models the bed under a frame with speech
+BED_MATCH_HZ = 150.0         # frames are matched on the band below this, where the music dominates speech
+SPEECH_LOW_HZ = 80.0         # voices have next to nothing below this; the bass and the kick do
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -122,6 +128,47 @@ def background(S: np.ndarray, sr: int, hop: int, *, seconds: float = BACKGROUND_
     return coarse[:, lo] * (1 - w) + coarse[:, hi] * w
 
 
+def bed(S: np.ndarray, sr: int, n_fft: int, hop: int, alone: np.ndarray, *, k: int = BED_NEIGHBOURS,
+        match_hz: float = BED_MATCH_HZ) -> np.ndarray | None:
+    """Music bed under every frame, from the block's music-alone frames ``alone`` (bool per frame), or None.
+
+    Where the detector finds music without speech the bed's spectrum is known. For each frame,
+    the ``k`` music-alone frames most like it below ``match_hz`` (cosine on the centred log
+    spectrum: the bass and the kick, which speech hardly touches) are taken, and their median,
+    scaled by the frame's background level against the music-alone one (the music under speech
+    is usually ducked), is its bed. None when the block has fewer than ``4 k`` such frames (a
+    slice of speech over music: the background level alone is used then).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> S = np.random.default_rng(0).random((257, 300)) + 0.1
+    >>> bed(S, 8000, 512, 128, np.arange(300) < 150).shape
+    (257, 300)
+    >>> bed(S, 8000, 512, 128, np.zeros(300, bool)) is None
+    True
+    """
+    if alone.sum() < 4 * k:
+        return None
+    import librosa
+
+    low = librosa.fft_frequencies(sr=sr, n_fft=n_fft) < match_hz
+    D = S[:, alone]
+
+    def unit(F: np.ndarray) -> np.ndarray:
+        F = np.log(F + 1e-6)
+        F -= F.mean(axis=0)
+        return F / (np.linalg.norm(F, axis=0) + 1e-9)
+
+    nbrs = np.argpartition(-(unit(S[low]).T @ unit(D[low])), k, axis=1)[:, :k]
+    R = np.empty_like(S)
+    for a in range(0, S.shape[1], 256):
+        R[:, a:a + 256] = np.median(D[:, nbrs[a:a + 256]], axis=2)
+    B = background(S, sr, hop)
+    level = np.median(B / (np.median(B[:, alone], axis=1, keepdims=True) + 1e-10), axis=0)
+    return R * level[None, :]
+
+
 def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.ndarray, pn: np.ndarray,
           model: str) -> np.ndarray:
     """Compute the time-frequency gain of ``model`` for magnitude ``S`` (freq x frames) and the frame tracks.
@@ -140,13 +187,17 @@ def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.n
     speech = _smoothstep(ps, 0.08, 0.3)            # the gates act only where speech is clearly absent
     if model == "music_removal" and not music.any():
         return np.ones_like(S, dtype=np.float32)
-    M = np.minimum(S, MARGIN * background(S, sr, hop))
-    fg2 = np.maximum(S - M, 0.0) ** 2
-    W = fg2 / (fg2 + M ** 2 + eps)
     from scipy.ndimage import median_filter
 
     # speech over a 2-s running median: neither a dip inside speech nor a blip inside music decides
     held = _smoothstep(median_filter(ps, size=max(3, int(2.0 * sr / hop)) | 1, mode="nearest"), 0.08, 0.3)
+    M = MARGIN * background(S, sr, hop)
+    R = bed(S, sr, n_fft, hop, (music > 0.9) & (held < 0.1))
+    if R is not None:   # geometric mean where music is: the bed follows the notes, the background the level
+        M = M + music[None, :] * (np.sqrt(M * R) - M)
+    M = np.minimum(S, M)
+    fg2 = np.maximum(S - M, 0.0) ** 2
+    W = fg2 / (fg2 + M ** 2 + eps)
     if model == "music_removal":
         G = 1.0 - music[None, :] * (1.0 - W)
         alone = music * (1.0 - held)                 # music without speech: gate it
@@ -154,6 +205,11 @@ def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.n
     else:
         speech = np.maximum(speech, held)            # what either view calls speech is kept
         G = W * speech[None, :] + floor * (1.0 - speech[None, :])
+    import librosa
+
+    # where music is, what lies under the voice band is music: a high-pass (smooth over 62-104 Hz)
+    below = 1.0 - _smoothstep(librosa.fft_frequencies(sr=sr, n_fft=n_fft), SPEECH_LOW_HZ / 1.3, SPEECH_LOW_HZ * 1.3)
+    G *= 1.0 - below[:, None] * music[None, :]
     return np.clip(G, floor, 1.0).astype(np.float32)
 
 
