@@ -595,6 +595,28 @@ class _ServiceClient:
                               service=self.service, payload=asset.raw, api=self.api)
         return asset
 
+    @staticmethod
+    def _check_dest(dest: Any, folder: Any) -> Path:
+        """Refuse a ``download`` destination that is not a directory path, or a ``folder`` outside it."""
+        if not isinstance(dest, (str, os.PathLike)):
+            raise ValidationError(f"`dest` must be a directory path, not {type(dest).__name__} {dest!r:.80}")
+        dest_dir = Path(dest).expanduser()
+        if dest_dir.exists() and not dest_dir.is_dir():
+            raise ValidationError(f"`dest` must be a directory, not a file: {os.fspath(dest)!r}")
+        if folder is not None and (not isinstance(folder, (str, os.PathLike)) or Path(folder).is_absolute()
+                                   or ".." in Path(folder).parts):
+            raise ValidationError(f"`folder` must be a relative path inside `dest`, not {folder!r}")
+        return dest_dir
+
+    def _into(self, dest_dir: Path, folder: Any, run: Any) -> Path:
+        """Create and return the folder of ``dest_dir`` for a run's outputs (``folder``, else its own)."""
+        dest_dir = dest_dir / (Path(folder) if folder is not None else self._output_folder(run))
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        return dest_dir
+
+    def _output_folder(self, run: Any) -> Path:
+        raise NotImplementedError
+
     def _note_source(self, asset: Asset, src: _Source, sha256: str | None) -> None:
         """Remember an asset and where it came from: its path (as given and resolved), content hash, length."""
         with self._lock:
@@ -1222,17 +1244,9 @@ class Client(_ServiceClient):
         >>> client.download(jobs[0], "out/", progress=False)
         [PosixPath('out/a/take1/vocals.wav')]
         """
-        if not isinstance(dest, (str, os.PathLike)):
-            raise ValidationError(f"`dest` must be a directory path, not {type(dest).__name__} {dest!r:.80}")
-        dest_dir = Path(dest).expanduser()
-        if dest_dir.exists() and not dest_dir.is_dir():
-            raise ValidationError(f"`dest` must be a directory, not a file: {os.fspath(dest)!r}")
-        if folder is not None and (not isinstance(folder, (str, os.PathLike)) or Path(folder).is_absolute()
-                                   or ".." in Path(folder).parts):
-            raise ValidationError(f"`folder` must be a relative path inside `dest`, not {folder!r}")
+        dest_dir = self._check_dest(dest, folder)
         current = self._completed(job)
-        dest_dir = dest_dir / (Path(folder) if folder is not None else self._output_folder(current))
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest_dir = self._into(dest_dir, folder, current)
         paths: list[Path] = []
         for index in range(len(current.outputs)):
             name = self._safe_name(current.outputs[index], current, index)

@@ -720,14 +720,7 @@ class TasksClient(_ServiceClient):
         >>> client.download(task, "out/")   # doctest: +SKIP
         [PosixPath('out/a/take1/bass.wav')]
         """
-        if not isinstance(dest, (str, os.PathLike)):
-            raise ValidationError(f"`dest` must be a directory path, not {type(dest).__name__} {dest!r:.80}")
-        dest_dir = Path(dest).expanduser()
-        if dest_dir.exists() and not dest_dir.is_dir():
-            raise ValidationError(f"`dest` must be a directory, not a file: {os.fspath(dest)!r}")
-        if folder is not None and (not isinstance(folder, (str, os.PathLike)) or Path(folder).is_absolute()
-                                   or ".." in Path(folder).parts):
-            raise ValidationError(f"`folder` must be a relative path inside `dest`, not {folder!r}")
+        dest_dir = self._check_dest(dest, folder)
         if isinstance(task, Target):  # one run of start(): that target's outputs only
             current, run = self._run_state(task)
             if run.failed:
@@ -741,8 +734,7 @@ class TasksClient(_ServiceClient):
         for failed in current.failed_targets:
             log.warning("target %s (%s) of task %s failed (%s): nothing to download for it", failed.id,
                         failed.name, current.id, failed.error)
-        dest_dir = dest_dir / (Path(folder) if folder is not None else self._output_folder(current))
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest_dir = self._into(dest_dir, folder, current)
         paths: list[Path] = []
         for target in completed:
             for index, output in enumerate(target.outputs):
