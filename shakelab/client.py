@@ -67,7 +67,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urljoin, urlsplit
 
 import requests
@@ -477,7 +477,166 @@ class _Policy:
         setattr(obj.transport, self.name, value)
 
 
-class Client:
+class _ServiceClient:
+    """What both clients share: one transport, one ledger, the service key, the uploads they remember.
+
+    :class:`Client` (Jobs API) and :class:`shakelab.TasksClient` (Tasks API) extend it; what differs
+    between the two APIs is a class attribute (the credential's name and auth, the default URL,
+    the upload endpoint) or a method of the subclass.
+    """
+
+    #: which API this client speaks (the ledger keeps the two apart)
+    api = "jobs"
+    _name = "Client"
+    _credential = "token"                       # the constructor's parameter, hidden in the repr
+    _auth: Any = BearerAuth                     # how the credential is sent
+    _default_url = DEFAULT_BASE_URL
+    _upload_path = "/upload"
+    _unpicklable = "a Client cannot be pickled (it holds the API token); pass base_url and build a new one"
+    _log: logging.Logger = log
+
+    def __init__(self, credential: Any, *, base_url: str | None, timeout: float, max_retries: int,
+                 max_retry_after: float, backoff: float, max_backoff: float, ledger: Any, service: str | None):
+        if not isinstance(credential, str) or not credential.strip():
+            raise ValidationError(f"`{self._credential}` must be a non-empty string, not {type(credential).__name__}")
+        if base_url is None:
+            base_url = os.environ.get(BASE_URL_ENV) or self._default_url
+        check_client_options(base_url=base_url, default_url=self._default_url, timeout=timeout,
+                             max_retries=max_retries, max_retry_after=max_retry_after, backoff=backoff,
+                             max_backoff=max_backoff, service=service)
+        #: the session, the credential (a :class:`~shakelab.transport.BearerAuth` or
+        #: :class:`~shakelab.transport.ApiKeyAuth`) and the retry rule
+        self.transport = Transport(base_url, self._auth(Secret(credential.strip())), timeout=timeout,
+                                   max_retries=max_retries, max_retry_after=max_retry_after, backoff=backoff,
+                                   max_backoff=max_backoff, logger=self._log)
+        self.base_url = self.transport.base_url
+        #: what the ledger knows this service by: a local server's id, else the base URL
+        self.service = service.strip() if service is not None else self.base_url
+        self.ledger = ledger
+        self._assets: dict[str, Asset] = {}
+        self._asset_paths: dict[str, str] = {}     # asset id -> resolved path
+        self._asset_sources: dict[str, str] = {}   # the path as the caller gave it (for output_folder)
+        self._asset_sha: dict[str, str] = {}       # asset id -> content SHA-256
+        self._audio_s: dict[str, float] = {}       # asset id -> length of the recording, seconds
+        self._folders: dict[str, Any] = {}         # output_folder's `taken`, per client
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"{self._name}(base_url={self.base_url!r}, {self._credential}=<hidden>)"
+
+    __str__ = __repr__
+
+    def __getstate__(self):
+        raise NotPicklableError(self._unpicklable)
+
+    def close(self) -> None:
+        """Close the HTTP session (connections are pooled until then)."""
+        self.transport.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transport
+    session = _Policy("session", "the ``requests.Session`` of :attr:`transport`")
+    timeout = _Policy("timeout", "seconds to connect and to read each answer")
+    max_retries = _Policy("max_retries", "retries of one request under the retry rule")
+    max_retry_after = _Policy("max_retry_after", "longest ``Retry-After`` honoured, seconds")
+    backoff = _Policy("backoff", "first delay of the exponential backoff, seconds")
+    max_backoff = _Policy("max_backoff", "cap of the exponential backoff, seconds")
+
+    def _request(self, method: str, path: str, **options: Any) -> Any:
+        """One API request under the retry rule (:meth:`shakelab.transport.Transport.request`)."""
+        return self.transport.request(method, path, **options)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _ledger_call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self.ledger is None:
+            return None
+        try:
+            return getattr(self.ledger, name)(*args, **kwargs)
+        except Exception as exc:  # the ledger is a convenience: never let it break an API call
+            self._log.warning("ledger.%s failed: %s: %s", name, type(exc).__name__, exc)
+            return None
+
+    def _parse_asset(self, payload: Any) -> Asset:
+        return Asset.from_payload(payload)
+
+    def _upload(self, source: Any, *, name: str | None, progress: bool) -> Asset:
+        """Both APIs' upload: a ledger hit is reused, else a streamed multipart POST (the public ``upload``)."""
+        from tqdm.auto import tqdm
+
+        if not isinstance(progress, bool):
+            raise ValidationError(f"`progress` must be True or False, not {progress!r}")
+        src = _Source(source, name)
+        sha256 = src.sha256() if self.ledger is not None else None
+        if sha256 is not None:
+            note_done_elsewhere(self.ledger, sha256, api=self.api, source=src.name, logger=self._log)
+            payload = self._ledger_call("lookup_asset", sha256=sha256, service=self.service, api=self.api)
+            if payload:
+                asset = Asset.from_payload(payload)
+                self._log.info("upload of %s reused asset %s (same content, from the ledger)", src.name, asset.id)
+                self._note_source(asset, src, sha256)
+                return asset
+        bar = tqdm(total=src.size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"upload {src.name}",
+                   disable=not progress, leave=False)
+        try:
+            payload = self._request("POST", self._upload_path, body=_multipart_body(src, bar),
+                                    retry=IDEMPOTENT if src.rewindable else NEVER)
+        finally:
+            bar.close()
+        asset = self._parse_asset(payload)
+        self._note_source(asset, src, sha256)
+        if sha256 is not None:
+            self._ledger_call("record_asset", sha256=sha256, size=int(src.size or 0),
+                              path=str(src.path.resolve()) if src.path is not None else None,
+                              service=self.service, payload=asset.raw, api=self.api)
+        return asset
+
+    @staticmethod
+    def _check_dest(dest: Any, folder: Any) -> Path:
+        """Refuse a ``download`` destination that is not a directory path, or a ``folder`` outside it."""
+        if not isinstance(dest, (str, os.PathLike)):
+            raise ValidationError(f"`dest` must be a directory path, not {type(dest).__name__} {dest!r:.80}")
+        dest_dir = Path(dest).expanduser()
+        if dest_dir.exists() and not dest_dir.is_dir():
+            raise ValidationError(f"`dest` must be a directory, not a file: {os.fspath(dest)!r}")
+        if folder is not None and (not isinstance(folder, (str, os.PathLike)) or Path(folder).is_absolute()
+                                   or ".." in Path(folder).parts):
+            raise ValidationError(f"`folder` must be a relative path inside `dest`, not {folder!r}")
+        return dest_dir
+
+    def _into(self, dest_dir: Path, folder: Any, run: Any) -> Path:
+        """Create and return the folder of ``dest_dir`` for a run's outputs (``folder``, else its own)."""
+        dest_dir = dest_dir / (Path(folder) if folder is not None else self._output_folder(run))
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        return dest_dir
+
+    def _output_folder(self, run: Any) -> Path:
+        raise NotImplementedError
+
+    def _note_source(self, asset: Asset, src: _Source, sha256: str | None) -> None:
+        """Remember an asset and where it came from: its path (as given and resolved), content hash, length."""
+        with self._lock:
+            self._assets[asset.id] = asset
+            if sha256 is not None:
+                self._asset_sha[asset.id] = sha256
+            if src.path is None:
+                self._asset_sources[asset.id] = src.name
+                return
+            self._asset_paths[asset.id] = str(src.path.resolve())
+            self._asset_sources[asset.id] = os.fspath(src.path)
+        try:
+            from shakelab import audio
+
+            self._audio_s[asset.id] = audio.info(src.path).duration
+        except Exception:  # not audio we can read here: the service will say so
+            pass
+
+
+class Client(_ServiceClient):
     """A client for the AudioShake legacy Jobs API (or shakelab's local server).
 
     Parameters
@@ -532,71 +691,12 @@ class Client:
         if token is None:
             raise ValidationError(f"no API token: pass `token=` or set the {TOKEN_ENV} environment variable "
                                   "(or use shakelab.connect(), which starts the local server without one)")
-        if not isinstance(token, str) or not token.strip():
-            raise ValidationError(f"`token` must be a non-empty string, not {type(token).__name__}")
-        if base_url is None:
-            base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-        check_client_options(base_url=base_url, default_url=DEFAULT_BASE_URL, timeout=timeout,
-                             max_retries=max_retries, max_retry_after=max_retry_after, backoff=backoff,
-                             max_backoff=max_backoff, service=service)
-        #: the session, the token (a :class:`~shakelab.transport.BearerAuth`) and the retry rule
-        self.transport = Transport(base_url, BearerAuth(Secret(token.strip())), timeout=timeout,
-                                   max_retries=max_retries, max_retry_after=max_retry_after, backoff=backoff,
-                                   max_backoff=max_backoff, logger=log)
-        self.base_url = self.transport.base_url
-        #: what the ledger knows this service by: a local server's id, else the base URL
-        self.service = service.strip() if service is not None else self.base_url
-        self.ledger = ledger
+        super().__init__(token, base_url=base_url, timeout=timeout, max_retries=max_retries,
+                         max_retry_after=max_retry_after, backoff=backoff, max_backoff=max_backoff, ledger=ledger,
+                         service=service)
         #: send shakelab's local-only ``X-Shakelab-Idempotency-Key`` with POST /job (loopback servers)
         self.local_idempotency = is_loopback(self.base_url)
         self._jobs: dict[str, Job] = {}
-        self._assets: dict[str, Asset] = {}
-        self._asset_paths: dict[str, str] = {}
-        self._asset_sources: dict[str, str] = {}   # the path as the caller gave it (for output_folder)
-        self._audio_s: dict[str, float] = {}       # asset id -> length of the recording, seconds
-        self._folders: dict[str, Any] = {}         # output_folder's `taken`, per client
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"Client(base_url={self.base_url!r}, token=<hidden>)"
-
-    __str__ = __repr__
-
-    def __getstate__(self):
-        raise NotPicklableError("a Client cannot be pickled (it holds the API token); pass base_url and build a "
-                                "new one")
-
-    def close(self) -> None:
-        """Close the HTTP session (connections are pooled until then)."""
-        self.transport.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    # ------------------------------------------------------------------ transport
-    session = _Policy("session", "the ``requests.Session`` of :attr:`transport`")
-    timeout = _Policy("timeout", "seconds to connect and to read each answer")
-    max_retries = _Policy("max_retries", "retries of one request under the retry rule")
-    max_retry_after = _Policy("max_retry_after", "longest ``Retry-After`` honoured, seconds")
-    backoff = _Policy("backoff", "first delay of the exponential backoff, seconds")
-    max_backoff = _Policy("max_backoff", "cap of the exponential backoff, seconds")
-
-    def _request(self, method: str, path: str, **options: Any) -> Any:
-        """One API request under the retry rule (:meth:`shakelab.transport.Transport.request`)."""
-        return self.transport.request(method, path, **options)
-
-    # ------------------------------------------------------------------ bookkeeping
-    def _ledger_call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        if self.ledger is None:
-            return None
-        try:
-            return getattr(self.ledger, name)(*args, **kwargs)
-        except Exception as exc:  # the ledger is a convenience: never let it break an API call
-            log.warning("ledger.%s failed: %s: %s", name, type(exc).__name__, exc)
-            return None
 
     def _remember(self, job: Job) -> Job:
         with self._lock:
@@ -666,52 +766,7 @@ class Client:
         >>> asset.name, len(asset.id) > 0
         ('demo.flac', True)
         """
-        from tqdm.auto import tqdm
-
-        if not isinstance(progress, bool):
-            raise ValidationError(f"`progress` must be True or False, not {progress!r}")
-        src = _Source(source, name)
-        sha256 = None
-        if self.ledger is not None:
-            sha256 = src.sha256()
-            if sha256 is not None:
-                note_done_elsewhere(self.ledger, sha256, api="jobs", source=src.name, logger=log)
-                payload = self._ledger_call("lookup_asset", sha256=sha256, service=self.service)
-                if payload:
-                    asset = Asset.from_payload(payload)
-                    log.info("upload of %s reused asset %s (same content, from the ledger)", src.name, asset.id)
-                    self._assets[asset.id] = asset
-                    self._note_source(asset, src)
-                    return asset
-        bar = tqdm(total=src.size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"upload {src.name}",
-                   disable=not progress, leave=False)
-        try:
-            payload = self._request("POST", "/upload", body=_multipart_body(src, bar),
-                                    retry=IDEMPOTENT if src.rewindable else NEVER)
-        finally:
-            bar.close()
-        asset = Asset.from_payload(payload)
-        self._assets[asset.id] = asset
-        self._note_source(asset, src)
-        if self.ledger is not None and sha256 is not None:
-            self._ledger_call("record_asset", sha256=sha256, size=int(src.size or 0),
-                              path=str(src.path.resolve()) if src.path is not None else None,
-                              service=self.service, payload=asset.raw)
-        return asset
-
-    def _note_source(self, asset: Asset, src: _Source) -> None:
-        """Remember where an asset came from: its path (as given and resolved) and its length."""
-        if src.path is None:
-            self._asset_sources[asset.id] = src.name
-            return
-        self._asset_paths[asset.id] = str(src.path.resolve())
-        self._asset_sources[asset.id] = os.fspath(src.path)
-        try:
-            from shakelab import audio
-
-            self._audio_s[asset.id] = audio.info(src.path).duration
-        except Exception:  # not audio we can read here: the service will say so
-            pass
+        return self._upload(source, name=name, progress=progress)
 
     def upload_link(self, url: str, *, name: str | None = None) -> Asset:
         """Have the service fetch a file from a URL (``POST /upload/link``).
@@ -1189,17 +1244,9 @@ class Client:
         >>> client.download(jobs[0], "out/", progress=False)
         [PosixPath('out/a/take1/vocals.wav')]
         """
-        if not isinstance(dest, (str, os.PathLike)):
-            raise ValidationError(f"`dest` must be a directory path, not {type(dest).__name__} {dest!r:.80}")
-        dest_dir = Path(dest).expanduser()
-        if dest_dir.exists() and not dest_dir.is_dir():
-            raise ValidationError(f"`dest` must be a directory, not a file: {os.fspath(dest)!r}")
-        if folder is not None and (not isinstance(folder, (str, os.PathLike)) or Path(folder).is_absolute()
-                                   or ".." in Path(folder).parts):
-            raise ValidationError(f"`folder` must be a relative path inside `dest`, not {folder!r}")
+        dest_dir = self._check_dest(dest, folder)
         current = self._completed(job)
-        dest_dir = dest_dir / (Path(folder) if folder is not None else self._output_folder(current))
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest_dir = self._into(dest_dir, folder, current)
         paths: list[Path] = []
         for index in range(len(current.outputs)):
             name = self._safe_name(current.outputs[index], current, index)

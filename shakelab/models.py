@@ -219,8 +219,36 @@ def _outputs_of(data: Mapping[str, Any]) -> list[OutputAsset]:
     return []
 
 
+class _Run:
+    """The status properties a job and a target share (both carry ``status`` and the ``raw`` payload)."""
+
+    status: JobStatus
+    raw: dict
+
+    @property
+    def is_done(self) -> bool:
+        """True once the run reached a terminal state (completed, failed or error)."""
+        return self.status.is_done
+
+    @property
+    def failed(self) -> bool:
+        """True when the run ended ``failed`` or ``error``."""
+        return self.status.failed
+
+    @property
+    def completed(self) -> bool:
+        """True when the run ended ``completed``."""
+        return self.status is JobStatus.COMPLETED
+
+    @property
+    def status_text(self) -> str:
+        """The status exactly as the service wrote it (``status`` maps unknown values to UNKNOWN)."""
+        raw = self.raw.get("status")
+        return raw if isinstance(raw, str) and raw else self.status.value
+
+
 @dataclass(frozen=True)
-class Job:
+class Job(_Run):
     """One job: one model run against one asset.
 
     Attributes
@@ -305,27 +333,6 @@ class Job:
             status_info=dict(info),
             raw=dict(data),
         )
-
-    @property
-    def is_done(self) -> bool:
-        """True once the job reached a terminal state (completed, failed or error)."""
-        return self.status.is_done
-
-    @property
-    def failed(self) -> bool:
-        """True when the job ended ``failed`` or ``error``."""
-        return self.status.failed
-
-    @property
-    def completed(self) -> bool:
-        """True when the job ended ``completed``."""
-        return self.status is JobStatus.COMPLETED
-
-    @property
-    def status_text(self) -> str:
-        """The status exactly as the service wrote it (``status`` maps unknown values to UNKNOWN)."""
-        raw = self.raw.get("status")
-        return raw if isinstance(raw, str) and raw else self.status.value
 
     @property
     def error(self) -> str | None:
@@ -430,7 +437,7 @@ class TaskOutput(OutputAsset):
 
 
 @dataclass(frozen=True)
-class Target:
+class Target(_Run):
     """One target of a task: one model run on the task's source, with its own status.
 
     Attributes
@@ -524,27 +531,6 @@ class Target:
             raw=dict(data),
             asset_id=asset_id,
         )
-
-    @property
-    def is_done(self) -> bool:
-        """True once the target ended (completed, error or failed)."""
-        return self.status.is_done
-
-    @property
-    def failed(self) -> bool:
-        """True when the target ended ``error`` or ``failed``."""
-        return self.status.failed
-
-    @property
-    def completed(self) -> bool:
-        """True when the target ended ``completed``."""
-        return self.status is JobStatus.COMPLETED
-
-    @property
-    def status_text(self) -> str:
-        """The status exactly as the service wrote it."""
-        raw = self.raw.get("status")
-        return raw if isinstance(raw, str) and raw else self.status.value
 
     @property
     def error(self) -> str | None:

@@ -71,17 +71,16 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from shakelab import catalog
 from shakelab.client import (
-    BASE_URL_ENV, _download_to, _local_server, _multipart_body, _refused, _Source, check_client_options,
-    is_service_url, note_done_elsewhere, output_folder,
+    BASE_URL_ENV, _download_to, _local_server, _refused, _ServiceClient, is_service_url, output_folder,
 )
 from shakelab.errors import (
-    APIError, AuthenticationError, JobTimeoutError, MalformedResponseError, NotFoundError, NotPicklableError,
+    APIError, AuthenticationError, JobTimeoutError, MalformedResponseError, NotFoundError,
     ShakelabError, TaskFailedError, UnconfirmedTaskError, ValidationError, scrubbed_logger,
 )
 from shakelab.models import (
     Asset, JobStatus, Target, Task, TaskOutput, check_targets, check_task_request, tag_metadata,
 )
-from shakelab.transport import BEFORE_SEND, ApiKeyAuth, Poller, Schedule, Secret, Transport, is_loopback
+from shakelab.transport import BEFORE_SEND, ApiKeyAuth, Poller, Schedule, is_loopback
 
 __all__ = ["DEFAULT_BASE_URL", "KEY_ENV", "TasksClient"]
 
@@ -115,7 +114,7 @@ def _user_metadata(metadata: Any) -> Any:
     return metadata
 
 
-class TasksClient:
+class TasksClient(_ServiceClient):
     """A client for AudioShake's Tasks API (or the local server's Tasks API).
 
     Parameters
@@ -149,6 +148,13 @@ class TasksClient:
 
     #: which API this client speaks (the ledger keeps the two apart)
     api = "tasks"
+    _name = "TasksClient"
+    _credential = "api_key"
+    _auth = ApiKeyAuth
+    _default_url = DEFAULT_BASE_URL
+    _upload_path = "/assets"
+    _unpicklable = "a TasksClient cannot be pickled (it holds the API key); build a new one where needed"
+    _log = log
     #: seconds a lost task is looked for in ``GET /tasks`` while it may not be listed yet
     find_grace = 10.0
     #: most pages of 100 tasks one look scans
@@ -169,67 +175,14 @@ class TasksClient:
         if api_key is None:
             raise ValidationError(f"no API key: pass `api_key=` or set the {KEY_ENV} environment variable "
                                   "(with neither, and no base_url, the local server's Tasks API is used)")
-        if not isinstance(api_key, str) or not api_key.strip():
-            raise ValidationError(f"`api_key` must be a non-empty string, not {type(api_key).__name__}")
-        if base_url is None:
-            base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-        check_client_options(base_url=base_url, default_url=DEFAULT_BASE_URL, timeout=timeout,
-                             max_retries=max_retries, max_retry_after=max_retry_after, backoff=backoff,
-                             max_backoff=max_backoff, service=service)
-        #: the session, the key (an :class:`~shakelab.transport.ApiKeyAuth`) and the retry rule
-        self.transport = Transport(base_url, ApiKeyAuth(Secret(api_key.strip())), timeout=timeout,
-                                   max_retries=max_retries, max_retry_after=max_retry_after, backoff=backoff,
-                                   max_backoff=max_backoff, logger=log)
-        self.base_url = self.transport.base_url
-        self.service = service.strip() if service is not None else self.base_url
-        self.ledger = ledger
+        super().__init__(api_key, base_url=base_url, timeout=timeout, max_retries=max_retries,
+                         max_retry_after=max_retry_after, backoff=backoff, max_backoff=max_backoff, ledger=ledger,
+                         service=service)
         self._tasks: dict[str, Task] = {}
-        self._assets: dict[str, Asset] = {}
-        self._asset_sources: dict[str, str] = {}   # asset id -> the path as the caller gave it
-        self._asset_paths: dict[str, str] = {}     # asset id -> resolved path
-        self._asset_sha: dict[str, str] = {}       # asset id -> content SHA-256
-        self._audio_s: dict[str, float] = {}
-        self._folders: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"TasksClient(base_url={self.base_url!r}, api_key=<hidden>)"
-
-    __str__ = __repr__
-
-    def __getstate__(self):
-        raise NotPicklableError("a TasksClient cannot be pickled (it holds the API key); build a new one where needed")
-
-    def close(self) -> None:
-        """Close the HTTP session."""
-        self.transport.close()
-
-    def __enter__(self) -> TasksClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    @property
-    def max_retries(self) -> int:
-        """Retries of one request under the retry rule (the transport's)."""
-        return self.transport.max_retries
 
     @property
     def _for_service(self) -> bool:
         return is_service_url(self.base_url)
-
-    def _request(self, method: str, path: str, **options: Any) -> Any:
-        return self.transport.request(method, path, **options)
-
-    def _ledger_call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        if self.ledger is None:
-            return None
-        try:
-            return getattr(self.ledger, name)(*args, **kwargs)
-        except Exception as exc:  # the ledger is a convenience: never let it break an API call
-            log.warning("ledger.%s failed: %s: %s", name, type(exc).__name__, exc)
-            return None
 
     def _remember(self, task: Task) -> Task:
         with self._lock:
@@ -272,54 +225,13 @@ class TasksClient:
         >>> asset.format, asset.name
         ('flac', 'demo.flac')
         """
-        from tqdm.auto import tqdm
+        return self._upload(source, name=name, progress=progress)
 
-        if not isinstance(progress, bool):
-            raise ValidationError(f"`progress` must be True or False, not {progress!r}")
-        src = _Source(source, name)
-        sha256 = src.sha256() if self.ledger is not None else None
-        if sha256 is not None:
-            note_done_elsewhere(self.ledger, sha256, api=self.api, source=src.name, logger=log)
-            payload = self._ledger_call("lookup_asset", sha256=sha256, service=self.service, api=self.api)
-            if payload:
-                asset = Asset.from_payload(payload)
-                log.info("upload of %s reused asset %s (same content, from the ledger)", src.name, asset.id)
-                self._note_source(asset, src, sha256)
-                return asset
-        bar = tqdm(total=src.size, unit="B", unit_scale=True, unit_divisor=1024, desc=f"upload {src.name}",
-                   disable=not progress, leave=False)
+    def _parse_asset(self, payload: Any) -> Asset:
         try:
-            payload = self._request("POST", "/assets", body=_multipart_body(src, bar),
-                                    retry="idempotent" if src.rewindable else "never")
-        finally:
-            bar.close()
-        try:
-            asset = Asset.from_payload(payload)
+            return Asset.from_payload(payload)
         except ValueError as exc:
             raise MalformedResponseError(f"POST /assets answered a payload that is not an asset: {exc}") from None
-        self._note_source(asset, src, sha256)
-        if sha256 is not None:
-            self._ledger_call("record_asset", sha256=sha256, size=int(src.size or 0),
-                              path=str(src.path.resolve()) if src.path is not None else None,
-                              service=self.service, payload=asset.raw, api=self.api)
-        return asset
-
-    def _note_source(self, asset: Asset, src: _Source, sha256: str | None) -> None:
-        with self._lock:
-            self._assets[asset.id] = asset
-            if sha256 is not None:
-                self._asset_sha[asset.id] = sha256
-            if src.path is None:
-                self._asset_sources[asset.id] = src.name
-                return
-            self._asset_paths[asset.id] = str(src.path.resolve())
-            self._asset_sources[asset.id] = os.fspath(src.path)
-        try:
-            from shakelab import audio
-
-            self._audio_s[asset.id] = audio.info(src.path).duration
-        except Exception:  # not audio we can read here: the service will say so
-            pass
 
     def assets(self) -> list[Asset]:
         """List the account's assets (``GET /assets``, a bare JSON array).
@@ -835,14 +747,7 @@ class TasksClient:
         >>> client.download(task, "out/", progress=False)
         [PosixPath('out/a/take1/bass.wav')]
         """
-        if not isinstance(dest, (str, os.PathLike)):
-            raise ValidationError(f"`dest` must be a directory path, not {type(dest).__name__} {dest!r:.80}")
-        dest_dir = Path(dest).expanduser()
-        if dest_dir.exists() and not dest_dir.is_dir():
-            raise ValidationError(f"`dest` must be a directory, not a file: {os.fspath(dest)!r}")
-        if folder is not None and (not isinstance(folder, (str, os.PathLike)) or Path(folder).is_absolute()
-                                   or ".." in Path(folder).parts):
-            raise ValidationError(f"`folder` must be a relative path inside `dest`, not {folder!r}")
+        dest_dir = self._check_dest(dest, folder)
         if isinstance(task, Target):  # one run of start(): that target's outputs only
             current, run = self._run_state(task)
             if run.failed:
@@ -856,8 +761,7 @@ class TasksClient:
         for failed in current.failed_targets:
             log.warning("target %s (%s) of task %s failed (%s): nothing to download for it", failed.id,
                         failed.name, current.id, failed.error)
-        dest_dir = dest_dir / (Path(folder) if folder is not None else self._output_folder(current))
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest_dir = self._into(dest_dir, folder, current)
         paths: list[Path] = []
         for target in completed:
             for index, output in enumerate(target.outputs):

@@ -11,33 +11,24 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-import numpy as np
 import pytest
 
 from shakelab.client import Client
 from shakelab.errors import (APIError, RateLimitError, ServerError, TransportError)
 from shakelab.models import JobStatus
+from tests.helpers import request_count as count
+from tests.helpers import write_beep
 
-SR = 22050
 
 
 @pytest.fixture
 def wav(tmp_path):
-    import soundfile as sf
-
-    t = np.arange(2 * SR) / SR
-    path = tmp_path / "beep.wav"
-    sf.write(path, (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), SR)
-    return path
+    return write_beep(tmp_path / "beep.wav")
 
 
 def make_client(srv, **kwargs) -> Client:
     kwargs.setdefault("backoff", 0.05)
     return Client(token=srv.token, base_url=srv.base_url, **kwargs)
-
-
-def count(srv, key: str) -> int:
-    return srv.stats()["requests"].get(key, 0)
 
 
 def retry_delays(caplog) -> list[float]:

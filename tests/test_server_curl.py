@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.helpers import run_curl
+
 # The commands of the legacy Jobs API page, copied character for character.
 UPLOAD = """curl -X POST "https://groovy.audioshake.ai/upload" \\
   -H "Authorization: Bearer YOUR_API_TOKEN" \\
@@ -90,13 +92,8 @@ class _Host(BaseHTTPRequestHandler):
 
 
 def curl(command: str, srv, cwd, **ids) -> dict:
-    cmd = command.replace("https://groovy.audioshake.ai", srv.base_url).replace("YOUR_API_TOKEN", srv.token)
-    for old, new in ids.items():
-        cmd = cmd.replace(old, new)
-    out = subprocess.run(["bash", "-c", cmd + " --silent --show-error --fail-with-body"], cwd=cwd,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, (out.returncode, out.stdout, out.stderr)
-    return json.loads(out.stdout)
+    return run_curl(command, srv, cwd, {"https://groovy.audioshake.ai": srv.base_url, "YOUR_API_TOKEN": srv.token,
+                                        **ids})
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by `make system-deps`")

@@ -7,11 +7,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -20,6 +17,8 @@ import soundfile as sf
 
 from shakelab import catalog
 from shakelab.server import LocalServer
+from tests.helpers import hook_receiver
+from tests.helpers import wait_for as _wait_for
 
 TERMINAL = ("completed", "failed")
 
@@ -296,43 +295,10 @@ def test_restart_keeps_assets_and_jobs_and_resumes_queued(tmp_path):
         assert third.store.count("jobs") == 3
 
 
-class _Receiver(BaseHTTPRequestHandler):
-    received: ClassVar[list] = []
-    fail_first: int = 0
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        cls = type(self)
-        if cls.fail_first > 0:
-            cls.fail_first -= 1
-            self.send_response(500)
-            self.end_headers()
-            return
-        cls.received.append(body)
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def receiver():
-    handler = type("R", (_Receiver,), {"received": [], "fail_first": 0})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    httpd.handler = handler
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def _wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+    with hook_receiver(ok_status=200) as httpd:
+        yield httpd
 
 
 def test_callback_receives_processing_and_completed_job(fresh_server, receiver):

@@ -13,12 +13,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
 import requests
 import soundfile as sf
+
+from tests.helpers import hook_receiver, wait_for
 
 DATA = Path(__file__).resolve().parent / "data"
 DOCUMENTED_TASK = json.loads((DATA / "tasks-get-documented.json").read_text())
@@ -440,42 +441,10 @@ def test_requests_are_counted_per_route(fresh_server):
 
 
 # -- webhook -----------------------------------------------------------------------------------
-class _Receiver(BaseHTTPRequestHandler):
-    received: ClassVar[list] = []
-    fail_first = 0
-
-    def do_POST(self):
-        data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if type(self).fail_first > 0:
-            type(self).fail_first -= 1
-            self.send_response(500)
-            self.end_headers()
-            return
-        self.received.append(json.loads(data))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def receiver():
-    handler = type("R", (_Receiver,), {"received": [], "fail_first": 0})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    httpd.handler = handler
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def _wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+    with hook_receiver(ok_status=204) as httpd:
+        yield httpd
 
 
 def test_webhook_receives_the_task_once_per_finished_target(tmp_path, receiver):
@@ -488,7 +457,7 @@ def test_webhook_receives_the_task_once_per_finished_target(tmp_path, receiver):
         task = create(srv, assetId=asset["id"], targets=[
             {"model": "bass", "formats": ["wav", "flac"]}, {"model": "drums", "formats": ["wav"]}])
         done = wait(srv, task["id"])
-        _wait_for(lambda: len(receiver.handler.received) == 2)
+        wait_for(lambda: len(receiver.handler.received) == 2, timeout=60.0)
         time.sleep(0.5)  # nothing more arrives
         # each call is the task as it was when that target finished (a retried one may arrive last)
         calls = sorted(receiver.handler.received, key=lambda c: "completedAt" in c)
@@ -536,7 +505,7 @@ def test_shakelab_serve_webhook_option(tmp_path, receiver):
         asset = upload(srv, clip(0.5))
         task = create(srv, assetId=asset["id"], targets=[{"model": "bass", "formats": ["wav"]}])
         wait(srv, task["id"])
-        _wait_for(lambda: len(receiver.handler.received) == 1)
+        wait_for(lambda: len(receiver.handler.received) == 1, timeout=60.0)
         assert receiver.handler.received[0]["id"] == task["id"]
     finally:
         proc.send_signal(signal.SIGTERM)

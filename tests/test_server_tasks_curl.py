@@ -8,9 +8,7 @@ this test, since no test leaves this machine).
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import soundfile as sf
+
+from tests.helpers import run_curl
 
 CREATE_ASSET = """curl -X POST "https://api.audioshake.ai/assets" \\
   -H "x-api-key: YOUR_API_KEY" \\
@@ -76,13 +76,7 @@ class _Host(BaseHTTPRequestHandler):
 
 
 def curl(command: str, srv, cwd, **ids):
-    cmd = command.replace("https://api.audioshake.ai", srv.base_url).replace("YOUR_API_KEY", srv.token)
-    for old, new in ids.items():
-        cmd = cmd.replace(old, new)
-    out = subprocess.run(["bash", "-c", cmd + " --silent --show-error --fail-with-body"], cwd=cwd,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, (out.returncode, out.stdout, out.stderr)
-    return json.loads(out.stdout)
+    return run_curl(command, srv, cwd, {"https://api.audioshake.ai": srv.base_url, "YOUR_API_KEY": srv.token, **ids})
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by `make system-deps`")

@@ -14,27 +14,19 @@ from shakelab.errors import AuthenticationError, JobFailedError, TaskFailedError
 from shakelab.ledger import Ledger
 from shakelab.models import Asset, JobStatus, Task
 from shakelab.tasks import TasksClient
+from tests.helpers import SR, write_beep
+from tests.helpers import request_count as requests_to
 
-SR = 22050
 
 
 @pytest.fixture
 def wav(tmp_path):
-    import soundfile as sf
-
-    t = np.arange(2 * SR) / SR
-    path = tmp_path / "take1.wav"
-    sf.write(path, (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), SR)
-    return path
+    return write_beep(tmp_path / "take1.wav")
 
 
 def make(srv, **kwargs) -> TasksClient:
     kwargs.setdefault("backoff", 0.05)
     return TasksClient(api_key=srv.token, base_url=srv.base_url, **kwargs)
-
-
-def requests_to(srv, key: str) -> int:
-    return srv.stats()["requests"].get(key, 0)
 
 
 def all_requests(srv) -> int:

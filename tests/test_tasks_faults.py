@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import time
 
-import numpy as np
 import pytest
 import requests
 
@@ -15,28 +14,20 @@ from shakelab.errors import MalformedResponseError, RateLimitError, ServerError,
 from shakelab.ledger import Ledger
 from shakelab.models import tag_metadata
 from shakelab.tasks import TasksClient
+from tests.helpers import request_count as count
+from tests.helpers import write_beep
 
-SR = 22050
 TARGETS = [{"model": "music_detection", "formats": ["json"]}]
 
 
 @pytest.fixture
 def wav(tmp_path):
-    import soundfile as sf
-
-    t = np.arange(2 * SR) / SR
-    path = tmp_path / "beep.wav"
-    sf.write(path, (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), SR)
-    return path
+    return write_beep(tmp_path / "beep.wav")
 
 
 def make(srv, **kwargs) -> TasksClient:
     kwargs.setdefault("backoff", 0.05)
     return TasksClient(api_key=srv.token, base_url=srv.base_url, **kwargs)
-
-
-def count(srv, key: str) -> int:
-    return srv.stats()["requests"].get(key, 0)
 
 
 def server_tasks(srv) -> list[dict]:

@@ -30,8 +30,8 @@ from starlette.concurrency import run_in_threadpool
 from shakelab import catalog
 from shakelab.server.auth import BearerAuth
 from shakelab.server.network import check_url, public_addresses
-from shakelab.server.uploads import clean_name, fetch_link, in_link_pool, receive_multipart, store_upload
-from shakelab.server.web import APIProblem, read_json, storage_problem, too_large, typename
+from shakelab.server.uploads import clean_name, fetch_link, in_link_pool, receive_upload
+from shakelab.server.web import APIProblem, read_json, storage_problem, typename
 
 __all__ = ["IDEMPOTENCY_HEADER", "build_router", "validate_job"]
 
@@ -61,20 +61,7 @@ def build_router(ctx: Any) -> APIRouter:
     # -- uploads ----------------------------------------------------------------------------
     @router.post("/upload")
     async def upload(request: Request) -> JSONResponse:
-        ctype = request.headers.get("content-type", "")
-        from python_multipart.multipart import parse_options_header
-
-        mtype, params = parse_options_header(ctype)
-        boundary = params.get(b"boundary")
-        if mtype != b"multipart/form-data" or not boundary:
-            raise APIProblem(400, "invalid_request", "the upload must be multipart/form-data with a `file` field "
-                             f"(curl -F 'file=@song.mp3'), not Content-Type {ctype[:100]!r}")
-        limit = ctx.max_upload_bytes
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit + 1024 * 1024:
-            raise too_large(limit, int(length))
-        received = await receive_multipart(request, boundary, store.temp_path(), limit)
-        return JSONResponse(await run_in_threadpool(store_upload, ctx, base(request), *received))
+        return JSONResponse(await receive_upload(ctx, request, base(request)))
 
     @router.post("/upload/link")
     async def upload_link(request: Request) -> JSONResponse:

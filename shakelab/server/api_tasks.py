@@ -26,7 +26,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from shakelab import catalog
 from shakelab.errors import scrubbed_logger
@@ -34,8 +33,8 @@ from shakelab.server.auth import ApiKeyAuth
 from shakelab.server.network import check_url
 from shakelab.server.store import iso
 from shakelab.server.tasks_store import state
-from shakelab.server.uploads import clean_name, fetch_link, in_link_pool, receive_multipart, store_upload
-from shakelab.server.web import APIProblem, read_json, too_large
+from shakelab.server.uploads import clean_name, fetch_link, in_link_pool, receive_upload
+from shakelab.server.web import APIProblem, read_json
 from shakelab.server.web import typename as _typename
 
 log = scrubbed_logger("shakelab.server")
@@ -376,19 +375,7 @@ def build_router(ctx) -> APIRouter:
 
     @router.post("/assets")
     async def upload_asset(request: Request):
-        from python_multipart.multipart import parse_options_header
-
-        ctype = request.headers.get("content-type", "")
-        mtype, params = parse_options_header(ctype)
-        boundary = params.get(b"boundary")
-        if mtype != b"multipart/form-data" or not boundary:
-            raise APIProblem(400, "invalid_request", "the upload must be multipart/form-data with a `file` field "
-                             f"(curl -F 'file=@song.mp3'), not Content-Type {ctype[:100]!r}")
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > ctx.max_upload_bytes + 1024 * 1024:
-            raise too_large(ctx.max_upload_bytes, int(length))
-        received = await receive_multipart(request, boundary, store.temp_path(), ctx.max_upload_bytes)
-        uploaded = await run_in_threadpool(store_upload, ctx, base(request), *received)
+        uploaded = await receive_upload(ctx, request, base(request))
         return JSONResponse({k: uploaded[k] for k in ("id", "format", "name", "link")})
 
     @router.get("/assets")

@@ -35,7 +35,7 @@ from shakelab.server import network
 from shakelab.server.web import MAX_JSON_BYTES, APIProblem, storage_problem, too_large
 
 __all__ = ["LINK_QUEUE", "LINK_WORKERS", "MAX_NAME_CHARS", "SOURCE_TYPES", "clean_name", "fetch_link",
-           "in_link_pool", "receive_multipart", "sniff_format", "store_upload"]
+           "in_link_pool", "receive_multipart", "receive_upload", "sniff_format", "store_upload"]
 
 MAX_NAME_CHARS = 200
 # Formats a source asset can have: the stored file's extension always comes from this table.
@@ -227,6 +227,35 @@ LINK_QUEUE = 16
 _link_pool: ThreadPoolExecutor | None = None
 _link_pending = 0
 _link_lock = threading.Lock()
+
+
+async def receive_upload(ctx: Any, request: Request, base_url: str) -> dict:
+    """Receive a ``multipart/form-data`` upload request into the store (both APIs' upload route).
+
+    Refuses a request that is not multipart (400) or announces more than ``ctx.max_upload_bytes``
+    (413) before reading it, then streams it (:func:`receive_multipart`) and stores it
+    (:func:`store_upload`, in a thread).
+
+    Returns
+    -------
+    dict
+        The asset payload of :func:`store_upload`.
+    """
+    from python_multipart.multipart import parse_options_header
+    from starlette.concurrency import run_in_threadpool
+
+    ctype = request.headers.get("content-type", "")
+    mtype, params = parse_options_header(ctype)
+    boundary = params.get(b"boundary")
+    if mtype != b"multipart/form-data" or not boundary:
+        raise APIProblem(400, "invalid_request", "the upload must be multipart/form-data with a `file` field "
+                         f"(curl -F 'file=@song.mp3'), not Content-Type {ctype[:100]!r}")
+    limit = ctx.max_upload_bytes
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + 1024 * 1024:
+        raise too_large(limit, int(length))
+    received = await receive_multipart(request, boundary, ctx.store.temp_path(), limit)
+    return await run_in_threadpool(store_upload, ctx, base_url, *received)
 
 
 async def in_link_pool(fn, *args):
