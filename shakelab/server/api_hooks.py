@@ -30,9 +30,10 @@ def build_router(ctx: Any) -> APIRouter:
 
     Examples
     --------
-    >>> from fastapi import FastAPI
     >>> from types import SimpleNamespace
-    >>> FastAPI().include_router(build_router(SimpleNamespace(token="t0k3n", store=None)))
+    >>> router = build_router(SimpleNamespace(token="t0k3n", store=None))
+    >>> sorted({route.path for route in router.routes})
+    ['/_faults', '/_stats']
     """
     router = APIRouter(dependencies=[Depends(BearerAuth(ctx.token))])
 
