@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tools.make_demo import varlen  # one MIDI encoder for the demo and the dev sets
+
 SR = 16000
 WHEELS = {
     "pyannote.audio==4.0.7": ["pyannote/audio/sample/sample.wav"],
@@ -179,15 +181,6 @@ def _espeak(text: str, voice: str, variant: str, speed: int, pitch: int, tmp: Pa
 
 
 # ----------------------------------------------------------------------------- synthetic songs
-def _vlq(n: int) -> bytes:
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    return bytes(reversed(out))
-
-
 def _midi(events: list[tuple[float, bytes]], tempo_bpm: float) -> bytes:
     """Write a format-0 MIDI file from (time in beats, message) events, 480 ticks per beat."""
     tpb = 480
@@ -195,7 +188,7 @@ def _midi(events: list[tuple[float, bytes]], tempo_bpm: float) -> bytes:
     last = 0
     for t, msg in sorted(events, key=lambda e: (e[0], e[1][0] & 0xF0 == 0x90)):
         tick = round(t * tpb)
-        data += _vlq(tick - last) + msg
+        data += varlen(tick - last) + msg
         last = tick
     data += b"\x00\xff\x2f\x00"
     return b"MThd" + struct.pack(">IHHH", 6, 0, 1, tpb) + b"MTrk" + struct.pack(">I", len(data)) + bytes(data)

@@ -58,7 +58,8 @@ TOTAL = 44.0
 
 
 # ----------------------------------------------------------------------------- MIDI
-def _varlen(n: int) -> bytes:
+def varlen(n: int) -> bytes:
+    """Encode ``n`` as a MIDI variable-length quantity (7 bits a byte, high bit = more)."""
     out = [n & 0x7F]
     n >>= 7
     while n:
@@ -75,9 +76,9 @@ def write_midi(path: Path, events: list[tuple[int, bytes]], *, bpm: float, divis
     data = bytearray()
     last = 0
     for tick, msg in evs:
-        data += _varlen(tick - last) + msg
+        data += varlen(tick - last) + msg
         last = tick
-    data += _varlen(division) + b"\xff\x2f\x00"  # one beat of tail, then end of track
+    data += varlen(division) + b"\xff\x2f\x00"  # one beat of tail, then end of track
     path.write_bytes(b"MThd" + struct.pack(">IHHH", 6, 0, 1, division)
                      + b"MTrk" + struct.pack(">I", len(data)) + bytes(data))
 
