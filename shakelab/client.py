@@ -1416,9 +1416,11 @@ class Client(_ServiceClient):
 
         Examples
         --------
-        >>> runs = client.start("song.wav", ["vocals", "drums"])   # doctest: +SKIP
-        >>> [r.status_text for r in client.refresh(runs)]           # doctest: +SKIP
-        ['processing', 'queued']
+        >>> runs = client.start("song.wav", ["vocals", "drums"], progress=False)
+        >>> [run.model for run in runs]
+        ['vocals', 'drums']
+        >>> [client.wait(run).status_text for run in runs]
+        ['completed', 'completed']
         """
         return self.submit(source, models, format=format, wait=False, force=force, progress=progress, **options)
 
@@ -1430,8 +1432,11 @@ class Client(_ServiceClient):
 
         Examples
         --------
-        >>> client.recorded("song.wav", "vocals", "wav")   # doctest: +SKIP
-        Job(id='...', status=<JobStatus.COMPLETED: 'completed'>, model='vocals', format='wav')
+        >>> client.recorded("song.wav", "vocals", "wav") is None
+        True
+        >>> (job,) = client.submit("song.wav", ["vocals"], format="wav", progress=False)
+        >>> client.recorded("song.wav", "vocals", "wav").id == job.id
+        True
         """
         from shakelab.ledger import file_sha256
 
@@ -1447,8 +1452,12 @@ class Client(_ServiceClient):
 
         Examples
         --------
-        >>> client.downloaded(job)   # doctest: +SKIP
-        ['/home/me/out/song/vocals.wav']
+        >>> (job,) = client.submit("song.wav", ["vocals"], progress=False)
+        >>> client.downloaded(job)
+        []
+        >>> paths = client.download(job, "out/", progress=False)
+        >>> client.downloaded(job) == [str(p.resolve()) for p in paths]
+        True
         """
         record = self._ledger_call("get_job", run.id) or {}
         return list(record.get("outputs") or [])
@@ -1458,8 +1467,9 @@ class Client(_ServiceClient):
 
         Examples
         --------
-        >>> client.refresh(client.start("song.wav", ["vocals"]))   # doctest: +SKIP
-        [Job(id='...', status=<JobStatus.QUEUED: 'queued'>, model='vocals', format='wav', ...)]
+        >>> runs = client.start("song.wav", ["vocals"], progress=False)
+        >>> [(run.id == runs[0].id, run.model) for run in client.refresh(runs)]
+        [(True, 'vocals')]
         """
         if isinstance(runs, (list, tuple)):
             return [self.get_job(run) for run in runs]
