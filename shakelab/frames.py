@@ -739,6 +739,7 @@ def tasks_frame(tasks: Iterable[Any], *, audio_s: Mapping[str, float] | None = N
         frame = pd.concat([p.reindex(columns=list(TASKS_COLUMNS)) for p in parts], ignore_index=True)
         return _typed_tasks(frame.to_dict("list"))
     cols: dict[str, list] = {c: [] for c in TASKS_COLUMNS}
+    done: list[bool] = []   # which targets finished: only their processing time is known
     known = audio_s or {}
     for i, item in enumerate(items):
         try:
@@ -766,18 +767,17 @@ def tasks_frame(tasks: Iterable[Any], *, audio_s: Mapping[str, float] | None = N
             cols["created_at"].append(target.created_at or task.created_at)
             cols["started_at"].append(parse_timestamp(target.raw.get("startedAt")))
             cols["updated_at"].append(target.updated_at or (task.completed_at if target.is_done else None))
-            cols["processing_s"].append(target.is_done)  # placeholder: computed from the timestamps below
+            cols["processing_s"].append(np.nan)  # from the timestamps, once the frame is typed
+            done.append(target.is_done)
             cols["audio_s"].append(target.duration if target.duration is not None
                                    else known.get(task.asset_id or "", np.nan))
             cols["outputs"].append([_output_name(o, target.model) for o in target.outputs])
             cols["error"].append(target.error)
             cols["cost"].append(np.nan if target.cost is None else target.cost)
-    done_mask = np.asarray(cols["processing_s"], dtype=bool)
-    cols["processing_s"] = [np.nan] * len(done_mask)
     frame = _typed_tasks(cols)
     began = frame["started_at"].fillna(frame["created_at"]) if len(frame) else frame["started_at"]
     seconds = (frame["updated_at"] - began).dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
-    frame["processing_s"] = np.where(done_mask, seconds, np.nan)
+    frame["processing_s"] = np.where(np.asarray(done, dtype=bool), seconds, np.nan)
     return frame
 
 
