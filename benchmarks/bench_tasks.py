@@ -12,11 +12,14 @@
    ``TasksClient.submit``, one task per file, 8 files at a time in a thread pool (``batch.run``
    drives the Jobs API only on this branch), each on a fresh server with 4 workers; detection
    JSON fetched (``segments``), stems not downloaded (``batch.run``'s default).
+3. **What a rerun costs**, ``batch.run`` over 3 files x 2 models (music_detection, bass) on each
+   API, without and with ``download_to``: requests of the first run and of a rerun of the
+   finished batch (everything in the ledger: target 0 on both APIs).
 
 Prints figures and Tasks/Jobs ratios; never passes or fails on time.
 
 Knobs: BENCH_TASKS_FILES (default 100), BENCH_TASKS_SECONDS (length of each file, default 1.5).
-Usage: python benchmarks/bench_tasks.py
+Usage: python benchmarks/bench_tasks.py [rerun]   (``rerun``: section 3 alone)
 """
 
 from __future__ import annotations
@@ -190,7 +193,42 @@ def batch_tasks(files: Path, work: Path) -> dict:
             "failed": len(statuses) - statuses.count("completed"), "requests": sum(reqs.values())}
 
 
+# -- 3. what a rerun costs ----------------------------------------------------------------------
+def batch_rerun(work: Path) -> dict:
+    """Requests of a first ``batch.run`` and of its rerun, per API, without and with ``download_to``."""
+    from shakelab import batch
+    from shakelab.client import Client
+    from shakelab.ledger import Ledger
+    from shakelab.server import LocalServer
+    from shakelab.tasks import TasksClient
+
+    files = make_files(work / "rerun", 3, 2.0, seed=3)
+    out: dict = {}
+    with LocalServer(work / "server-rerun", token=TOKEN, workers=2) as srv:
+        for api, make in (("jobs", Client), ("tasks", TasksClient)):
+            for download in (False, True):
+                name = f"{api}{'+download' if download else ''}"
+                client = make(TOKEN, base_url=srv.base_url, ledger=Ledger(work / f"ledger-rerun-{name}.sqlite"))
+                to = work / f"rerun-out-{name}" if download else None
+                counts = []
+                for _ in range(2):
+                    before = srv.stats()
+                    result = batch.run(files, ["music_detection", "bass"], client=client, download_to=to,
+                                       progress=False)
+                    counts.append(sum(diff(srv.stats(), before).values()))
+                    assert result.ok, result.failed
+                out[name] = counts
+    return out
+
+
 def main() -> int:
+    if sys.argv[1:] == ["rerun"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["SHAKELAB_LEDGER"] = str(Path(tmp) / "unused-default-ledger.sqlite")
+            print("3. batch.run of 3 files x 2 models (music_detection, bass), then a rerun: requests")
+            for name, (first, rerun) in batch_rerun(Path(tmp)).items():
+                print(f"  {name:<15}: first run {first}, rerun {rerun}")
+        return 0
     n = int(os.environ.get("BENCH_TASKS_FILES", "100"))
     seconds = float(os.environ.get("BENCH_TASKS_SECONDS", "1.5"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -226,6 +264,10 @@ def main() -> int:
                   f"{b['requests']} requests ({b['requests'] / (n * len(THREE)):.2f} per file x model)")
         print(f"  Tasks / Jobs: wall {tasks['wall'] / legacy['wall']:.2f}, "
               f"requests {tasks['requests'] / max(1, legacy['requests']):.2f}")
+
+        print("\n3. batch.run of 3 files x 2 models (music_detection, bass), then a rerun: requests")
+        for name, (first, rerun) in batch_rerun(work).items():
+            print(f"  {name:<15}: first run {first}, rerun {rerun}")
     return 0 if not (legacy["failed"] or tasks["failed"]) else 1
 
 
