@@ -290,7 +290,7 @@ class LocalServer:
     def _start_locked(self, timeout: float) -> None:
         import uvicorn
 
-        from shakelab.server.app import MAX_CONNECTIONS, Gate, create_app, header_timeout_protocol
+        from shakelab.server.app import KEEP_ALIVE_TIMEOUT, MAX_CONNECTIONS, Gate, create_app, header_timeout_protocol
         from shakelab.server.links import LinkSigner
         from shakelab.server import api_tasks
         from shakelab.server.callbacks import CallbackSender
@@ -314,7 +314,7 @@ class LocalServer:
         app = Gate(create_app(self, test_hooks=self.test_hooks), self)
         config = uvicorn.Config(app, log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=1, server_header=False,
-                                timeout_keep_alive=5, http=header_timeout_protocol(),
+                                timeout_keep_alive=KEEP_ALIVE_TIMEOUT, http=header_timeout_protocol(),
                                 limit_concurrency=MAX_CONNECTIONS)
         self._uv = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uv.run, kwargs={"sockets": [sock]},
