@@ -15,11 +15,14 @@
 3. **What a rerun costs**, ``batch.run`` over 3 files x 2 models (music_detection, bass) on each
    API, without and with ``download_to``: requests of the first run and of a rerun of the
    finished batch (everything in the ledger: target 0 on both APIs).
+4. **A target of several formats**, one 20-s file, ``bass`` in wav, then in wav+flac+mp3, on a
+   server with 1 worker (warmed up): model runs (``stats()["model_runs"]``) and wall time per
+   task (the model runs once per target; each format is encoded from that result).
 
 Prints figures and Tasks/Jobs ratios; never passes or fails on time.
 
 Knobs: BENCH_TASKS_FILES (default 100), BENCH_TASKS_SECONDS (length of each file, default 1.5).
-Usage: python benchmarks/bench_tasks.py [rerun]   (``rerun``: section 3 alone)
+Usage: python benchmarks/bench_tasks.py [rerun | formats]   (section 3 or 4 alone)
 """
 
 from __future__ import annotations
@@ -221,13 +224,49 @@ def batch_rerun(work: Path) -> dict:
     return out
 
 
+# -- 4. a target of several formats -------------------------------------------------------------
+def target_formats(work: Path) -> dict:
+    """Model runs and wall time of a one-target task, in one format and in three."""
+    from shakelab.server import LocalServer
+
+    src = make_files(work / "formats", 1, 20.0, seed=11)[0]
+    out: dict = {}
+    with LocalServer(work / "server-formats", token=TOKEN, workers=1) as srv:
+        session = tasks_session()
+        with src.open("rb") as fh:
+            asset = session.post(f"{srv.base_url}/assets", files={"file": (src.name, fh, "audio/wav")},
+                                 timeout=120).json()
+        for label, formats in (("warm-up", ["wav"]), ("wav", ["wav"]), ("wav+flac+mp3", ["wav", "flac", "mp3"])):
+            before = srv.stats()["model_runs"]
+            t0 = time.perf_counter()
+            task = session.post(f"{srv.base_url}/tasks", json={"assetId": asset["id"], "targets": [
+                {"model": "bass", "formats": formats}]}, timeout=60).json()
+            while "completedAt" not in task:
+                time.sleep(0.05)
+                task = session.get(f"{srv.base_url}/tasks/{task['id']}", timeout=60).json()
+            out[label] = (srv.stats()["model_runs"] - before, time.perf_counter() - t0)
+    del out["warm-up"]
+    return out
+
+
+def _print_rerun(work: Path) -> None:
+    print("3. batch.run of 3 files x 2 models (music_detection, bass), then a rerun: requests")
+    for name, (first, rerun) in batch_rerun(work).items():
+        print(f"  {name:<15}: first run {first}, rerun {rerun}")
+
+
+def _print_formats(work: Path) -> None:
+    print("4. one 20-s file, a bass target (1 worker): model runs and wall time per task")
+    for name, (runs, wall) in target_formats(work).items():
+        print(f"  {name:<13}: {runs} model run(s), {wall:.2f} s")
+
+
 def main() -> int:
-    if sys.argv[1:] == ["rerun"]:
+    sections = {"rerun": _print_rerun, "formats": _print_formats}
+    if len(sys.argv) == 2 and sys.argv[1] in sections:
         with tempfile.TemporaryDirectory() as tmp:
             os.environ["SHAKELAB_LEDGER"] = str(Path(tmp) / "unused-default-ledger.sqlite")
-            print("3. batch.run of 3 files x 2 models (music_detection, bass), then a rerun: requests")
-            for name, (first, rerun) in batch_rerun(Path(tmp)).items():
-                print(f"  {name:<15}: first run {first}, rerun {rerun}")
+            sections[sys.argv[1]](Path(tmp))
         return 0
     n = int(os.environ.get("BENCH_TASKS_FILES", "100"))
     seconds = float(os.environ.get("BENCH_TASKS_SECONDS", "1.5"))
@@ -265,9 +304,10 @@ def main() -> int:
         print(f"  Tasks / Jobs: wall {tasks['wall'] / legacy['wall']:.2f}, "
               f"requests {tasks['requests'] / max(1, legacy['requests']):.2f}")
 
-        print("\n3. batch.run of 3 files x 2 models (music_detection, bass), then a rerun: requests")
-        for name, (first, rerun) in batch_rerun(work).items():
-            print(f"  {name:<15}: first run {first}, rerun {rerun}")
+        print()
+        _print_rerun(work)
+        print()
+        _print_formats(work)
     return 0 if not (legacy["failed"] or tasks["failed"]) else 1
 
 
