@@ -746,7 +746,7 @@ class Ledger:
 
     @staticmethod
     def _index_targets(conn, task_id: str) -> None:
-        """File each target of a recorded task under its request (the row's ``targets_key``, by model).
+        """File each target of a recorded task under its request (the row's ``targets_key``, by model and variant).
 
         The request as sent is the key (the service's echo of a target may carry more fields);
         a row without one (a task only fetched) uses the payload's targets.
@@ -754,11 +754,11 @@ class Ledger:
         row = conn.execute("SELECT targets_key, payload FROM tasks WHERE task_id=?", (task_id,)).fetchone()
         if row is None or not row["payload"]:
             return
-        requested = {t.get("model"): t for t in json.loads(row["targets_key"])}
+        requested = {(t.get("model"), t.get("variant")): t for t in json.loads(row["targets_key"])}
         for target in json.loads(row["payload"]).get("targets") or []:
             if not isinstance(target, dict) or not target.get("id"):
                 continue
-            key = _targets_key([requested.get(target.get("model"), target)])
+            key = _targets_key([requested.get((target.get("model"), target.get("variant")), target)])
             conn.execute("INSERT INTO targets (target_id, task_id, target_key) VALUES (?,?,?) ON CONFLICT(target_id)"
                          " DO UPDATE SET task_id=excluded.task_id, target_key=excluded.target_key",
                          (str(target["id"]), task_id, key))

@@ -425,6 +425,19 @@ def test_a_target_is_found_in_a_task_of_several_and_keeps_its_result(tmp_path):
     assert ledger.lookup_target(target=drums, **key) is None
 
 
+def test_two_targets_of_one_model_are_told_apart_by_their_variant(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    key = dict(service=BASE, source_key="asset:as3", metadata=None)
+    plain = {"model": "vocals", "formats": ["wav"]}
+    hq = {**plain, "variant": "high_quality"}
+    ledger.record_task_attempt(attempt_id="att-v", targets=[plain, hq], **key)
+    ledger.settle_task_attempt("att-v", {"id": "tv", "assetId": "as3", "targets": [
+        {"id": "tv-plain", "model": "vocals", "formats": ["wav"], "variant": None, "status": "completed"},
+        {"id": "tv-hq", "model": "vocals", "formats": ["wav"], "variant": "high_quality", "status": "completed"}]})
+    assert ledger.lookup_target(target=plain, **key)["target_id"] == "tv-plain"
+    assert ledger.lookup_target(target=hq, **key)["target_id"] == "tv-hq"
+
+
 def test_a_version_4_ledger_files_the_targets_of_its_tasks(tmp_path):
     import sqlite3
 
