@@ -185,6 +185,29 @@ def test_a_target_runs_its_model_once_for_all_its_formats(fresh_server):
     assert together == alone  # byte for byte
 
 
+def test_a_target_stored_as_a_job_per_format_reads_the_same(fresh_server):
+    """A data dir written before one job per target kept a job per format: its targets answer as before."""
+    asset = upload(fresh_server, clip(1.0))
+    done = wait(fresh_server, create(fresh_server, assetId=asset["id"], targets=[
+        {"model": "bass", "formats": ["wav", "flac"]}])["id"])
+    (job,) = fresh_server.store.jobs_of_targets([done["targets"][0]["id"]])
+    wav, flac = job["outputs"]
+    with fresh_server.store.transaction() as db:  # back to the old layout: the flac output in a job of its own
+        row = {**dict(db.execute("SELECT * FROM jobs WHERE id=?", (job["id"],)).fetchone()), "id": job["id"] + "f"}
+        row.pop("detail", None)
+        fresh_server.store.insert_job({**row, "metadata": json.dumps({"name": "bass", "format": "flac"}),
+                                       "outputs": json.dumps([flac])})
+        db.execute("UPDATE jobs SET metadata=?, outputs=? WHERE id=?",
+                   (json.dumps({"name": "bass", "format": "wav"}), json.dumps([wav]), job["id"]))
+    again = api(fresh_server, "GET", f"/tasks/{done['id']}").json()
+    assert len(fresh_server.store.jobs_of_targets([done["targets"][0]["id"]])) == 2
+    strip = [{k: v for k, v in o.items() if k != "link"} for t in (done, again) for o in t["targets"][0]["output"]]
+    assert strip[:2] == strip[2:] and [o["format"] for o in again["targets"][0]["output"]] == ["wav", "flac"]
+    contents = [requests.get(o["link"], timeout=30).content for t in (done, again) for o in t["targets"][0]["output"]]
+    assert contents[:2] == contents[2:]
+    assert again["targets"][0]["status"] == "completed" and again["cost"] == done["cost"]
+
+
 def test_task_shape_matches_the_documented_payload(server):
     asset = upload(server, clip(1.0))
     done = wait(server, create(server, assetId=asset["id"], targets=[
