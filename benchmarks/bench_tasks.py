@@ -12,11 +12,17 @@
    ``TasksClient.submit``, one task per file, 8 files at a time in a thread pool (``batch.run``
    drives the Jobs API only on this branch), each on a fresh server with 4 workers; detection
    JSON fetched (``segments``), stems not downloaded (``batch.run``'s default).
+3. **What a rerun costs**, ``batch.run`` over 3 files x 2 models (music_detection, bass) on each
+   API, without and with ``download_to``: requests of the first run and of a rerun of the
+   finished batch (everything in the ledger: target 0 on both APIs).
+4. **A target of several formats**, one 20-s file, ``bass`` in wav, then in wav+flac+mp3, on a
+   server with 1 worker (warmed up): model runs (``stats()["model_runs"]``) and wall time per
+   task (the model runs once per target; each format is encoded from that result).
 
 Prints figures and Tasks/Jobs ratios; never passes or fails on time.
 
 Knobs: BENCH_TASKS_FILES (default 100), BENCH_TASKS_SECONDS (length of each file, default 1.5).
-Usage: python benchmarks/bench_tasks.py
+Usage: python benchmarks/bench_tasks.py [rerun | formats]   (section 3 or 4 alone)
 """
 
 from __future__ import annotations
@@ -190,7 +196,78 @@ def batch_tasks(files: Path, work: Path) -> dict:
             "failed": len(statuses) - statuses.count("completed"), "requests": sum(reqs.values())}
 
 
+# -- 3. what a rerun costs ----------------------------------------------------------------------
+def batch_rerun(work: Path) -> dict:
+    """Requests of a first ``batch.run`` and of its rerun, per API, without and with ``download_to``."""
+    from shakelab import batch
+    from shakelab.client import Client
+    from shakelab.ledger import Ledger
+    from shakelab.server import LocalServer
+    from shakelab.tasks import TasksClient
+
+    files = make_files(work / "rerun", 3, 2.0, seed=3)
+    out: dict = {}
+    with LocalServer(work / "server-rerun", token=TOKEN, workers=2) as srv:
+        for api, make in (("jobs", Client), ("tasks", TasksClient)):
+            for download in (False, True):
+                name = f"{api}{'+download' if download else ''}"
+                client = make(TOKEN, base_url=srv.base_url, ledger=Ledger(work / f"ledger-rerun-{name}.sqlite"))
+                to = work / f"rerun-out-{name}" if download else None
+                counts = []
+                for _ in range(2):
+                    before = srv.stats()
+                    result = batch.run(files, ["music_detection", "bass"], client=client, download_to=to,
+                                       progress=False)
+                    counts.append(sum(diff(srv.stats(), before).values()))
+                    assert result.ok, result.failed
+                out[name] = counts
+    return out
+
+
+# -- 4. a target of several formats -------------------------------------------------------------
+def target_formats(work: Path) -> dict:
+    """Model runs and wall time of a one-target task, in one format and in three."""
+    from shakelab.server import LocalServer
+
+    src = make_files(work / "formats", 1, 20.0, seed=11)[0]
+    out: dict = {}
+    with LocalServer(work / "server-formats", token=TOKEN, workers=1) as srv:
+        session = tasks_session()
+        with src.open("rb") as fh:
+            asset = session.post(f"{srv.base_url}/assets", files={"file": (src.name, fh, "audio/wav")},
+                                 timeout=120).json()
+        for label, formats in (("warm-up", ["wav"]), ("wav", ["wav"]), ("wav+flac+mp3", ["wav", "flac", "mp3"])):
+            before = srv.stats()["model_runs"]
+            t0 = time.perf_counter()
+            task = session.post(f"{srv.base_url}/tasks", json={"assetId": asset["id"], "targets": [
+                {"model": "bass", "formats": formats}]}, timeout=60).json()
+            while "completedAt" not in task:
+                time.sleep(0.05)
+                task = session.get(f"{srv.base_url}/tasks/{task['id']}", timeout=60).json()
+            out[label] = (srv.stats()["model_runs"] - before, time.perf_counter() - t0)
+    del out["warm-up"]
+    return out
+
+
+def _print_rerun(work: Path) -> None:
+    print("3. batch.run of 3 files x 2 models (music_detection, bass), then a rerun: requests")
+    for name, (first, rerun) in batch_rerun(work).items():
+        print(f"  {name:<15}: first run {first}, rerun {rerun}")
+
+
+def _print_formats(work: Path) -> None:
+    print("4. one 20-s file, a bass target (1 worker): model runs and wall time per task")
+    for name, (runs, wall) in target_formats(work).items():
+        print(f"  {name:<13}: {runs} model run(s), {wall:.2f} s")
+
+
 def main() -> int:
+    sections = {"rerun": _print_rerun, "formats": _print_formats}
+    if len(sys.argv) == 2 and sys.argv[1] in sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["SHAKELAB_LEDGER"] = str(Path(tmp) / "unused-default-ledger.sqlite")
+            sections[sys.argv[1]](Path(tmp))
+        return 0
     n = int(os.environ.get("BENCH_TASKS_FILES", "100"))
     seconds = float(os.environ.get("BENCH_TASKS_SECONDS", "1.5"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -226,6 +303,11 @@ def main() -> int:
                   f"{b['requests']} requests ({b['requests'] / (n * len(THREE)):.2f} per file x model)")
         print(f"  Tasks / Jobs: wall {tasks['wall'] / legacy['wall']:.2f}, "
               f"requests {tasks['requests'] / max(1, legacy['requests']):.2f}")
+
+        print()
+        _print_rerun(work)
+        print()
+        _print_formats(work)
     return 0 if not (legacy["failed"] or tasks["failed"]) else 1
 
 

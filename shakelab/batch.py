@@ -37,6 +37,7 @@ From a shell::
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import csv
 import glob as _glob
 import os
@@ -50,7 +51,8 @@ from typing import Any
 
 from shakelab import catalog
 from shakelab.errors import (
-    BatchCancelled, JobFailedError, NotFoundError, RateLimitError, ShakelabError, ValidationError,
+    BatchCancelled, JobFailedError, NotFoundError, NotInLedgerError, RateLimitError, ShakelabError,
+    ValidationError,
 )
 from shakelab.transport import RateGate
 
@@ -198,8 +200,9 @@ def _finish_job(client, ledger, task: _Task, model: str, fmt: str, job) -> dict:
                 segments = client.segments(job)
                 segments = segments_frame(segments[["start_time", "end_time", "confidence"]],
                                           job=job.id, source=task.source, provenance=origin)
-            if ledger is not None and ledger.get_job(job.id) is not None:  # a Tasks target is no ledger job
-                ledger.record_result(job.id, segments[["start_time", "end_time", "confidence"]].to_dict("records"))
+            if ledger is not None:  # a job's or a Tasks target's: the ledger files both by id
+                with contextlib.suppress(NotInLedgerError):  # the client could not record the run: nothing to keep
+                    ledger.record_result(job.id, segments[["start_time", "end_time", "confidence"]].to_dict("records"))
         values["n_segments"] = len(segments)
         values["_windows"] = segments[["start_time", "end_time", "confidence"]].to_dict("records")
     return {"values": values, "segments": segments}
@@ -318,7 +321,7 @@ def _process_file_once(client, ledger, task: _Task, cancel):
             try:
                 job, action = None, "submitted"
                 # the run protocol both clients share: what the ledger has (no request), else start one
-                known = recorded(model, fmt)
+                known = None if model in runs else recorded(model, fmt)  # started with an earlier model
                 if known is not None:
                     job = known
                 else:

@@ -50,7 +50,10 @@ __all__ = ["FAILED_STATUSES", "TERMINAL_STATUSES", "Ledger", "default_path", "fi
 # 3: the ``attempts`` table (POST /job attempts whose answer may have been lost)
 # 4: the Tasks API: ``assets.api`` (the two APIs' uploads kept apart, also on one local server) and
 #    the ``tasks`` table (one row per POST /tasks attempt, tagged, then the task as last seen)
-_SCHEMA_VERSION = 4
+# 5: the ``targets`` table (one row per target of a recorded task: its request, its cached result), so a
+#    target is found by (file, model, format) in a task of several and its music segments are kept as a
+#    job's are; filled from the tasks already recorded when a schema-4 ledger is opened
+_SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (
     service     TEXT NOT NULL,
@@ -116,6 +119,13 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_key ON tasks (service, source_key, targets_key, metadata_key);
 CREATE INDEX IF NOT EXISTS tasks_by_sha ON tasks (sha256);
+CREATE TABLE IF NOT EXISTS targets (
+    target_id    TEXT PRIMARY KEY,
+    task_id      TEXT NOT NULL,
+    target_key   TEXT NOT NULL,
+    result       TEXT
+);
+CREATE INDEX IF NOT EXISTS targets_by_task ON targets (task_id);
 """
 #: The columns of ``assets`` before schema 4 (no ``api``): copied into the rebuilt table.
 _ASSET_COLUMNS = "service, sha256, size, path, name, asset_id, payload, recorded_at"
@@ -282,7 +292,9 @@ class Ledger:
     Tables: ``assets`` (one row per (service, content SHA-256): size, path, name, asset id, the
     upload payload) and ``jobs`` (one row per job id: service, asset id, model, format, extra
     metadata, status, error, source path, the job payload as last seen, output paths, cached
-    result, first/last seen). Each thread and each process gets its own connection; the
+    result, first/last seen), ``attempts`` (``POST /job`` attempts), ``tasks`` (one row per
+    ``POST /tasks`` attempt, then the task as last seen) and ``targets`` (one row per target of a
+    recorded task: its request, its cached result). Each thread and each process gets its own connection; the
     object pickles as its path, so it can travel to executor workers.
 
     Examples
@@ -376,6 +388,9 @@ class Ledger:
                     conn.execute(f"INSERT INTO assets ({_ASSET_COLUMNS}, api) SELECT {_ASSET_COLUMNS}, 'jobs'"
                                  f" FROM assets_v{version}")
                     conn.execute(f"DROP TABLE assets_v{version}")
+                if version == 4:  # before 5: the targets of the tasks already recorded
+                    for (task_id,) in conn.execute("SELECT task_id FROM tasks WHERE task_id IS NOT NULL").fetchall():
+                        self._index_targets(conn, task_id)
                 conn.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
         self._write(create)
@@ -615,9 +630,10 @@ class Ledger:
         self._write(update)
 
     def record_result(self, job_id: str, result: Any) -> None:
-        """Keep a small JSON-able result of a job (e.g. its music-detection windows).
+        """Keep a small JSON-able result of a job or of a task's target (e.g. its music-detection windows).
 
-        Lets a rerun of a batch rebuild its segments without a single request.
+        Lets a rerun of a batch rebuild its segments without a single request. ``job_id`` is a
+        job's id or a target's id (a recorded task's targets are filed by id).
 
         Examples
         --------
@@ -630,15 +646,17 @@ class Ledger:
         text = json.dumps(result, default=str)
 
         def update(conn):
-            cur = conn.execute("UPDATE jobs SET result=? WHERE job_id=?", (text, str(job_id)))
-            if cur.rowcount == 0:
-                raise NotInLedgerError(f"`job_id` {job_id!r} is not in the ledger {os.fspath(self.path)!r}")
+            for table, column in (("jobs", "job_id"), ("targets", "target_id")):
+                if conn.execute(f"UPDATE {table} SET result=? WHERE {column}=?", (text, str(job_id))).rowcount:
+                    return
+            raise NotInLedgerError(f"`job_id` {job_id!r} is not in the ledger {os.fspath(self.path)!r}")
 
         self._write(update)
 
     def lookup_result(self, job_id: str) -> Any | None:
-        """Return the result kept by :meth:`record_result`, or None."""
-        row = self._conn().execute("SELECT result FROM jobs WHERE job_id=?", (str(job_id),)).fetchone()
+        """Return the result kept by :meth:`record_result` for a job or a target, or None."""
+        row = self._conn().execute("SELECT result FROM jobs WHERE job_id=? UNION ALL SELECT result FROM targets"
+                                   " WHERE target_id=?", (str(job_id), str(job_id))).fetchone()
         return json.loads(row["result"]) if row and row["result"] is not None else None
 
     # -- the Tasks API ----------------------------------------------------------------------
@@ -722,8 +740,28 @@ class Ledger:
                  str(attempt_id)))
             if cur.rowcount == 0 and service is not None:
                 self._insert_task(conn, fields, _norm_service(service), None, str(attempt_id), now)
+            self._index_targets(conn, fields["task_id"])
 
         self._write(update)
+
+    @staticmethod
+    def _index_targets(conn, task_id: str) -> None:
+        """File each target of a recorded task under its request (the row's ``targets_key``, by model and variant).
+
+        The request as sent is the key (the service's echo of a target may carry more fields);
+        a row without one (a task only fetched) uses the payload's targets.
+        """
+        row = conn.execute("SELECT targets_key, payload FROM tasks WHERE task_id=?", (task_id,)).fetchone()
+        if row is None or not row["payload"]:
+            return
+        requested = {(t.get("model"), t.get("variant")): t for t in json.loads(row["targets_key"])}
+        for target in json.loads(row["payload"]).get("targets") or []:
+            if not isinstance(target, dict) or not target.get("id"):
+                continue
+            key = _targets_key([requested.get((target.get("model"), target.get("variant")), target)])
+            conn.execute("INSERT INTO targets (target_id, task_id, target_key) VALUES (?,?,?) ON CONFLICT(target_id)"
+                         " DO UPDATE SET task_id=excluded.task_id, target_key=excluded.target_key",
+                         (str(target["id"]), task_id, key))
 
     @staticmethod
     def _insert_task(conn, fields: dict, service: str, source_path: str | None, attempt_id: str,
@@ -752,6 +790,10 @@ class Ledger:
         src = os.fspath(source_path) if source_path is not None else None
 
         def upsert(conn):
+            write(conn)
+            self._index_targets(conn, fields["task_id"])
+
+        def write(conn):
             old = conn.execute("SELECT status FROM tasks WHERE task_id=?", (fields["task_id"],)).fetchone()
             if old is None:
                 attempt = fields["attempt"]
@@ -793,6 +835,41 @@ class Ledger:
         for row in rows:
             if row["status"] not in FAILED_STATUSES:
                 return self._task_dict(row)
+        return None
+
+    def lookup_target(self, *, service: str, source_key: str, target: dict, metadata: Any = None) -> dict | None:
+        """Return the newest recorded task with this target among its targets, the target not failed, or None.
+
+        What :meth:`lookup_task` is for a whole request, for one target of it: a batch asks for
+        (file, model, format) and finds it in the task that ran all the file's models. The same
+        72 hours as :meth:`lookup_task`.
+
+        Returns
+        -------
+        dict or None
+            The keys of :meth:`lookup_task` and ``target_id``.
+
+        Examples
+        --------
+        >>> ledger.record_task({"id": "t2", "assetId": "as2", "targets": [
+        ...     {"id": "tg1", "model": "bass", "formats": ["wav"], "status": "completed"},
+        ...     {"id": "tg2", "model": "drums", "formats": ["wav"], "status": "completed"}]}, service="http://x")
+        >>> ledger.lookup_target(service="http://x", source_key="asset:as2",
+        ...                      target={"model": "drums", "formats": ["wav"]})["target_id"]
+        'tg2'
+        """
+        rows = self._conn().execute(
+            "SELECT t.*, g.target_id FROM tasks t JOIN targets g ON g.task_id=t.task_id WHERE t.service=?"
+            " AND t.source_key=? AND t.metadata_key=? AND g.target_key=? AND COALESCE(t.created_at, t.sent_at)>=?"
+            " ORDER BY t.sent_at DESC",
+            (_norm_service(service), str(source_key), _user_key(metadata), _targets_key([target]),
+             time.time() - (TASKS_LIFETIME_S - _REUSE_MARGIN_S))).fetchall()
+        for row in rows:
+            record = self._task_dict(row)
+            state = next((t for t in (record["payload"] or {}).get("targets") or []
+                          if isinstance(t, dict) and str(t.get("id")) == row["target_id"]), {})
+            if str(state.get("status", "")).lower() not in FAILED_STATUSES:
+                return {**record, "target_id": row["target_id"]}
         return None
 
     def get_task(self, task_id: str) -> dict | None:

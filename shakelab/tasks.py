@@ -1012,17 +1012,18 @@ class TasksClient(_ServiceClient):
 
     def recorded(self, source: str | os.PathLike, model: str, format: str, *,
                  sha256: str | None = None) -> Target | None:
-        """Return the target the ledger has for this file, model and format (one-target tasks), or None.
+        """Return the target the ledger has for this file, model and format (in a task of any targets), or None.
 
         No request; only the Tasks API's records, within the 72 hours the service keeps results
-        (``Client.recorded`` answers from the Jobs API's).
+        (``Client.recorded`` answers from the Jobs API's). The target is as last seen: a
+        finished one needs no request at all (``batch.run`` skips it).
 
         Examples
         --------
         >>> client.recorded("song.wav", "vocals", "wav") is None
         True
-        >>> task = client.submit("song.wav", ["vocals"], formats="wav", progress=False)
-        >>> client.recorded("song.wav", "vocals", "wav").id == task.target("vocals").id
+        >>> task = client.submit("song.wav", ["vocals", "drums"], formats="wav", progress=False)
+        >>> client.recorded("song.wav", "drums", "wav").id == task.target("drums").id
         True
         """
         from shakelab.ledger import file_sha256
@@ -1031,12 +1032,12 @@ class TasksClient(_ServiceClient):
             return None
         asset = self._ledger_call("lookup_asset", sha256=sha256 or file_sha256(source), service=self.service,
                                   api=self.api)
-        record = asset and self._ledger_call("lookup_task", service=self.service, source_key=f"asset:{asset['id']}",
-                                             targets=[{"model": model, "formats": [format]}], metadata=None)
+        record = asset and self._ledger_call("lookup_target", service=self.service, source_key=f"asset:{asset['id']}",
+                                             target={"model": model, "formats": [format]}, metadata=None)
         if not record or not record.get("payload"):
             return None
         task = Task.from_payload(record["payload"])
-        return next((t for t in task.targets if t.model == model), None)
+        return next((t for t in task.targets if t.id == record["target_id"]), None)
 
     # ------------------------------------------------------------------ statistics
     def _statistics(self, name: str) -> Any:

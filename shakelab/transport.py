@@ -82,9 +82,9 @@ from shakelab.errors import (
 )
 
 __all__ = [
-    "BEFORE_SEND", "IDEMPOTENT", "NEVER", "RETRY_STATUSES", "TRANSIENT", "ApiKeyAuth", "BearerAuth", "Poller",
-    "RateGate", "RetryMode", "Schedule", "Secret", "SecretAuth", "Transport", "describe", "is_loopback",
-    "parse_retry_after", "poll",
+    "BEFORE_SEND", "IDEMPOTENT", "MAX_POLL_INTERVAL", "NEVER", "RETRY_STATUSES", "TRANSIENT", "ApiKeyAuth",
+    "BearerAuth", "Poller", "RateGate", "RetryMode", "Schedule", "Secret", "SecretAuth", "Transport", "describe",
+    "is_loopback", "parse_retry_after", "poll",
 ]
 
 log = scrubbed_logger("shakelab.transport")
@@ -538,6 +538,13 @@ class Transport:
 
 
 # --------------------------------------------------------------------------- polling
+#: The longest pause of the default poll schedule (``Client.wait``, batches, the Tasks API), in
+#: seconds. The local server keeps an idle keep-alive connection open longer than this
+#: (:data:`shakelab.server.app.KEEP_ALIVE_TIMEOUT`), so a poll reuses its connection instead of
+#: meeting one the server has just closed.
+MAX_POLL_INTERVAL: Final = 15.0
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Pauses between polls: ``first``, growing by ``growth`` each time, at most ``cap`` seconds.
@@ -551,7 +558,7 @@ class Schedule:
 
     first: float = 1.0
     growth: float = 1.5
-    cap: float = 15.0
+    cap: float = MAX_POLL_INTERVAL
 
     def delay(self, n: int) -> float:
         """Return the pause after poll ``n`` (0-based)."""

@@ -486,14 +486,31 @@ def test_batch_on_the_tasks_api_one_task_per_file_and_a_cheap_rerun(fresh_server
     assert (cov.loc[sorted(music), "finding"] == "music found").all()
     assert (cov.drop(sorted(music))["finding"] == "no music found").all()
 
-    # a rerun creates nothing: each file's task comes back from the ledger (one GET each), the
-    # outputs and segments from the files already downloaded
-    requests_before = sum(fresh_server.stats()["requests"].values())
-    again = batch.run(tmp_path / "rec", ["music_detection", "vocals"], client=client, progress=False,
-                      download_to=tmp_path / "out")
-    assert again.ok and (again.jobs["action"] == "skipped").all()
-    assert sum(fresh_server.stats()["requests"].values()) - requests_before == 4
-    assert list(again.jobs["outputs"]) == list(jobs["outputs"])
-    assert list(again.jobs["job_id"]) == list(jobs["job_id"])
-    assert fresh_server.stats()["tasks"] == 4 and fresh_server.stats()["uploads"] == 4
-    pd.testing.assert_frame_equal(again.segments, seg)
+    # a rerun costs nothing, as on the Jobs API: each target comes back from the ledger, the
+    # outputs from the files already downloaded, the segments from the ledger (without download_to too)
+    for download_to in (tmp_path / "out", None):
+        requests_before = sum(fresh_server.stats()["requests"].values())
+        again = batch.run(tmp_path / "rec", ["music_detection", "vocals"], client=client, progress=False,
+                          download_to=download_to)
+        assert again.ok and (again.jobs["action"] == "skipped").all()
+        assert sum(fresh_server.stats()["requests"].values()) - requests_before == 0
+        if download_to is not None:
+            assert list(again.jobs["outputs"]) == list(jobs["outputs"])
+        assert list(again.jobs["job_id"]) == list(jobs["job_id"])
+        assert fresh_server.stats()["tasks"] == 4 and fresh_server.stats()["uploads"] == 4
+        pd.testing.assert_frame_equal(again.segments, seg)
+
+
+def test_a_tasks_batch_without_download_to_reruns_without_a_request(fresh_server, tmp_path):
+    """The music segments of a Tasks target are kept in the ledger, as a job's: the rerun asks nothing."""
+    make_audio(tmp_path / "rec", 2, music_every=1)
+    client = tasks_client_for(fresh_server)
+    first = batch.run(tmp_path / "rec", ["music_detection", "bass"], client=client, progress=False)
+    assert first.ok, first.failed[["source", "error"]].to_string()
+    assert len(first.segments) and fresh_server.stats()["requests"].get("GET /tasks/{id}")
+    before = fresh_server.stats()["requests"]
+    again = batch.run(tmp_path / "rec", ["music_detection", "bass"], client=client, progress=False)
+    assert fresh_server.stats()["requests"] == before
+    assert (again.jobs["action"] == "skipped").all() and list(again.jobs["job_id"]) == list(first.jobs["job_id"])
+    pd.testing.assert_frame_equal(again.segments, first.segments)
+    pd.testing.assert_frame_equal(again.coverage, first.coverage)

@@ -392,3 +392,72 @@ def test_a_version_3_ledger_gets_the_api_column(tmp_path):
     assert list(ledger.assets_frame()["api"]) == ["jobs"]
     ledger.record_asset(sha256="h1", size=3, path="/d/a.wav", service="s", payload={"id": "as2"}, api="tasks")
     assert ledger.lookup_asset(sha256="h1", service="s", api="tasks") == {"id": "as2"}
+
+
+def _two_targets(task_id="t2", *, failed="", asset="as2"):
+    targets = [{"id": f"{task_id}-{m}", "model": m, "formats": ["wav"], "status": "error" if m == failed else
+                "completed", "output": []} for m in ("bass", "drums")]
+    return {**_task(task_id, f"att-{task_id}", done=True, asset=asset), "targets": targets}
+
+
+def test_a_target_is_found_in_a_task_of_several_and_keeps_its_result(tmp_path):
+    import sqlite3
+
+    from shakelab.errors import NotInLedgerError
+
+    ledger = Ledger(tmp_path / "l.sqlite")
+    key = dict(service=BASE, source_key="asset:as2", metadata="mine")
+    ledger.record_task_attempt(attempt_id="att-t2", targets=[{"model": "bass", "formats": ["wav"]},
+                                                             {"model": "drums", "formats": ["wav"]}], **key)
+    ledger.settle_task_attempt("att-t2", _two_targets(failed="bass"))
+    drums = {"model": "drums", "formats": ["wav"]}
+    assert ledger.lookup_target(target=drums, **key)["target_id"] == "t2-drums"
+    assert ledger.lookup_target(target={"model": "bass", "formats": ["wav"]}, **key) is None  # it failed
+    assert ledger.lookup_target(target={"model": "drums", "formats": ["flac"]}, **key) is None
+    assert ledger.lookup_target(target=drums, **{**key, "metadata": None}) is None
+    # the music segments of a target are kept as a job's are
+    ledger.record_result("t2-drums", [{"start_time": 0.0, "end_time": 10.0, "confidence": 0.9}])
+    assert ledger.lookup_result("t2-drums")[0]["end_time"] == 10.0 and ledger.lookup_result("t2-bass") is None
+    with pytest.raises(NotInLedgerError, match="nope"):
+        ledger.record_result("nope", [])
+    with sqlite3.connect(ledger.path) as db:  # 72 h later: its results are gone on the service
+        db.execute("UPDATE tasks SET created_at=created_at-?, sent_at=sent_at-?", (72 * 3600, 72 * 3600))
+    assert ledger.lookup_target(target=drums, **key) is None
+
+
+def test_two_targets_of_one_model_are_told_apart_by_their_variant(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    key = dict(service=BASE, source_key="asset:as3", metadata=None)
+    plain = {"model": "vocals", "formats": ["wav"]}
+    hq = {**plain, "variant": "high_quality"}
+    ledger.record_task_attempt(attempt_id="att-v", targets=[plain, hq], **key)
+    ledger.settle_task_attempt("att-v", {"id": "tv", "assetId": "as3", "targets": [
+        {"id": "tv-plain", "model": "vocals", "formats": ["wav"], "variant": None, "status": "completed"},
+        {"id": "tv-hq", "model": "vocals", "formats": ["wav"], "variant": "high_quality", "status": "completed"}]})
+    assert ledger.lookup_target(target=plain, **key)["target_id"] == "tv-plain"
+    assert ledger.lookup_target(target=hq, **key)["target_id"] == "tv-hq"
+
+
+def test_a_version_4_ledger_files_the_targets_of_its_tasks(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "v4.sqlite"
+    old = Ledger(path)
+    old.record_task_attempt(attempt_id="att-t2", service=BASE, source_key="asset:as2", metadata="mine",
+                            targets=[{"model": "drums", "formats": ["wav"]}, {"model": "bass", "formats": ["wav"]}])
+    old.settle_task_attempt("att-t2", _two_targets())
+    old.record_task(_task(done=True), service=BASE)  # a task only fetched (no attempt row of this machine)
+    old.close()
+    with sqlite3.connect(path) as db:  # back to schema 4: no targets table
+        db.executescript("DROP TABLE targets; PRAGMA user_version=4;")
+    ledger = Ledger(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 5
+    key = dict(service=BASE, metadata="mine")
+    assert ledger.lookup_target(source_key="asset:as2", target={"model": "bass", "formats": ["wav"]},
+                                **key)["target_id"] == "t2-bass"
+    assert ledger.lookup_target(source_key="asset:as1", target={"model": "bass", "formats": ["wav"]},
+                                **key)["task_id"] == "t1"
+    ledger.record_result("tg1", [])
+    assert ledger.lookup_result("tg1") == []
+    assert ledger.lookup_task(source_key="asset:as1", targets=TARGETS, **key)["task_id"] == "t1"

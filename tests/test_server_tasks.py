@@ -156,6 +156,58 @@ def test_task_lifecycle_shapes_costs_and_outputs(server):
     assert by_model["music_detection"]["shakelab"]["window"] == 10.0  # local-only detail
 
 
+def test_a_target_runs_its_model_once_for_all_its_formats(fresh_server):
+    """Several formats of a target: one run of the model, each file the same as a run for that format alone."""
+    asset = upload(fresh_server, clip(2.0))
+
+    def model_runs() -> int:  # the test hook's count, over HTTP
+        r = requests.get(f"{fresh_server.base_url}/_stats", headers={"Authorization": f"Bearer {fresh_server.token}"},
+                         timeout=30)
+        return r.json()["model_runs"]
+
+    def run(targets: list[dict]) -> tuple[int, dict]:
+        before = model_runs()
+        done = wait(fresh_server, create(fresh_server, assetId=asset["id"], targets=targets)["id"])
+        assert [t["status"] for t in done["targets"]] == ["completed"] * len(targets)
+        files = {(t["model"], o["format"]): requests.get(o["link"], timeout=30).content
+                 for t in done["targets"] for o in t["output"]}
+        return model_runs() - before, files
+
+    wanted = {"bass": ["wav", "flac", "mp3"], "music_detection": ["json", "txt"]}
+    runs, together = run([{"model": m, "formats": f} for m, f in wanted.items()])
+    assert runs == 2 and list(together) == [(m, f) for m, formats in wanted.items() for f in formats]
+    alone = {}
+    for model, formats in wanted.items():
+        for fmt in formats:
+            runs, files = run([{"model": model, "formats": [fmt]}])
+            assert runs == 1
+            alone.update(files)
+    assert together == alone  # byte for byte
+
+
+def test_a_target_stored_as_a_job_per_format_reads_the_same(fresh_server):
+    """A data dir written before one job per target kept a job per format: its targets answer as before."""
+    asset = upload(fresh_server, clip(1.0))
+    done = wait(fresh_server, create(fresh_server, assetId=asset["id"], targets=[
+        {"model": "bass", "formats": ["wav", "flac"]}])["id"])
+    (job,) = fresh_server.store.jobs_of_targets([done["targets"][0]["id"]])
+    wav, flac = job["outputs"]
+    with fresh_server.store.transaction() as db:  # back to the old layout: the flac output in a job of its own
+        row = {**dict(db.execute("SELECT * FROM jobs WHERE id=?", (job["id"],)).fetchone()), "id": job["id"] + "f"}
+        row.pop("detail", None)
+        fresh_server.store.insert_job({**row, "metadata": json.dumps({"name": "bass", "format": "flac"}),
+                                       "outputs": json.dumps([flac])})
+        db.execute("UPDATE jobs SET metadata=?, outputs=? WHERE id=?",
+                   (json.dumps({"name": "bass", "format": "wav"}), json.dumps([wav]), job["id"]))
+    again = api(fresh_server, "GET", f"/tasks/{done['id']}").json()
+    assert len(fresh_server.store.jobs_of_targets([done["targets"][0]["id"]])) == 2
+    strip = [{k: v for k, v in o.items() if k != "link"} for t in (done, again) for o in t["targets"][0]["output"]]
+    assert strip[:2] == strip[2:] and [o["format"] for o in again["targets"][0]["output"]] == ["wav", "flac"]
+    contents = [requests.get(o["link"], timeout=30).content for t in (done, again) for o in t["targets"][0]["output"]]
+    assert contents[:2] == contents[2:]
+    assert again["targets"][0]["status"] == "completed" and again["cost"] == done["cost"]
+
+
 def test_task_shape_matches_the_documented_payload(server):
     asset = upload(server, clip(1.0))
     done = wait(server, create(server, assetId=asset["id"], targets=[

@@ -231,6 +231,30 @@ def test_half_sent_headers_are_cut_after_the_header_timeout(fresh_server, monkey
         sock.close()
 
 
+def test_an_idle_keep_alive_connection_outlives_the_pauses_between_polls(fresh_server):
+    """A poll after a pause reuses the client's pooled connection: the server does not close it under it."""
+    from shakelab.server.app import HEADER_TIMEOUT, KEEP_ALIVE_TIMEOUT
+    from shakelab.transport import MAX_POLL_INTERVAL, Schedule
+
+    assert KEEP_ALIVE_TIMEOUT > MAX_POLL_INTERVAL == Schedule().cap and HEADER_TIMEOUT >= KEEP_ALIVE_TIMEOUT
+    client = Client(token=fresh_server.token, base_url=fresh_server.base_url, ledger=None)
+    pools = client.transport.session.get_adapter(fresh_server.base_url).poolmanager.pools
+
+    def sockets() -> list:  # the sockets of the pooled (idle) connections
+        # urllib3's pool container refuses iteration, not .keys()
+        return [conn.sock for key in pools.keys() for conn in pools[key].pool.queue if conn is not None]  # noqa: SIM118
+
+    try:
+        client.usage()
+        (first,) = sockets()
+        assert first is not None
+        time.sleep(6.0)  # idle for longer than the 5 s the server used to keep a connection
+        client.usage()
+        assert sockets() == [first]  # the same socket: the connection was reused, never re-opened
+    finally:
+        client.close()
+
+
 def test_a_body_that_stops_arriving_gets_408_and_stores_nothing(fresh_server):
     fresh_server.body_idle_timeout = 0.5
     sock = _raw(fresh_server)

@@ -4,7 +4,7 @@
 ``GET /tasks?skip=&take=`` (newest first) and ``GET /tasks/statistics?name=usage|distribution``.
 Every request needs ``x-api-key: <the server's token>``; every error is Fastify-shaped
 ``{statusCode, error, message}`` (plus ``code``, a short name of the problem). Each target runs
-as one job per requested format through the Jobs API's worker pool; see
+as one job through the Jobs API's worker pool, its model once for all its formats; see
 :mod:`shakelab.server.tasks_store`.
 
 Local-only: a ``music_detection`` target may carry ``window`` (seconds) and ``all_windows``
@@ -263,14 +263,18 @@ def target_payload(ctx, target: dict[str, Any], base_url: str) -> dict[str, Any]
     name = output_name(target["model"], target["variant"])
     output = []
     if s["status"] == "completed":
-        by_format = {j["metadata"]["format"]: j for j in target["jobs"]}
+        # one file per format: of the target's one job (or of its job per format, in an older data dir)
+        by_format: dict[str, dict] = {}
+        for asset_id in (i for j in target["jobs"] for i in j["outputs"]):
+            asset = ctx.store.get_asset(asset_id)
+            if asset is not None:
+                by_format.setdefault(asset["format"], asset)
         for fmt in target["formats"]:
-            for asset_id in by_format[fmt]["outputs"]:
-                asset = ctx.store.get_asset(asset_id)
-                if asset is not None:
-                    output.append({"name": name, "format": fmt,
-                                   "link": ctx.signer.make(base_url, asset_id, f"{name}.{fmt}"),
-                                   "type": asset["file_type"]})
+            asset = by_format.get(fmt)
+            if asset is not None:
+                output.append({"name": name, "format": fmt,
+                               "link": ctx.signer.make(base_url, asset["id"], f"{name}.{fmt}"),
+                               "type": asset["file_type"]})
     error = None
     if s["status"] == "error":
         job = s["failed"]

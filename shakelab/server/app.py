@@ -60,6 +60,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.routing import compile_path
 
 from shakelab.server.api_jobs import IDEMPOTENCY_HEADER
+from shakelab.transport import MAX_POLL_INTERVAL
 from shakelab.server.auth import CHECKED, Auth, auth_of
 from shakelab.server.uploads import LINK_QUEUE, LINK_WORKERS, SOURCE_TYPES, clean_name, sniff_format
 from shakelab.server.web import (MAX_JSON_BYTES, RENDERER, APIProblem, install_error_handlers, is_disk_full,
@@ -269,9 +270,14 @@ class Gate:
 #: Seconds a request body may go without a single byte arriving (never a limit on its total time:
 #: a slow 2 GB upload that keeps sending is never cut).
 BODY_IDLE_TIMEOUT = 60.0
+#: Seconds an idle keep-alive connection stays open after its last answer: longer than the
+#: clients' longest pause between polls (:data:`shakelab.transport.MAX_POLL_INTERVAL`, 15 s), so a
+#: poll reuses its connection; at 5 s (uvicorn's default) every later poll met a connection closed
+#: under it (a reset a GET retries, but a POST then goes to lost-answer recovery).
+KEEP_ALIVE_TIMEOUT = int(MAX_POLL_INTERVAL) + 5
 #: Seconds a connection may take to send complete request headers (a new connection, or an idle
-#: keep-alive one after its last answer).
-HEADER_TIMEOUT = 20.0
+#: keep-alive one after its last answer: so never less than :data:`KEEP_ALIVE_TIMEOUT`).
+HEADER_TIMEOUT = max(20.0, float(KEEP_ALIVE_TIMEOUT))
 #: Connections served at once; beyond it uvicorn answers 503.
 MAX_CONNECTIONS = 1000
 

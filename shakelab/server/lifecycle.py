@@ -200,20 +200,22 @@ class LocalServer:
             self._tasks += 1
 
     def stats(self) -> dict[str, Any]:
-        """Return the counts since :meth:`start`: ``{"uploads", "jobs", "tasks", "requests": {"POST /job": n, ...}}``.
+        """Return the counts since :meth:`start`: ``{"uploads", "jobs", "tasks", "model_runs", "requests": {...}}``.
 
-        ``jobs`` counts ``POST /job`` of the Jobs API, ``tasks`` ``POST /tasks`` of the Tasks API.
+        ``jobs`` counts ``POST /job`` of the Jobs API, ``tasks`` ``POST /tasks`` of the Tasks API,
+        ``model_runs`` the runs of a model (one per job; a Tasks target runs once for all its formats).
         Requests are keyed by method and route template (``"GET /job/{id}"``, ``"GET /tasks/{id}"``);
         every request that reached the server counts, including 401s and injected faults.
 
         Examples
         --------
         >>> LocalServer("/nonexistent/shakelab", token="t").stats()   # see the class example for a running one
-        {'uploads': 0, 'jobs': 0, 'tasks': 0, 'requests': {}}
+        {'uploads': 0, 'jobs': 0, 'tasks': 0, 'model_runs': 0, 'requests': {}}
         """
+        worker = self.worker
         with self._stats_lock:
             return {"uploads": self._uploads, "jobs": self._jobs, "tasks": self._tasks,
-                    "requests": dict(self._requests)}
+                    "model_runs": worker.model_runs if worker is not None else 0, "requests": dict(self._requests)}
 
     # -- payloads ---------------------------------------------------------------------------
     def asset_payload(self, asset: dict, base_url: str) -> dict[str, Any]:
@@ -288,7 +290,7 @@ class LocalServer:
     def _start_locked(self, timeout: float) -> None:
         import uvicorn
 
-        from shakelab.server.app import MAX_CONNECTIONS, Gate, create_app, header_timeout_protocol
+        from shakelab.server.app import KEEP_ALIVE_TIMEOUT, MAX_CONNECTIONS, Gate, create_app, header_timeout_protocol
         from shakelab.server.links import LinkSigner
         from shakelab.server import api_tasks
         from shakelab.server.callbacks import CallbackSender
@@ -312,7 +314,7 @@ class LocalServer:
         app = Gate(create_app(self, test_hooks=self.test_hooks), self)
         config = uvicorn.Config(app, log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=1, server_header=False,
-                                timeout_keep_alive=5, http=header_timeout_protocol(),
+                                timeout_keep_alive=KEEP_ALIVE_TIMEOUT, http=header_timeout_protocol(),
                                 limit_concurrency=MAX_CONNECTIONS)
         self._uv = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._uv.run, kwargs={"sockets": [sock]},

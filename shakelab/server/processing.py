@@ -1,7 +1,7 @@
 """The audio processing behind the local server's models (called by the job worker).
 
 - :func:`probe` checks that a file is complete, decodable audio and says what it holds.
-- :func:`run_model` runs one model on one file and writes its output file(s):
+- :func:`run_model` runs one model on one file once and writes its output file in each format asked:
   ``music_detection`` -> ``music_detection.json`` or ``.txt`` (the segments of
   :func:`detect_music`, written by :func:`run_detection`); ``vocals``, ``instrumental``,
   ``drums``, ``bass``, ``other`` -> ``<model>.<fmt>`` from :mod:`shakelab.server.stems`
@@ -38,6 +38,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -265,9 +266,17 @@ def _check_window(window: object) -> float:
     return float(window)
 
 
-def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *,
+def _formats(fmt: str | Sequence[str]) -> list[str]:
+    """One format or several (a Tasks API target's), as a list; an empty list is refused."""
+    formats = [fmt] if isinstance(fmt, str) else list(fmt)
+    if not formats:
+        raise ValidationError("`fmt` must be a format or a non-empty list of formats, not []")
+    return formats
+
+
+def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str | Sequence[str], *,
               options: dict | None = None) -> list[Path]:
-    """Run ``model`` on ``src_path`` and write its output into ``out_dir``.
+    """Run ``model`` on ``src_path`` once and write its output into ``out_dir`` in each format asked.
 
     Parameters
     ----------
@@ -278,8 +287,10 @@ def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *,
         The input audio.
     out_dir : path
         Existing or new directory for the output.
-    fmt : str
+    fmt : str or list of str
         ``json``/``txt`` for ``music_detection``; ``wav``, ``mp3``, ``flac``, ``aiff`` for stems.
+        Several (a Tasks API target's ``formats``): the model runs once and each file is encoded
+        from that one result, the same file a run for that format alone writes.
     options : dict, optional
         Extra job metadata. ``window`` (seconds) and ``all_windows`` (bool), local-only
         extensions, set the music-detection grid and ask for every window (see
@@ -289,8 +300,8 @@ def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *,
     Returns
     -------
     list of pathlib.Path
-        The files written: ``[out_dir/music_detection.json]`` (or ``.txt``, one line
-        ``start<TAB>end<TAB>confidence`` per segment) or ``[out_dir/<model>.<fmt>]``.
+        The files written, in the order of ``fmt``: ``[out_dir/music_detection.json]`` (or
+        ``.txt``, one line ``start<TAB>end<TAB>confidence`` per segment) or ``[out_dir/<model>.<fmt>]``.
 
     Raises
     ------
@@ -305,36 +316,40 @@ def run_model(model: str, src_path: PathLike, out_dir: PathLike, fmt: str, *,
     >>> import soundfile as sf
     >>> sf.info("out/drums.flac").frames == sf.info("song.wav").frames
     True
+    >>> [p.name for p in run_model("drums", "song.wav", "both", ["wav", "mp3"])]   # one run, two files
+    ['drums.wav', 'drums.mp3']
     """
     catalog.check_model(model, catalog.LOCAL_MODELS)
-    catalog.check_format(model, fmt, catalog.LOCAL_MODELS)
+    formats = _formats(fmt)
+    for one in formats:
+        catalog.check_format(model, one, catalog.LOCAL_MODELS)
     options = dict(options or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if model == "music_detection":
-        return run_detection(src_path, out, fmt, options=options)[0]
+        return run_detection(src_path, out, formats, options=options)[0]
     probe(src_path)
     from shakelab.server import removal, stems
 
-    separate = removal.separate if model in removal.MODELS else stems.separate
-    return [separate(src_path, out / f"{model}.{fmt}", model, fmt)]
+    separate_to = removal.separate_to if model in removal.MODELS else stems.separate_to
+    return separate_to(src_path, [(out / f"{model}.{one}", one) for one in formats], model)
 
 
-def run_detection(src_path: PathLike, out_dir: PathLike, fmt: str, *, options: dict | None = None
+def run_detection(src_path: PathLike, out_dir: PathLike, fmt: str | Sequence[str], *, options: dict | None = None
                   ) -> tuple[list[Path], dict]:
-    """Run ``music_detection`` on a file, write its output, and say how it was computed.
+    """Run ``music_detection`` on a file once, write its output in each format, and say how it was computed.
 
     Parameters
     ----------
     src_path, out_dir, fmt
-        As in :func:`run_model` (``fmt`` is ``json`` or ``txt``).
+        As in :func:`run_model` (``fmt`` is ``json``, ``txt`` or a list of them).
     options : dict, optional
         ``window`` (seconds >= 0.5, default 10) and ``all_windows`` (default False).
 
     Returns
     -------
     (list of pathlib.Path, dict)
-        ``[out_dir/music_detection.<fmt>]`` and ``{"detector", "window", "allWindows"}``
+        ``[out_dir/music_detection.<fmt>]`` (one per format) and ``{"detector", "window", "allWindows"}``
         (what the job payload reports, so that a client can label the frame it builds).
 
     Examples
@@ -346,7 +361,9 @@ def run_detection(src_path: PathLike, out_dir: PathLike, fmt: str, *, options: d
     >>> [p.name for p in paths], detail["window"], detail["allWindows"], detail["detector"] in ("cnn", "features")
     (['music_detection.json'], 10.0, False, True)
     """
-    catalog.check_format("music_detection", fmt, catalog.LOCAL_MODELS)
+    formats = _formats(fmt)
+    for one in formats:
+        catalog.check_format("music_detection", one, catalog.LOCAL_MODELS)
     options = dict(options or {})
     window = _check_window(10.0 if options.get("window") is None else options["window"])
     all_windows = _check_all_windows(options.get("all_windows", False))
@@ -362,21 +379,26 @@ def run_detection(src_path: PathLike, out_dir: PathLike, fmt: str, *, options: d
         raise ValidationError(f"{os.fspath(src_path)!r} holds no decodable audio")
     # windows follow the header's duration (an MP3's decoded length can differ by a few ms)
     segments = _detect(y, sr, window, info.duration, detector, all_windows=all_windows)
-    dest = out / f"music_detection.{fmt}"
-    if fmt == "json":
-        dest.write_text(json.dumps(segments, indent=2) + "\n")
-    else:
-        dest.write_text("".join(f"{s['start_time']:.3f}\t{s['end_time']:.3f}\t{s['confidence']:.4f}\n"
-                                for s in segments))
-    return [dest], {"detector": detector.name, "window": window, "allWindows": all_windows}
+    dests = []
+    for one in formats:
+        dest = out / f"music_detection.{one}"
+        if one == "json":
+            dest.write_text(json.dumps(segments, indent=2) + "\n")
+        else:
+            dest.write_text("".join(f"{s['start_time']:.3f}\t{s['end_time']:.3f}\t{s['confidence']:.4f}\n"
+                                    for s in segments))
+        dests.append(dest)
+    return dests, {"detector": detector.name, "window": window, "allWindows": all_windows}
 
 
 #: Longest input a job accepts, in seconds (the service takes stems up to 3 h).
 MAX_INPUT_SECONDS = 3 * 3600.0
 
 
-def execute(model: str, src: str, out_dir: str, fmt: str, options: dict) -> tuple:
+def execute(model: str, src: str, out_dir: str, fmt: str | Sequence[str], options: dict) -> tuple:
     """Probe and run one job (in a model process of :mod:`shakelab.server.pool`, or a worker thread).
+
+    ``fmt`` is the job's format, or a Tasks API target's formats: the model runs once for all.
 
     Returns ``("ok", duration_seconds, [output paths], detail)`` (``detail``: how music
     detection was computed, see :func:`shakelab.server.processing.run_detection`; None for other

@@ -40,6 +40,7 @@ Examples
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ import numpy as np
 
 from shakelab.errors import ValidationError
 
-__all__ = ["MODELS", "background", "bed", "gains", "removal_block", "separate", "tracks"]
+__all__ = ["MODELS", "background", "bed", "gains", "removal_block", "separate", "separate_to", "tracks"]
 
 MODELS = ("music_removal", "dialogue")
 FLOOR_DB = -30.0        # gain of the gated stretches (music alone; for dialogue, everything but speech)
@@ -242,8 +243,8 @@ def removal_block(y: np.ndarray, sr: int, model: str) -> np.ndarray:
 def separate(src: str | os.PathLike, dest: str | os.PathLike, model: str, fmt: str, **kwargs: Any) -> Path:
     """Write ``model`` (``music_removal`` or ``dialogue``) of ``src`` to ``dest``, block by block.
 
-    :func:`shakelab.server.stems.separate` with :func:`removal_block` as its block function
-    (``kwargs``: its block and cross-fade lengths).
+    :func:`separate_to` with one output (``kwargs``: the block and cross-fade lengths of
+    :func:`shakelab.server.stems.separate`).
 
     Examples
     --------
@@ -253,8 +254,22 @@ def separate(src: str | os.PathLike, dest: str | os.PathLike, model: str, fmt: s
     >>> sf.info("dialogue.flac").duration
     3.0
     """
+    return separate_to(src, [(dest, fmt)], model, **kwargs)[0]
+
+
+def separate_to(src: str | os.PathLike, outputs: Sequence[tuple[str | os.PathLike, str]], model: str,
+                **kwargs: Any) -> list[Path]:
+    """Compute ``model`` of ``src`` once and write it to every ``(dest, fmt)`` of ``outputs``.
+
+    :func:`shakelab.server.stems.separate_to` with :func:`removal_block` as its block function.
+
+    Examples
+    --------
+    >>> separate_to("song.wav", [("dialogue.wav", "wav"), ("dialogue.mp3", "mp3")], "dialogue")
+    [PosixPath('dialogue.wav'), PosixPath('dialogue.mp3')]
+    """
     from shakelab.server import stems
 
     if model not in MODELS:
         raise ValidationError(f"`model` must be one of {', '.join(map(repr, MODELS))}, not {model!r}")
-    return stems.separate(src, dest, model, fmt, block=lambda y, sr: removal_block(y, sr, model), **kwargs)
+    return stems.separate_to(src, outputs, model, block=lambda y, sr: removal_block(y, sr, model), **kwargs)

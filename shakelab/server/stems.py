@@ -34,9 +34,10 @@ PosixPath('vocals.wav')
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ import numpy as np
 from shakelab.errors import ValidationError
 
 
-__all__ = ["FORMATS", "STEMS", "masks", "separate", "stem_block"]
+__all__ = ["FORMATS", "STEMS", "masks", "separate", "separate_to", "stem_block"]
 
 STEMS = ("vocals", "instrumental", "drums", "bass", "other")
 FORMATS = {"wav": ("WAV", "PCM"), "flac": ("FLAC", "PCM"), "aiff": ("AIFF", "PCM"), "mp3": ("MP3", "MPEG_LAYER_III")}
@@ -243,7 +244,7 @@ def _reader(src: Path) -> tuple[int, int, int, str | None, Callable[[int, int], 
 def separate(src: str | os.PathLike, dest: str | os.PathLike, stem: str, fmt: str, *,
              block_seconds: float = BLOCK_SECONDS, overlap_seconds: float = OVERLAP_SECONDS,
              block: Callable[[np.ndarray, int], np.ndarray] | None = None) -> Path:
-    """Write one stem of ``src`` to ``dest`` in ``fmt``, block by block.
+    """Write one stem of ``src`` to ``dest`` in ``fmt``, block by block (:func:`separate_to` with one output).
 
     Parameters
     ----------
@@ -280,24 +281,68 @@ def separate(src: str | os.PathLike, dest: str | os.PathLike, stem: str, fmt: st
     >>> info.samplerate, info.duration   # those of song.wav
     (22050, 3.0)
     """
+    return separate_to(src, [(dest, fmt)], stem, block_seconds=block_seconds, overlap_seconds=overlap_seconds,
+                       block=block)[0]
+
+
+def separate_to(src: str | os.PathLike, outputs: Sequence[tuple[str | os.PathLike, str]], stem: str, *,
+                block_seconds: float = BLOCK_SECONDS, overlap_seconds: float = OVERLAP_SECONDS,
+                block: Callable[[np.ndarray, int], np.ndarray] | None = None) -> list[Path]:
+    """Compute one stem of ``src`` once and write it to every ``(dest, fmt)`` of ``outputs``, block by block.
+
+    Each block is computed once and written to every file, so a stem asked in several formats
+    costs one run of the model; each file holds what :func:`separate` alone would write.
+
+    Parameters
+    ----------
+    src, stem, block_seconds, overlap_seconds, block
+        As in :func:`separate`.
+    outputs : sequence of (path, str)
+        The files to write and their formats (``wav``, ``flac``, ``aiff`` or ``mp3``).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files, in the order of ``outputs``.
+
+    Examples
+    --------
+    >>> separate_to("song.wav", [("bass.wav", "wav"), ("bass.flac", "flac")], "bass")
+    [PosixPath('bass.wav'), PosixPath('bass.flac')]
+    >>> _ = separate("song.wav", "alone.flac", "bass", "flac")
+    >>> open("bass.flac", "rb").read() == open("alone.flac", "rb").read()   # what separate alone writes
+    True
+    """
     import soundfile as sf
 
     if block is None and stem not in STEMS:
         raise ValidationError(f"`stem` must be one of {', '.join(map(repr, STEMS))}, not {stem!r}")
-    if fmt not in FORMATS:
-        raise ValidationError(f"`format` must be one of {', '.join(map(repr, FORMATS))} for model {stem!r}, "
-                              f"not {fmt!r}")
+    if not outputs:
+        raise ValidationError("`outputs` must name at least one (path, format) to write")
+    for _, fmt in outputs:
+        if fmt not in FORMATS:
+            raise ValidationError(f"`format` must be one of {', '.join(map(repr, FORMATS))} for model {stem!r}, "
+                                  f"not {fmt!r}")
     sr, channels, frames, subtype, read = _reader(Path(src))
-    if fmt == "mp3" and (sr not in MP3_RATES or channels > 2):
+    if any(fmt == "mp3" for _, fmt in outputs) and (sr not in MP3_RATES or channels > 2):
         raise ValidationError(f"`format` 'mp3' cannot hold {channels} channel(s) at {sr} Hz (MP3 takes 1-2 channels at "
                          f"{', '.join(map(str, MP3_RATES))} Hz); ask for 'wav', 'flac' or 'aiff'")
-    dest = Path(dest)
+    dests = [Path(dest) for dest, _ in outputs]
     L = max(int(block_seconds * sr), 1)
     O = min(int(overlap_seconds * sr), L // 4)  # noqa: E741 - block length L, overlap O, hop H
     H = L - O
     ramp = np.linspace(0.0, 1.0, O, endpoint=False, dtype=np.float32) if O else np.zeros(0, np.float32)
-    with sf.SoundFile(str(dest), "w", samplerate=sr, channels=channels, format=FORMATS[fmt][0],
-                      subtype=_subtype(fmt, subtype), **MP3_SETTINGS.get(fmt, {})) as out:
+    with contextlib.ExitStack() as files:
+        outs = [files.enter_context(sf.SoundFile(str(dest), "w", samplerate=sr, channels=channels,
+                                                 format=FORMATS[fmt][0], subtype=_subtype(fmt, subtype),
+                                                 **MP3_SETTINGS.get(fmt, {})))
+                for dest, (_, fmt) in zip(dests, outputs, strict=True)]
+
+        def write(samples: np.ndarray) -> None:
+            frames_out = np.clip(samples, -1.0, 1.0).T
+            for out in outs:
+                out.write(frames_out)
+
         start, first, tail = 0, True, None
         while True:
             length = min(L, frames - start)
@@ -307,12 +352,12 @@ def separate(src: str | os.PathLike, dest: str | os.PathLike, stem: str, fmt: st
                 y[:, :O] *= ramp
                 y[:, :O] += tail
             if last:
-                out.write(np.clip(y, -1.0, 1.0).T)
+                write(y)
                 break
             if O:
                 y[:, length - O:] *= 1.0 - ramp
                 tail = y[:, length - O:].copy()
-            out.write(np.clip(y[:, :length - O], -1.0, 1.0).T)
+            write(y[:, :length - O])
             start += H
             first = False
-    return dest
+    return dests

@@ -1,10 +1,12 @@
 """Tasks of the local Tasks API, in the same SQLite database as the Jobs API's assets and jobs.
 
 A task is a source (an asset, or the asset fetched from its ``url``) and 1-20 targets; each
-target runs as one job per requested format through the same worker pool and models as the Jobs
-API (``jobs.target_id`` names the target). A target's status, duration and finish time are read
-from its jobs, so a restart that resumes the jobs resumes the tasks too, and nothing is stored
-twice.
+target runs as ONE job through the same worker pool and models as the Jobs API
+(``jobs.target_id`` names the target): the model runs once and each requested format is encoded
+from that one result (the job's ``metadata.formats``; its ``format`` is the first). A target's
+status, duration and finish time are read from its jobs, so a restart that resumes the jobs
+resumes the tasks too, and nothing is stored twice. (A data dir written before this kept one job
+per format; such targets are read the same way.)
 
 Examples
 --------
@@ -17,7 +19,7 @@ Examples
 ...                                 targets=[{"model": "bass", "formats": ["wav", "mp3"]}])
 ...     [state(t)["status"] for t in tasks.get_task(task["id"])["targets"]], len(jobs)
 ...     store.close()
-(['processing'], 2)
+(['processing'], 1)
 """
 
 from __future__ import annotations
@@ -118,11 +120,12 @@ class TasksStore:
                            (target_id, task["id"], position, spec["model"], json.dumps(spec["formats"]),
                             spec.get("variant"), None if residual is None else int(residual), spec.get("language"),
                             json.dumps(options), now))
-                for fmt in spec["formats"]:
-                    row = self.store.new_job_row(metadata={"name": spec["model"], "format": fmt, **options},
-                                                 asset_id=asset_id, callback_url=None, target_id=target_id, now=now)
-                    self.store.insert_job(row)
-                    job_ids.append(row["id"])
+                formats = list(spec["formats"])
+                row = self.store.new_job_row(metadata={"name": spec["model"], "format": formats[0],
+                                                       "formats": formats, **options},
+                                             asset_id=asset_id, callback_url=None, target_id=target_id, now=now)
+                self.store.insert_job(row)
+                job_ids.append(row["id"])
         return task, job_ids
 
     def _assemble(self, task_rows: list) -> list[dict[str, Any]]:

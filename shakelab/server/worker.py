@@ -81,6 +81,8 @@ class Worker:
         self._active_lock = threading.Lock()
         #: called with the job each time one finishes (completed or failed), in the worker thread
         self.on_finish: Callable[[dict], None] | None = None
+        #: runs of a model so far (one per job: a Tasks target's formats share theirs)
+        self.model_runs = 0
 
     def start(self) -> int:
         """Start the threads and resume the jobs a previous run left unfinished; returns how many."""
@@ -118,7 +120,9 @@ class Worker:
         return self._queue.qsize()
 
     # -- internals --------------------------------------------------------------------------
-    def _execute(self, model: str, src: str, out_dir: str, fmt: str, options: dict) -> tuple:
+    def _execute(self, model: str, src: str, out_dir: str, fmt: str | list[str], options: dict) -> tuple:
+        with self._active_lock:
+            self.model_runs += 1
         if self.isolation == "thread":
             from shakelab.server.processing import execute
 
@@ -194,9 +198,12 @@ class Worker:
         job = self.store.get_job(job_id)
         if job is None or job["status"] not in ("queued", "processing"):
             return
-        model, fmt = job["metadata"]["name"], job["metadata"]["format"]
+        meta = job["metadata"]
+        model = meta["name"]
+        # a Tasks API target's job: every format of the target from one run of the model
+        formats = list(meta["formats"]) if job.get("target_id") and meta.get("formats") else [meta["format"]]
         job = self.store.update_job(job_id, status="processing", code="processing",
-                                    message=f"running {model!r} ({fmt})", started=True)
+                                    message=f"running {model!r} ({', '.join(formats)})", started=True)
         self._notify(job)
         t0 = time.monotonic()
         while True:  # faults.processing_delay, re-read so that clearing it releases waiting jobs
@@ -218,9 +225,10 @@ class Worker:
         shutil.rmtree(job_dir, ignore_errors=True)
         out_dir = job_dir / secrets.token_hex(4)
         out_dir.mkdir(parents=True, exist_ok=True)
-        options = {k: v for k, v in job["metadata"].items() if k not in ("name", "format")}
+        options = {k: v for k, v in meta.items() if k not in ("name", "format", "formats")}
         try:
-            outcome = self._execute(model, str(src), str(out_dir), fmt, options)
+            outcome = self._execute(model, str(src), str(out_dir), formats[0] if len(formats) == 1 else formats,
+                                    options)
         except Aborted:
             return  # stays "processing" in the store: resumed at the next start
         except Exception as exc:
