@@ -415,11 +415,27 @@ def _download_to(dest_dir: Path, name: str, fetch: Callable[[Callable[[requests.
             attempt += 1
 
 
-def note_done_elsewhere(ledger: Any, sha256: str, *, api: str, source: str, logger: logging.Logger) -> None:
+def note_done_elsewhere(ledger: Any, sha256: str, *, api: str, source: str, logger: logging.Logger,
+                        shown: int = 3) -> None:
     """Warn when the ledger shows this content was already processed through the *other* API.
 
     The two APIs never share uploads or results, so what runs now is billed again; both clients
-    say so when such a file is uploaded (:meth:`shakelab.ledger.Ledger.done_elsewhere`).
+    say so when such a file is uploaded (:meth:`shakelab.ledger.Ledger.done_elsewhere`). The
+    warning names the first ``shown`` runs and counts the others, so a file run many times stays
+    one line; ``ledger.done_elsewhere`` lists them all.
+
+    Examples
+    --------
+    >>> import logging, sys
+    >>> from shakelab.ledger import file_sha256
+    >>> log = logging.getLogger("doctest.done_elsewhere")
+    >>> log.addHandler(logging.StreamHandler(sys.stdout))
+    >>> jobs = client.submit("song.wav", ["music_detection", "bass"], progress=False)
+    >>> note_done_elsewhere(ledger, file_sha256("song.wav"), api="tasks", source="song.wav", logger=log,
+    ...                     shown=1)   # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+    song.wav was already processed through the Jobs API (2 jobs: music_detection and 1 more; job ids
+    ... and 1 more): the Tasks API cannot reuse them, so what runs on it now is billed again
+    (ledger.done_elsewhere lists them all)
     """
     try:
         done = ledger.done_elsewhere(sha256=sha256, api=api)
@@ -430,10 +446,16 @@ def note_done_elsewhere(ledger: Any, sha256: str, *, api: str, source: str, logg
         return
     other, this = ("Jobs", "Tasks") if api == "tasks" else ("Tasks", "Jobs")
     kind = "job" if other == "Jobs" else "task"
-    listed = ", ".join(f"{'/'.join(map(str, d['models']))} ({kind} {d['id']}, {d['status']})" for d in done[:5])
-    more = f" and {len(done) - 5} more" if len(done) > 5 else ""
-    logger.warning("%s was already processed through the %s API: %s%s; the %s API cannot reuse those results, "
-                   "so what runs on it now is billed again", source, other, listed, more, this)
+
+    def first(items: list[str]) -> str:
+        return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+    models = list(dict.fromkeys(m for d in done for m in map(str, d["models"])))
+    ids = [str(d["id"]) for d in done]
+    plural = "s" if len(done) > 1 else ""
+    logger.warning("%s was already processed through the %s API (%d %s%s: %s; %s id%s %s): the %s API cannot "
+                   "reuse them, so what runs on it now is billed again (ledger.done_elsewhere lists them all)",
+                   source, other, len(done), kind, plural, first(models), kind, plural, first(ids), this)
 
 
 def check_client_options(*, base_url: Any, default_url: str, timeout: Any, max_retries: Any, max_retry_after: Any,
