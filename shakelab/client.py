@@ -1392,12 +1392,13 @@ class Client(_ServiceClient):
         Returns
         -------
         pandas.DataFrame
-            Columns ``month`` (period[M]), ``total_jobs`` (int64), ``total_minutes`` (float64).
+            Columns ``month`` (period[M]), ``total_jobs`` (int64), ``total_minutes`` (float64);
+            ``attrs["counts"]`` is ``"jobs"``.
 
         Examples
         --------
-        >>> client.usage().columns.tolist()
-        ['month', 'total_jobs', 'total_minutes']
+        >>> client.usage().columns.tolist(), client.usage().attrs
+        (['month', 'total_jobs', 'total_minutes'], {'counts': 'jobs'})
         """
         from shakelab.frames import usage_frame
 
@@ -1408,7 +1409,7 @@ class Client(_ServiceClient):
                 raise
             payload = self._request("POST", "/usage")
         try:
-            return usage_frame(payload)
+            return usage_frame(payload, counts="jobs")
         except ValueError as exc:
             raise MalformedResponseError(f"/usage answered a malformed payload: {exc}", payload) from None
 

@@ -1040,7 +1040,8 @@ def usage_table_html(usage, *, max_height: str = "18em") -> str:
     """Render a usage frame as a compact HTML table.
 
     Light borders, numbers right-aligned, newest month first, scrolling inside a box when the
-    history is long.
+    history is long. The count column is headed ``jobs`` or ``targets``, what the frame counts
+    (:func:`shakelab.frames.usage_counts`).
 
     Examples
     --------
@@ -1053,7 +1054,7 @@ def usage_table_html(usage, *, max_height: str = "18em") -> str:
     head = ("<tr>" + "".join(
         f"<th style='{cell};position:sticky;top:0;background:#f6f8fa;border-bottom:1px solid #d0d7de;"
         f"text-align:{align}'>{name}</th>" for name, align in
-        (("month", "left"), ("jobs", "right"), ("minutes", "right"))) + "</tr>")
+        (("month", "left"), (usage_counts(usage), "right"), ("minutes", "right"))) + "</tr>")
     body = "".join(
         f"<tr><td style='{cell}'>{html.escape(str(m))}</td>"
         f"<td style='{cell};text-align:right'>{int(j):,}</td>"
@@ -1063,13 +1064,18 @@ def usage_table_html(usage, *, max_height: str = "18em") -> str:
         body = f"<tr><td colspan='3' style='{cell}'><i>no usage</i></td></tr>"
     return (f"<div class='shakelab-usage-scroll' style='max-height:{max_height};overflow-y:auto;"
             "display:inline-block;border:1px solid #d0d7de;border-radius:4px'>"
+    >>> ">targets</th>" in usage_table_html(usage_frame([{"month": "2026-03", "totalTargets": 42,
+    ...                                                    "totalMinutes": "123.5"}]))
+    True
             "<table class='shakelab-usage-table' style='border-collapse:collapse;"
+    from shakelab.frames import usage_counts
+
             "font-variant-numeric:tabular-nums;font-size:13px'>"
             f"<thead>{head}</thead><tbody>{body}</tbody></table></div>")
 
 
 class UsageDashboard(_Displayable):
-    """Monthly usage (jobs and minutes) as a chart and a table, with a refresh button.
+    """Monthly usage (jobs, or the Tasks API's targets, and minutes) as a chart and a table, with a refresh button.
 
     *Refresh* fetches the service's months (:meth:`Client.usage`, the last 3 on the
     service) and merges them into what is shown (:func:`shakelab.frames.merge_usage`): a

@@ -208,6 +208,7 @@ def test_music_detection_usage_and_distribution(fresh_server, wav):
     usage = client.usage()
     assert list(usage.columns) == ["month", "total_jobs", "total_minutes"]
     assert usage["total_jobs"].sum() == 1 and usage["total_minutes"].sum() == pytest.approx(2 / 60, abs=1e-3)
+    assert usage.attrs == {"counts": "targets"}  # the legacy column counts the Tasks API's targets
     dist = client.distribution()
     assert "model" in dist.columns and list(dist["model"]) == ["music_detection"]
 

@@ -346,6 +346,8 @@ def test_usage_dashboard_fetches_and_refreshes(fresh_client, tmp_path):
 def test_usage_dashboard_shows_history_and_reports_errors(fresh_server):
     history = json.loads((__import__("pathlib").Path(__file__).resolve().parents[1]
                           / "data" / "example_usage.json").read_text())
+    # the Jobs API's /usage counts jobs: chart and table say so
+    assert dash.ax.get_ylabel() == "jobs" and ">jobs</th>" in dash.table.value
     broken = Client(token="wrong-token-0123456789", base_url=fresh_server.base_url, max_retries=0)
     dash = UsageDashboard(broken, usage=history)
     assert len(dash.usage) == len(history["usage"])
@@ -596,3 +598,8 @@ def test_usage_dashboard_on_the_tasks_api(fresh_server, tasks_client, tmp_path):
     # the statistics count targets (a target is what a legacy job was): two more
     assert int(dash.usage["total_jobs"].sum()) == before + 2
     assert dash.image.value[:4] == b"\x89PNG" and str(dash.usage["month"].iloc[-1]) in dash.table.value
+    # ... and chart and table say targets, before and after the refresh merged the months
+    assert dash.usage.attrs == {"counts": "targets"}
+    assert dash.ax.get_ylabel() == "targets"
+    assert ">targets</th>" in dash.table.value and ">jobs<" not in dash.table.value
+    assert [t.get_text() for t in dash.ax.get_legend().get_texts()] == ["targets", "minutes"]
