@@ -431,7 +431,7 @@ def note_done_elsewhere(ledger: Any, sha256: str, *, api: str, source: str, logg
     >>> from shakelab.ledger import file_sha256
     >>> log = logging.getLogger("doctest.done_elsewhere")
     >>> log.addHandler(logging.StreamHandler(sys.stdout))
-    >>> jobs = client.submit("song.wav", ["music_detection", "bass"], progress=False)
+    >>> jobs = [client.submit("song.wav", [m], progress=False) for m in ("music_detection", "bass")]  # in turn
     >>> note_done_elsewhere(ledger, file_sha256("song.wav"), api="tasks", source="song.wav", logger=log,
     ...                     shown=1)   # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
     song.wav was already processed through the Jobs API (2 jobs: music_detection and 1 more; job ids
