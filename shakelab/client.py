@@ -415,25 +415,50 @@ def _download_to(dest_dir: Path, name: str, fetch: Callable[[Callable[[requests.
             attempt += 1
 
 
-def note_done_elsewhere(ledger: Any, sha256: str, *, api: str, source: str, logger: logging.Logger) -> None:
+def note_done_elsewhere(ledger: Any, sha256: str, *, api: str, source: str, logger: logging.Logger,
+                        shown: int = 3) -> bool:
     """Warn when the ledger shows this content was already processed through the *other* API.
 
     The two APIs never share uploads or results, so what runs now is billed again; both clients
-    say so when such a file is uploaded (:meth:`shakelab.ledger.Ledger.done_elsewhere`).
+    say so when such a file is uploaded (:meth:`shakelab.ledger.Ledger.done_elsewhere`), once per
+    client and content. The warning names the first ``shown`` runs and counts the others, so a
+    file run many times stays one line; ``ledger.done_elsewhere`` lists them all. Returns whether
+    it warned.
+
+    Examples
+    --------
+    >>> import logging, sys
+    >>> from shakelab.ledger import file_sha256
+    >>> log = logging.getLogger("doctest.done_elsewhere")
+    >>> log.addHandler(logging.StreamHandler(sys.stdout))
+    >>> jobs = [client.submit("song.wav", [m], progress=False) for m in ("music_detection", "bass")]  # in turn
+    >>> note_done_elsewhere(ledger, file_sha256("song.wav"), api="tasks", source="song.wav", logger=log,
+    ...                     shown=1)   # doctest: +ELLIPSIS +NORMALIZE_WHITESPACE
+    song.wav was already processed through the Jobs API (2 jobs: music_detection and 1 more; job ids
+    ... and 1 more): the Tasks API cannot reuse them, so what runs on it now is billed again
+    (ledger.done_elsewhere lists them all)
+    True
     """
     try:
         done = ledger.done_elsewhere(sha256=sha256, api=api)
     except Exception as exc:  # the ledger is a convenience: never let it break an upload
         logger.warning("ledger.done_elsewhere failed: %s: %s", type(exc).__name__, exc)
-        return
+        return False
     if not done:
-        return
+        return False
     other, this = ("Jobs", "Tasks") if api == "tasks" else ("Tasks", "Jobs")
     kind = "job" if other == "Jobs" else "task"
-    listed = ", ".join(f"{'/'.join(map(str, d['models']))} ({kind} {d['id']}, {d['status']})" for d in done[:5])
-    more = f" and {len(done) - 5} more" if len(done) > 5 else ""
-    logger.warning("%s was already processed through the %s API: %s%s; the %s API cannot reuse those results, "
-                   "so what runs on it now is billed again", source, other, listed, more, this)
+
+    def first(items: list[str]) -> str:
+        return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+    models = list(dict.fromkeys(m for d in done for m in map(str, d["models"])))
+    ids = [str(d["id"]) for d in done]
+    plural = "s" if len(done) > 1 else ""
+    logger.warning("%s was already processed through the %s API (%d %s%s: %s; %s id%s %s): the %s API cannot "
+                   "reuse them, so what runs on it now is billed again (ledger.done_elsewhere lists them all)",
+                   source, other, len(done), kind, plural, first(models), kind, plural, first(ids), this)
+    return True
 
 
 def check_client_options(*, base_url: Any, default_url: str, timeout: Any, max_retries: Any, max_retry_after: Any,
@@ -519,6 +544,7 @@ class _ServiceClient:
         self._asset_sha: dict[str, str] = {}       # asset id -> content SHA-256
         self._audio_s: dict[str, float] = {}       # asset id -> length of the recording, seconds
         self._folders: dict[str, Any] = {}         # output_folder's `taken`, per client
+        self._told_elsewhere: set[str] = set()     # contents whose other-API runs were warned about
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -573,7 +599,9 @@ class _ServiceClient:
         src = _Source(source, name)
         sha256 = src.sha256() if self.ledger is not None else None
         if sha256 is not None:
-            note_done_elsewhere(self.ledger, sha256, api=self.api, source=src.name, logger=self._log)
+            if sha256 not in self._told_elsewhere and note_done_elsewhere(  # said once per client and content
+                    self.ledger, sha256, api=self.api, source=src.name, logger=self._log):
+                self._told_elsewhere.add(sha256)
             payload = self._ledger_call("lookup_asset", sha256=sha256, service=self.service, api=self.api)
             if payload:
                 asset = Asset.from_payload(payload)
@@ -1370,12 +1398,13 @@ class Client(_ServiceClient):
         Returns
         -------
         pandas.DataFrame
-            Columns ``month`` (period[M]), ``total_jobs`` (int64), ``total_minutes`` (float64).
+            Columns ``month`` (period[M]), ``total_jobs`` (int64), ``total_minutes`` (float64);
+            ``attrs["counts"]`` is ``"jobs"``.
 
         Examples
         --------
-        >>> client.usage().columns.tolist()
-        ['month', 'total_jobs', 'total_minutes']
+        >>> client.usage().columns.tolist(), client.usage().attrs
+        (['month', 'total_jobs', 'total_minutes'], {'counts': 'jobs'})
         """
         from shakelab.frames import usage_frame
 
@@ -1386,7 +1415,7 @@ class Client(_ServiceClient):
                 raise
             payload = self._request("POST", "/usage")
         try:
-            return usage_frame(payload)
+            return usage_frame(payload, counts="jobs")
         except ValueError as exc:
             raise MalformedResponseError(f"/usage answered a malformed payload: {exc}", payload) from None
 

@@ -38,13 +38,15 @@ from shakelab.models import Job, JobStatus, OutputAsset, Target, Task, parse_tim
 
 __all__ = ["JOBS_COLUMNS", "SEGMENTS_COLUMNS", "SERVICE", "TASKS_COLUMNS", "USAGE_COLUMNS", "as_segments",
            "check_no_overlap", "distribution_frame", "is_all_windows", "jobs_frame", "merge_usage", "provenance",
-           "segments_frame", "tasks_frame", "usage_frame"]
+           "segments_frame", "tasks_frame", "usage_counts", "usage_frame"]
 
 SEGMENTS_COLUMNS = ("source", "job_id", "start_time", "end_time", "duration", "confidence", "provenance")
 #: ``provenance`` of segments answered by the AudioShake service
 SERVICE = "audioshake"
 _ALL_WINDOWS = ":all_windows"
 USAGE_COLUMNS = ("month", "total_jobs", "total_minutes")
+#: what ``total_jobs`` of a usage frame counts, kept in ``frame.attrs["counts"]``
+_USAGE_COUNTS = ("jobs", "targets")
 JOBS_COLUMNS = ("job_id", "model", "format", "status", "asset_id", "source_name", "created_at",
                 "started_at", "updated_at", "processing_s", "audio_s", "outputs", "error")
 #: the columns of a jobs frame of Tasks API tasks: one row per target
@@ -436,7 +438,7 @@ def as_segments(segments: Any, *, allow_overlap: bool = True, source: str | None
 
 
 # --------------------------------------------------------------------------- usage
-def usage_frame(usage: Any) -> pd.DataFrame:
+def usage_frame(usage: Any, *, counts: str | None = None) -> pd.DataFrame:
     """``/usage`` as a typed DataFrame, one row per month, sorted by month.
 
     Parameters
@@ -445,23 +447,34 @@ def usage_frame(usage: Any) -> pd.DataFrame:
         The ``/usage`` payload (``{"clientId", "usage": [{"month", "totalJobs", "totalMinutes"}]}``)
         or its ``usage`` list. The Tasks API's ``totalTargets`` is read as ``totalJobs``; snake_case
         keys are accepted too.
+    counts : {"jobs", "targets"}, optional
+        What the counts count, kept in ``frame.attrs["counts"]`` (plots and the usage dashboard
+        label them so). By default ``"targets"`` when every row gives ``totalTargets``
+        (the Tasks API's statistics), else ``"jobs"``.
 
     Returns
     -------
     pandas.DataFrame
         Columns: ``month`` (period[M]), ``total_jobs`` (int64), ``total_minutes`` (float64).
-        Empty input gives an empty frame with these columns.
+        Empty input gives an empty frame with these columns. The column keeps its legacy name
+        whatever it counts, so frames of both APIs concatenate; ``attrs["counts"]`` says what
+        it counts (:func:`usage_counts`).
 
     Raises
     ------
     ValidationError
-        A month that is not ``YYYY-MM``, a missing or non-numeric count, naming field and row.
+        A month that is not ``YYYY-MM``, a missing or non-numeric count, naming field and row;
+        a ``counts`` other than ``"jobs"`` or ``"targets"``.
 
     Examples
     --------
     >>> usage_frame([{"month": "2026-02", "totalJobs": 1, "totalMinutes": 2.0}]).dtypes.astype(str).tolist()
     ['period[M]', 'int64', 'float64']
+    >>> usage_frame([{"month": "2026-03", "totalTargets": 42, "totalMinutes": "123.5"}]).attrs
+    {'counts': 'targets'}
     """
+    if counts is not None and counts not in _USAGE_COUNTS:
+        raise ValidationError(f"`counts` must be 'jobs' or 'targets', not {counts!r}")
     rows = usage
     if isinstance(usage, Mapping):
         rows = usage.get("usage", usage.get("data"))
@@ -472,6 +485,7 @@ def usage_frame(usage: Any) -> pd.DataFrame:
     months: list[pd.Period | None] = []
     jobs: list[float] = []
     minutes: list[float] = []
+    targets = bool(rows)  # every row counts targets
     for i, row in enumerate(rows):
         if not isinstance(row, Mapping):
             raise ValidationError(f"`usage` row {i} must be an object, not {row!r:.80}")
@@ -483,6 +497,7 @@ def usage_frame(usage: Any) -> pd.DataFrame:
             months.append(None)
         if months[-1] is None:
             raise ValidationError(f"`month` of usage row {i} must be 'YYYY-MM', not {month!r}")
+        targets = targets and row.get("totalJobs", row.get("total_jobs")) is None
         for key, alts, out, cast in (("totalJobs", ("total_jobs", "totalTargets", "total_targets"), jobs, int),
                                      ("totalMinutes", ("total_minutes",), minutes, float)):
             value = row.get(key)
@@ -504,14 +519,35 @@ def usage_frame(usage: Any) -> pd.DataFrame:
         "total_jobs": np.asarray(jobs, dtype=np.int64),
         "total_minutes": np.asarray(minutes, dtype=np.float64),
     }, columns=list(USAGE_COLUMNS))
-    return frame.sort_values("month", kind="stable").reset_index(drop=True)
+    frame = frame.sort_values("month", kind="stable").reset_index(drop=True)
+    frame.attrs["counts"] = counts or ("targets" if targets else "jobs")
+    return frame
+
+
+def usage_counts(usage: pd.DataFrame) -> str:
+    """Say what the ``total_jobs`` of a usage frame counts: ``"jobs"`` or ``"targets"``.
+
+    ``frame.attrs["counts"]`` as :func:`usage_frame` set it; ``"jobs"`` when the frame does not
+    say (a frame built by hand, read back from a file, or a ``pd.concat`` of both APIs' frames:
+    pandas keeps ``attrs`` only when all the frames agree).
+
+    Examples
+    --------
+    >>> usage_counts(usage_frame([{"month": "2026-03", "totalTargets": 42, "totalMinutes": "123.5"}]))
+    'targets'
+    >>> usage_counts(pd.DataFrame({"month": [], "total_jobs": [], "total_minutes": []}))
+    'jobs'
+    """
+    counts = usage.attrs.get("counts", "jobs")
+    return counts if counts in _USAGE_COUNTS else "jobs"
 
 
 def merge_usage(history: Any, fresh: Any) -> pd.DataFrame:
     """Merge freshly fetched months into a usage history, sorted by month.
 
     A month in ``fresh`` replaces the same month of ``history`` (the service's figure is the
-    newer one); the other months of both are kept.
+    newer one); the other months of both are kept. The result counts what ``fresh`` counts
+    (:func:`usage_counts`).
 
     Both may be usage frames or ``/usage`` payloads (the service lists only its last months,
     so refreshing a long saved history must not throw the older months away).
@@ -531,7 +567,9 @@ def merge_usage(history: Any, fresh: Any) -> pd.DataFrame:
     old, new = frame(history), frame(fresh)
     kept = old[~old["month"].isin(new["month"])]
     merged = pd.concat([kept, new], ignore_index=True) if len(kept) else new.copy()
-    return merged.sort_values("month", kind="stable").reset_index(drop=True)
+    merged = merged.sort_values("month", kind="stable").reset_index(drop=True)
+    merged.attrs = {"counts": usage_counts(new)}
+    return merged
 
 
 def distribution_frame(distribution: Any) -> pd.DataFrame:

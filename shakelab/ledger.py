@@ -923,11 +923,11 @@ class Ledger:
             rows = conn.execute(
                 "SELECT j.job_id, j.model, j.status, j.service, j.first_seen FROM jobs j JOIN assets a"
                 " ON a.asset_id=j.asset_id AND a.service=j.service AND a.api='jobs' WHERE a.sha256=?"
-                " ORDER BY j.first_seen", (str(sha256),)).fetchall()
+                " ORDER BY j.first_seen, j.rowid", (str(sha256),)).fetchall()
             return [{"api": "jobs", "id": r["job_id"], "models": [r["model"]], "status": r["status"],
                      "service": r["service"], "when": r["first_seen"]} for r in rows]
         rows = conn.execute("SELECT task_id, payload, status, service, sent_at FROM tasks WHERE sha256=?"
-                            " AND task_id IS NOT NULL ORDER BY sent_at", (str(sha256),)).fetchall()
+                            " AND task_id IS NOT NULL ORDER BY sent_at, rowid", (str(sha256),)).fetchall()
         out = []
         for r in rows:
             payload = json.loads(r["payload"]) if r["payload"] else {}

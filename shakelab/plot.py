@@ -522,11 +522,14 @@ def _usage(usage: Any) -> pd.DataFrame:
         df = usage_frame(usage)
     if df.empty:
         return df
+    attrs = dict(df.attrs)  # what the counts count (usage_counts), whatever pandas keeps below
     df = df.groupby("month", sort=True).sum()
     full = pd.period_range(df.index.min(), df.index.max(), freq="M")
     df = df.reindex(full, fill_value=0)
     df.index.name = "month"
-    return df.reset_index()
+    df = df.reset_index()
+    df.attrs = attrs
+    return df
 
 
 def _fmt(v: float, whole: bool) -> str:
@@ -536,7 +539,10 @@ def _fmt(v: float, whole: bool) -> str:
 
 
 def plot_usage(usage: Any, *, ax=None, **kwargs):
-    """Monthly jobs as bars and minutes as a line on a second axis, values labelled.
+    """Monthly jobs (or targets) as bars and minutes as a line on a second axis, values labelled.
+
+    The bars say what they count (:func:`shakelab.frames.usage_counts`): ``jobs`` for the
+    Jobs API's ``/usage``, ``targets`` for the Tasks API's statistics (``totalTargets``).
 
     Months without usage inside the range are drawn as zero (and not labelled: an empty
     month has no bar and its point sits on the axis). The jobs axis has whole-number ticks.
@@ -564,13 +570,18 @@ def plot_usage(usage: Any, *, ax=None, **kwargs):
     ...                              "totalMinutes": 823.5}]})
     >>> sorted(t.get_text() for a in ax.figure.axes for t in a.texts)
     ['412', '824']
+    >>> plot_usage([{"month": "2026-03", "totalTargets": 42, "totalMinutes": "123.5"}]).get_ylabel()
+    'targets'
     """
     from matplotlib.ticker import FixedLocator, MaxNLocator
 
+    from shakelab.frames import usage_counts
+
     ax = _axes(ax)
     df = _usage(usage)
+    counts = usage_counts(df)
     n = len(df)
-    ax.set_ylabel("jobs")
+    ax.set_ylabel(counts)
     if n == 0:
         ax.set_xticks([])
         return ax
@@ -578,14 +589,14 @@ def plot_usage(usage: Any, *, ax=None, **kwargs):
     jobs = df["total_jobs"].to_numpy(dtype=float)
     minutes = df["total_minutes"].to_numpy(dtype=float)
     dense = n > 12
-    opts = {"color": "#5b84b1", "width": 0.7, "label": "jobs", **kwargs}
+    opts = {"color": "#5b84b1", "width": 0.7, "label": counts, **kwargs}
     bars = ax.bar(x, jobs, **opts)
     # Bars fill the lower ~70 % of the height and the minutes line (same zero) runs above
     # them, so labels of the two never sit on each other when minutes follow jobs.
     top = (jobs.max() or 1) * 1.45
     ax.set_ylim(0, top)
     tw = ax.twinx()
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # jobs are counted: no 0.2 job ticks
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counted: no 0.2 job ticks
     for rect, v in zip(bars, jobs, strict=True):
         xc = rect.get_x() + rect.get_width() / 2
         if v == 0:
@@ -610,7 +621,7 @@ def plot_usage(usage: Any, *, ax=None, **kwargs):
                     textcoords="offset points", ha="right" if last else "center", va="bottom",
                     fontsize="x-small" if dense else "small", color=_LINE)
     if not jobs.any() and not minutes.any():
-        ax.text(0.5, 0.5, "no jobs in these months", transform=ax.transAxes, ha="center", va="center",
+        ax.text(0.5, 0.5, f"no {counts} in these months", transform=ax.transAxes, ha="center", va="center",
                 color="#57606a", fontsize="small")
     tw.set_ylim(0, (minutes.max() or 1) * 1.15)
     tw.set_ylabel("minutes", color=_LINE)

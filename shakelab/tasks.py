@@ -1051,19 +1051,20 @@ class TasksClient(_ServiceClient):
         pandas.DataFrame
             The columns of :func:`shakelab.frames.usage_frame`: ``month`` (period[M]), ``total_jobs``
             (int64: the month's ``totalTargets``; a target is what a legacy job was),
-            ``total_minutes`` (float64).
+            ``total_minutes`` (float64); ``attrs["counts"]`` is ``"targets"``, so plots and the
+            usage dashboard say targets.
 
         Examples
         --------
         >>> usage = client.usage()   # the local server: the last 3 months, zeros included
-        >>> usage.columns.tolist(), str(usage["month"].dtype), len(usage)
-        (['month', 'total_jobs', 'total_minutes'], 'period[M]', 3)
+        >>> usage.columns.tolist(), str(usage["month"].dtype), len(usage), usage.attrs
+        (['month', 'total_jobs', 'total_minutes'], 'period[M]', 3, {'counts': 'targets'})
         """
         from shakelab.frames import usage_frame
 
         payload = self._statistics("usage")
         try:
-            return usage_frame(payload)
+            return usage_frame(payload, counts="targets")
         except ValueError as exc:
             raise MalformedResponseError(f"GET /tasks/statistics?name=usage answered a malformed payload: {exc}",
                                          payload) from None

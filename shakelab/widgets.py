@@ -260,22 +260,29 @@ def job_outputs(job: Any, base_url: str = "") -> list[tuple[str, str]]:
     return out
 
 
-def status_table_html(rows: list[dict]) -> str:
+def status_table_html(rows: list[dict], *, api: str = "jobs") -> str:
     """Render the JobSubmitter's rows as an HTML table.
 
     Each row is a dict with ``file``, ``model``, ``format``, ``status``, ``elapsed``
-    (seconds), ``job_id``, ``outputs`` (list of (name, link)), ``message``.
+    (seconds), ``job_id``, ``outputs`` (list of (name, link)), ``message``. With
+    ``api="tasks"`` a row is a task's target: the id column is headed ``target id`` and an
+    empty table says "No tasks yet.".
 
     Examples
     --------
     >>> "completed" in status_table_html([{"file": "a.wav", "model": "vocals", "format": "wav",
     ...     "status": "completed", "elapsed": 1.5, "job_id": "j1", "outputs": [], "message": ""}])
     True
+    >>> status_table_html([], api="tasks")
+    '<div class="shakelab-status-empty"><i>No tasks yet.</i></div>'
     """
+    if api not in ("jobs", "tasks"):
+        raise ValidationError(f"`api` must be 'jobs' or 'tasks', not {api!r}")
     if not rows:
-        return '<div class="shakelab-status-empty"><i>No jobs yet.</i></div>'
+        return f'<div class="shakelab-status-empty"><i>No {api} yet.</i></div>'
     head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>" for h in
-                   ("file", "model", "format", "status", "elapsed", "job id", "outputs", "message"))
+                   ("file", "model", "format", "status", "elapsed", "target id" if api == "tasks" else "job id",
+                    "outputs", "message"))
     colours = {"completed": "#1a7f37", "reused": "#57606a", **dict.fromkeys(FAILED_STATUSES, "#cf222e")}
     body = []
     for r in rows:
@@ -371,6 +378,9 @@ class JobSubmitter(_Displayable):
     upload, clear_button, upload_label, path, models, format, callback_url, submit_button,
     download_button, download_path, messages, table : ipywidgets
         The child widgets (set their ``.value`` / call ``.click()`` to drive it from code).
+    header : ipywidgets.HTML
+        Names the API and the server: "Submit jobs — Jobs API, local server <url>", or
+        "Submit tasks — Tasks API, ..." on a :class:`shakelab.TasksClient`.
     family_formats : dict
         Formats -> ``Dropdown``: one per kind of model chosen, shown when *Format* is
         :data:`PER_KIND`.
@@ -469,7 +479,8 @@ class JobSubmitter(_Displayable):
                                               layout=widgets.Layout(width="auto"))
         self.messages = widgets.HTML()
         self.messages.add_class("shakelab-messages")
-        self.table = widgets.HTML(status_table_html([]))
+        self._api = "tasks" if getattr(client, "api", "jobs") == "tasks" else "jobs"
+        self.table = widgets.HTML(status_table_html([], api=self._api))
         self.table.add_class("shakelab-table")
 
         self.models.observe(self._on_models_change, names="value")
@@ -480,11 +491,15 @@ class JobSubmitter(_Displayable):
         self.download_button.on_click(self._on_download)
         self._on_models_change()
 
+        tasks = self._api == "tasks"
+        self._unit = "target" if tasks else "job"  # what one row of the table is
         backend = "local server" if is_local(client) else "AudioShake service"
-        header = widgets.HTML(f"<b>Submit jobs</b> &mdash; {html.escape(backend)} "
-                              f"<code>{html.escape(str(getattr(client, 'base_url', '')))}</code>")
+        self.header = widgets.HTML(f"<b>Submit {'tasks' if tasks else 'jobs'}</b> &mdash; "
+                                   f"{'Tasks' if tasks else 'Jobs'} API, {html.escape(backend)} "
+                                   f"<code>{html.escape(str(getattr(client, 'base_url', '')))}</code>")
+        self.header.add_class("shakelab-header")
         self.widget = widgets.VBox([
-            header,
+            self.header,
             widgets.HBox([self.upload, self.clear_button, self.upload_label]),
             self.path,
             widgets.HBox([self.models, widgets.VBox([self.format, self.family_box, self.callback_url])]),
@@ -644,7 +659,7 @@ class JobSubmitter(_Displayable):
                                   name="shakelab-download")
         with self._lock:
             self._threads.append(thread)
-        self._set_messages(_info_html(f"Downloading {len(todo)} job(s) to {dest} ..."))
+        self._set_messages(_info_html(f"Downloading {len(todo)} {self._unit}(s) to {dest} ..."))
         thread.start()
 
     # -- background work ----------------------------------------------------------------
@@ -674,10 +689,10 @@ class JobSubmitter(_Displayable):
         reused = sum(j.reused for j in jobs)
         sent = len(jobs) - reused
         if not sent:
-            text = (f"Nothing sent for {spec['name']}: the ledger already had {reused} finished job(s) "
+            text = (f"Nothing sent for {spec['name']}: the ledger already had {reused} finished {self._unit}(s) "
                     "for this file, model and format (use client.submit(..., force=True) to run again).")
         else:
-            text = (f"Submitted {spec['name']}: {sent} job(s)"
+            text = (f"Submitted {spec['name']}: {sent} {self._unit}(s)"
                     + (f", {reused} reused from the ledger" if reused else "")
                     + "; the table updates as they run (the kernel stays free).")
         self._set_messages(_info_html(text))
@@ -814,7 +829,7 @@ class JobSubmitter(_Displayable):
 
     def _render(self) -> None:
         with self._lock:
-            self.table.value = status_table_html([self._row_view(r) for r in self._rows])
+            self.table.value = status_table_html([self._row_view(r) for r in self._rows], api=self._api)
 
     def _set_messages(self, value: str) -> None:
         with self._lock:
@@ -1040,7 +1055,8 @@ def usage_table_html(usage, *, max_height: str = "18em") -> str:
     """Render a usage frame as a compact HTML table.
 
     Light borders, numbers right-aligned, newest month first, scrolling inside a box when the
-    history is long.
+    history is long. The count column is headed ``jobs`` or ``targets``, what the frame counts
+    (:func:`shakelab.frames.usage_counts`).
 
     Examples
     --------
@@ -1048,12 +1064,17 @@ def usage_table_html(usage, *, max_height: str = "18em") -> str:
     >>> "2026-03" in usage_table_html(usage_frame({"usage": [{"month": "2026-03", "totalJobs": 4,
     ...                                                         "totalMinutes": 8.5}]}))
     True
+    >>> ">targets</th>" in usage_table_html(usage_frame([{"month": "2026-03", "totalTargets": 42,
+    ...                                                    "totalMinutes": "123.5"}]))
+    True
     """
+    from shakelab.frames import usage_counts
+
     cell = "padding:2px 10px;border-bottom:1px solid #eaeef2"
     head = ("<tr>" + "".join(
         f"<th style='{cell};position:sticky;top:0;background:#f6f8fa;border-bottom:1px solid #d0d7de;"
         f"text-align:{align}'>{name}</th>" for name, align in
-        (("month", "left"), ("jobs", "right"), ("minutes", "right"))) + "</tr>")
+        (("month", "left"), (usage_counts(usage), "right"), ("minutes", "right"))) + "</tr>")
     body = "".join(
         f"<tr><td style='{cell}'>{html.escape(str(m))}</td>"
         f"<td style='{cell};text-align:right'>{int(j):,}</td>"
@@ -1069,7 +1090,7 @@ def usage_table_html(usage, *, max_height: str = "18em") -> str:
 
 
 class UsageDashboard(_Displayable):
-    """Monthly usage (jobs and minutes) as a chart and a table, with a refresh button.
+    """Monthly usage (jobs, or the Tasks API's targets, and minutes) as a chart and a table, with a refresh button.
 
     *Refresh* fetches the service's months (:meth:`Client.usage`, the last 3 on the
     service) and merges them into what is shown (:func:`shakelab.frames.merge_usage`): a

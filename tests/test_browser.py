@@ -5,7 +5,8 @@ of ``notebooks/*.ipynb`` (so the committed notebooks are never saved over), and 
 Debian's Chromium (``/usr/bin/chromium``, ``make system-deps`` installs it) with Playwright:
 open each notebook, run all cells, check that none raised, then work its widgets (the
 JobSubmitter: a reused job, formats per kind of model, Upload then Clear, Download outputs;
-the UsageDashboard's Refresh over a saved history). Any request that would leave loopback is
+the UsageDashboard's Refresh over a saved history; in the Tasks API notebook, that the widgets
+say tasks and targets and that the cross-API warning names 3 runs at most). Any request that would leave loopback is
 blocked.
 
 The visual record: every run saves a screenshot of each cell output that holds a plot or a
@@ -341,7 +342,28 @@ def _usage_trends(book):
     book.shoot(history, "dashboard-refreshed")
 
 
-INTERACTIONS = {"01-quickstart": _quickstart, "03-usage-trends": _usage_trends}
+def _tasks_api(book):
+    page = book.page
+    # the submitter names its API, the usage chart and table count targets
+    header = page.locator(".shakelab-job-submitter .shakelab-header")
+    assert header.inner_text().startswith("Submit tasks \u2014 Tasks API, local server http://127.0.0.1:"), \
+        header.inner_text()
+    assert "No tasks yet" in page.locator(".shakelab-job-submitter .shakelab-table").inner_text()
+    table = page.locator(".shakelab-usage-dashboard .shakelab-usage-table thead")
+    assert table.inner_text().split() == ["month", "targets", "minutes"], table.inner_text()
+    # the other API's runs of the same file, said in one short line: 3 ids at most, the rest counted
+    warned = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]',
+                          has_text="was already processed through the")
+    assert warned.count() >= 1  # at least the legacy upload of the file the Tasks cells ran
+    for i in range(warned.count()):
+        for line in (t for t in warned.nth(i).inner_text().splitlines() if "already processed" in t):
+            named = line.split(" ids " if " ids " in line else " id ", 1)[1].split(")", 1)[0]
+            assert len(named.split(" and ")[0].split(", ")) <= 3 and "billed again" in line, line
+        book.shoot(warned.nth(i).locator("xpath=ancestor::div[contains(@class, 'jp-Cell-outputArea')]"),
+                   f"warning-{i}")
+
+
+INTERACTIONS = {"01-quickstart": _quickstart, "03-usage-trends": _usage_trends, "06-tasks-api": _tasks_api}
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS], indirect=True)

@@ -388,6 +388,7 @@ def test_usage_frame_counts_jobs(fresh_server, wav):
     assert list(usage.columns) == ["month", "total_jobs", "total_minutes"]
     assert str(usage["month"].dtype) == "period[M]"
     assert usage["total_jobs"].iloc[-1] >= 1 and usage["total_minutes"].iloc[-1] > 0
+    assert usage.attrs == {"counts": "jobs"}
     assert fresh_server.stats()["requests"]["GET /usage"] == 1
 
 

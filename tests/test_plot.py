@@ -387,6 +387,25 @@ def test_usage_fills_missing_months_and_accepts_frame():
         assert [t.get_text() for t in ax.get_xticklabels()] == ["Jan\n2026", "Feb", "Mar", "Apr"]
 
 
+def test_usage_says_what_it_counts():
+    from shakelab.frames import merge_usage, usage_frame
+
+    tasks = usage_frame([{"month": "2026-03", "totalTargets": 42, "totalMinutes": "123.5"}])  # the Tasks API
+    jobs = usage_frame({"usage": [{"month": "2026-02", "totalJobs": 5, "totalMinutes": 9.0}]})
+    for data, counts in ((tasks, "targets"), (jobs, "jobs"), (tasks.to_dict("records"), "jobs"),
+                         (merge_usage(jobs, tasks), "targets"), (usage_frame([], counts="targets"), "targets")):
+        ax = plot.plot_usage(data, ax=plt.subplots()[1])
+        assert ax.get_ylabel() == counts and legend_texts(ax)[:1] == ([counts] if len(ax.containers) else [])
+    empty = plot.plot_usage([{"month": "2026-03", "totalTargets": 0, "totalMinutes": "0"}])
+    assert [t.get_text() for t in empty.texts] == ["no targets in these months"]
+    # both APIs' frames still concatenate (one column); pandas drops the differing attrs: "jobs"
+    both = pd.concat([jobs, tasks], ignore_index=True)
+    assert list(both.columns) == ["month", "total_jobs", "total_minutes"] and both["total_jobs"].tolist() == [5, 42]
+    assert plot.plot_usage(both, ax=plt.subplots()[1]).get_ylabel() == "jobs"
+    with pytest.raises(ValueError, match="`counts` must be 'jobs' or 'targets', not 'minutes'"):
+        usage_frame([], counts="minutes")
+
+
 def test_usage_empty_and_bad():
     ax = plot.plot_usage({"usage": []})
     assert ax.containers == []

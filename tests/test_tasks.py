@@ -208,6 +208,7 @@ def test_music_detection_usage_and_distribution(fresh_server, wav):
     usage = client.usage()
     assert list(usage.columns) == ["month", "total_jobs", "total_minutes"]
     assert usage["total_jobs"].sum() == 1 and usage["total_minutes"].sum() == pytest.approx(2 / 60, abs=1e-3)
+    assert usage.attrs == {"counts": "targets"}  # the legacy column counts the Tasks API's targets
     dist = client.distribution()
     assert "model" in dist.columns and list(dist["model"]) == ["music_detection"]
 
@@ -240,15 +241,37 @@ def test_ledger_says_when_a_file_was_done_through_the_jobs_api(fresh_server, wav
     task = tasks.submit(wav, ["bass"], progress=False, timeout=120)
     assert not task.reused  # the Tasks API does not share the Jobs API's results
     said = [r.getMessage() for r in caplog.records if r.name == "shakelab.tasks"]
-    assert any("take1.wav was already processed through the Jobs API: bass (job" in m and "billed again" in m
-               for m in said)
+    assert any("take1.wav was already processed through the Jobs API (1 job: bass; job id " in m
+               and "billed again" in m for m in said)
     assert sorted(ledger.assets_frame()["api"]) == ["jobs", "tasks"]  # two uploads, kept apart
     assert ledger.get_task(task.id)["status"] == "completed"
     caplog.clear()
     caplog.set_level(logging.WARNING, logger="shakelab.client")
     jobs.upload(wav, progress=False)  # and the other way round
     said = [r.getMessage() for r in caplog.records if r.name == "shakelab.client"]
-    assert any(f"through the Tasks API: bass (task {task.id}, completed)" in m for m in said)
+    assert any(f"through the Tasks API (1 task: bass; task id {task.id}): the Jobs API cannot reuse them" in m
+               for m in said)
+
+
+def test_the_other_apis_runs_are_named_three_at_most(fresh_server, wav, tmp_path, caplog):
+    from shakelab.client import Client
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    jobs = Client(fresh_server.token, base_url=fresh_server.base_url, ledger=ledger, service="local-x")
+    done = []  # one at a time, so the ledger's order (oldest first) is this one
+    for model, fmt in (("bass", "wav"), ("drums", "wav"), ("vocals", "mp3"), ("bass", "mp3"),
+                       ("music_detection", None)):
+        done += jobs.submit(wav, [model], format=fmt, progress=False, timeout=120)
+    caplog.set_level(logging.WARNING, logger="shakelab.tasks")
+    tasks = make(fresh_server, ledger=ledger, service="local-x")
+    tasks.upload(wav, progress=False)
+    tasks.music_detection(wav, progress=False, timeout=120)  # the same content again: said once per client
+    (said,) = [r.getMessage() for r in caplog.records if r.name == "shakelab.tasks"]
+    ids = [j.id for j in done]
+    assert said.startswith("take1.wav was already processed through the Jobs API (5 jobs: bass, drums, vocals and "
+                           f"1 more; job ids {', '.join(ids[:3])} and 2 more): the Tasks API cannot reuse them, "
+                           "so what runs on it now is billed again"), said
+    assert not any(i in said for i in ids[3:]) and "ledger.done_elsewhere" in said
 
 
 # --------------------------------------------------------------------------- connect(api=)

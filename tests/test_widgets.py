@@ -20,6 +20,7 @@ import soundfile as sf
 from shakelab import catalog
 from shakelab.client import Client
 from shakelab.client import output_folder
+from shakelab.errors import ValidationError
 from shakelab.widgets import (
     NATURAL, PER_KIND, DetectionExplorer, JobSubmitter, UsageDashboard, explore_segments, is_local,
     models_for, status_table_html, usage_table_html, validate_submission,
@@ -91,7 +92,9 @@ def test_status_table_html_escapes_and_links():
     assert "&lt;b&gt;x&lt;/b&gt;.wav" in text and "bad &lt;audio&gt;" in text
     assert "href='http://h/d?a=1&amp;b=2'" in text
     assert _table_statuses(text) == ["failed"] and "2.3 s" in text
-    assert "No jobs yet" in status_table_html([])
+    assert "No jobs yet" in status_table_html([]) and "No tasks yet" in status_table_html([], api="tasks")
+    with pytest.raises(ValidationError, match="`api` must be 'jobs' or 'tasks', not 'job'"):
+        status_table_html([], api="job")
 
 
 # ---------------------------------------------------------------------------------- JobSubmitter
@@ -159,6 +162,8 @@ def test_submit_path_tracks_jobs_in_background(fresh_server, fresh_client, tmp_p
     assert _statuses(sub) == ["completed", "completed"]
     assert _table_statuses(sub.table.value) == ["completed", "completed"]
     assert "vocals.flac" in sub.table.value and "bass.flac" in sub.table.value
+    assert sub.header.value.startswith("<b>Submit jobs</b> &mdash; Jobs API, local server <code>http://127.0.0.1:")
+    assert "Submitted tone.wav: 2 job(s)" in sub.messages.value and ">job id</th>" in sub.table.value
     stats = fresh_server.stats()
     assert stats["uploads"] == 1 and stats["jobs"] == 2
     assert stats["requests"]["POST /job"] == 2
@@ -341,6 +346,8 @@ def test_usage_dashboard_fetches_and_refreshes(fresh_client, tmp_path):
     assert int(dash.usage["total_jobs"].sum()) == before + 1
     month = str(dash.usage["month"].iloc[-1])
     assert month in dash.table.value and "Fetched" in dash.messages.value
+    # the Jobs API's /usage counts jobs: chart and table say so
+    assert dash.ax.get_ylabel() == "jobs" and ">jobs</th>" in dash.table.value
 
 
 def test_usage_dashboard_shows_history_and_reports_errors(fresh_server):
@@ -531,6 +538,7 @@ def test_submitter_on_the_tasks_api_runs_one_task_and_downloads_each_target(fres
     wav = _wav(tmp_path / "tone.wav")
     sub = JobSubmitter(tasks_client, poll_interval=0.2, download_dir=tmp_path / "downloads")
     assert sub.catalogue == catalog.LOCAL_MODELS  # the local server's models (its Tasks API runs the same)
+    assert "No tasks yet" in sub.table.value
     completed = []
     sub.on_complete(completed.append)
     sub.path.value = str(wav)
@@ -540,6 +548,10 @@ def test_submitter_on_the_tasks_api_runs_one_task_and_downloads_each_target(fres
     frame = sub.wait(timeout=WAIT)
     assert _statuses(sub) == ["completed", "completed"]
     assert _table_statuses(sub.table.value) == ["completed", "completed"]
+    # it says which API it talks to, and counts the task's targets
+    assert sub.header.value.startswith("<b>Submit tasks</b> &mdash; Tasks API, local server <code>http://127.0.0.1:")
+    assert "Submitted tone.wav: 2 target(s)" in sub.messages.value
+    assert ">target id</th>" in sub.table.value and ">job id<" not in sub.table.value
     requests = fresh_server.stats()["requests"]
     # one upload and ONE task for both models; nothing through the Jobs API
     assert requests.get("POST /assets") == 1 and requests.get("POST /tasks") == 1
@@ -596,3 +608,8 @@ def test_usage_dashboard_on_the_tasks_api(fresh_server, tasks_client, tmp_path):
     # the statistics count targets (a target is what a legacy job was): two more
     assert int(dash.usage["total_jobs"].sum()) == before + 2
     assert dash.image.value[:4] == b"\x89PNG" and str(dash.usage["month"].iloc[-1]) in dash.table.value
+    # ... and chart and table say targets, before and after the refresh merged the months
+    assert dash.usage.attrs == {"counts": "targets"}
+    assert dash.ax.get_ylabel() == "targets"
+    assert ">targets</th>" in dash.table.value and ">jobs<" not in dash.table.value
+    assert [t.get_text() for t in dash.ax.get_legend().get_texts()] == ["targets", "minutes"]
