@@ -7,11 +7,10 @@
    one asset, one task of 5 targets, its polls; ``download``), and the Tasks API with plain
    ``requests`` polling like ``Client.wait`` (first poll 1 s after creation, then every 1 s
    growing x1.5 to 15 s), the floor a hand-written client reaches.
-2. **Batch wall time**, N files (default 100) x 3 models (music_detection, bass, drums): the
-   Jobs API through ``shakelab.batch.run`` (concurrency 8) and the Tasks API through
-   ``TasksClient.submit``, one task per file, 8 files at a time in a thread pool (``batch.run``
-   drives the Jobs API only on this branch), each on a fresh server with 4 workers; detection
-   JSON fetched (``segments``), stems not downloaded (``batch.run``'s default).
+2. **Batch wall time**, N files (default 100) x 3 models (music_detection, bass, drums):
+   ``shakelab.batch.run`` (concurrency 8) on each API (a job per file x model on the Jobs API,
+   a task per file on the Tasks API), each on a fresh server with 4 workers; detection JSON
+   fetched, stems not downloaded (``batch.run``'s default).
 3. **What a rerun costs**, ``batch.run`` over 3 files x 2 models (music_detection, bass) on each
    API, without and with ``download_to``: requests of the first run and of a rerun of the
    finished batch (everything in the ledger: target 0 on both APIs).
@@ -27,7 +26,6 @@ Usage: python benchmarks/bench_tasks.py [rerun | formats]   (section 3 or 4 alon
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import os
 import sys
 import tempfile
@@ -150,15 +148,18 @@ def requests_per_model(work: Path) -> dict:
 
 
 # -- 2. batch wall time --------------------------------------------------------------------------
-def batch_legacy(files: Path, work: Path) -> dict:
+def batch_wall(api: str, files: Path, work: Path) -> dict:
+    """Wall time and requests of ``batch.run`` over ``files`` x :data:`THREE` on ``api`` ("jobs" or "tasks")."""
     from shakelab import batch
     from shakelab.client import Client
     from shakelab.ledger import Ledger
     from shakelab.server import LocalServer
+    from shakelab.tasks import TasksClient
 
-    with LocalServer(work / "server-batch-jobs", token=TOKEN, workers=4) as srv:
-        client = Client(token=TOKEN, base_url=srv.base_url, ledger=Ledger(work / "ledger-batch.sqlite"))
-        batch.run(make_files(work / "warm-jobs", 4, 1.0, seed=50), ["music_detection"], client=client,
+    make = {"jobs": Client, "tasks": TasksClient}[api]
+    with LocalServer(work / f"server-batch-{api}", token=TOKEN, workers=4) as srv:
+        client = make(TOKEN, base_url=srv.base_url, ledger=Ledger(work / f"ledger-batch-{api}.sqlite"))
+        batch.run(make_files(work / f"warm-{api}", 4, 1.0, seed=50), ["music_detection"], client=client,
                   concurrency=4, progress=False)  # model processes loaded outside the timing
         before = srv.stats()
         t0 = time.perf_counter()
@@ -167,33 +168,6 @@ def batch_legacy(files: Path, work: Path) -> dict:
         reqs = diff(srv.stats(), before)
     return {"wall": wall, "completed": result.stats["completed"], "failed": result.stats["failed"],
             "requests": sum(reqs.values())}
-
-
-def batch_tasks(files: Path, work: Path) -> dict:
-    from shakelab.ledger import Ledger
-    from shakelab.server import LocalServer
-    from shakelab.tasks import TasksClient
-
-    paths = sorted(files.glob("*.wav"))
-    with LocalServer(work / "server-batch-tasks", token=TOKEN, workers=4) as srv:
-        client = TasksClient(TOKEN, base_url=srv.base_url, ledger=Ledger(work / "ledger-batch-tasks.sqlite"))
-        for p in make_files(work / "warm-tasks", 4, 1.0, seed=51):
-            client.submit(p, ["music_detection"], progress=False)
-
-        def one(path: Path):
-            task = client.submit(path, THREE, progress=False)
-            client.segments(task)  # the detection JSON, as batch.run fetches it
-            return task
-
-        before = srv.stats()
-        t0 = time.perf_counter()
-        with cf.ThreadPoolExecutor(8) as pool:
-            tasks = list(pool.map(one, paths))
-        wall = time.perf_counter() - t0
-        reqs = diff(srv.stats(), before)
-    statuses = [t.status.value for task in tasks for t in task.targets]
-    return {"wall": wall, "completed": statuses.count("completed"),
-            "failed": len(statuses) - statuses.count("completed"), "requests": sum(reqs.values())}
 
 
 # -- 3. what a rerun costs ----------------------------------------------------------------------
@@ -296,9 +270,9 @@ def main() -> int:
               "concurrency 8, a fresh server with 4 workers per API")
         files = work / "batch"
         make_files(files, n, seconds)
-        legacy = batch_legacy(files, work)
-        tasks = batch_tasks(files, work)
-        for name, b in (("Jobs API  (batch.run)          ", legacy), ("Tasks API (TasksClient.submit)", tasks)):
+        legacy = batch_wall("jobs", files, work)
+        tasks = batch_wall("tasks", files, work)
+        for name, b in (("Jobs API ", legacy), ("Tasks API", tasks)):
             print(f"  {name}: wall {b['wall']:.1f} s, {b['completed']} targets completed, {b['failed']} failed, "
                   f"{b['requests']} requests ({b['requests'] / (n * len(THREE)):.2f} per file x model)")
         print(f"  Tasks / Jobs: wall {tasks['wall'] / legacy['wall']:.2f}, "
