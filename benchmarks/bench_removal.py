@@ -1,10 +1,12 @@
 """Quality and speed of ``music_removal`` and ``dialogue`` (``make bench``).
 
-Quality on the music-removal development set (:mod:`tools.removalset`: 6 broadcast-like
+Quality on the music-removal development set (:mod:`tools.removalset`: 12 broadcast-like
 programmes of 60 s with their speech, music and noise stems, music at -6/-12/-20 dB under
-speech), on whole recordings and on 10-s and 20-s slices cut and spliced back as the
-smart-mute client does. Every model runs through ``shakelab.server.processing.run_model``
-(the server's code path). Side by side in the same run:
+speech: the 6 ``base`` ones, 2 per level, and 6 ``extra`` ones at -6 dB from other
+sources; the ``-6 base`` column is the -6 dB figure on the base two alone), on whole
+recordings and on 10-s and 20-s slices cut and spliced back as the smart-mute client does.
+Every model runs through ``shakelab.server.processing.run_model`` (the server's code path).
+Side by side in the same run:
 
 - **do nothing**: the mixture itself;
 - **REPET-SIM**: today's ``vocals`` used as a music remover;
@@ -92,7 +94,7 @@ def quality(progs: list[dict], slices: bool) -> None:
         what = "speech + noise" if target == "music_removal" else "speech"
         print(f"\ntarget: {what} (as `{target}` should give); SI-SDR dB over speech-over-music stretches")
         head = f"{'method':36s} {'input':12s} {'speech dB':>9s} {'music dB':>9s} {'noise dB':>9s} " + \
-            " ".join(f"{f'SI-SDR {s}':>11s}" for s in snrs) + f" {'sp+noise':>9s}"
+            " ".join(f"{f'SI-SDR {s}':>11s}" for s in snrs) + f" {'-6 base':>8s} {'sp+noise':>9s}"
         print(head)
         for (method, mode), outs in outputs.items():
             if method.startswith("oracle") and target not in method:
@@ -100,8 +102,10 @@ def quality(progs: list[dict], slices: bool) -> None:
             rows = [removalset.score(o, p, model=target) for o, p in zip(outs, progs, strict=True)]
             mean = lambda key, rs=rows: float(np.mean([r[key] for r in rs]))  # noqa: E731
             by = [float(np.mean([r["sisdr"] for r, p in zip(rows, progs, strict=True) if p["snr"] == s])) for s in snrs]
+            base = float(np.mean([r["sisdr"] for r, p in zip(rows, progs, strict=True)
+                                  if p["snr"] == -6 and p["set"] == "base"]))
             print(f"{method:36s} {mode:12s} {mean('speech_db'):9.1f} {mean('music_db'):9.1f} {mean('noise_db'):9.1f} "
-                  + " ".join(f"{b:11.1f}" for b in by) + f" {mean('sisdr_noise'):9.1f}")
+                  + " ".join(f"{b:11.1f}" for b in by) + f" {base:8.1f} {mean('sisdr_noise'):9.1f}")
 
 
 def speed(minutes: float) -> None:
