@@ -5,10 +5,7 @@ audio (:func:`separate` streams 30-s blocks through :func:`removal_block` with t
 
 1. **Where** music is: the detector's frame tracks (the CNN of :mod:`shakelab.server.cnn`
    every 20 ms: speech, music and noise probabilities, the music one with the
-   background-music cue), put on the STFT frames. Speech over a loud bed can read as music
-   alone; where music is found and speech is not, the detector hears the block a second time
-   with the background level subtracted (:func:`second_look`), and keeps the higher speech
-   probability.
+   background-music cue), put on the STFT frames.
 2. **What** is music there: a background level per bin by minimum statistics (the 10th
    percentile over 2.5 s, times 5: :func:`background`), since speech comes and goes in every
    bin while a music bed stays. Speech is what exceeds it: a Wiener-like mask
@@ -50,7 +47,7 @@ import numpy as np
 
 from shakelab.errors import ValidationError
 
-__all__ = ["MODELS", "background", "bed", "gains", "removal_block", "second_look", "separate", "tracks"]
+__all__ = ["MODELS", "background", "bed", "gains", "removal_block", "separate", "tracks"]
 
 MODELS = ("music_removal", "dialogue")
 FLOOR_DB = -30.0        # gain of the gated stretches (music alone; for dialogue, everything but speech)
@@ -60,7 +57,6 @@ MARGIN = 5.0                 # over-subtraction: the 10th percentile sits well u
 BED_NEIGHBOURS = 25          # music-alone frames whose median models the bed under a frame with speech
 BED_MATCH_HZ = 150.0         # frames are matched on the band below this, where the music dominates speech
 SPEECH_LOW_HZ = 80.0         # voices have next to nothing below this; the bass and the kick do
-SECOND_LOOK = (0.4, 0.8)     # speech probability on the background-subtracted block: ramp from 0 to 1
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -217,34 +213,6 @@ def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.n
     return np.clip(G, floor, 1.0).astype(np.float32)
 
 
-def second_look(X: np.ndarray, S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray,
-                ps: np.ndarray) -> np.ndarray:
-    """Speech track ``ps`` raised where the detector hears it once the music bed is taken out.
-
-    Speech over a loud bed can read as music alone to the detector (its speech probability
-    under 0.1 over whole stretches), and the music-alone gate would then take the speech out.
-    Where music is detected and speech is not, the block is heard again with the background
-    level subtracted (the mask of :func:`gains` without the bed): the bed goes, speech stays,
-    and that speech probability, ramped over :data:`SECOND_LOOK`, is taken where it is higher.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> S = np.ones((257, 50)); ps = np.full(50, 0.9)
-    >>> bool((second_look(S.astype(complex)[None], S, 8000, 512, 128, np.ones(50), ps) == ps).all())
-    True
-    """
-    if not ((_smoothstep(pm, 0.25, 0.6) > 0.5) & (ps < 0.3)).any():
-        return ps
-    import librosa
-
-    M = np.minimum(S, MARGIN * background(S, sr, hop))
-    fg2 = np.maximum(S - M, 0.0) ** 2
-    y = librosa.istft(X.mean(axis=0) * (fg2 / (fg2 + M ** 2 + 1e-10)), hop_length=hop, n_fft=n_fft)
-    _, ps2, _ = tracks(y, sr, S.shape[1], hop)
-    return np.maximum(ps, _smoothstep(ps2, *SECOND_LOOK))
-
-
 def removal_block(y: np.ndarray, sr: int, model: str) -> np.ndarray:
     """``model`` (``music_removal`` or ``dialogue``) on one ``(channels, samples)`` block, same shape.
 
@@ -266,7 +234,6 @@ def removal_block(y: np.ndarray, sr: int, model: str) -> np.ndarray:
     X = librosa.stft(yp, n_fft=n_fft, hop_length=hop)
     S = np.abs(X).mean(axis=0)
     pm, ps, pn = tracks(yp.mean(axis=0), sr, S.shape[1], hop)
-    ps = second_look(X, S, sr, n_fft, hop, pm, ps)
     G = gains(S, sr, n_fft, hop, pm, ps, pn, model)
     out = librosa.istft(X * G[None], hop_length=hop, n_fft=n_fft, length=yp.shape[-1])
     return out[:, :n].astype(np.float32)
