@@ -21,6 +21,14 @@ wheels (``tools.devset.sources``, MIT/CC licences of their wheels), synthetic sp
 from Debian ``espeak-ng``, noise from numpy; or, with ``synthetic=True``, a numpy chord loop
 (:func:`synthetic_music`) instead of the wheels' music, for tests. Nothing is committed.
 
+The first 6 programmes (the ``base`` set, 2 per level of :data:`SNRS`) are followed by
+:data:`EXTRA`, 6 more at -6 dB (the ``extra`` set) so that the hardest level rests on 8
+recordings, with other sources: real speech from Debian's asterisk prompts (Allison Smith
+en/es, June Wallack fr, CC-BY-SA-3.0) and the pyannote sample, flite voices; music from
+asterisk-moh-opsound (CC-BY-SA-3.0), asc-music (GPL-2+) and General MIDI songs rendered by
+fluidsynth with the TimGM6mb soundfont (``tools.devset``'s genres). Both sets are
+development data: the models were tuned looking at them.
+
 Examples
 --------
 >>> from tools import removalset
@@ -43,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
+    "EXTRA",
     "REGIONS",
     "SNRS",
     "build",
@@ -69,6 +78,10 @@ TEXTS = ("Good evening, and welcome to the programme. Tonight we look at the riv
          "After the break we will hear from the engineers who repaired the old station clock.")
 VOICES = (("en-us", "+m3"), ("en-gb", "+f2"), ("en-us", "+f4"), ("en-gb-scotland", "+m1"))
 MUSIC_FILES = ("1918.mp3", "funkyrobot.mp3", "house_lo.ogg")
+#: the ``extra`` programmes, all at -6 dB: (speech source, music source), the sources of :func:`_extra_sources`
+EXTRA = (("asterisk-en", "moh:macroform-cold_day.wav"), ("flite:kal16", "asc:frontiers.mp3"),
+         ("pyannote", "gm:jazz"), ("asterisk-fr", "gm:pop"), ("flite:slt", "moh:manolo_camp-morning_coffee.wav"),
+         ("asterisk-es", "gm:piano"))
 
 
 def _rms(y: np.ndarray) -> float:
@@ -241,14 +254,64 @@ def programme(speech: np.ndarray, music: np.ndarray, *, snr: float, sr: int = SR
     return out
 
 
+def _extra_speech(source: str, k: int, sr: int, tmp: Path, src: dict[str, Path]) -> np.ndarray:
+    """About 45 s of speech from ``source`` of :data:`EXTRA`: asterisk prompts, flite or the pyannote sample."""
+    import soundfile as sf
+
+    from tools import devset
+
+    if source == "pyannote":
+        y, rate = sf.read(str(src["sample.wav"]), dtype="float32", always_2d=True)
+        return _resample(y.mean(axis=1), rate, sr)
+    pause = np.zeros(int(0.4 * sr), np.float32)
+    if source.startswith("flite:"):
+        parts = [devset._flite(t, source[6:], 1.0, 110 if k % 2 else 180, tmp) for t in TEXTS * 2]
+        return np.concatenate([np.r_[_resample(p, devset.SR, sr), pause] for p in parts])
+    d = devset.ASTERISK_DIR / devset.ASTERISK[source]
+    files = sorted(d.glob("*.wav"))
+    if not files:
+        raise RuntimeError(f"{d} not found: apt-get install asterisk-core-sounds-{source[9:]}-wav")
+    rng = np.random.default_rng(100 + k)
+    out: list[np.ndarray] = []
+    while sum(map(len, out)) < 45 * sr:   # prompts of a few words each, in a fixed random order
+        y, rate = sf.read(str(files[int(rng.integers(len(files)))]), dtype="float32", always_2d=True)
+        y = _resample(y.mean(axis=1), rate, sr)
+        nz = np.flatnonzero(np.abs(y) > 1e-3)
+        if len(nz) > sr // 4:
+            out += [y[nz[0]:nz[-1] + 1], pause[:int(rng.integers(sr // 10, len(pause)))]]
+    return np.concatenate(out)
+
+
+def _extra_music(source: str, k: int, sr: int, tmp: Path) -> np.ndarray:
+    """About 45 s of music from ``source`` of :data:`EXTRA`: asterisk MOH, asc-music or a rendered GM song."""
+    import soundfile as sf
+
+    from tools import devset
+
+    kind, name = source.split(":")
+    if kind == "gm":
+        y = devset._render(devset._genre_song(200 + k, 50.0, name), tmp, devset.SOUNDFONTS[0])
+        return _resample(y, devset.SR, sr)
+    path = (devset.MOH_DIR if kind == "moh" else devset.ASC_DIR) / name
+    if not path.is_file():
+        raise RuntimeError(f"{path} not found: apt-get install "
+                           f"{'asterisk-moh-opsound-wav' if kind == 'moh' else 'asc-music'}")
+    y, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    y = _resample(y.mean(axis=1), rate, sr)
+    skip = int(20 * sr) % max(1, len(y) - 45 * sr)
+    return y[skip:]
+
+
 def build(out_dir: str | os.PathLike, *, synthetic: bool = False, cache: str | os.PathLike | None = None,
-          sr: int = SR) -> Path:
-    """Write the set: 6 programmes (2 per SNR of :data:`SNRS`), mix and stems; return ``manifest.csv``.
+          sr: int = SR, extra: bool = True) -> Path:
+    """Write the set: 6 programmes (2 per SNR of :data:`SNRS`), then :data:`EXTRA`; return ``manifest.csv``.
 
     Files: ``<name>.wav`` (the mix, 16 kHz mono PCM16 unless ``sr``), ``<name>.speech.wav``,
     ``<name>.music.wav``, ``<name>.noise.wav`` (float), and ``manifest.csv`` (``name, snr,
-    speech, music``). Deterministic. Needs ``espeak-ng``; the wheels' music and real speech
-    unless ``synthetic``.
+    speech, music, set``: ``base`` or ``extra``). Deterministic. Needs ``espeak-ng``; the wheels'
+    music and real speech unless ``synthetic``; the extra programmes (not with ``synthetic``
+    or ``extra=False``) need ``flite``, ``fluidsynth``, ``timgm6mb-soundfont``, the asterisk
+    sounds (en, fr, es) and MOH, and ``asc-music``.
 
     Examples
     --------
@@ -283,22 +346,36 @@ def build(out_dir: str | os.PathLike, *, synthetic: bool = False, cache: str | o
             y = _resample(y.mean(axis=1), rate, sr)
             skip = int((10 + 7 * k) * sr) % max(1, len(y) - 45 * sr)
             music, music_name = y[skip:], name
-        p = programme(speech, music, snr=snr, sr=sr, seed=k)
-        name = f"prog{k}_snr{-snr}"
-        sf.write(str(out / f"{name}.wav"), p["mix"], sr, subtype="PCM_16")
-        for stem in ("speech", "music", "noise"):
-            sf.write(str(out / f"{name}.{stem}.wav"), p[stem], sr, subtype="FLOAT")
-        rows.append({"name": name, "snr": snr, "speech": speech_name, "music": music_name})
+        rows.append(_write(out, k, programme(speech, music, snr=snr, sr=sr, seed=k), snr, sr,
+                           speech=speech_name, music=music_name, set="base"))
+    if src is not None and extra:
+        with tempfile.TemporaryDirectory(prefix="shakelab-removalset-") as tmp:
+            for j, (speech_src, music_src) in enumerate(EXTRA):
+                k = 2 * len(SNRS) + j
+                speech = _extra_speech(speech_src, k, sr, Path(tmp), src)
+                p = programme(speech, _extra_music(music_src, k, sr, Path(tmp)), snr=-6, sr=sr, seed=k)
+                rows.append(_write(out, k, p, -6, sr, speech=speech_src, music=music_src, set="extra"))
     manifest = out / "manifest.csv"
     with open(manifest, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["name", "snr", "speech", "music"])
+        w = csv.DictWriter(f, fieldnames=["name", "snr", "speech", "music", "set"])
         w.writeheader()
         w.writerows(rows)
     return manifest
 
 
+def _write(out: Path, k: int, p: dict[str, np.ndarray], snr: int, sr: int, **row: str) -> dict:
+    """Write programme ``k`` (mix PCM16, stems float); return its manifest row."""
+    import soundfile as sf
+
+    name = f"prog{k}_snr{-snr}"
+    sf.write(str(out / f"{name}.wav"), p["mix"], sr, subtype="PCM_16")
+    for stem in ("speech", "music", "noise"):
+        sf.write(str(out / f"{name}.{stem}.wav"), p[stem], sr, subtype="FLOAT")
+    return {"name": name, "snr": snr, **row}
+
+
 def load(directory: str | os.PathLike) -> list[dict]:
-    """The set's programmes: ``[{name, snr, mix, speech, music, noise, sr, path}]`` (arrays float32).
+    """The set's programmes: ``[{name, snr, set, mix, speech, music, noise, sr, path}]`` (arrays float32).
 
     Examples
     --------
@@ -311,7 +388,8 @@ def load(directory: str | os.PathLike) -> list[dict]:
     out = []
     with open(d / "manifest.csv", newline="") as f:
         for row in csv.DictReader(f):
-            p = {"name": row["name"], "snr": int(row["snr"]), "path": d / f"{row['name']}.wav"}
+            p = {"name": row["name"], "snr": int(row["snr"]), "set": row.get("set", "base"),
+                 "path": d / f"{row['name']}.wav"}
             p["mix"], p["sr"] = sf.read(str(p["path"]), dtype="float32")
             for stem in ("speech", "music", "noise"):
                 p[stem] = sf.read(str(d / f"{row['name']}.{stem}.wav"), dtype="float32")[0]
