@@ -120,14 +120,14 @@ class Worker:
         return self._queue.qsize()
 
     # -- internals --------------------------------------------------------------------------
-    def _execute(self, model: str, src: str, out_dir: str, fmt: str | list[str], options: dict) -> tuple:
+    def _execute(self, model: str, src: str, out_dir: str, formats: list[str], options: dict) -> tuple:
         with self._active_lock:
             self.model_runs += 1
         if self.isolation == "thread":
             from shakelab.server.processing import execute
 
-            return execute(model, src, out_dir, fmt, options)
-        return run_in_process(model, src, out_dir, fmt, options, abort=self._stop.is_set, timeout=self.job_timeout)
+            return execute(model, src, out_dir, formats, options)
+        return run_in_process(model, src, out_dir, formats, options, abort=self._stop.is_set, timeout=self.job_timeout)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -227,8 +227,7 @@ class Worker:
         out_dir.mkdir(parents=True, exist_ok=True)
         options = {k: v for k, v in meta.items() if k not in ("name", "format", "formats")}
         try:
-            outcome = self._execute(model, str(src), str(out_dir), formats[0] if len(formats) == 1 else formats,
-                                    options)
+            outcome = self._execute(model, str(src), str(out_dir), formats, options)
         except Aborted:
             return  # stays "processing" in the store: resumed at the next start
         except Exception as exc:
