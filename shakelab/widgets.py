@@ -1125,7 +1125,7 @@ class UsageDashboard(_Displayable):
     ['2025-01', '2025-02']
     >>> dashboard.refresh()   # the local server's last 3 months, merged in
     >>> dashboard.messages.value   # doctest: +ELLIPSIS
-    "...>Fetched 3 month(s) at ... into the 2-month history: 0 updated, 3 added (5 months).</div>"
+    "...: 0 updated, 3 added (5 months). The local server counts only the runs it made itself: ...</div>"
     >>> len(dashboard.usage), "2025-01" in dashboard.table.value
     (5, True)
     """
@@ -1179,7 +1179,9 @@ class UsageDashboard(_Displayable):
         self.messages.value = _info_html(
             f"Fetched {len(fresh)} month(s) at {at} and merged them into the {n_before}-month history: "
             f"{len(updated)} updated{' (' + ', '.join(updated) + ')' if updated else ''}, "
-            f"{len(fresh) - len(updated)} added ({len(merged)} months).")
+            f"{len(fresh) - len(updated)} added ({len(merged)} months)."
+            + (" The local server counts only the runs it made itself: its months replace the saved ones."
+               if is_local(self.client) else ""))
 
     def show(self, usage: Any) -> None:
         """Show ``usage`` (a usage frame or an API usage payload), replacing what is shown."""
