@@ -416,14 +416,15 @@ def _download_to(dest_dir: Path, name: str, fetch: Callable[[Callable[[requests.
 
 
 def note_done_elsewhere(ledger: Any, sha256: str, *, api: str, source: str, logger: logging.Logger,
-                        shown: int = 3) -> bool:
+                        shown: int = 3, told: int = 0) -> int:
     """Warn when the ledger shows this content was already processed through the *other* API.
 
     The two APIs never share uploads or results, so what runs now is billed again; both clients
-    say so when such a file is uploaded (:meth:`shakelab.ledger.Ledger.done_elsewhere`), once per
-    client and content. The warning names the first ``shown`` runs and counts the others, so a
-    file run many times stays one line; ``ledger.done_elsewhere`` lists them all. Returns whether
-    it warned.
+    say so when such a file is uploaded (:meth:`shakelab.ledger.Ledger.done_elsewhere`): once per
+    client and content, and again when the other API has run it more than the ``told`` times
+    already said. The warning names the first ``shown`` runs and counts the others, so a file run
+    many times stays one line; ``ledger.done_elsewhere`` lists them all. Returns the number of
+    runs the ledger holds through the other API (``told`` when it did not warn).
 
     Examples
     --------
@@ -437,15 +438,18 @@ def note_done_elsewhere(ledger: Any, sha256: str, *, api: str, source: str, logg
     song.wav was already processed through the Jobs API (2 jobs: music_detection and 1 more; job ids
     ... and 1 more): the Tasks API cannot reuse them, so what runs on it now is billed again
     (ledger.done_elsewhere lists them all)
-    True
+    2
+    >>> note_done_elsewhere(ledger, file_sha256("song.wav"), api="tasks", source="song.wav", logger=log,
+    ...                     told=2)   # nothing new since: silent
+    2
     """
     try:
         done = ledger.done_elsewhere(sha256=sha256, api=api)
     except Exception as exc:  # the ledger is a convenience: never let it break an upload
         logger.warning("ledger.done_elsewhere failed: %s: %s", type(exc).__name__, exc)
-        return False
-    if not done:
-        return False
+        return told
+    if len(done) <= told:
+        return told
     other, this = ("Jobs", "Tasks") if api == "tasks" else ("Tasks", "Jobs")
     kind = "job" if other == "Jobs" else "task"
 
@@ -458,7 +462,7 @@ def note_done_elsewhere(ledger: Any, sha256: str, *, api: str, source: str, logg
     logger.warning("%s was already processed through the %s API (%d %s%s: %s; %s id%s %s): the %s API cannot "
                    "reuse them, so what runs on it now is billed again (ledger.done_elsewhere lists them all)",
                    source, other, len(done), kind, plural, first(models), kind, plural, first(ids), this)
-    return True
+    return len(done)
 
 
 def check_client_options(*, base_url: Any, default_url: str, timeout: Any, max_retries: Any, max_retry_after: Any,
@@ -544,7 +548,7 @@ class _ServiceClient:
         self._asset_sha: dict[str, str] = {}       # asset id -> content SHA-256
         self._audio_s: dict[str, float] = {}       # asset id -> length of the recording, seconds
         self._folders: dict[str, Any] = {}         # output_folder's `taken`, per client
-        self._told_elsewhere: set[str] = set()     # contents whose other-API runs were warned about
+        self._told_elsewhere: dict[str, int] = {}  # content -> how many of its other-API runs were warned about
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -599,9 +603,9 @@ class _ServiceClient:
         src = _Source(source, name)
         sha256 = src.sha256() if self.ledger is not None else None
         if sha256 is not None:
-            if sha256 not in self._told_elsewhere and note_done_elsewhere(  # said once per client and content
-                    self.ledger, sha256, api=self.api, source=src.name, logger=self._log):
-                self._told_elsewhere.add(sha256)
+            self._told_elsewhere[sha256] = note_done_elsewhere(  # said again only when there are more runs
+                self.ledger, sha256, api=self.api, source=src.name, logger=self._log,
+                told=self._told_elsewhere.get(sha256, 0))
             payload = self._ledger_call("lookup_asset", sha256=sha256, service=self.service, api=self.api)
             if payload:
                 asset = Asset.from_payload(payload)

@@ -274,6 +274,28 @@ def test_the_other_apis_runs_are_named_three_at_most(fresh_server, wav, tmp_path
     assert not any(i in said for i in ids[3:]) and "ledger.done_elsewhere" in said
 
 
+def test_a_long_lived_client_warns_again_when_the_other_api_ran_the_file_again(fresh_server, wav, tmp_path,
+                                                                                 caplog):
+    from shakelab.client import Client
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    jobs = Client(fresh_server.token, base_url=fresh_server.base_url, ledger=ledger, service="local-x")
+    tasks = make(fresh_server, ledger=ledger, service="local-x")
+    caplog.set_level(logging.WARNING, logger="shakelab.tasks")
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "shakelab.tasks"]
+
+    first = jobs.submit(wav, ["bass"], progress=False, timeout=120)[0]
+    tasks.upload(wav, progress=False)
+    tasks.upload(wav, progress=False)           # nothing new on the Jobs API: one warning
+    assert len(said()) == 1 and "(1 job: bass; job id " in said()[0], said()
+    second = jobs.submit(wav, ["drums"], progress=False, timeout=120)[0]
+    tasks.upload(wav, progress=False)           # the Jobs API ran it again since: said again, with both
+    assert len(said()) == 2, said()
+    assert f"(2 jobs: bass, drums; job ids {first.id}, {second.id})" in said()[1], said()[1]
+
+
 # --------------------------------------------------------------------------- connect(api=)
 @pytest.mark.parametrize("key,token,api,expected", [
     ("ashke_key_123456", None, None, "TasksClient"), (None, "jwt-token-123456", None, "Client"),
