@@ -75,6 +75,13 @@ def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return z * z * (3 - 2 * z)
 
 
+def _speech_mask(S: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """Wiener-like mask of what exceeds the background ``M`` (capped at ``S``): ``(S - M)+^2 / ((S - M)+^2 + M^2)``."""
+    M = np.minimum(S, M)
+    fg2 = np.maximum(S - M, 0.0) ** 2
+    return fg2 / (fg2 + M ** 2 + 1e-10)
+
+
 def tracks(y: np.ndarray, sr: int, n_frames: int, hop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Music, speech and noise probabilities of mono ``y`` on ``n_frames`` STFT frames of ``hop`` samples.
 
@@ -192,7 +199,6 @@ def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.n
     >>> float(g.min()), float(g.max())
     (1.0, 1.0)
     """
-    eps = 1e-10
     floor = 10 ** (FLOOR_DB / 20)
     music = _smoothstep(pm, 0.25, 0.6)             # how sure the detector is that music is there
     speech = _smoothstep(ps, 0.08, 0.3)            # the gates act only where speech is clearly absent
@@ -206,9 +212,7 @@ def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.n
     R = bed(S, sr, n_fft, hop, (music > 0.9) & (held < 0.1))
     if R is not None:   # geometric mean where music is: the bed follows the notes, the background the level
         M = M + music[None, :] * (np.sqrt(M * R) - M)
-    M = np.minimum(S, M)
-    fg2 = np.maximum(S - M, 0.0) ** 2
-    W = fg2 / (fg2 + M ** 2 + eps)
+    W = _speech_mask(S, M)
     if model == "music_removal":
         G = 1.0 - music[None, :] * (1.0 - W)
         alone = music * (1.0 - held)                 # music without speech: gate it
@@ -281,9 +285,8 @@ def second_look(X: np.ndarray, S: np.ndarray, sr: int, n_fft: int, hop: int, pm:
         return ps
     import librosa
 
-    M = np.minimum(S, MARGIN * background(S, sr, hop))
-    fg2 = np.maximum(S - M, 0.0) ** 2
-    y = librosa.istft(X.mean(axis=0) * (fg2 / (fg2 + M ** 2 + 1e-10)), hop_length=hop, n_fft=n_fft)
+    y = librosa.istft(X.mean(axis=0) * _speech_mask(S, MARGIN * background(S, sr, hop)), hop_length=hop,
+                      n_fft=n_fft)
     _, ps2, _ = tracks(y, sr, S.shape[1], hop)
     cue = _smoothstep(ps2, *SECOND_LOOK)
     cue = cue * _smoothstep(syllabic(S, sr, n_fft, hop), *SYLLABIC)
