@@ -65,6 +65,7 @@ MARGIN = 5.0                 # over-subtraction: the 10th percentile sits well u
 BED_NEIGHBOURS = 25          # music-alone frames whose median models the bed under a frame with speech
 BED_MATCH_HZ = 150.0         # frames are matched on the band below this, where the music dominates speech
 SPEECH_LOW_HZ = 80.0         # voices have next to nothing below this; the bass and the kick do
+MUSIC_RAMP = (0.25, 0.6)     # music probability: ramp from no music to music for sure
 SECOND_LOOK = (0.3, 0.6)     # speech probability on the background-subtracted block: ramp from 0 to 1
 SYLLABIC = (0.4, 0.8)        # 2-8 Hz modulation depth of the speech-band foreground (log-energy RMS): ramp
 SYLLABIC_BAND = (300.0, 3400.0)
@@ -147,7 +148,7 @@ def background(S: np.ndarray, sr: int, hop: int, *, seconds: float = BACKGROUND_
 
 
 def bed(S: np.ndarray, sr: int, n_fft: int, hop: int, alone: np.ndarray, *, k: int = BED_NEIGHBOURS,
-        match_hz: float = BED_MATCH_HZ) -> np.ndarray | None:
+        match_hz: float = BED_MATCH_HZ, level: np.ndarray | None = None) -> np.ndarray | None:
     """Music bed under every frame, from the block's music-alone frames ``alone`` (bool per frame), or None.
 
     Where the detector finds music without speech the bed's spectrum is known. For each frame,
@@ -182,14 +183,17 @@ def bed(S: np.ndarray, sr: int, n_fft: int, hop: int, alone: np.ndarray, *, k: i
     R = np.empty_like(S)
     for a in range(0, S.shape[1], 256):
         R[:, a:a + 256] = np.median(D[:, nbrs[a:a + 256]], axis=2)
-    B = background(S, sr, hop)
+    B = background(S, sr, hop) if level is None else level
     level = np.median(B / (np.median(B[:, alone], axis=1, keepdims=True) + 1e-10), axis=0)
     return R * level[None, :]
 
 
 def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.ndarray, pn: np.ndarray,
-          model: str) -> np.ndarray:
+          model: str, *, level: np.ndarray | None = None) -> np.ndarray:
     """Compute the time-frequency gain of ``model`` for magnitude ``S`` (freq x frames) and the frame tracks.
+
+    ``level`` is :func:`background` of ``S`` when the caller already has it (as for :func:`bed`,
+    :func:`syllabic` and :func:`second_look`).
 
     Examples
     --------
@@ -200,7 +204,7 @@ def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.n
     (1.0, 1.0)
     """
     floor = 10 ** (FLOOR_DB / 20)
-    music = _smoothstep(pm, 0.25, 0.6)             # how sure the detector is that music is there
+    music = _smoothstep(pm, *MUSIC_RAMP)           # how sure the detector is that music is there
     speech = _smoothstep(ps, 0.08, 0.3)            # the gates act only where speech is clearly absent
     if model == "music_removal" and not music.any():
         return np.ones_like(S, dtype=np.float32)
@@ -208,8 +212,9 @@ def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.n
 
     # speech over a 2-s running median: neither a dip inside speech nor a blip inside music decides
     held = _smoothstep(median_filter(ps, size=max(3, int(2.0 * sr / hop)) | 1, mode="nearest"), 0.08, 0.3)
-    M = MARGIN * background(S, sr, hop)
-    R = bed(S, sr, n_fft, hop, (music > 0.9) & (held < 0.1))
+    B = background(S, sr, hop) if level is None else level
+    M = MARGIN * B
+    R = bed(S, sr, n_fft, hop, (music > 0.9) & (held < 0.1), level=B)
     if R is not None:   # geometric mean where music is: the bed follows the notes, the background the level
         M = M + music[None, :] * (np.sqrt(M * R) - M)
     W = _speech_mask(S, M)
@@ -228,7 +233,8 @@ def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.n
     return np.clip(G, floor, 1.0).astype(np.float32)
 
 
-def syllabic(S: np.ndarray, sr: int, n_fft: int, hop: int, *, seconds: float = 2.0) -> np.ndarray:
+def syllabic(S: np.ndarray, sr: int, n_fft: int, hop: int, *, seconds: float = 2.0,
+             level: np.ndarray | None = None) -> np.ndarray:
     """Syllabic modulation depth per frame: how much the speech-band foreground pulses at 2-8 Hz.
 
     The foreground is what exceeds the background level of :func:`background` in
@@ -251,7 +257,7 @@ def syllabic(S: np.ndarray, sr: int, n_fft: int, hop: int, *, seconds: float = 2
     fps = sr / hop
     f = librosa.fft_frequencies(sr=sr, n_fft=n_fft)
     band = (f >= SYLLABIC_BAND[0]) & (f <= SYLLABIC_BAND[1])
-    M = np.minimum(S, MARGIN * background(S, sr, hop))[band]
+    M = np.minimum(S, MARGIN * (background(S, sr, hop) if level is None else level))[band]
     fg = (np.maximum(S[band] - M, 0.0) ** 2).sum(axis=0)
     e = np.log(fg + 0.1 * uniform_filter1d((M ** 2).sum(axis=0), max(1, int(fps))) + 1e-12)
     if len(e) < 16 or fps / 2 <= 8.0:
@@ -262,7 +268,7 @@ def syllabic(S: np.ndarray, sr: int, n_fft: int, hop: int, *, seconds: float = 2
 
 
 def second_look(X: np.ndarray, S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray,
-                ps: np.ndarray) -> np.ndarray:
+                ps: np.ndarray, *, level: np.ndarray | None = None) -> np.ndarray:
     """Speech track ``ps`` raised where the detector hears it once the music bed is taken out.
 
     Speech over a loud bed can read as music alone to the detector (its speech probability
@@ -281,15 +287,15 @@ def second_look(X: np.ndarray, S: np.ndarray, sr: int, n_fft: int, hop: int, pm:
     >>> bool((second_look(S.astype(complex)[None], S, 8000, 512, 128, np.ones(50), ps) == ps).all())
     True
     """
-    if not ((_smoothstep(pm, 0.25, 0.6) > 0.5) & (ps < 0.3)).any():
+    if not ((_smoothstep(pm, *MUSIC_RAMP) > 0.5) & (ps < 0.3)).any():
         return ps
     import librosa
 
-    y = librosa.istft(X.mean(axis=0) * _speech_mask(S, MARGIN * background(S, sr, hop)), hop_length=hop,
-                      n_fft=n_fft)
+    B = background(S, sr, hop) if level is None else level
+    y = librosa.istft(X.mean(axis=0) * _speech_mask(S, MARGIN * B), hop_length=hop, n_fft=n_fft)
     _, ps2, _ = tracks(y, sr, S.shape[1], hop)
     cue = _smoothstep(ps2, *SECOND_LOOK)
-    cue = cue * _smoothstep(syllabic(S, sr, n_fft, hop), *SYLLABIC)
+    cue = cue * _smoothstep(syllabic(S, sr, n_fft, hop, level=B), *SYLLABIC)
     from scipy.ndimage import median_filter
 
     cue = median_filter(cue, size=max(3, int(2.0 * sr / hop)) | 1, mode="nearest")   # 2 s: no blips either way
@@ -317,8 +323,10 @@ def removal_block(y: np.ndarray, sr: int, model: str) -> np.ndarray:
     X = librosa.stft(yp, n_fft=n_fft, hop_length=hop)
     S = np.abs(X).mean(axis=0)
     pm, ps, pn = tracks(yp.mean(axis=0), sr, S.shape[1], hop)
-    ps = second_look(X, S, sr, n_fft, hop, pm, ps)
-    G = gains(S, sr, n_fft, hop, pm, ps, pn, model)
+    # the background level is the costliest step: computed once for every stage, and only when one needs it
+    B = background(S, sr, hop) if model == "dialogue" or (pm > MUSIC_RAMP[0]).any() else None
+    ps = second_look(X, S, sr, n_fft, hop, pm, ps, level=B)
+    G = gains(S, sr, n_fft, hop, pm, ps, pn, model, level=B)
     out = librosa.istft(X * G[None], hop_length=hop, n_fft=n_fft, length=yp.shape[-1])
     return out[:, :n].astype(np.float32)
 
