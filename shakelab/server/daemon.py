@@ -360,8 +360,10 @@ def ensure(data_dir: str | os.PathLike | None = None, *, port: int = DEFAULT_POR
         deadline = time.monotonic() + timeout
         while True:
             info = find(data_dir)
-            if info is not None:
-                return info, proc is not None
+            # The server we spawned answers a moment before it writes server.json: wait for it,
+            # or the caller sees neither its idle timeout nor that `shakelab server stop` may stop it.
+            if info is not None and (proc is None or info.pid != proc.pid or info.is_serve):
+                return info, proc is not None and info.pid == proc.pid
             if proc is None and read_holder(data_dir) is None:
                 proc = _spawn(data_dir, port, float(idle), test_hooks)
             elif proc is not None and proc.poll() is not None:

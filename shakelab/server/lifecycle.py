@@ -504,11 +504,11 @@ def serve(host: str = "127.0.0.1", port: int = 8077, data_dir: str | os.PathLike
               flush=True)
     elif token is None:
         print(f"using the API token stored in {srv.data_dir / 'token'}", flush=True)
+    daemon.write_record(srv, idle_timeout=float(idle_timeout), background=background)
     if background and srv.isolation == "process":
         from shakelab.server.pool import prewarm
 
         prewarm(workers)  # the first job of a notebook should not wait for librosa's imports
-    daemon.write_record(srv, idle_timeout=float(idle_timeout), background=background)
     if idle_timeout:
         print(f"stops after {daemon.describe_seconds(idle_timeout)} without requests or running jobs", flush=True)
     stop = threading.Event()
