@@ -301,7 +301,8 @@ def status_table_html(rows: list[dict], *, api: str = "jobs") -> str:
             f"<code>{html.escape(str(r.get('job_id') or ''))}</code>", links,
             _text(r.get("message") or ""),
         ]
-        styles = ["padding:2px 8px;white-space:nowrap"] * (len(cells) - 1) + ["padding:2px 8px;max-width:32em"]
+        styles = (["padding:2px 8px;white-space:nowrap"] * (len(cells) - 1)
+                  + ["padding:2px 8px;min-width:10em;max-width:32em"])  # readable when the table is squeezed
         body.append("<tr>" + "".join(f"<td style='{st}'>{c}</td>" for st, c in zip(styles, cells, strict=True))
                     + "</tr>")
     return ("<table class='shakelab-status-table' style='border-collapse:collapse'>"
