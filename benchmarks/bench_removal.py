@@ -27,7 +27,10 @@ on all 8 programmes at -6 dB -0.2/-0.4/-0.4 (was -2.4/-2.5/-2.3 before the secon
 ``removal.second_look``; on 3 of the extra ones the speech over the bed is still mostly taken
 for music alone and gated); ``dialogue`` +2.8/+2.7/+2.8, +3.0/+2.7/+3.2, +2.1/+1.1/+1.9, all
 at -6 dB -0.1/-0.2/-0.2. Music-only stretches 29.3 dB quieter (25.9 on 10-s slices),
-speech-only 0.0 dB, effects-only 27 dB quieter with ``dialogue``.
+speech-only 0.0 dB, effects-only 27 dB quieter with ``dialogue``, whose music-only stretches
+are 29.3 dB quieter too, 21.7 on the worst programme on whole recordings and on 10-s and 20-s
+slices (was 17.6/18.0/18.0 before the blip guard of ``removal.SPEECH_NEAR_S``; the table gives
+means: that worst figure is from the per-programme ``removalset.score`` of each row).
 """
 
 from __future__ import annotations

@@ -90,6 +90,22 @@ def test_bass_band_is_cut_only_where_music_is():
     assert np.all(G[:, 250:] == 1.0)                  # no music: untouched
 
 
+def test_dialogue_gates_a_speech_blip_on_music_far_from_speech():
+    """The CNN's sub-second speech blips on music alone (0.1-0.36) must not open dialogue's gate there."""
+    from shakelab.server import removal
+
+    S = np.random.default_rng(0).random((513, 600)) + 0.1
+    ps = np.zeros(600)
+    ps[:150] = 0.9                   # held speech over the music, 0-2.4 s
+    ps[170:200] = 0.2                # a blip 0.3 s after it: speech still (a syllable the CNN half hears)
+    ps[400:430] = 0.2                # a blip 4 s away from any speech: music alone
+    G = removal.gains(S, SR, 1024, 256, np.ones(600), ps, np.zeros(600), "dialogue")
+    floor = 10 ** (removal.FLOOR_DB / 20)
+    assert G[:, 400:430].max() <= floor + 1e-6   # gated as music alone (was up to 0.57 of the mask)
+    assert G[10:, 175:195].max() > 0.25          # near speech the blip opens the gate (its ramp: 0.57)
+    assert G[10:, 20:130].max() > 0.5
+
+
 def test_repet_vocals_is_no_music_remover(prog, removed, server, tmp_path):
     """The baseline the issue measured: today's vocals scores below doing nothing; ours above it."""
     from shakelab.client import Client

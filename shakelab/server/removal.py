@@ -25,7 +25,9 @@ audio (:func:`separate` streams 30-s blocks through :func:`removal_block` with t
    untouched (gain 1).
 4. ``dialogue`` also removes effects and noise: the same mask wherever speech is (the
    background estimate holds stationary noise too), and stretches without speech gated down
-   by 30 dB.
+   by 30 dB. Where music is sure, speech counts as music_removal's gate counts it, over the
+   2-s median: a sub-second speech blip (the CNN gives 0.1-0.36 on music alone) opens the
+   gate only within 1 s of such held speech (:data:`SPEECH_NEAR_S`).
 
 Without the CNN weights the feature detector's music track (every 0.5 s) is used and speech
 is taken as present wherever music is not certain, so the gates are gentler.
@@ -69,6 +71,7 @@ MUSIC_RAMP = (0.25, 0.6)     # music probability: ramp from no music to music fo
 SECOND_LOOK = (0.3, 0.6)     # speech probability on the background-subtracted block: ramp from 0 to 1
 SYLLABIC = (0.4, 0.8)        # 2-8 Hz modulation depth of the speech-band foreground (log-energy RMS): ramp
 SYLLABIC_BAND = (300.0, 3400.0)
+SPEECH_NEAR_S = 2.0          # dialogue, where music is sure: a speech blip counts only within +-1 s of held speech
 
 
 def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -208,7 +211,7 @@ def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.n
     speech = _smoothstep(ps, 0.08, 0.3)            # the gates act only where speech is clearly absent
     if model == "music_removal" and not music.any():
         return np.ones_like(S, dtype=np.float32)
-    from scipy.ndimage import median_filter
+    from scipy.ndimage import maximum_filter1d, median_filter
 
     # speech over a 2-s running median: neither a dip inside speech nor a blip inside music decides
     held = _smoothstep(median_filter(ps, size=max(3, int(2.0 * sr / hop)) | 1, mode="nearest"), 0.08, 0.3)
@@ -223,7 +226,10 @@ def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.n
         alone = music * (1.0 - held)                 # music without speech: gate it
         G *= (1.0 - alone * (1.0 - floor))[None, :]
     else:
-        speech = np.maximum(speech, held)            # what either view calls speech is kept
+        # where music is sure, a sub-second speech blip (the CNN gives 0.1-0.36 on music alone) counts only
+        # within SPEECH_NEAR_S of held speech: far from it, only the held view keeps, as music_removal's gate
+        near = maximum_filter1d(held, size=max(3, int(SPEECH_NEAR_S * sr / hop)) | 1, mode="nearest") > 0.5
+        speech = np.maximum(held, speech * (1.0 - music * ~near))
         G = W * speech[None, :] + floor * (1.0 - speech[None, :])
     import librosa
 
