@@ -869,7 +869,7 @@ def _sha(*parts) -> str:
 
 
 def fingerprint(out_dir: str | os.PathLike) -> dict[str, str]:
-    """Compute the sha256 of every clip of a built set: its samples, its labels and its manifest row.
+    r"""Compute the sha256 of every clip of a built set: its samples, its labels and its manifest row.
 
     The samples are hashed as the 16-bit integers the WAV holds (not the file's header), so two
     builds agree exactly when every clip would give a fit the same numbers.
