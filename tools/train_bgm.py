@@ -159,9 +159,10 @@ def fit_params(table: list[dict], *, restarts: int | None = None) -> dict:
     rows) before the network; the projection is folded into its first layer. ``restarts``
     (default ``RESTARTS``) networks are fitted from seeds ``SEED``, ``SEED + 1``, ... and their logits averaged: one
     hidden layer of ``restarts * HIDDEN`` units (268 x 80), output weights divided by
-    ``restarts``. One network alone lands in a different optimum for a 1e-9 change of its
-    input or another seed, which moves the leave-one-source-out figures by several points;
-    the average of five moves them far less (README, "Detection quality").
+    ``restarts``. One network alone lands in a different optimum for another seed or another
+    BLAS kernel's rounding, which moved the leave-one-source-out figures by up to 0.09 (0.17
+    on the nine noise clips); the average of five moved by up to 0.018 for five other seeds
+    and 0.003 for another kernel (0.07 on the noise clips; README, "Detection quality").
     """
     X, Y, W = [], [], []
     for r in table:
