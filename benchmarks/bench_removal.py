@@ -21,9 +21,9 @@ recording of ``bench_models.py``), each in a fresh subprocess. Figures only, nev
 
 ``--set DIR`` reuses a built set; ``--no-slices`` and ``--no-speed`` shorten a run.
 
-Last measured (fused decision of five networks; SI-SDR gain over the mixture, whole / 10-s / 20-s slices): ``music_removal``
-on the base set +2.8/+2.6/+2.7 dB at -6 dB, +3.7/+2.7/+3.3 at -12, +1.6/+0.8/+1.8 at -20;
-on all 8 programmes at -6 dB -0.2/-0.6/-0.4 (was -2.4/-2.5/-2.3 before the second look of
+Last measured (fused decision of five networks; SI-SDR gain over the mixture, whole / 10-s /
+20-s slices): ``music_removal`` on the base set +2.8/+2.6/+2.7 dB at -6 dB, +3.7/+2.7/+3.3
+at -12, +1.6/+0.8/+1.8 at -20; on all 8 programmes at -6 dB -0.2/-0.6/-0.4 (was -2.4/-2.5/-2.3 before the second look of
 ``removal.second_look``; on 3 of the extra ones the speech over the bed is still mostly taken
 for music alone and gated); ``dialogue`` +2.8/+2.7/+2.8, +3.7/+2.7/+3.3, +2.1/+1.1/+2.2, all
 at -6 dB -0.1/-0.2/-0.2. Music-only stretches 29.3 dB quieter (25.9 on 10-s slices),
