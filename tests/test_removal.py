@@ -90,6 +90,19 @@ def test_bass_band_is_cut_only_where_music_is():
     assert np.all(G[:, 250:] == 1.0)                  # no music: untouched
 
 
+def test_forward_background_holds_the_level_ahead_and_mirrors_the_block_end():
+    """At a music onset the forward level is the music's at once; at the block's end a last transient is no bed."""
+    from shakelab.server import removal
+
+    S = np.ones((4, 800))
+    S[:, 400:] = 10.0                # music from frame 400 (4.6 s at 256-sample hops)
+    S[:, -8:] = 1000.0               # a transient in the block's last 0.1 s
+    B = removal.background(S, SR, 256, forward=True)
+    assert B[0, 404] == pytest.approx(10.0)                       # the onset: the level ahead, not the quiet
+    assert removal.background(S, SR, 256)[0, 404] == pytest.approx(1.0)   # the centred one still holds the quiet
+    assert B[0, -1] == pytest.approx(10.0)                        # mirrored: the bed, not the last frame repeated
+
+
 def test_dialogue_gates_a_speech_blip_on_music_far_from_speech():
     """The CNN's sub-second speech blips on music alone (0.1-0.36) must not open dialogue's gate there."""
     from shakelab.server import removal

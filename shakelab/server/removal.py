@@ -8,7 +8,8 @@ audio (:func:`separate` streams 30-s blocks through :func:`removal_block` with t
    background-music cue), put on the STFT frames. Speech over a loud bed can read as music
    alone (the CNN's speech probability 0.0-0.2 there), and the music-alone gate would cut
    it: where music is found and speech is not, the detector hears the block a second time
-   with the background level subtracted, guarded by the syllabic (2-8 Hz) modulation of
+   with the background level subtracted (the larger of the centred and the forward one, so
+   that a music onset after quiet is not heard as speech), guarded by the syllabic (2-8 Hz) modulation of
    the speech-band foreground, since a bed the detector mistakes for speech once thinned
    out rarely pulses like syllables (:func:`second_look`, :func:`syllabic`); the higher
    speech probability is kept.
@@ -122,11 +123,15 @@ def tracks(y: np.ndarray, sr: int, n_frames: int, hop: int) -> tuple[np.ndarray,
 
 
 def background(S: np.ndarray, sr: int, hop: int, *, seconds: float = BACKGROUND_SECONDS,
-               percentile: float = BACKGROUND_PERCENTILE, step: int = 4) -> np.ndarray:
+               percentile: float = BACKGROUND_PERCENTILE, step: int = 4, forward: bool = False) -> np.ndarray:
     """Per-bin background level: a low percentile of ``S`` over a sliding ``seconds`` (minimum statistics).
 
     Speech comes and goes in every bin (syllables, pauses) while a music bed or room noise
     stays, so the low percentile over a few seconds follows the background under speech.
+    The window is centred on each frame, or with ``forward`` starts at it (what the next
+    ``seconds`` keep: at a music onset after quiet the centred level still holds the quiet for
+    up to half the window); the forward window is mirrored at the block's end, so the last
+    frames' level comes from the frames before them rather than from the last one repeated.
     Computed on every ``step``-th frame and interpolated back (the same curve, 4x faster).
 
     Examples
@@ -135,12 +140,18 @@ def background(S: np.ndarray, sr: int, hop: int, *, seconds: float = BACKGROUND_
     >>> S = np.ones((4, 200)); S[:, ::3] = 10.0
     >>> float(background(S, 8000, 128).max())
     1.0
+    >>> S = np.ones((1, 400)); S[:, 200:] = 10.0
+    >>> float(background(S, 8000, 128)[0, 210]), float(background(S, 8000, 128, forward=True)[0, 210])
+    (1.0, 10.0)
     """
     from scipy.ndimage import percentile_filter
 
     frames = S.shape[1]
     k = max(3, round(seconds * sr / hop / step)) | 1
-    coarse = percentile_filter(S[:, ::step], percentile, size=(1, k), mode="nearest")
+    if forward:
+        coarse = percentile_filter(S[:, ::step], percentile, size=(1, k), origin=(0, -(k // 2)), mode="reflect")
+    else:
+        coarse = percentile_filter(S[:, ::step], percentile, size=(1, k), mode="nearest")
     if step == 1 or coarse.shape[1] == frames:
         return coarse
     idx = np.minimum(np.arange(frames) / step, coarse.shape[1] - 1)
@@ -281,6 +292,10 @@ def second_look(X: np.ndarray, S: np.ndarray, sr: int, n_fft: int, hop: int, pm:
     under 0.2 over whole stretches), and the music-alone gate would then take the speech out.
     Where music is detected and speech is not, the block is heard again with the background
     level subtracted (the mask of :func:`gains` without the bed): the bed goes, speech stays.
+    The level subtracted is the larger of the centred and the forward :func:`background`: at a
+    music onset after quiet the centred level still holds the quiet for up to a second, and
+    that music was heard as speech; the larger level also finds more of the speech under a
+    steady bed (and holds speech a little longer into music that follows it).
     That speech probability, ramped over :data:`SECOND_LOOK`, and guarded by the syllabic
     modulation of the foreground (:func:`syllabic`, ramped over :data:`SYLLABIC`: a bed the
     detector mistakes for speech once thinned out rarely pulses like syllables), is taken
@@ -298,6 +313,7 @@ def second_look(X: np.ndarray, S: np.ndarray, sr: int, n_fft: int, hop: int, pm:
     import librosa
 
     B = background(S, sr, hop) if level is None else level
+    B = np.maximum(B, background(S, sr, hop, forward=True))   # a music onset after quiet: the level ahead
     y = librosa.istft(X.mean(axis=0) * _speech_mask(S, MARGIN * B), hop_length=hop, n_fft=n_fft)
     _, ps2, _ = tracks(y, sr, S.shape[1], hop)
     cue = _smoothstep(ps2, *SECOND_LOOK)
