@@ -148,10 +148,8 @@ def background(S: np.ndarray, sr: int, hop: int, *, seconds: float = BACKGROUND_
 
     frames = S.shape[1]
     k = max(3, round(seconds * sr / hop / step)) | 1
-    if forward:
-        coarse = percentile_filter(S[:, ::step], percentile, size=(1, k), origin=(0, -(k // 2)), mode="reflect")
-    else:
-        coarse = percentile_filter(S[:, ::step], percentile, size=(1, k), mode="nearest")
+    origin, mode = ((0, -(k // 2)), "reflect") if forward else (0, "nearest")
+    coarse = percentile_filter(S[:, ::step], percentile, size=(1, k), origin=origin, mode=mode)
     if step == 1 or coarse.shape[1] == frames:
         return coarse
     idx = np.minimum(np.arange(frames) / step, coarse.shape[1] - 1)
@@ -198,8 +196,8 @@ def bed(S: np.ndarray, sr: int, n_fft: int, hop: int, alone: np.ndarray, *, k: i
     for a in range(0, S.shape[1], 256):
         R[:, a:a + 256] = np.median(D[:, nbrs[a:a + 256]], axis=2)
     B = background(S, sr, hop) if level is None else level
-    level = np.median(B / (np.median(B[:, alone], axis=1, keepdims=True) + 1e-10), axis=0)
-    return R * level[None, :]
+    scale = np.median(B / (np.median(B[:, alone], axis=1, keepdims=True) + 1e-10), axis=0)
+    return R * scale[None, :]
 
 
 def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.ndarray, pn: np.ndarray,
@@ -295,7 +293,8 @@ def second_look(X: np.ndarray, S: np.ndarray, sr: int, n_fft: int, hop: int, pm:
     The level subtracted is the larger of the centred and the forward :func:`background`: at a
     music onset after quiet the centred level still holds the quiet for up to a second, and
     that music was heard as speech; the larger level also finds more of the speech under a
-    steady bed (and holds speech a little longer into music that follows it).
+    steady bed (and holds speech a little longer into music that follows it). The syllabic
+    cue reads the foreground above that same level.
     That speech probability, ramped over :data:`SECOND_LOOK`, and guarded by the syllabic
     modulation of the foreground (:func:`syllabic`, ramped over :data:`SYLLABIC`: a bed the
     detector mistakes for speech once thinned out rarely pulses like syllables), is taken
@@ -312,12 +311,12 @@ def second_look(X: np.ndarray, S: np.ndarray, sr: int, n_fft: int, hop: int, pm:
         return ps
     import librosa
 
-    B = background(S, sr, hop) if level is None else level
-    B = np.maximum(B, background(S, sr, hop, forward=True))   # a music onset after quiet: the level ahead
-    y = librosa.istft(X.mean(axis=0) * _speech_mask(S, MARGIN * B), hop_length=hop, n_fft=n_fft)
+    centred = background(S, sr, hop) if level is None else level
+    ahead = np.maximum(centred, background(S, sr, hop, forward=True))   # a music onset after quiet
+    y = librosa.istft(X.mean(axis=0) * _speech_mask(S, MARGIN * ahead), hop_length=hop, n_fft=n_fft)
     _, ps2, _ = tracks(y, sr, S.shape[1], hop)
     cue = _smoothstep(ps2, *SECOND_LOOK)
-    cue = cue * _smoothstep(syllabic(S, sr, n_fft, hop, level=B), *SYLLABIC)
+    cue = cue * _smoothstep(syllabic(S, sr, n_fft, hop, level=ahead), *SYLLABIC)
     from scipy.ndimage import median_filter
 
     cue = median_filter(cue, size=max(3, int(2.0 * sr / hop)) | 1, mode="nearest")   # 2 s: no blips either way
