@@ -69,7 +69,7 @@ BED_NEIGHBOURS = 25          # music-alone frames whose median models the bed un
 BED_MATCH_HZ = 150.0         # frames are matched on the band below this, where the music dominates speech
 SPEECH_LOW_HZ = 80.0         # voices have next to nothing below this; the bass and the kick do
 MUSIC_RAMP = (0.25, 0.6)     # music probability: ramp from no music to music for sure
-SECOND_LOOK = (0.3, 0.6)     # speech probability on the background-subtracted block: ramp from 0 to 1
+SECOND_LOOK = (0.2, 0.5)     # speech probability on the background-subtracted block: ramp from 0 to 1
 SYLLABIC = (0.4, 0.8)        # 2-8 Hz modulation depth of the speech-band foreground (log-energy RMS): ramp
 SYLLABIC_BAND = (300.0, 3400.0)
 SPEECH_NEAR_S = 2.0          # dialogue, where music is sure: a speech blip counts only within +-1 s of held speech
@@ -289,7 +289,8 @@ def second_look(X: np.ndarray, S: np.ndarray, sr: int, n_fft: int, hop: int, pm:
     Speech over a loud bed can read as music alone to the detector (its speech probability
     under 0.2 over whole stretches), and the music-alone gate would then take the speech out.
     Where music is detected and speech is not, the block is heard again with the background
-    level subtracted (the mask of :func:`gains` without the bed): the bed goes, speech stays.
+    level subtracted (the mask of :func:`gains`, with the bed of :func:`bed` from the first
+    pass's music-alone frames where the block has them): the bed goes, speech stays.
     The level subtracted is the larger of the centred and the forward :func:`background`: at a
     music onset after quiet the centred level still holds the quiet for up to a second, and
     that music was heard as speech; the larger level also finds more of the speech under a
@@ -311,13 +312,20 @@ def second_look(X: np.ndarray, S: np.ndarray, sr: int, n_fft: int, hop: int, pm:
         return ps
     import librosa
 
+    from scipy.ndimage import median_filter
+
     centred = background(S, sr, hop) if level is None else level
     ahead = np.maximum(centred, background(S, sr, hop, forward=True))   # a music onset after quiet
-    y = librosa.istft(X.mean(axis=0) * _speech_mask(S, MARGIN * ahead), hop_length=hop, n_fft=n_fft)
+    M = MARGIN * ahead
+    music = _smoothstep(pm, *MUSIC_RAMP)
+    held = _smoothstep(median_filter(ps, size=max(3, int(2.0 * sr / hop)) | 1, mode="nearest"), 0.08, 0.3)
+    R = bed(S, sr, n_fft, hop, (music > 0.9) & (held < 0.1), level=centred)
+    if R is not None:   # the bed of the first pass's music-alone frames, as in gains: less of the bed is heard
+        M = M + music[None, :] * (np.sqrt(M * R) - M)
+    y = librosa.istft(X.mean(axis=0) * _speech_mask(S, M), hop_length=hop, n_fft=n_fft)
     _, ps2, _ = tracks(y, sr, S.shape[1], hop)
     cue = _smoothstep(ps2, *SECOND_LOOK)
     cue = cue * _smoothstep(syllabic(S, sr, n_fft, hop, level=ahead), *SYLLABIC)
-    from scipy.ndimage import median_filter
 
     cue = median_filter(cue, size=max(3, int(2.0 * sr / hop)) | 1, mode="nearest")   # 2 s: no blips either way
     return np.maximum(ps, cue)
