@@ -379,7 +379,8 @@ def test_fused_fit_is_deterministic_and_leave_one_source_out_never_sees_a_clips_
         r["sources"] = {f"{key}:{r[key]}" for key in ("speech", "music") if r[key]}
         table.append(r)
     a, b = tb.fit_params(table), tb.fit_params(table)
-    assert all(np.array_equal(a[k], b[k]) for k in a) and a["W1"].shape == (len(bgm.FUSED_NAMES), tb.HIDDEN)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert a["W1"].shape == (len(bgm.FUSED_NAMES), tb.HIDDEN * tb.RESTARTS)      # the restarts' units side by side
     p = [tb.track(r, a).mean() for r in table]
     assert min(p[2:]) > 0.5 > max(p[:2])            # the cue columns separate music from speech
     loso = tb.loso_params(table)           # clip 4 (pyannote over arcade) is scored by a fit without both
@@ -388,3 +389,26 @@ def test_fused_fit_is_deterministic_and_leave_one_source_out_never_sees_a_clips_
     assert not np.array_equal(loso[4]["W1"], a["W1"])
     scores = tb.score(table, [tb.track(r, a) for r in table])
     assert scores["x"][2] == pytest.approx(60.0) and 0 <= scores["x"][1] <= 1
+
+
+def test_fit_record_names_the_clips_and_inputs_that_differ(tmp_path, capsys):
+    tb = _train_bgm()
+    d = tmp_path / "set"
+    d.mkdir()
+    rows = [("000_speech", "flite", ""), ("001_music", "", "arcade"), ("002_speech_music_-12", "flite", "pygame")]
+    (d / "manifest.csv").write_text("name,condition,speech,music,chain,bed\n" + "".join(
+        f"{n},{n[4:]},{s},{m},clean,\n" for n, s, m in rows))
+    for k, (n, _, _) in enumerate(rows):
+        sf.write(str(d / f"{n}.wav"), np.full(1600, 0.01 * (k + 1), np.float32), 16000, subtype="PCM_16")
+        (d / f"{n}.txt").write_text("" if k == 0 else "0\t0.1\tmusic\n")
+    inputs = {"espeak-ng": "a" * 64, "chain mp3": "b" * 64}
+    record = tmp_path / "broadcast.sha256"
+    tb.write_record(d, record, inputs=inputs)
+    assert tb.verify_set(d, record, inputs=inputs)
+    assert "all 3 equal" in capsys.readouterr().out
+    sf.write(str(d / "001_music.wav"), np.full(1600, 0.5, np.float32), 16000, subtype="PCM_16")   # one sample set
+    assert not tb.verify_set(d, record, inputs={**inputs, "chain mp3": "c" * 64})
+    out = capsys.readouterr().out
+    assert "inputs: 1 of 2 differ from the record (broadcast.sha256): chain mp3" in out
+    assert "clips: 1 of 3 differ from the record (broadcast.sha256): 001_music" in out
+    assert "differing clips by music: arcade 1" in out

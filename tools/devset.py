@@ -17,7 +17,7 @@ real speech ``pyannote/audio/sample/sample.wav`` (pyannote.audio wheel, MIT), mu
 directory you give and is not to be committed (the song files' licences are those of their
 wheels).
 
-The ``broadcast`` split (67 min, 200 clips of 20 s) tags every clip with its speech source
+The ``broadcast`` split (88 min, 263 clips of 20 s) tags every clip with its speech source
 (:data:`SPEECH_SOURCES`: real voices from the pyannote sample and Debian voice prompts, espeak-ng
 and flite), music source (:data:`MUSIC_SOURCES`, GM songs in six :data:`GENRES` among them),
 recording chain (:data:`CHAINS`, :func:`chain`) and noise bed (:data:`BEDS`, :func:`bed`), for
@@ -40,6 +40,7 @@ $ python -m tools.devset out/devset [--split train|broadcast]
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import shutil
 import struct
@@ -108,8 +109,8 @@ VOICES = {
               ("en-gb", "+belinda"), ("en-us", "+steph"), ("pt-br", "+Mike"), ("en-gb", "+norbert")],
 }
 
-__all__ = ["BEDS", "BROADCAST_CONDITIONS", "CHAINS", "CONDITIONS", "MUSIC_SOURCES", "SPEECH_SOURCES", "bed", "build",
-           "chain", "main", "sources"]
+__all__ = ["BEDS", "BROADCAST_CONDITIONS", "CHAINS", "CONDITIONS", "MUSIC_SOURCES", "NOISE_KINDS", "SPEECH_SOURCES",
+           "bed", "build", "chain", "fingerprint", "input_fingerprint", "main", "sources"]
 
 
 # ----------------------------------------------------------------------------- sources
@@ -511,6 +512,8 @@ ESPEAK_VOICES = [("en-us", "+m3"), ("en-gb", "+f2"), ("en-gb-scotland", "+m1"), 
 BROADCAST_DEBS = ("flite", "alsa-utils", "sound-theme-freedesktop", "asterisk-core-sounds-en-wav",
                   "asterisk-core-sounds-fr-wav", "asterisk-core-sounds-es-wav", "asterisk-moh-opsound-wav", "asc-music")
 BROADCAST_CLIP = 20.0
+#: noise alone in the broadcast split: the beds and four synthetic noises
+NOISE_KINDS = (*BEDS, "white", "pink", "brown", "hum")
 
 
 def _butter(y: np.ndarray, lo: float | None, hi: float | None, order: int = 4) -> np.ndarray:
@@ -705,10 +708,15 @@ def _broadcast_plan() -> list[dict]:
             if (i + j) % 5 < 2:
                 plan.append({"condition": "speech_music_-6", "speech": s, "music": m, "snr_db": -6,
                              "chain": CHAINS[(i + 2 * j) % nc]})
-    for j, b in enumerate((*BEDS, "white", "pink", "brown", "hum")):
+    for j, b in enumerate(NOISE_KINDS):
         plan.append({"condition": "noise", "bed": b, "chain": CHAINS[j % nc]})
     for kind in ("zero", "floor", "floor"):
         plan.append({"condition": "silence", "bed": kind, "chain": "clean"})
+    # appended after the clips above, each from its own random stream (_build_broadcast), so
+    # that those stay byte-identical: every noise kind alone through every chain
+    for b in NOISE_KINDS:
+        for c in CHAINS:
+            plan.append({"condition": "noise", "bed": b, "chain": c, "own_stream": True})
     for p in plan:
         for key in ("speech", "music", "bed", "snr_db"):
             p.setdefault(key, "")
@@ -813,6 +821,11 @@ def _build_broadcast(out: Path, cache) -> Path:
         tmp = Path(tmpd)
         supply = _BroadcastSources(src, soundfont, tmp, rng)
         for i, p in enumerate(_broadcast_plan()):
+            if p.get("own_stream"):
+                # a clip appended to the split draws from its own stream: the clips before it
+                # stay what they were, and an input that differs on another machine changes
+                # only the appended clips that use it
+                rng = supply.rng = np.random.default_rng([2026, i])
             cond = p["condition"]
             lvl = float(rng.uniform(-26, -16))
             labels: list[tuple[float, float]] = []
@@ -854,6 +867,81 @@ def _build_broadcast(out: Path, cache) -> Path:
         w.writeheader()
         w.writerows(rows)
     return manifest
+
+
+# ----------------------------------------------------------------------------- fingerprints
+def _sha(*parts) -> str:
+    h = hashlib.sha256()
+    for x in parts:
+        h.update(x.encode() if isinstance(x, str) else np.ascontiguousarray(x).tobytes()
+                 if isinstance(x, np.ndarray) else bytes(x))
+    return h.hexdigest()
+
+
+def fingerprint(out_dir: str | os.PathLike) -> dict[str, str]:
+    r"""Compute the sha256 of every clip of a built set: its samples, its labels and its manifest row.
+
+    The samples are hashed as the 16-bit integers the WAV holds (not the file's header), so two
+    builds agree exactly when every clip would give a fit the same numbers.
+
+    Examples
+    --------
+    >>> import soundfile as sf, tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> sf.write(d / "000_silence.wav", np.zeros(1600, np.float32), SR, subtype="PCM_16")
+    >>> _ = (d / "000_silence.txt").write_text("")
+    >>> _ = (d / "manifest.csv").write_text("name,condition\n000_silence,silence\n")
+    >>> fp = fingerprint(d)
+    >>> list(fp), len(fp["000_silence"])
+    (['000_silence'], 64)
+    """
+    import soundfile as sf
+
+    d = Path(out_dir)
+    with open(d / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out = {}
+    for r in rows:
+        y, _ = sf.read(str(d / f"{r['name']}.wav"), dtype="int16")
+        out[r["name"]] = _sha(repr(sorted(r.items())), (d / f"{r['name']}.txt").read_bytes(), y)
+    return out
+
+
+def input_fingerprint(cache: str | os.PathLike | None = None) -> dict[str, str]:
+    """Compute the sha256 of every input of the broadcast split that this machine supplies.
+
+    One entry per input: the wheel members and the Debian data (as decoded at 16 kHz, so the
+    decoders and the resampler count), the soundfont, one fixed sentence through ``espeak-ng``
+    and ``flite``, one fixed song through ``fluidsynth``, one fixed noise through every
+    :data:`CHAINS` (the MP3 codec of libsndfile, soxr, scipy's filters). When two machines build
+    different broadcast splits, the entries that differ name the cause.
+
+    Examples
+    --------
+    >>> fp = input_fingerprint()          # doctest: +SKIP
+    >>> sorted(fp)[:3]                    # doctest: +SKIP
+    ['asc-music', 'asterisk-en', 'asterisk-es']
+    """
+    src = sources(cache)
+    soundfont = next((s for s in SOUNDFONTS if Path(s).is_file()), None)
+    if soundfont is None:
+        raise RuntimeError("no General MIDI soundfont: apt-get install timgm6mb-soundfont")
+    out = {f"wheel {name}": _sha(_load(path)) for name, path in sorted(src.items())}
+    for name, voice in ASTERISK.items():
+        files = sorted((ASTERISK_DIR / voice).rglob("*.wav"))
+        out[name] = _sha(*(x for f in files for x in (str(f.relative_to(ASTERISK_DIR)), f.read_bytes())))
+    out["moh-opsound"] = _sha(*(x for f in sorted(MOH_DIR.glob("*.wav")) for x in (f.name, _load(f))))
+    out["asc-music"] = _sha(*(x for f in sorted(ASC_DIR.glob("*.mp3")) for x in (f.name, _load(f))))
+    out["prompts"] = _sha(*(x for f in PROMPT_FILES for x in (f.name, _load(f))))
+    out["soundfont"] = _sha(Path(soundfont).name, Path(soundfont).read_bytes())
+    with tempfile.TemporaryDirectory(prefix="shakelab-probe-") as tmpd:
+        tmp = Path(tmpd)
+        out["espeak-ng"] = _sha(_espeak(SENTENCES[0], "en-us", "+m3", 160, 50, tmp))
+        out["flite"] = _sha(_flite(SENTENCES[0], "kal16", 1.0, 120.0, tmp))
+        out["fluidsynth"] = _sha(_render(_genre_song(500, 4.0, "pop"), tmp, soundfont))
+    probe = (_noise("pink", 2 * SR, np.random.default_rng(0)) * np.float32(0.1)).astype(np.float32)
+    out.update({f"chain {c}": _sha(chain(probe, c, np.random.default_rng(1))) for c in CHAINS})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,9 +14,11 @@ spectrum falls to a flat noise floor. Nine features per 20 ms step, in three ban
 
 plus the CNN's log probabilities (speech, music, noise) and its last hidden layer (256
 units, :func:`shakelab.server.cnn.frame_outputs` with ``embed=True``). Features are averaged
-over 2 s, standardised and fed to a small network (one hidden layer of 16 tanh units, then a
-logistic), whose probability is the fused music decision (it reads the CNN's own music
-probability, so it replaces rather than adds to it). A linear decision over the same inputs
+over 2 s, standardised and fed to a small network (one hidden layer of 80 tanh units, then a
+logistic: five networks of 16 fitted from seeds 0-4, their logits averaged, which is one
+network with their units side by side, and reproduces across CPUs' BLAS kernels), whose
+probability is the fused music decision (it reads the CNN's own music probability, so it
+replaces rather than adds to it). A linear decision over the same inputs
 could not separate reverberant speech from speech over music even on its own training clips;
 the hidden layer can. The weights (``bgm_cue.npz`` beside this module: a 48-dimensional
 principal-component projection of the embedding folded into the first layer; ours, MIT like
