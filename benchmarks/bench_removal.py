@@ -21,18 +21,14 @@ recording of ``bench_models.py``), each in a fresh subprocess. Figures only, nev
 
 ``--set DIR`` reuses a built set; ``--no-slices`` and ``--no-speed`` shorten a run.
 
-Last measured (SI-SDR gain over the mixture, whole / 10-s /
-20-s slices): ``music_removal`` on the base set +2.8/+2.7/+2.8 dB at -6 dB, +3.0/+2.8/+3.3
-at -12, +1.7/+0.7/+1.1 at -20; on all 8 programmes at -6 dB +0.2/+0.1/-0.0 (was
--2.4/-2.5/-2.3 before the second look of ``removal.second_look``, -0.2/-0.4/-0.4 before its
-forward background level; on 2 of the extra ones the speech over the bed is still mostly
-taken for music alone and gated); ``dialogue`` +2.8/+2.7/+2.8, +3.0/+2.8/+3.3, +2.1/+1.0/+1.8,
-all at -6 dB +0.3/+0.1/+0.1 (was -0.1/-0.2/-0.2). Music-only stretches 29.2 dB quieter (26.1
-on 10-s slices; the worst programme 21.5/20.2/21.5), speech-only 0.0 dB, effects-only 27 dB
-quieter with ``dialogue`` (worst programme 14.3 dB), whose music-only stretches are 29.2 dB
-quieter too, 21.5/21.0/21.5 on the worst programme on whole recordings and on 10-s and 20-s
-slices (was 17.6/18.0/18.0 before the blip guard of ``removal.SPEECH_NEAR_S``; the table gives
-means: those worst figures are from the per-programme ``removalset.score`` of each row).
+Last measured (SI-SDR gain over the mixture, whole / 10-s / 20-s slices, with the
+five-network fused decision): ``music_removal`` on the base set +2.8/+2.6/+2.7 dB at -6 dB,
++3.5/+2.9/+3.3 at -12, +1.6/+0.1/+1.0 at -20; on all 8 programmes at -6 dB +0.8/+0.3/+0.6 (was
++0.2/+0.1/-0.0 before the second look heard the bed model, -2.4 before the second look);
+``dialogue`` +2.8/+2.7/+2.8, +3.5/+3.0/+3.3, +1.9/+0.8/+1.8, all at -6 dB +0.9/+0.6/+0.7.
+Music-only stretches 29.6 dB quieter (25.6 on 10-s slices), speech-only 0.0 dB, effects-only
+27 dB quieter with ``dialogue``. Speed 9.5x (music_removal) and 9.2x (dialogue) real time,
+1.04 GB peak RSS. The table gives means; the per-programme figures are ``removalset.score``'s.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ audio (:func:`separate` streams 30-s blocks through :func:`removal_block` with t
    background-music cue), put on the STFT frames. Speech over a loud bed can read as music
    alone (the CNN's speech probability 0.0-0.2 there), and the music-alone gate would cut
    it: where music is found and speech is not, the detector hears the block a second time
-   with the background level subtracted (the larger of the centred and the forward one, so
+   with the music estimate of step 2 subtracted (its level the larger of the centred and the forward one, so
    that a music onset after quiet is not heard as speech), guarded by the syllabic (2-8 Hz) modulation of
    the speech-band foreground, since a bed the detector mistakes for speech once thinned
    out rarely pulses like syllables (:func:`second_look`, :func:`syllabic`); the higher
@@ -200,6 +200,24 @@ def bed(S: np.ndarray, sr: int, n_fft: int, hop: int, alone: np.ndarray, *, k: i
     return R * scale[None, :]
 
 
+def _held(ps: np.ndarray, sr: int, hop: int) -> np.ndarray:
+    """Speech over its 2-s running median, ramped: neither a dip inside speech nor a blip inside music decides."""
+    from scipy.ndimage import median_filter
+
+    return _smoothstep(median_filter(ps, size=max(3, int(2.0 * sr / hop)) | 1, mode="nearest"), 0.08, 0.3)
+
+
+def _music_estimate(S: np.ndarray, sr: int, n_fft: int, hop: int, music: np.ndarray, held: np.ndarray,
+                    M: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Estimate the music magnitude under ``S``: ``M``, and where music is, its geometric mean with :func:`bed`.
+
+    The bed comes from the block's music-alone frames (``music`` sure, ``held`` speech absent), levelled
+    by ``level``; without such frames ``M`` is returned as it is. The bed follows the notes, ``M`` the level.
+    """
+    R = bed(S, sr, n_fft, hop, (music > 0.9) & (held < 0.1), level=level)
+    return M if R is None else M + music[None, :] * (np.sqrt(M * R) - M)
+
+
 def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.ndarray, pn: np.ndarray,
           model: str, *, level: np.ndarray | None = None) -> np.ndarray:
     """Compute the time-frequency gain of ``model`` for magnitude ``S`` (freq x frames) and the frame tracks.
@@ -220,16 +238,11 @@ def gains(S: np.ndarray, sr: int, n_fft: int, hop: int, pm: np.ndarray, ps: np.n
     speech = _smoothstep(ps, 0.08, 0.3)            # the gates act only where speech is clearly absent
     if model == "music_removal" and not music.any():
         return np.ones_like(S, dtype=np.float32)
-    from scipy.ndimage import maximum_filter1d, median_filter
+    from scipy.ndimage import maximum_filter1d
 
-    # speech over a 2-s running median: neither a dip inside speech nor a blip inside music decides
-    held = _smoothstep(median_filter(ps, size=max(3, int(2.0 * sr / hop)) | 1, mode="nearest"), 0.08, 0.3)
+    held = _held(ps, sr, hop)
     B = background(S, sr, hop) if level is None else level
-    M = MARGIN * B
-    R = bed(S, sr, n_fft, hop, (music > 0.9) & (held < 0.1), level=B)
-    if R is not None:   # geometric mean where music is: the bed follows the notes, the background the level
-        M = M + music[None, :] * (np.sqrt(M * R) - M)
-    W = _speech_mask(S, M)
+    W = _speech_mask(S, _music_estimate(S, sr, n_fft, hop, music, held, MARGIN * B, B))
     if model == "music_removal":
         G = 1.0 - music[None, :] * (1.0 - W)
         alone = music * (1.0 - held)                 # music without speech: gate it
@@ -311,22 +324,15 @@ def second_look(X: np.ndarray, S: np.ndarray, sr: int, n_fft: int, hop: int, pm:
     if not ((_smoothstep(pm, *MUSIC_RAMP) > 0.5) & (ps < 0.3)).any():
         return ps
     import librosa
-
     from scipy.ndimage import median_filter
 
     centred = background(S, sr, hop) if level is None else level
     ahead = np.maximum(centred, background(S, sr, hop, forward=True))   # a music onset after quiet
-    M = MARGIN * ahead
-    music = _smoothstep(pm, *MUSIC_RAMP)
-    held = _smoothstep(median_filter(ps, size=max(3, int(2.0 * sr / hop)) | 1, mode="nearest"), 0.08, 0.3)
-    R = bed(S, sr, n_fft, hop, (music > 0.9) & (held < 0.1), level=centred)
-    if R is not None:   # the bed of the first pass's music-alone frames, as in gains: less of the bed is heard
-        M = M + music[None, :] * (np.sqrt(M * R) - M)
+    M = _music_estimate(S, sr, n_fft, hop, _smoothstep(pm, *MUSIC_RAMP), _held(ps, sr, hop), MARGIN * ahead, centred)
     y = librosa.istft(X.mean(axis=0) * _speech_mask(S, M), hop_length=hop, n_fft=n_fft)
     _, ps2, _ = tracks(y, sr, S.shape[1], hop)
     cue = _smoothstep(ps2, *SECOND_LOOK)
     cue = cue * _smoothstep(syllabic(S, sr, n_fft, hop, level=ahead), *SYLLABIC)
-
     cue = median_filter(cue, size=max(3, int(2.0 * sr / hop)) | 1, mode="nearest")   # 2 s: no blips either way
     return np.maximum(ps, cue)
 
