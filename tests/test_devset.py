@@ -63,7 +63,9 @@ def test_broadcast_plan_pairs_every_speech_source_with_every_music_source():
     assert {(p["speech"], p["chain"]) for p in speech} == {(s, c) for s in devset.SPEECH_SOURCES for c in devset.CHAINS}
     beds = [p for p in plan if p["condition"] == "speech_bed"]
     assert {p["bed"] for p in beds} == set(devset.BEDS) and {p["snr_db"] for p in beds} == {-10, -20, -30}
-    assert len(plan) * devset.BROADCAST_CLIP <= 70 * 60         # bounded build
+    noise = [p for p in plan if p["condition"] == "noise"]
+    assert {(p["bed"], p["chain"]) for p in noise} == {(b, c) for b in devset.NOISE_KINDS for c in devset.CHAINS}
+    assert len(plan) * devset.BROADCAST_CLIP <= 90 * 60         # bounded build (88 min with the noise-alone clips)
 
 
 @pytest.mark.parametrize("kind", devset.CHAINS)
