@@ -50,6 +50,7 @@ from scipy.optimize import minimize  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from shakelab.ledger import file_sha256  # noqa: E402
 from shakelab.server import bgm, cnn  # noqa: E402
 from tools import devset  # noqa: E402
 
@@ -268,10 +269,6 @@ def score(table: list[dict], tracks: list[np.ndarray], *, by: str = "condition",
 RECORD = Path(__file__).with_name("broadcast.sha256")   # the set the committed weights were fitted on
 
 
-def _sha_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def write_record(d: Path, path: Path = RECORD, *, inputs: dict[str, str] | None = None) -> None:
     """Record what the weights were fitted on: the weights' sha256, this machine's inputs, every clip's.
 
@@ -279,7 +276,7 @@ def write_record(d: Path, path: Path = RECORD, *, inputs: dict[str, str] | None 
     """
     inputs = devset.input_fingerprint() if inputs is None else inputs
     lines = [f"# written by tools/train_bgm.py with {bgm.PARAMS_PATH.name}; read by --check",
-             f"{_sha_file(bgm.PARAMS_PATH)}  weights {bgm.PARAMS_PATH.name}"]
+             f"{file_sha256(bgm.PARAMS_PATH)}  weights {bgm.PARAMS_PATH.name}"]
     lines += [f"{h}  input {k}" for k, h in inputs.items()]
     lines += [f"{h}  clip {k}" for k, h in devset.fingerprint(d).items()]
     path.write_text("\n".join(lines) + "\n")
@@ -307,7 +304,7 @@ def verify_set(d: Path, path: Path = RECORD, *, inputs: dict[str, str] | None = 
         return False
     rec = read_record(path)
     ok = True
-    if rec.get(f"weights {bgm.PARAMS_PATH.name}") != _sha_file(bgm.PARAMS_PATH):
+    if rec.get(f"weights {bgm.PARAMS_PATH.name}") != file_sha256(bgm.PARAMS_PATH):
         print(f"{bgm.PARAMS_PATH.name} is not the file {path.name} was written with (refitted without the record?)")
         ok = False
     inputs = devset.input_fingerprint() if inputs is None else inputs
